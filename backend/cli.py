@@ -1,0 +1,265 @@
+"""The ``att3d`` command line. Errors are one line on stderr and exit code 2, never a traceback.
+
+Subcommands of other packages (training, the service) register themselves through
+``register(subparsers)`` functions imported lazily, so ``att3d generate`` never imports them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+# Modules that add subcommands: each has ``register(subparsers) -> None``.
+PLUGINS = ("backend.service.cli", "training.cli")
+
+
+class CLIError(Exception):
+    pass
+
+
+def _writable_output(path: str, suffixes: Optional[tuple[str, ...]] = None) -> Path:
+    p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise CLIError(f"unsupported output format {p.suffix or '(none)'!r} for {path}; use one of {', '.join(suffixes)}")
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create the folder for {path}: {e.strerror or e}") from None
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CLIError(f"cannot write {path}: permission denied")
+    if p.is_dir():
+        raise CLIError(f"{path} is a folder, expected a file name")
+    return p
+
+
+def _stages(names: list[str], quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=len(names), desc=names[0], disable=quiet, leave=False, file=sys.stderr,
+                bar_format="{desc:<12} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .export import FORMATS, export_mesh
+    from .inference import Generator, check_prompt
+    from .mesh import check_resolution
+
+    prompt = check_prompt(args.prompt)
+    check_resolution(args.resolution)
+    out = _writable_output(args.out, FORMATS)
+    preview = _writable_output(args.preview, (".png",)) if args.preview else None
+    bar = _stages(["load", "embed", "map", "mesh", "export", "preview"], args.quiet)
+    t0 = time.perf_counter()
+    gen = Generator(args.model, device=args.device)
+    bar.set_description("embed"); bar.update()
+    emb = gen.embed(prompt)
+    bar.set_description("map"); bar.update()
+    mod = gen.modulate(emb)
+    bar.set_description("mesh"); bar.update()
+    mesh = gen.mesh(mod, args.resolution, args.simplify, args.texture or False)
+    mesh.meta.update(prompt=prompt, model=gen.model_id)
+    if len(mesh.faces) == 0:
+        raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
+    bar.set_description("export"); bar.update()
+    export_mesh(mesh, out)
+    if preview:
+        bar.set_description("preview"); bar.update()
+        from PIL import Image
+
+        Image.fromarray(gen.preview(mod)).save(preview)
+    bar.close()
+    print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces) in "
+          f"{time.perf_counter() - t0:.2f} s" + (f"; preview {preview}" if preview else ""))
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .export import export_mesh
+    from .inference import Generator
+    from .mesh import Mesh, check_resolution
+
+    if len(args.prompts) < 2:
+        raise CLIError("interpolate needs at least two prompts")
+    check_resolution(args.resolution)
+    if args.steps < 1:
+        raise CLIError("--steps must be at least 1")
+    out = Path(args.out)
+    _writable_output(str(out / "x.glb"))
+    gen = Generator(args.model, device=args.device)
+    total = (len(args.prompts) - 1) * args.steps + 1
+    bar = tqdm(total=total, desc="chain", disable=args.quiet, file=sys.stderr, leave=False)
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = round(frac * total)
+        bar.refresh()
+
+    seq = gen.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
+                    progress=progress)
+    bar.close()
+    files = []
+    for i, pos in enumerate(seq["steps"]):
+        if args.consistent:
+            mesh = Mesh(seq["vertices"][i], seq["faces"], seq["colors"][i])
+        else:
+            mesh = seq["meshes"][i]
+        f = out / f"step_{i:03d}.{args.format}"
+        export_mesh(mesh, f)
+        files.append({"file": f.name, "position": pos, "prompt": seq["labels"][i]})
+    manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
+                "resolution": args.resolution, "model": gen.model_id, "steps": files}
+    (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {len(files)} meshes to {out}" + (" (shared faces)" if args.consistent else ""))
+    return 0
+
+
+def cmd_init_model(args: argparse.Namespace) -> int:
+    from .model import ModelConfig, build_model, save_model
+
+    cfg: dict = {}
+    if args.preset == "tiny":
+        cfg.update(resolutions=[8, 12, 16], v_dim=8)
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise CLIError(f"config file {path} not found")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+        cfg.update(data.get("architecture", data))
+    for kv in args.set or []:
+        key, _, value = kv.partition("=")
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    try:
+        config = ModelConfig.from_dict(cfg)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"bad model config: {e}") from None
+    folder = save_model(build_model(config, args.seed), args.dir,
+                        {"name": Path(args.dir).name, "note": "randomly initialised (att3d init-model)",
+                         "seed": args.seed})
+    print(f"wrote a randomly initialised model to {folder}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    result = run_bench(args.model, device=args.device, repeats=args.repeats, quiet=args.quiet or args.json)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """What ``make demo`` runs: the shipped demo model, or a bundle it creates if none ships yet."""
+    from .model import SHIPPED_DIR
+
+    out = Path(args.out)
+    model = "demo"
+    if not (SHIPPED_DIR / "demo").is_dir():
+        model = str(out / "random-model")
+        print("no shipped demo model yet: using a randomly initialised bundle", file=sys.stderr)
+        cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
+    ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
+                            preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
+                            quiet=args.quiet)
+    return cmd_generate(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="att3d", description="Amortized text-to-3D: one network, many prompts.")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, model_default: Optional[str] = "demo"):
+        sp.add_argument("--model", default=model_default, help="model folder or shipped name (default: demo)")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+
+    g = sub.add_parser("generate", help="prompt → mesh file (GLB/OBJ/PLY)")
+    g.add_argument("prompt")
+    common(g)
+    g.add_argument("--out", required=True, help="output file: .glb, .obj or .ply")
+    g.add_argument("--resolution", type=int, default=128, help="marching-cubes lattice size (16–512)")
+    g.add_argument("--preview", help="also write a turntable preview PNG")
+    g.add_argument("--simplify", type=int, help="simplify to about this many faces")
+    g.add_argument("--texture", type=int, nargs="?", const=1024, help="bake a UV texture of this size (default 1024)")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("interpolate", help="a chain of prompts → a sequence of meshes")
+    i.add_argument("prompts", nargs="+")
+    common(i)
+    i.add_argument("--steps", type=int, default=8, help="meshes per segment between consecutive prompts")
+    i.add_argument("--out", required=True, help="output folder")
+    i.add_argument("--resolution", type=int, default=96)
+    i.add_argument("--consistent", action="store_true", help="one shared set of faces for the whole sequence")
+    i.add_argument("--format", choices=["glb", "obj", "ply"], default="glb")
+    i.set_defaults(func=cmd_interpolate)
+
+    m = sub.add_parser("init-model", help="write a randomly initialised model folder")
+    m.add_argument("dir")
+    m.add_argument("--preset", choices=["paper", "tiny"], default="paper")
+    m.add_argument("--config", help="JSON or TOML file with architecture keys")
+    m.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one architecture key")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_init_model)
+
+    b = sub.add_parser("bench", help="inference timings (medians) as JSON")
+    common(b)
+    b.add_argument("--json", action="store_true", help="one JSON object on one line")
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="generate a demo asset into a folder (what `make demo` runs)")
+    d.add_argument("--out", default="out")
+    d.add_argument("--prompt", default="a red cube wearing a party hat")
+    d.add_argument("--resolution", type=int, default=128)
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=cmd_demo)
+
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError as e:
+            if e.name and name.startswith(e.name):
+                continue  # that part is not installed / not written
+            raise
+        mod.register(sub)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .model import ModelFolderError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("att3d: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ModelFolderError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"att3d: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"att3d: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Inference: prompt → ``m(c)`` once → meshes, previews, blends and prompt chains.
+
+:class:`Generator` is what the CLI, the service and the embedded client use.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .cameras import orbit_cameras
+from .mapping_network import Modulation
+from .mesh import (Mesh, check_resolution, extract_mesh, field_colors, marching_cubes, density_lattice,
+                   project_to_isosurface)
+from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
+from .text_encoder import TextEmbedding, TextEncoder
+
+MAX_PROMPT_CHARS = 500
+ProgressFn = Callable[[float, str], Optional[bool]]
+
+
+class CancelledError(RuntimeError):
+    """A progress callback asked the job to stop."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch has no CUDA here (install a CUDA build of torch)")
+    return torch.device(device)
+
+
+def check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str):
+        raise ValueError(f"a prompt must be text, got {type(prompt).__name__}")
+    p = " ".join(prompt.split())
+    if not p:
+        raise ValueError("the prompt is empty")
+    if len(p) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt is {len(p)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    return p
+
+
+def chain_schedule(positions: Sequence[float], steps: int) -> list[tuple[int, float, float]]:
+    """Steps of a chain: (segment index, α within the segment, chain position) for each mesh.
+
+    ``steps`` meshes per segment (its start included, its end excluded), then the last keyframe:
+    ``(K − 1) · steps + 1`` meshes in all.
+    """
+    if len(positions) < 2:
+        raise ValueError("a chain needs at least two keyframes")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    out = []
+    for k in range(len(positions) - 1):
+        for s in range(steps):
+            a = s / steps
+            out.append((k, a, positions[k] + a * (positions[k + 1] - positions[k])))
+    out.append((len(positions) - 2, 1.0, float(positions[-1])))
+    return out
+
+
+class Generator:
+    """A loaded model with its text encoder. ``Generator("demo")`` or a model folder path."""
+
+    def __init__(self, model: str | os.PathLike = "demo", device: str = "auto",
+                 cache_dir: Optional[str | os.PathLike] = None) -> None:
+        self.device = pick_device(device)
+        self.model_path = resolve_model_path(model)
+        self.model, self.config = load_model(self.model_path, self.device)
+        freeze_spectral_norm(self.model)
+        arch = self.model.config
+        self.model_id = str(self.config.get("provenance", {}).get("name") or Path(self.model_path).name)
+        self.encoder = TextEncoder(arch.text_encoder, arch.max_length, device=self.device, cache_dir=cache_dir)
+        if self.encoder.dim != arch.token_dim:
+            raise ValueError(f"text encoder {arch.text_encoder!r} gives {self.encoder.dim}-d tokens, "
+                             f"the model expects {arch.token_dim}")
+
+    # -- embeddings and modulations -------------------------------------------------------------
+    def embed(self, prompts: Sequence[str] | str) -> TextEmbedding:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self.encoder([check_prompt(p) for p in prompts]).to(self.device)
+
+    @torch.no_grad()
+    def modulate(self, emb: TextEmbedding) -> Modulation:
+        return self.model.modulate(emb.tokens, emb.mask)
+
+    @torch.no_grad()
+    def blend_modulation(self, prompt_a: str, prompt_b: str, alpha: float) -> Modulation:
+        """Latent interpolation: ``m((1 − α) c1 + α c2)`` (paper §3.2.2)."""
+        e = self.embed([prompt_a, prompt_b])
+        tokens = (1 - alpha) * e.tokens[:1] + alpha * e.tokens[1:]
+        return self.model.modulate(tokens, e.mask[:1] | e.mask[1:])
+
+    # -- single objects -------------------------------------------------------------------------
+    def mesh(self, mod: Modulation, resolution: int = 128, simplify: Optional[int] = None,
+             texture: bool | int = False) -> Mesh:
+        check_resolution(resolution)
+        tex = (1024 if texture is True else int(texture)) if texture else None
+        if tex and not simplify:
+            simplify = 20000  # xatlas is slow on dense meshes: simplify first
+        return extract_mesh(self.model, mod, resolution, simplify, tex)
+
+    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
+                 texture: bool | int = False) -> Mesh:
+        prompt = check_prompt(prompt)
+        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture)
+        mesh.meta.update(prompt=prompt, model=self.model_id)
+        return mesh
+
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+              simplify: Optional[int] = None) -> Mesh:
+        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify)
+        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.model_id, alpha=float(alpha))
+        return mesh
+
+    @torch.no_grad()
+    def preview(self, mod: Modulation, views: int = 8, size: int = 128, elevation: float = 20.0,
+                n_samples: int = 96) -> np.ndarray:
+        """A turntable contact sheet ``[rows·size, cols·size, 3]`` uint8 (albedo, env background)."""
+        cams = orbit_cameras([360.0 * i / views for i in range(views)], elevation, 2.6, 1.1, device=self.device)
+        batch = Modulation(None if mod.params is None else mod.params[:1].expand(views, -1),
+                           mod.v[:1].expand(views, -1))
+        out = self.model.render(batch, cams, size, size, n_samples=n_samples, stratified=False, chunk=1 << 13)
+        img = (out.rgb.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
+        cols = min(views, 4)
+        rows = math.ceil(views / cols)
+        sheet = np.full((rows * size, cols * size, 3), 255, np.uint8)
+        for i in range(views):
+            r, c = divmod(i, cols)
+            sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = img[i]
+        return sheet
+
+    # -- chains -------------------------------------------------------------------------------
+    def chain(self, prompts: Sequence[str], positions: Optional[Sequence[float]] = None, steps: int = 4,
+              resolution: int = 96, consistent: bool = True,
+              progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+        """Meshes along a prompt chain.
+
+        Returns ``{"steps": [...], "labels": [...], "faces": F or None, "vertices": [...],
+        "colors": [...], "meshes": [...] (inconsistent mode), "converged": [...]}``.
+        With ``consistent`` the first step is extracted once and its vertices are moved onto each
+        following step's isosurface, so every step shares one set of faces.
+        """
+        prompts = [check_prompt(p) for p in prompts]
+        positions = list(range(len(prompts))) if positions is None else [float(p) for p in positions]
+        if len(positions) != len(prompts):
+            raise ValueError("one position per keyframe prompt")
+        if any(b <= a for a, b in zip(positions, positions[1:])):
+            raise ValueError("keyframe positions must be strictly increasing")
+        check_resolution(resolution)
+        schedule = chain_schedule(positions, steps)
+        emb = self.embed(prompts)
+        out: dict[str, Any] = {"steps": [s[2] for s in schedule], "labels": [], "faces": None,
+                               "vertices": [], "colors": [], "meshes": [], "converged": []}
+        verts = faces = None
+        for i, (k, a, _pos) in enumerate(schedule):
+            if progress is not None and progress(i / len(schedule), f"step {i + 1}/{len(schedule)}"):
+                raise CancelledError("cancelled")
+            tokens = (1 - a) * emb.tokens[k:k + 1] + a * emb.tokens[k + 1:k + 2]
+            with torch.no_grad():
+                mod = self.model.modulate(tokens, emb.mask[k:k + 1] | emb.mask[k + 1:k + 2])
+            label = prompts[k] if a == 0 else prompts[k + 1] if a == 1 else f"{prompts[k]} → {prompts[k + 1]} @ {a:.2f}"
+            out["labels"].append(label)
+            if not consistent:
+                m = self.mesh(mod, resolution)
+                m.meta.update(prompt=label, model=self.model_id, chain_position=schedule[i][2])
+                out["meshes"].append(m)
+                continue
+            if faces is None:
+                vol = density_lattice(self.model, mod, resolution)
+                verts, faces = marching_cubes(vol, self.model.config.iso_density, self.model.config.bound)
+                ok = np.ones(len(verts), bool)
+            else:
+                verts, ok = project_to_isosurface(self.model, mod, verts, faces)
+            out["vertices"].append(verts)
+            out["colors"].append(field_colors(self.model, mod, verts))
+            out["converged"].append(float(ok.mean()) if len(ok) else 1.0)
+        if consistent:
+            out["faces"] = faces
+        if progress is not None:
+            progress(1.0, "done")
+        return out

@@ -1,0 +1,234 @@
+"""The ATT3D model: mapping network → point encoder → NeRF MLP, plus the environment map, and
+model folders (``config.json`` + ``model.safetensors``, no pickles).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .environment_map import EnvironmentMap
+from .mapping_network import MAPPINGS, Modulation
+from .nerf_mlp import NeRFMLP
+from .point_encoder import PointEncoder
+
+FORMAT = "att3d-model"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent / "models"
+
+
+class ModelFolderError(ValueError):
+    """A model folder is missing, truncated or does not match its config."""
+
+
+@dataclass
+class ModelConfig:
+    # text encoder (the mapping network flattens [max_length, token_dim] token embeddings)
+    text_encoder: str = "minilm"
+    max_length: int = 32
+    token_dim: int = 384
+    # mapping network
+    mapping: str = "hyper"  # hyper | concat | attention
+    v_dim: int = 32
+    # point encoder
+    resolutions: list[int] = field(default_factory=lambda: [9, 14, 22, 36, 58])
+    features: int = 4
+    hash_resolutions: list[int] = field(default_factory=list)
+    hash_table_log2: int = 14
+    bound: float = 1.0
+    # NeRF MLP and density bias 10(1 − 2‖x‖)
+    hidden: int = 32
+    density_bias_scale: float = 10.0
+    density_bias_radius: float = 0.5
+    # rendering and extraction
+    sphere_radius: float = 2.0
+    env_freqs: int = 8
+    iso_density: float = 5.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown architecture keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+class ATT3D(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.mapping not in MAPPINGS:
+            raise ValueError(f"unknown mapping {config.mapping!r}; choose from {sorted(MAPPINGS)}")
+        self.config = config
+        self.point_encoder = PointEncoder(config.resolutions, config.features, config.bound,
+                                          config.hash_resolutions, config.hash_table_log2,
+                                          shared=config.mapping == "concat")
+        self.mapping = MAPPINGS[config.mapping](config.max_length, config.token_dim,
+                                                self.point_encoder.n_params, config.v_dim)
+        in_dim = self.point_encoder.out_dim + (config.v_dim if config.mapping == "concat" else 0)
+        self.nerf = NeRFMLP(in_dim, config.hidden, config.density_bias_scale, config.density_bias_radius)
+        self.env = EnvironmentMap(config.v_dim, config.env_freqs)
+
+    # -- the three stages ----------------------------------------------------------------------
+    def modulate(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
+        """``m(c)``: token embeddings ``[B, L, D]`` → per-prompt grid parameters and ``v``."""
+        if tokens.shape[1:] != (self.config.max_length, self.config.token_dim):
+            raise ValueError(f"token embeddings of shape {tuple(tokens.shape[1:])}, model expects "
+                             f"({self.config.max_length}, {self.config.token_dim}): wrong text encoder?")
+        return self.mapping(tokens, mask)
+
+    def features(self, mod: Modulation, points: torch.Tensor) -> torch.Tensor:
+        feats = self.point_encoder(mod.params, points)
+        if self.config.mapping == "concat":
+            feats = torch.cat([feats, mod.v[:, None, :].expand(-1, feats.shape[1], -1)], dim=-1)
+        return feats
+
+    def field(self, mod: Modulation, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density ``[B, N]`` and albedo ``[B, N, 3]`` at ``points`` ``[B, N, 3]``."""
+        return self.nerf(self.features(mod, points), points)
+
+    def density(self, mod: Modulation, points: torch.Tensor) -> torch.Tensor:
+        return self.nerf.density_only(self.features(mod, points), points)
+
+    def background(self, mod: Modulation, directions: torch.Tensor) -> torch.Tensor:
+        return self.env(directions, mod.v)
+
+    def render(self, mod: Modulation, cams, height: int = 64, width: int = 64, n_samples: int = 32,
+               stratified: bool = True, use_env: bool = True, **kwargs):
+        from .renderer import render
+
+        return render(lambda p: self.field(mod, p), cams, height, width, radius=self.config.sphere_radius,
+                      n_samples=n_samples, stratified=stratified,
+                      background=(lambda d: self.background(mod, d)) if use_env else None, **kwargs)
+
+
+def freeze_spectral_norm(model: ATT3D) -> ATT3D:
+    """Bake ``W / σ(W)`` into plain weights for inference.
+
+    Evaluating a spectral-normed linear re-materialises the normalised weight on every call (a
+    128 MB copy for the paper-size hypernetwork); inference never changes it, so compute it once.
+    The model can still be used, but no longer trained or saved in the folder format.
+    """
+    from torch.nn.utils import parametrize
+
+    with torch.no_grad():
+        for module in model.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    model.frozen = True
+    return model
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> ATT3D:
+    """A freshly initialised model, deterministic for a seed (spectral norms estimated at build)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ATT3D(config)
+
+
+# -- model folders -----------------------------------------------------------------------------
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A folder path, or the name of a shipped model (``demo``)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return p
+    shipped = SHIPPED_DIR / str(name_or_path)
+    if "/" not in str(name_or_path) and shipped.is_dir():
+        return shipped
+    known = sorted(d.name for d in SHIPPED_DIR.iterdir() if d.is_dir()) if SHIPPED_DIR.is_dir() else []
+    hint = f" (shipped models: {', '.join(known)})" if known else ""
+    raise ModelFolderError(f"model {str(name_or_path)!r} not found: not a folder and not a shipped model name{hint}")
+
+
+def save_model(model: ATT3D, folder: str | os.PathLike, provenance: Optional[dict[str, Any]] = None,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "architecture": asdict(model.config), "provenance": provenance or {}}
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: missing (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFolderError(f"{path}: not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFolderError(f"{path}: format version {config['format_version']} is newer than this "
+                               f"att3d supports ({FORMAT_VERSION}); upgrade att3d")
+    if not isinstance(config.get("architecture"), dict):
+        raise ModelFolderError(f"{path}: missing \"architecture\" section")
+    return config
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ATT3D, dict[str, Any]]:
+    """Load a model folder; returns the model (eval mode, float32) and its full config dict."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = resolve_model_path(name_or_path)
+    config = read_config(folder)
+    try:
+        arch = ModelConfig.from_dict(config["architecture"])
+        model = ATT3D(arch)
+    except (TypeError, ValueError) as e:
+        raise ModelFolderError(f"{folder / CONFIG_NAME}: bad architecture: {e}") from None
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelFolderError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelFolderError(f"{weights}: unreadable or truncated ({e})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:3]}{' …' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:3]}{' …' if len(unexpected) > 3 else ''}")
+        raise ModelFolderError(f"{weights}: does not match {CONFIG_NAME}: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelFolderError(f"{weights}: tensor {k} has shape {tuple(state[k].shape)}, "
+                                   f"{CONFIG_NAME} implies {tuple(v.shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval(), config

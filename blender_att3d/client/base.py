@@ -1,0 +1,56 @@
+"""The one client interface the add-on and batch jobs use, whatever the transport."""
+from __future__ import annotations
+
+import abc
+from typing import Any, Optional, Sequence
+
+from .types import MeshData, ProgressFn, SequenceData
+
+
+class BackendError(RuntimeError):
+    """Something went wrong in the backend; the message is meant for an artist to read."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or did not start."""
+
+
+class InvalidRequest(BackendError):
+    """The request itself is wrong (empty prompt, resolution out of range ...)."""
+
+
+class Cancelled(BackendError):
+    """The job was cancelled."""
+
+
+class Client(abc.ABC):
+    """generate / chain / blend / nearest / info / cancel.
+
+    ``progress`` callbacks may be called from the thread running the job.
+    """
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
+                 texture: bool = False, progress: Optional[ProgressFn] = None) -> MeshData: ...
+
+    @abc.abstractmethod
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
+              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+        """``keyframes``: (position, prompt) pairs; ``steps`` meshes between consecutive keyframes."""
+
+    @abc.abstractmethod
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+              progress: Optional[ProgressFn] = None) -> MeshData: ...
+
+    @abc.abstractmethod
+    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
+        """``{"neighbors": [{"prompt", "distance"}...], "distance": float, "far": bool}``."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None: ...
+
+    def close(self) -> None:
+        """Release resources (stop a server subprocess the client started)."""

@@ -1,0 +1,34 @@
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Keep every test's caches out of the user's home, and never reach a model hub.
+_CACHE = tempfile.mkdtemp(prefix="att3d-test-cache-")
+os.environ.setdefault("ATT3D_CACHE", _CACHE)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small randomly initialised model folder with the real MiniLM text encoder."""
+    from backend.model import ModelConfig, build_model, save_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(build_model(ModelConfig(resolutions=[8, 12, 16, 24], v_dim=8), seed=0), folder,
+               {"name": "tiny", "prompts": ["a red cube", "a blue sphere"]})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def generator(tiny_model_dir):
+    from backend.inference import Generator
+
+    return Generator(str(tiny_model_dir), device="cpu")

@@ -1,0 +1,139 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from backend.cameras import CameraSampler, orbit_cameras, view_label
+from backend.mapping_network import MAPPINGS
+from backend.model import ATT3D, ModelConfig, build_model
+from backend.renderer import render
+
+SMALL = dict(resolutions=[6, 10], features=4, v_dim=8, max_length=4, token_dim=16)
+
+
+@pytest.mark.parametrize("variant", sorted(MAPPINGS))
+def test_every_mapping_linear_is_spectral_normed(variant):
+    model = build_model(ModelConfig(mapping=variant, **SMALL))
+    linears = [m for m in model.mapping.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears, "the mapping network has no linear layers?"
+    for lin in linears:
+        assert parametrize.is_parametrized(lin, "weight"), f"{lin} is not spectral-normed"
+    model.train()
+    for lin in linears:  # after power iterations the top singular value is 1
+        for _ in range(30):
+            w = lin.weight
+        assert torch.linalg.matrix_norm(w.detach(), ord=2) == pytest.approx(1.0, rel=0.05)
+
+
+def test_hyper_mapping_shapes_follow_eq_4_5():
+    cfg = ModelConfig(**SMALL)
+    model = build_model(cfg)
+    assert model.mapping.to_v.in_features == 4 * 16 and model.mapping.to_v.out_features == 8
+    assert model.mapping.to_v.bias is not None and model.mapping.to_w.bias is None
+    n = 4 * (6 ** 3 + 10 ** 3)
+    assert model.mapping.to_w.out_features == n
+    mod = model.modulate(torch.randn(3, 4, 16))
+    assert mod.params.shape == (3, n) and mod.v.shape == (3, 8)
+
+
+@pytest.mark.parametrize("variant", sorted(MAPPINGS))
+def test_prompts_in_a_batch_are_independent(variant):
+    model = build_model(ModelConfig(mapping=variant, **SMALL)).eval()
+    tokens = torch.randn(3, 4, 16)
+    pts = torch.rand(3, 500, 3) * 2 - 1
+    with torch.no_grad():
+        d_all, c_all = model.field(model.modulate(tokens), pts)
+        tokens2 = tokens.clone()
+        tokens2[1:] = torch.randn(2, 4, 16) * 5  # change the other prompts only
+        d_b, c_b = model.field(model.modulate(tokens2), pts)
+        d_one, c_one = model.field(model.modulate(tokens[:1]), pts[:1])
+    torch.testing.assert_close(d_all[0], d_b[0])
+    torch.testing.assert_close(d_all[0], d_one[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_all[0], c_one[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(d_all[1], d_b[1])
+
+
+def test_gradients_do_not_leak_between_prompts():
+    model = build_model(ModelConfig(**SMALL))
+    tokens = torch.randn(2, 4, 16)
+    mod = model.modulate(tokens)
+    params = mod.params.detach().requires_grad_(True)
+    from backend.mapping_network import Modulation
+
+    d, _ = model.field(Modulation(params, mod.v), torch.rand(2, 200, 3) - 0.5)
+    d[0].sum().backward()
+    assert params.grad[0].abs().sum() > 0
+    assert params.grad[1].abs().sum() == 0
+
+
+def test_density_bias_makes_an_initial_blob():
+    from backend.mesh import density_lattice, marching_cubes
+
+    model = build_model(ModelConfig()).eval()
+    with torch.no_grad():
+        mod = model.modulate(torch.randn(1, 32, 384))
+    vol = density_lattice(model, mod, 64)
+    verts, faces = marching_cubes(vol, model.config.iso_density, 1.0)
+    r = np.linalg.norm(verts, axis=1)
+    assert len(faces) > 100
+    assert abs(verts.mean(0)).max() < 0.02  # centred
+    assert r.std() / r.mean() < 0.05  # round
+    assert 0.15 < r.mean() < 0.45  # softplus(10(1−2r) + ~0) = 5 near r ≈ 0.25
+    assert vol[0, 0, 0] < 1e-3  # nothing in the corners
+
+
+def test_render_analytic_sphere_matches_expected_image():
+    radius, size = 0.5, 64
+    red = torch.tensor([0.9, 0.1, 0.1])
+
+    def field(p):
+        inside = (p.norm(dim=-1) < radius).float()
+        return 1e4 * inside, red.expand(*p.shape[:-1], 3)
+
+    cams = orbit_cameras([0.0, 90.0], elevation=0.0, distance=2.5, focal=1.0)
+    out = render(field, cams, size, size, n_samples=512, stratified=False, bg_color=1.0)
+    # Expected: a disc of angular radius asin(r/d) around the image centre.
+    j, i = np.meshgrid(np.arange(size) + 0.5 - size / 2, np.arange(size) + 0.5 - size / 2, indexing="ij")
+    ang = np.arctan(np.hypot(i, j) / size)  # focal = 1 image width
+    expected = ang < math.asin(radius / 2.5)
+    got = out.opacity[0, 0].numpy() > 0.5
+    assert (got != expected).mean() < 0.01
+    rgb = out.rgb[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(rgb[expected & got].mean(0), red.numpy(), atol=0.02)
+    np.testing.assert_allclose(rgb[~expected & ~got].mean(0), [1, 1, 1], atol=1e-3)
+    depth = out.depth[0, 0, size // 2, size // 2].item()
+    assert depth == pytest.approx(2.0, abs=0.02)  # the front of the sphere
+
+
+def test_lambertian_shading_darkens_the_side_away_from_the_light():
+    def field(p):
+        return 1e3 * torch.sigmoid((0.5 - p.norm(dim=-1)) * 50), torch.ones(*p.shape[:-1], 3)
+
+    cams = orbit_cameras([0.0], elevation=0.0, distance=2.5)
+    cams.light = torch.tensor([[5.0, -2.5, 0.0]])  # to the camera's right
+    cams.shading = torch.tensor([2])
+    cams.ambient = torch.tensor([0.1])
+    out = render(field, cams, 32, 32, n_samples=256, stratified=False)
+    assert out.normal is not None
+    row = out.rgb[0, 0, 16]
+    assert row[20] > row[11] + 0.3  # right side lit, left side dark
+
+
+def test_camera_sampler_ranges_and_view_labels():
+    cams = CameraSampler().sample(2000, torch.Generator().manual_seed(0))
+    d = cams.eye.norm(dim=-1)
+    assert d.min() >= 2.0 and d.max() <= 3.0
+    assert cams.focal.min() >= 0.7 and cams.focal.max() <= 1.35
+    ld = cams.light.norm(dim=-1)
+    assert ld.min() >= 1.0 - 1e-5 and ld.max() <= 3.0 + 1e-5
+    cos = torch.nn.functional.cosine_similarity(cams.light, cams.eye, dim=-1)
+    assert cos.min() >= math.cos(math.pi / 4) - 1e-4
+    labels = set(cams.view_labels)
+    assert labels == {"front", "side", "back", "overhead"}
+    assert view_label(0, 0) == "front" and view_label(180, 10) == "back" and view_label(90, 0) == "side"
+    assert view_label(30, 80) == "overhead"
+    # the camera looks at the origin
+    fwd = -cams.c2w[:, :, 2]
+    torch.testing.assert_close(fwd, -torch.nn.functional.normalize(cams.eye, dim=-1), atol=1e-5, rtol=0)
