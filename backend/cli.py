@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
-PLUGINS = ("backend.service.cli", "training.cli")
+PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
 
 
 class CLIError(Exception):

@@ -11,7 +11,9 @@ from .mesh import Mesh
 
 def _rasterize(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Texels covered by each UV triangle: (texel y, texel x, face index, barycentrics [K, 3])."""
-    tri = uvs[faces] * size - 0.5  # texel-centre coordinates [F, 3, 2]
+    # UVs have their origin at the bottom-left (OpenGL, Blender, trimesh); image rows go down.
+    img_uv = np.stack([uvs[:, 0], 1 - uvs[:, 1]], 1)
+    tri = img_uv[faces] * size - 0.5  # texel-centre coordinates [F, 3, 2]
     lo = np.floor(tri.min(1)).astype(np.int64).clip(0, size - 1)
     hi = np.ceil(tri.max(1)).astype(np.int64).clip(0, size - 1)
     w = hi[:, 0] - lo[:, 0] + 1
@@ -63,7 +65,6 @@ def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size:
     img[ty, tx] = color_fn(pts)
     filled[ty, tx] = True
     img = _dilate(img, filled)
-    # glTF's UV origin is the top-left: texel row 0 is v = 0, so no flip is needed here.
     tex = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
     return Mesh(verts.astype(np.float32), faces.astype(np.int64), mesh.colors[vmap], uvs.astype(np.float32), tex,
                 dict(mesh.meta, texture_size=size))

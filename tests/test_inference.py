@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.inference import CancelledError, chain_schedule
+
+
+def test_chain_schedule_positions():
+    s = chain_schedule([0, 10, 30], 2)
+    assert [x[2] for x in s] == [0, 5, 10, 20, 30]
+    assert [(k, a) for k, a, _ in s] == [(0, 0), (0, 0.5), (1, 0), (1, 0.5), (1, 1.0)]
+    with pytest.raises(ValueError):
+        chain_schedule([0], 2)
+
+
+def test_generate_is_closed_and_coloured(generator):
+    mesh = generator.generate("a red cube", resolution=48)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    assert tm.is_watertight and tm.volume > 0
+    assert mesh.colors.shape == mesh.vertices.shape
+    assert ((mesh.colors >= 0) & (mesh.colors <= 1)).all()
+    assert mesh.meta["prompt"] == "a red cube" and mesh.meta["model"] == "tiny"
+
+
+def test_blend_endpoints_equal_the_prompts(generator):
+    a = generator.generate("a red cube", resolution=32)
+    b0 = generator.blend("a red cube", "a blue sphere", 0.0, resolution=32)
+    np.testing.assert_allclose(a.vertices, b0.vertices, atol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        generator.blend("a", "b", 1.5)
+
+
+def test_consistent_chain_shares_faces_and_lies_on_each_isosurface(generator):
+    seq = generator.chain(["a red cube", "a blue sphere"], steps=4, resolution=48, consistent=True)
+    assert len(seq["vertices"]) == 5 and seq["faces"] is not None
+    model = generator.model
+    emb = generator.embed(["a red cube", "a blue sphere"])
+    for i, (k, a, _) in enumerate(chain_schedule([0, 1], 4)):
+        tokens = (1 - a) * emb.tokens[:1] + a * emb.tokens[1:]
+        with torch.no_grad():
+            mod = model.modulate(tokens)
+            d = model.density(mod, torch.from_numpy(seq["vertices"][i])[None])[0]
+        assert seq["converged"][i] > 0.99
+        assert (d - model.config.iso_density).abs().median() < 0.05 * model.config.iso_density
+        assert np.isfinite(seq["vertices"][i]).all()
+    assert not np.allclose(seq["colors"][0], seq["colors"][-1])
+
+
+def test_chain_can_be_cancelled(generator):
+    calls = []
+
+    def progress(frac, msg):
+        calls.append(frac)
+        return len(calls) >= 2
+
+    with pytest.raises(CancelledError):
+        generator.chain(["a red cube", "a blue sphere"], steps=4, resolution=32, progress=progress)
+    assert len(calls) == 2

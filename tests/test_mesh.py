@@ -1,0 +1,139 @@
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.export import export_mesh
+from backend.mesh import Mesh, marching_cubes, project_to_isosurface
+
+
+def sphere_volume(n: int, radius: float, bound: float = 1.0) -> np.ndarray:
+    c = np.linspace(-bound, bound, n, dtype=np.float32)
+    x, y, z = np.meshgrid(c, c, c, indexing="ij")
+    return radius - np.sqrt(x * x + y * y + z * z)  # positive inside, like a density above its level
+
+
+def test_marching_cubes_sphere_area_and_volume_within_2_percent():
+    r = 0.6
+    verts, faces = marching_cubes(sphere_volume(128, r), 0.0, 1.0)
+    tm = trimesh.Trimesh(verts, faces, process=False)
+    assert tm.is_watertight
+    assert tm.volume > 0, "faces must wind outward"
+    assert tm.area == pytest.approx(4 * math.pi * r * r, rel=0.02)
+    assert tm.volume == pytest.approx(4 / 3 * math.pi * r ** 3, rel=0.02)
+    # vertices are in world units, centred
+    np.testing.assert_allclose(verts.mean(0), 0, atol=5e-3)
+
+
+def test_marching_cubes_empty_field_gives_empty_mesh():
+    verts, faces = marching_cubes(np.zeros((16, 16, 16), np.float32), 1.0, 1.0)
+    assert verts.shape == (0, 3) and faces.shape == (0, 3)
+
+
+def test_surface_touching_the_box_is_still_closed():
+    verts, faces = marching_cubes(sphere_volume(32, 1.3), 0.0, 1.0)
+    assert trimesh.Trimesh(verts, faces, process=False).is_watertight
+
+
+def _tall_mesh():
+    """A box twice as tall (Z) as wide, red on top, blue at the bottom."""
+    box = trimesh.creation.box(extents=[0.5, 0.5, 1.0])
+    colors = np.where(box.vertices[:, 2:3] > 0, [[1.0, 0, 0]], [[0, 0, 1.0]]).astype(np.float32)
+    return Mesh(box.vertices.astype(np.float32), box.faces.astype(np.int64), colors)
+
+
+def test_glb_round_trip_keeps_colours_and_is_y_up(tmp_path):
+    mesh = _tall_mesh()
+    path = export_mesh(mesh, tmp_path / "m.glb")
+    data = path.read_bytes()
+    assert data[:4] == b"glTF"
+    length = struct.unpack("<I", data[12:16])[0]
+    gltf = json.loads(data[20:20 + length])
+    assert "COLOR_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
+    loaded = trimesh.load(path, force="mesh")
+    ext = loaded.bounds[1] - loaded.bounds[0]
+    assert ext[1] == pytest.approx(1.0) and ext[0] == pytest.approx(0.5) and ext[2] == pytest.approx(0.5)
+    cols = loaded.visual.vertex_colors[:, :3].astype(float) / 255
+    top = loaded.vertices[:, 1] > 0  # glTF +Y is our +Z
+    np.testing.assert_allclose(cols[top].mean(0), [1, 0, 0], atol=0.01)
+    np.testing.assert_allclose(cols[~top].mean(0), [0, 0, 1], atol=0.01)
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".ply"])
+def test_obj_and_ply_export(tmp_path, suffix):
+    path = export_mesh(_tall_mesh(), tmp_path / f"m{suffix}")
+    loaded = trimesh.load(path, force="mesh", process=False)
+    assert len(loaded.faces) == 12
+    tall_axis = np.argmax(loaded.bounds[1] - loaded.bounds[0])
+    assert tall_axis == (1 if suffix == ".obj" else 2)
+
+
+def test_unknown_export_format_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unsupported output format '.stl'"):
+        export_mesh(_tall_mesh(), tmp_path / "m.stl")
+
+
+class _SphereField:
+    """A stand-in model whose density is a sphere of a given radius (level 5 at the surface)."""
+
+    class config:
+        iso_density = 5.0
+        bound = 1.0
+
+    def __init__(self, radius):
+        self.radius = radius
+
+    def density(self, mod, x):
+        return 5.0 + 40.0 * (self.radius - x.norm(dim=-1))
+
+
+def test_project_to_isosurface_moves_vertices_onto_the_new_surface():
+    from backend.mapping_network import Modulation
+
+    verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
+    mod = Modulation(None, torch.zeros(1, 2))
+    new, ok = project_to_isosurface(_SphereField(0.62), mod, verts, faces)
+    assert ok.all()
+    np.testing.assert_allclose(np.linalg.norm(new, axis=1), 0.62, atol=2e-3)
+    assert trimesh.Trimesh(new, faces, process=False).is_watertight
+
+
+def test_projection_fallback_keeps_the_mesh_valid():
+    from backend.mapping_network import Modulation
+
+    class Flat(_SphereField):
+        def density(self, mod, x):  # no surface anywhere, zero gradient
+            return torch.zeros(x.shape[:-1]) + 0 * x.sum(-1)
+
+    verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
+    new, ok = project_to_isosurface(Flat(0.5), Modulation(None, torch.zeros(1, 2)), verts, faces)
+    assert not ok.any()
+    assert np.isfinite(new).all() and new.shape == verts.shape
+
+
+def test_texture_bake_reproduces_the_colour_field(tmp_path):
+    from backend.texture import bake_texture
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    mesh = Mesh(sphere.vertices.astype(np.float32), sphere.faces.astype(np.int64),
+                np.zeros((len(sphere.vertices), 3), np.float32))
+
+    def color_fn(p):  # red above z = 0, green below
+        return np.where(p[:, 2:3] > 0, [[1.0, 0, 0]], [[0, 1.0, 0]]).astype(np.float32)
+
+    baked = bake_texture(mesh, color_fn, 256)
+    assert baked.texture.shape == (256, 256, 3) and baked.uvs.shape == (len(baked.vertices), 2)
+    path = export_mesh(baked, tmp_path / "t.glb")
+    loaded = trimesh.load(path, force="mesh")
+    # sample the texture at each vertex's UV: top vertices are red, bottom ones green
+    uv = loaded.visual.uv
+    img = np.asarray(loaded.visual.material.baseColorTexture.convert("RGB"))
+    h, w = img.shape[:2]
+    px = img[np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1), np.clip((uv[:, 0] * w).astype(int), 0, w - 1)]
+    up = loaded.vertices[:, 1] > 0.05
+    down = loaded.vertices[:, 1] < -0.05
+    assert (px[up, 0] > 200).mean() > 0.95 and (px[down, 1] > 200).mean() > 0.95
