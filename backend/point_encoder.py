@@ -62,9 +62,9 @@ class PointEncoder(nn.Module):
 
 
 def _split_factor(batch: int, n: int, device: torch.device) -> int:
-    # grid_sample's CPU backward parallelises over the batch only: spread points over more
-    # batch entries so every core works (≈2.5× faster with 2 cores, DESIGN.md §4).
-    if device.type != "cpu" or not torch.is_grad_enabled():
+    # grid_sample on the CPU parallelises over the batch only (forward and backward): spread
+    # points over more batch entries so every core works (≈2.5× faster with 2 cores, DESIGN.md §4).
+    if device.type != "cpu":
         return 1
     threads = torch.get_num_threads()
     k = max(1, math.ceil(threads / batch))

@@ -57,3 +57,15 @@ def test_chain_can_be_cancelled(generator):
     with pytest.raises(CancelledError):
         generator.chain(["a red cube", "a blue sphere"], steps=4, resolution=32, progress=progress)
     assert len(calls) == 2
+
+
+def test_generate_with_simplify_and_texture(generator, tmp_path):
+    mesh = generator.generate("a red cube", resolution=48, simplify=300, texture=128)
+    assert len(mesh.faces) <= 330
+    assert mesh.texture.shape == (128, 128, 3) and mesh.uvs.shape == (len(mesh.vertices), 2)
+    # the texture holds the field's colours: sampled at each vertex's UV it gives the vertex colour
+    h, w = mesh.texture.shape[:2]
+    rows = np.clip(((1 - mesh.uvs[:, 1]) * h).astype(int), 0, h - 1)
+    cols = np.clip((mesh.uvs[:, 0] * w).astype(int), 0, w - 1)
+    sampled = mesh.texture[rows, cols] / 255
+    assert np.median(np.abs(sampled - mesh.colors).max(1)) < 0.03

@@ -137,3 +137,12 @@ def test_texture_bake_reproduces_the_colour_field(tmp_path):
     up = loaded.vertices[:, 1] > 0.05
     down = loaded.vertices[:, 1] < -0.05
     assert (px[up, 0] > 200).mean() > 0.95 and (px[down, 1] > 200).mean() > 0.95
+
+
+def test_simplify_reduces_faces_and_keeps_the_shape():
+    from backend.mesh import simplify
+
+    verts, faces = marching_cubes(sphere_volume(96, 0.6), 0.0, 1.0)
+    v, f = simplify(verts, faces, 2000)
+    assert 1500 < len(f) <= 2200
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 0.6, atol=0.02)

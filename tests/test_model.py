@@ -137,3 +137,34 @@ def test_camera_sampler_ranges_and_view_labels():
     # the camera looks at the origin
     fwd = -cams.c2w[:, :, 2]
     torch.testing.assert_close(fwd, -torch.nn.functional.normalize(cams.eye, dim=-1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", [dict(mapping="concat"), dict(hash_resolutions=[20, 31], hash_table_log2=10),
+                                  dict()])
+def test_fast_lattice_equals_pointwise_density(arch):
+    """The separable lattice path gives exactly the model's density at lattice points."""
+    from backend.mesh import density_lattice
+
+    cfg = ModelConfig(resolutions=[6, 10, 14], v_dim=8, max_length=4, token_dim=16, **arch)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        mod = model.modulate(torch.randn(1, 4, 16) * 3)
+        mod.params.mul_(1000) if mod.params is not None else model.point_encoder.shared.data.normal_()
+        vol = density_lattice(model, mod, 20, max_points=1000)  # several slabs
+        c = torch.linspace(-1, 1, 20)
+        idx = torch.randint(0, 20, (500, 3))
+        pts = c[idx][None]
+        d = model.density(mod, pts)[0].numpy()
+    np.testing.assert_allclose(vol[idx[:, 0], idx[:, 1], idx[:, 2]], d, rtol=1e-4, atol=1e-4)
+    assert vol.std() > 0.1  # the test field is not trivial
+
+
+def test_hash_levels_change_features_and_stay_inside_the_box():
+    from backend.point_encoder import sample_hash
+
+    table = torch.randn(2, 256, 4)
+    u = torch.rand(2, 100, 3) * 2 - 1
+    f = sample_hash(table, u, 33)
+    assert f.shape == (2, 100, 4)
+    assert not torch.allclose(f[0], sample_hash(table[1:], u[:1], 33)[0])
+    assert sample_hash(table, torch.full((2, 3, 3), 1.5), 33).abs().max() == 0
