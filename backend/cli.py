@@ -113,10 +113,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         f = out / f"step_{i:03d}.{args.format}"
         export_mesh(mesh, f)
         files.append({"file": f.name, "position": pos, "prompt": seq["labels"][i]})
+    if args.consistent:
+        from .export import export_sequence_glb
+
+        export_sequence_glb(seq["faces"], seq["vertices"], seq["colors"], out / "sequence.glb")
     manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
                 "resolution": args.resolution, "model": gen.model_id, "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {len(files)} meshes to {out}" + (" (shared faces)" if args.consistent else ""))
+    print(f"wrote {len(files)} meshes to {out}" +
+          (" (shared faces; sequence.glb holds them as morph targets)" if args.consistent else ""))
     return 0
 
 

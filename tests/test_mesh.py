@@ -146,3 +146,33 @@ def test_simplify_reduces_faces_and_keeps_the_shape():
     v, f = simplify(verts, faces, 2000)
     assert 1500 < len(f) <= 2200
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 0.6, atol=0.02)
+
+
+def test_sequence_glb_has_morph_targets_that_decode_to_each_step(tmp_path):
+    from backend.export import Z_UP_TO_Y_UP, export_sequence_glb
+
+    verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
+    steps = [verts * s for s in (1.0, 1.2, 0.8)]
+    cols = [np.full_like(verts, c) for c in (0.1, 0.5, 0.9)]
+    path = export_sequence_glb(faces, steps, cols, tmp_path / "s.glb")
+    data = path.read_bytes()
+    jlen = struct.unpack("<I", data[12:16])[0]
+    gltf = json.loads(data[20:20 + jlen])
+    binary = data[20 + jlen + 8:]
+    prim = gltf["meshes"][0]["primitives"][0]
+    assert len(prim["targets"]) == 2 and gltf["animations"][0]["channels"][0]["target"]["path"] == "weights"
+
+    def read(i):
+        acc = gltf["accessors"][i]
+        view = gltf["bufferViews"][acc["bufferView"]]
+        width = {"VEC3": 3, "SCALAR": 1}[acc["type"]]
+        dtype = np.float32 if acc["componentType"] == 5126 else np.uint32
+        return np.frombuffer(binary, dtype, acc["count"] * width, view["byteOffset"]).reshape(acc["count"], -1)
+
+    base = read(prim["attributes"]["POSITION"])
+    for i in (1, 2):
+        np.testing.assert_allclose(base + read(prim["targets"][i - 1]["POSITION"]), steps[i] @ Z_UP_TO_Y_UP.T,
+                                   atol=1e-6)
+    np.testing.assert_array_equal(read(prim["indices"]).reshape(-1, 3), faces)
+    # trimesh (an independent reader) still loads the base mesh
+    assert len(trimesh.load(path, force="mesh").faces) == len(faces)
