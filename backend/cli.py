@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
 PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
 
@@ -72,7 +74,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.set_description("preview"); bar.update()
         from PIL import Image
 
-        Image.fromarray(gen.preview(mod)).save(preview)
+        radius = float(np.linalg.norm(mesh.vertices, axis=1).max()) * 1.05 + 0.05
+        Image.fromarray(gen.preview(mod, radius=radius)).save(preview)
     bar.close()
     print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces) in "
           f"{time.perf_counter() - t0:.2f} s" + (f"; preview {preview}" if preview else ""))
