@@ -1,0 +1,230 @@
+"""Headless batch: prompts (and a prompt chain) -> a .blend, optionally exported meshes.
+
+Usage (the ``bpy`` module, or Blender itself)::
+
+    python -m blender_att3d.batch --prompts prompts.txt [--chain chain.txt] --out scene.blend \
+        [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N]
+    blender -b -P blender_att3d/batch.py -- --prompts prompts.txt --out scene.blend
+
+Runs synchronously through the same mesh-building code as the add-on's UI
+(:mod:`blender_att3d.mesh_build` via :func:`blender_att3d.operators.place_generated` and
+:func:`blender_att3d.operators.build_chain_objects`). Progress goes to stderr.
+
+Prompts file: UTF-8 text, one prompt per line; blank lines and lines starting with ``#`` are ignored.
+
+Chain file (``--chain``), either
+  * text, one keyframe per line: ``FRAME<TAB>PROMPT`` (any whitespace after the frame number), blank
+    lines and ``#`` comments ignored, e.g. ``1<TAB>a red cube`` / ``48<TAB>a blue sphere``; or
+  * JSON: ``[[1, "a red cube"], [48, "a blue sphere"]]`` or
+    ``{"keyframes": [{"frame": 1, "prompt": "a red cube"}, ...], "steps": 4}``.
+  At least two keyframes on distinct frames. Keyframe k lands on its frame, the ``--steps`` meshes
+  between two keyframes are spaced linearly between their frames.
+
+Exit codes: 0 done; 2 bad arguments or input files (missing, unreadable, empty, malformed: one
+line on stderr); 1 the backend or Blender failed. The ``.blend`` is written to a temporary file in
+the same folder and renamed at the end, so a failed run never leaves a partial one.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+FORMATS = ("glb", "obj", "usd")
+
+
+def _log(msg: str) -> None:
+    print(f"att3d batch: {msg}", file=sys.stderr, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2 (argparse's own convention)
+        self.exit(2, f"att3d batch: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m blender_att3d.batch", description="Prompts -> .blend (headless)")
+    ap.add_argument("--prompts", help="text file, one prompt per line")
+    ap.add_argument("--chain", help="chain file: 'FRAME<TAB>PROMPT' lines or JSON (see the module docs)")
+    ap.add_argument("--out", required=True, help="the .blend to write")
+    ap.add_argument("--export-dir", help="also export every result into this folder")
+    ap.add_argument("--format", choices=FORMATS, default="glb", help="export format (default glb)")
+    ap.add_argument("--model", default="demo", help="model name or folder (default demo)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--resolution", type=int, default=128, help="marching-cubes resolution (default 128)")
+    ap.add_argument("--texture", action="store_true", help="bake textures instead of vertex colours")
+    ap.add_argument("--steps", type=int, default=None, help="chain meshes per segment (default 4)")
+    ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
+    ap.add_argument("--interpolation", choices=("linear", "constant"), default="linear")
+    ap.add_argument("--spacing", type=float, default=2.5, help="distance between generated objects")
+    ap.add_argument("--client", help="MODULE:FACTORY returning a Client (tests, custom transports)")
+    return ap
+
+
+def load_client(spec: Optional[str], model: str, device: str):
+    if spec:
+        mod_name, _, attr = spec.partition(":")
+        factory = getattr(importlib.import_module(mod_name), attr or "make")
+        return factory(model=model, device=device)
+    from .client import make_client
+
+    return make_client("embedded", model=model, device=device)
+
+
+def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
+    """Export ``objs`` (with their children) to ``path`` in ``fmt`` (glb | obj | usd)."""
+    import bpy
+
+    view_layer = bpy.context.view_layer
+    for o in list(view_layer.objects.selected):
+        if o is not None:
+            o.select_set(False)
+    todo = list(objs)
+    for o in objs:
+        todo += list(o.children_recursive)
+    for o in todo:
+        o.select_set(True)
+    view_layer.objects.active = objs[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "glb":
+        kw: dict[str, Any] = dict(filepath=str(path), export_format="GLB", use_selection=True,
+                                  export_morph=True, export_animations=True, export_apply=False)
+        rna = bpy.ops.export_scene.gltf.get_rna_type().properties
+        if "export_vertex_color" in rna:
+            kw["export_vertex_color"] = "MATERIAL"
+        bpy.ops.export_scene.gltf(**kw)
+    elif fmt == "obj":
+        bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=True, export_colors=True,
+                              export_materials=True)
+    elif fmt == "usd":
+        bpy.ops.wm.usd_export(filepath=str(path), selected_objects_only=True)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}")
+    if not path.exists():
+        raise RuntimeError(f"the {fmt} exporter wrote nothing to {path}")
+    return path
+
+
+def save_blend_atomic(out: Path) -> Path:
+    """Save the current file to ``out`` via a temporary file in the same folder + rename."""
+    import bpy
+
+    out = out.resolve()
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.blend")
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
+        if not tmp.exists():
+            raise RuntimeError(f"Blender did not write {tmp}")
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "1")):
+            if leftover.exists():
+                leftover.unlink()
+    return out
+
+
+def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """The batch itself (inputs already checked). Returns a summary dict."""
+    import bpy
+
+    from . import logic, operators
+
+    prompts = logic.parse_prompts_file(args.prompts) if args.prompts else []
+    chain = logic.parse_chain_file(args.chain) if args.chain else None
+    if client is None:
+        client = load_client(args.client, args.model, args.device)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    summary: dict[str, Any] = {"objects": [], "exports": [], "chain": None}
+    color_mode = "TEXTURE" if args.texture else "VERTEX"
+    for i, prompt in enumerate(prompts):
+        t0 = time.perf_counter()
+        log(f"[{i + 1}/{len(prompts)}] generating '{prompt}'")
+        data = client.generate(prompt, resolution=args.resolution, texture=args.texture)
+        obj = operators.place_generated(data, prompt, args.resolution, color_mode,
+                                        (i * args.spacing, 0.0, 0.0), scene.name)
+        summary["objects"].append(obj.name)
+        log(f"[{i + 1}/{len(prompts)}] '{obj.name}': {data.n_vertices:,} vertices in {time.perf_counter() - t0:.2f} s")
+        if args.export_dir:
+            p = export_objects([obj], Path(args.export_dir) / f"{i:03d}_{_slug(obj.name)}.{args.format}", args.format)
+            summary["exports"].append(str(p))
+    if chain is not None:
+        keys = chain["keyframes"]
+        steps = args.steps or chain["steps"] or 4
+        mode = "SHAPE_KEYS" if args.chain_mode == "shape_keys" else "SEQUENCE"
+        log(f"chain: {len(keys)} keyframes, {steps} steps per segment, as {mode.lower().replace('_', ' ')}")
+        t0 = time.perf_counter()
+        seq = client.chain([(k, p) for k, (_, p) in enumerate(keys)], steps=steps, resolution=args.resolution,
+                           consistent=(mode == "SHAPE_KEYS"))
+        obj = operators.build_chain_objects(seq, [f for f, _ in keys], mode, args.interpolation.upper(), "batch",
+                                            args.resolution, (0.0, -args.spacing, 0.0), scene.name)
+        logic_frames = logic.step_frames(seq.steps, [f for f, _ in keys])
+        scene.frame_start = int(logic_frames[0])
+        scene.frame_end = int(max(logic_frames[-1], logic_frames[0] + 1))
+        summary["chain"] = obj.name
+        log(f"chain: '{obj.name}' with {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
+        if args.export_dir:
+            p = export_objects([obj], Path(args.export_dir) / f"chain_{_slug(obj.name)}.{args.format}", args.format)
+            summary["exports"].append(str(p))
+    out = save_blend_atomic(Path(args.out))
+    summary["out"] = str(out)
+    log(f"wrote {out} ({len(summary['objects'])} objects{', 1 chain' if chain else ''})")
+    return summary
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "object"
+
+
+def main(argv: Optional[Sequence[str]] = None, client=None) -> int:
+    from . import logic
+    from .client.base import BackendError
+
+    args = parser().parse_args(argv)
+    try:
+        if not args.prompts and not args.chain:
+            raise logic.InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
+        if args.prompts:
+            logic.parse_prompts_file(args.prompts)
+        if args.chain:
+            logic.parse_chain_file(args.chain)
+        if args.resolution < 8:
+            raise logic.InputFileError(f"--resolution {args.resolution} is too small")
+        out = Path(args.out)
+        if out.suffix.lower() != ".blend":
+            raise logic.InputFileError(f"--out must be a .blend file, got {out}")
+        if not out.resolve().parent.is_dir():
+            raise logic.InputFileError(f"the output folder does not exist: {out.resolve().parent}")
+    except logic.InputFileError as e:
+        print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        run(args, client=client)
+    except (BackendError, RuntimeError, OSError, ValueError) as e:
+        if os.environ.get("ATT3D_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        print(f"att3d batch: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _script_argv() -> list[str]:
+    """Arguments after ``--`` (``blender -b -P batch.py -- ARGS``), else everything after the script."""
+    argv = sys.argv
+    return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+
+
+if __name__ == "__main__":
+    if __package__:  # python -m blender_att3d.batch
+        sys.exit(main(_script_argv()))
+    # blender -b -P blender_att3d/batch.py -- ARGS  (or python blender_att3d/batch.py ARGS)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from blender_att3d.batch import main as _main
+
+    sys.exit(_main(_script_argv()))

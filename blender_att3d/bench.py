@@ -1,0 +1,183 @@
+"""Timings of the Blender side (no backend involved): ``python -m blender_att3d.bench``.
+
+Prints JSON: the median (and all runs) of
+* ``insert_100k_s``: a ~100k-vertex coloured mesh -> a new object with its material;
+* ``shape_keys_16_s``: a 16-step consistent-topology chain -> one object with shape keys, key
+  animation and the driven colour mix (generation excluded);
+* ``sequence_16_s``: the same as a 16-object mesh sequence.
+``--renders DIR`` also renders a few frames of the 16-step chain (Cycles, small) into DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def uv_sphere(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
+    th = np.linspace(0, np.pi, rings + 2)[1:-1]
+    ph = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    t, p = np.meshgrid(th, ph, indexing="ij")
+    ring = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
+    pos = np.concatenate([[[0, 0, 1]], ring, [[0, 0, -1]]]).astype(np.float32)
+    r = np.arange(rings - 1)[:, None]
+    s = np.arange(segments)[None, :]
+    a = 1 + r * segments + s
+    b = 1 + r * segments + (s + 1) % segments
+    c, d = a + segments, b + segments
+    body = np.concatenate([np.stack([a, c, d], -1).reshape(-1, 3), np.stack([a, d, b], -1).reshape(-1, 3)])
+    s0 = np.arange(segments)
+    top = np.stack([np.zeros(segments, int), 1 + s0, 1 + (s0 + 1) % segments], -1)
+    last = 1 + (rings - 1) * segments
+    bot = np.stack([np.full(segments, len(pos) - 1), last + (s0 + 1) % segments, last + s0], -1)
+    return pos, np.concatenate([top, body, bot]).astype(np.uint32)
+
+
+def chain_sequence(n_steps: int = 16, rings: int = 128):
+    """A synthetic consistent-topology chain: a sphere turning into a bumpy, differently coloured blob."""
+    from .client.types import SequenceData
+
+    pos, faces = uv_sphere(rings, 2 * rings)
+    positions, colors = [], []
+    for i in range(n_steps):
+        a = i / max(n_steps - 1, 1)
+        bump = 1 + 0.25 * a * np.sin(6 * pos[:, 0]) * np.cos(5 * pos[:, 2])
+        p = pos * bump[:, None] * np.array([1 + 0.4 * a, 1.0, 1 - 0.3 * a], np.float32)
+        positions.append(p.astype(np.float32))
+        c = np.stack([0.9 - 0.8 * a + 0 * pos[:, 0], 0.2 + 0.5 * a * (pos[:, 2] + 1) / 2, 0.1 + 0.8 * a + 0 * pos[:, 0]], 1)
+        colors.append(np.clip(c, 0, 1).astype(np.float32))
+    steps = [i / (n_steps - 1) for i in range(n_steps)]
+    return SequenceData(steps, [f"step {i}" for i in range(n_steps)], faces=faces, positions=positions,
+                        colors=colors, meta={"model": "bench"})
+
+
+def stage_for_render(scene, target, size: int = 64, samples: int = 8, distance: float = 4.0):
+    """Camera looking at ``target``, a sun, a grey world, Cycles on the CPU at ``size``²."""
+    import bpy
+    from mathutils import Vector
+
+    cam = bpy.data.objects.new("ATT3D Camera", bpy.data.cameras.new("ATT3D Camera"))
+    scene.collection.objects.link(cam)
+    center = Vector(target.location)
+    cam.location = center + Vector((0.0, -distance, distance * 0.45))
+    cam.rotation_euler = (center - cam.location).to_track_quat("-Z", "Y").to_euler()
+    scene.camera = cam
+    sun = bpy.data.objects.new("ATT3D Sun", bpy.data.lights.new("ATT3D Sun", "SUN"))
+    sun.data.energy = 3.0
+    sun.rotation_euler = (0.7, 0.2, 0.6)
+    scene.collection.objects.link(sun)
+    world = scene.world or bpy.data.worlds.new("World")
+    scene.world = world
+    world.color = (0.05, 0.05, 0.05)
+    if world.node_tree is None:
+        world.use_nodes = True
+    bg = next((n for n in world.node_tree.nodes if n.bl_idname == "ShaderNodeBackground"), None)
+    if bg is not None:
+        bg.inputs["Color"].default_value = (0.05, 0.05, 0.05, 1.0)
+        bg.inputs["Strength"].default_value = 1.0
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.film_transparent = False
+    return cam
+
+
+def render_to(scene, path: Path) -> np.ndarray:
+    """Render the current frame to ``path`` (PNG) and return its pixels as float RGBA [H, W, 4]."""
+    import bpy
+
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(path), check_existing=False)
+    px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+    img.pixels.foreach_get(px)
+    out = px.reshape(img.size[1], img.size[0], 4)
+    bpy.data.images.remove(img)
+    return out
+
+
+def _median_runs(fn, runs: int) -> dict:
+    times = [fn() for _ in range(runs)]
+    return {"median_s": round(statistics.median(times), 4), "runs_s": [round(t, 4) for t in times]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m blender_att3d.bench")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--renders", help="also save chain-frame renders (PNG) into this folder")
+    ap.add_argument("--render-size", type=int, default=160)
+    ap.add_argument("--chain-rings", type=int, default=128,
+                    help="chain mesh detail: 128 rings = 32,770 vertices per step (a 96^3-ish marching-cubes mesh)")
+    args = ap.parse_args(argv)
+
+    import bpy
+
+    from . import logic, mesh_build
+    from .client.types import MeshData
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    pos, faces = uv_sphere(223, 448)  # 99,906 vertices, 199,808 triangles
+    cols = np.random.default_rng(0).random((len(pos), 3), dtype=np.float32)
+    big = MeshData(pos, faces, cols)
+
+    def insert():
+        t = time.perf_counter()
+        obj = mesh_build.create_object(scene.collection, big, "bench", (0, 0, 0), "VERTEX")
+        dt = time.perf_counter() - t
+        me, mat = obj.data, obj.active_material
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(me)
+        bpy.data.materials.remove(mat)
+        return dt
+
+    seq = chain_sequence(16, args.chain_rings)
+    frames = logic.step_frames(seq.steps, [1, 96])
+
+    def shape_keys():
+        mesh_build.remove_chain("bench")
+        t = time.perf_counter()
+        mesh_build.build_shape_keys(scene.collection, seq, frames, "Bench chain", "bench", "LINEAR")
+        return time.perf_counter() - t
+
+    def sequence():
+        mesh_build.remove_chain("bench-seq")
+        t = time.perf_counter()
+        mesh_build.build_sequence(scene.collection, seq, frames, "Bench seq", "bench-seq")
+        return time.perf_counter() - t
+
+    result = {
+        "blender": bpy.app.version_string,
+        "insert_100k": {"vertices": big.n_vertices, "triangles": len(faces), **_median_runs(insert, args.runs)},
+        "shape_keys_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(shape_keys, args.runs)},
+        "sequence_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(sequence, args.runs)},
+    }
+    if args.renders:
+        out = Path(args.renders)
+        out.mkdir(parents=True, exist_ok=True)
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        obj = mesh_build.build_shape_keys(scene.collection, seq, frames, "Chain", "render", "LINEAR")
+        stage_for_render(scene, obj, size=args.render_size, samples=16, distance=4.6)
+        renders = []
+        for f in (1, 48, 96):
+            scene.frame_set(f)
+            px = render_to(scene, out / f"chain_frame_{f:03d}.png")
+            renders.append({"frame": f, "path": str(out / f"chain_frame_{f:03d}.png"),
+                            "mean_rgb_centre": [round(float(v), 3) for v in px[px.shape[0] // 3: 2 * px.shape[0] // 3,
+                                                                                 px.shape[1] // 3: 2 * px.shape[1] // 3, :3].mean((0, 1))]})
+        result["renders"] = renders
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

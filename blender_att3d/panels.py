@@ -1,0 +1,153 @@
+"""The "ATT3D" tab of the 3D viewport sidebar (N panel)."""
+from __future__ import annotations
+
+import bpy
+from bpy.types import Panel, UIList
+
+from . import jobs, mesh_build
+from .operators import BLEND, MAIN, prompt_warning
+
+
+def _progress(layout, job: jobs.Job) -> None:
+    row = layout.row(align=True)
+    text = f"{job.label}: {job.message}"
+    if hasattr(row, "progress"):  # Blender 4.0+
+        row.progress(factor=job.progress, type="BAR", text=text)
+    else:  # pragma: no cover
+        row.label(text=f"{text} ({job.progress:.0%})")
+    row.operator("att3d.cancel", text="", icon="CANCEL").slot = job.slot
+
+
+def _status(layout, slot: str) -> None:
+    st = jobs.status.get(slot)
+    if st is not None:
+        icon, text = st
+        layout.label(text=text, icon=icon)
+
+
+class ATT3D_PT_main(Panel):
+    bl_idname = "ATT3D_PT_main"
+    bl_label = "ATT3D"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ATT3D"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.att3d
+        layout.prop(s, "prompt", text="")
+        warn = prompt_warning(s.prompt) if s.prompt else None
+        if warn:
+            layout.label(text=warn, icon="ERROR")
+        col = layout.column(align=True)
+        col.prop(s, "resolution")
+        col.prop(s, "color_mode", text="")
+        job = jobs.active(MAIN)
+        if job is not None:
+            _progress(layout, job)
+        else:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.operator("att3d.generate", icon="SHADERFX")
+        _status(layout, MAIN)
+        obj = context.active_object
+        if obj is not None and mesh_build.PROP_PROMPT in obj and mesh_build.PROP_CHAIN not in obj:
+            box = layout.box()
+            box.label(text=f"'{obj[mesh_build.PROP_PROMPT]}'", icon="INFO")
+            box.operator("att3d.regenerate", icon="FILE_REFRESH")
+
+
+class ATT3D_UL_keyframes(UIList):
+    bl_idname = "ATT3D_UL_keyframes"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        sub = row.row(align=True)
+        sub.ui_units_x = 3.5
+        sub.prop(item, "frame", text="", emboss=False)
+        row.prop(item, "prompt", text="", emboss=False, icon="KEYFRAME")
+
+
+class ATT3D_PT_chain(Panel):
+    bl_idname = "ATT3D_PT_chain"
+    bl_label = "Prompt Chain"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ATT3D"
+    bl_parent_id = "ATT3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.att3d
+        row = layout.row()
+        row.template_list("ATT3D_UL_keyframes", "", s, "keyframes", s, "keyframe_index", rows=4)
+        col = row.column(align=True)
+        col.operator("att3d.keyframe_add", text="", icon="ADD")
+        col.operator("att3d.keyframe_remove", text="", icon="REMOVE")
+        col.separator()
+        col.operator("att3d.keyframe_move", text="", icon="TRIA_UP").direction = "UP"
+        col.operator("att3d.keyframe_move", text="", icon="TRIA_DOWN").direction = "DOWN"
+        col = layout.column(align=True)
+        col.prop(s, "chain_steps")
+        col.prop(s, "chain_resolution")
+        layout.prop(s, "chain_mode", expand=True)
+        if s.chain_mode == "SHAPE_KEYS":
+            layout.prop(s, "chain_interpolation", expand=True)
+        if jobs.active(MAIN) is None:
+            layout.operator("att3d.build_chain", icon="RENDER_ANIMATION")
+
+
+class ATT3D_PT_blend(Panel):
+    bl_idname = "ATT3D_PT_blend"
+    bl_label = "Live Blend"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ATT3D"
+    bl_parent_id = "ATT3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.att3d
+        layout.prop(s, "blend_a", text="A")
+        layout.prop(s, "blend_b", text="B")
+        layout.prop(s, "blend_factor", slider=True)
+        row = layout.row(align=True)
+        row.prop(s, "blend_resolution")
+        row.prop(s, "blend_live", toggle=True)
+        job = jobs.active(BLEND)
+        if job is not None:
+            _progress(layout, job)
+        else:
+            layout.operator("att3d.blend_preview", icon="FILE_REFRESH")
+        _status(layout, BLEND)
+
+
+class ATT3D_PT_backend(Panel):
+    bl_idname = "ATT3D_PT_backend"
+    bl_label = "Backend"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ATT3D"
+    bl_parent_id = "ATT3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        icon, text = jobs.status.get("backend", ("QUESTION", "Not checked yet"))
+        layout.label(text=text, icon=icon)
+        layout.operator("att3d.check_backend", icon="FILE_REFRESH")
+
+
+CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister() -> None:
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

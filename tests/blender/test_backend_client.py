@@ -1,0 +1,67 @@
+"""backend_client.get_client: settings -> make_client(mode, **settings), cached, errors readable."""
+import types
+
+import pytest
+
+
+@pytest.fixture
+def factory(monkeypatch, bpy_module):
+    import blender_att3d.client as client_pkg
+    from blender_att3d import backend_client
+
+    calls = []
+
+    def make_client(mode, **kw):
+        calls.append((mode, kw))
+        return types.SimpleNamespace(close=lambda: calls.append(("closed",)))
+
+    monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
+    backend_client.set_override(None)
+    backend_client.close()
+    yield calls
+    backend_client.close()
+
+
+def _prefs(**kw):
+    base = dict(mode="AUTO", model="demo", device="AUTO", python_path="", url="", token="")
+    base.update(kw)
+    return types.SimpleNamespace(**base)
+
+
+def test_modes_and_cache(factory):
+    from blender_att3d import backend_client
+
+    c1 = backend_client.get_client(_prefs())
+    assert backend_client.get_client(_prefs()) is c1  # cached while the settings stay the same
+    assert factory == [("auto", {"model": "demo", "device": "auto"})]
+    backend_client.get_client(_prefs(mode="SUBPROCESS", python_path="/opt/py/bin/python", device="CUDA"))
+    assert factory[-2] == ("closed",)
+    assert factory[-1] == ("subprocess", {"model": "demo", "device": "cuda", "python": "/opt/py/bin/python"})
+    backend_client.get_client(_prefs(mode="REMOTE", url="http://127.0.0.1:8765", token="s3cret"))
+    assert factory[-1] == ("remote", {"model": "demo", "url": "http://127.0.0.1:8765", "token": "s3cret"})
+
+
+def test_remote_needs_online_access_and_url(factory):
+    from blender_att3d import backend_client
+    from blender_att3d.client.base import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="Online access"):
+        backend_client.get_client(_prefs(mode="REMOTE", url="https://gpu.example.org"))
+    with pytest.raises(BackendUnavailable, match="URL"):
+        backend_client.get_client(_prefs(mode="REMOTE"))
+    assert factory == []
+
+
+def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
+    import blender_att3d.client as client_pkg
+    from blender_att3d import backend_client
+    from blender_att3d.client.base import BackendUnavailable
+
+    def boom(mode, **kw):
+        raise OSError("python not found")
+
+    monkeypatch.setattr(client_pkg, "make_client", boom, raising=False)
+    backend_client.set_override(None)
+    backend_client.close()
+    with pytest.raises(BackendUnavailable, match="Could not start the embedded backend: python not found"):
+        backend_client.get_client(_prefs(mode="EMBEDDED"))
