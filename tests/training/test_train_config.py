@@ -1,0 +1,53 @@
+"""Configs: presets load, dotted overrides, unknown keys and bad types are clear errors."""
+from __future__ import annotations
+
+import pytest
+
+from training.config import CONFIG_DIR, TrainConfig, apply_overrides, load_config, to_toml
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+def test_presets_load(preset):
+    cfg = load_config(preset=preset)
+    assert isinstance(cfg, TrainConfig)
+
+
+def test_expected_presets_exist():
+    names = {p.stem for p in CONFIG_DIR.glob("*.toml")}
+    assert {"smoke", "df415_if", "df415_sd", "pig_interp"} <= names
+
+
+def test_overrides_and_types(tmp_path):
+    cfg = load_config(preset="smoke", overrides=["run.steps=7", "guidance.scale=50", "model.resolutions=[4, 6]",
+                                                 "run.lr=1e-2", "prompts.set=pig", "camera.distance=[2, 2.5]"])
+    assert cfg.run.steps == 7 and cfg.guidance.scale == 50.0 and isinstance(cfg.guidance.scale, float)
+    assert cfg.model.resolutions == [4, 6] and cfg.run.lr == 1e-2 and cfg.prompts.set == "pig"
+    assert cfg.camera.distance == (2.0, 2.5)
+    # the written TOML reads back to the same config
+    f = tmp_path / "c.toml"
+    f.write_text(to_toml(cfg))
+    assert load_config(f).to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.stpes=3", "did you mean run.steps"),
+    ("rnu.steps=3", "did you mean \\[run\\]"),
+    ("steps=3", "section.key=value"),
+    ("run.steps=abc", "expected int"),
+    ("run.mode=bogus", "run.mode"),
+    ("model.bogus=1", "unknown config key model.bogus"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(preset="smoke", overrides=[override])
+
+
+def test_unknown_preset_and_file(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(preset="nope")
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nsteps = 3\n[guidence]\nscale = 1\n")
+    with pytest.raises(ValueError, match="did you mean \\[guidance\\]"):
+        load_config(bad)

@@ -1,0 +1,185 @@
+"""The training loop: reconstruction converges, exact resume, atomic checkpoints, signals,
+non-finite steps, interpolation targets, finetuning and the per-prompt baseline."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from backend.model import load_model
+from training import checkpoint as ckpt
+from training.guidance import SDSOutput
+from training.train import Trainer, TrainingError, kappa_at, train
+
+from conftest import PROMPTS, tiny_config
+
+
+def test_reconstruction_loss_decreases(tmp_path):
+    cfg = tiny_config(run={"steps": 40, "lr": 3e-2, "batch_size": 3})
+    r = train(cfg, tmp_path / "run", progress=False)
+    first, last = sum(r.losses[:5]) / 5, sum(r.losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    assert r.step == 40 and r.frames_per_prompt == pytest.approx(40 * 3 / 3)
+    model, config = load_model(r.model_dir)
+    prov = config["provenance"]
+    assert prov["prompt_set"]["count"] == 3 and len(prov["prompt_set"]["sha256"]) == 64
+    assert prov["frames_per_prompt"] == 40.0
+    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 40 and "frames_per_prompt" in metrics[-1]
+    evals = [json.loads(l) for l in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
+    assert evals[0]["frames_per_prompt"] == 0 and evals[-1]["frames_per_prompt"] == 40
+    assert any((tmp_path / "run" / "logs").iterdir())  # TensorBoard events
+    assert list((tmp_path / "run" / "previews").glob("*.png"))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_kill_gives_identical_losses(tmp_path):
+    cfg = tiny_config(run={"steps": 6, "checkpoint_every": 2})
+    ref = train(cfg, tmp_path / "a", progress=False).losses
+
+    def kill_at_5(trainer, step, loss):
+        if step == 5:
+            raise Crash  # a kill: nothing is saved after the step-4 checkpoint
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "b", progress=False, hook=kill_at_5)
+    assert ckpt.find_latest(tmp_path / "b").name == "step_0000004"
+    r = train(cfg, tmp_path / "b", progress=False, resume=True)
+    assert r.step == 6 and len(r.losses) == 2
+    assert r.losses == ref[4:]  # bit-identical continuation
+    a, _ = load_model(tmp_path / "a" / "model")
+    b, _ = load_model(tmp_path / "b" / "model")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_checkpoint_survives_a_kill_mid_write(tmp_path, monkeypatch):
+    cfg = tiny_config(run={"steps": 2, "checkpoint_every": 1})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    good = ckpt.find_latest(run)
+    assert good.name == "step_0000002"
+    trainer = Trainer(cfg, run, progress=False)
+    trainer.resume()
+    trainer.step = 3
+    import safetensors.torch as st
+
+    real = st.save_file
+    calls = {"n": 0}
+
+    def dying_save_file(tensors, path, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the model is written, the optimizer is half-written: the process dies
+            with open(path, "wb") as f:
+                f.write(b"\x00" * 17)
+            raise KeyboardInterrupt
+        return real(tensors, path, *a, **kw)
+
+    monkeypatch.setattr("training.checkpoint.save_file", dying_save_file)
+    monkeypatch.setattr("training.checkpoint.shutil.rmtree", lambda *a, **k: None)  # a kill cleans nothing up
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint()
+    monkeypatch.undo()
+    assert list((run / "checkpoints").glob(".step_0000003.*"))  # the temp folder is left behind
+    assert ckpt.find_latest(run) == good
+    # latest.json pointing at a half-written folder is not trusted either
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"step": 3, "path": "step_0000003"}))
+    (run / "checkpoints" / "step_0000003").mkdir()
+    assert ckpt.find_latest(run) == good
+    load_model(good / "model")
+    r = train(cfg.__class__(**{**cfg.__dict__}), run, progress=False, resume=True)
+    assert r.step == 2  # already complete: nothing to do, but it loads
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    cfg = tiny_config(run={"steps": 50})
+
+    def term_at_3(trainer, step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    r = train(cfg, tmp_path / "run", progress=False, hook=term_at_3)
+    assert r.stopped == "signal" and r.step == 3
+    assert ckpt.find_latest(tmp_path / "run").name == "step_0000003"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    r2 = train(tiny_config(run={"steps": 5}), tmp_path / "run", progress=False, resume=True)
+    assert r2.step == 5 and len(r2.losses) == 2
+
+
+class NaNGuidance(torch.nn.Module):
+    """Reconstruction-like guidance whose loss is NaN from a given call on."""
+
+    kind = "reconstruction"
+
+    def __init__(self, start):
+        super().__init__()
+        self.calls, self.start, self.encoder = 0, start, None
+
+    def targets(self, prompts, cams, h, w):
+        return torch.full((len(prompts), 3, h, w), 0.5)
+
+    def forward(self, images, target):
+        self.calls += 1
+        loss = ((images - target) ** 2).sum() * (float("nan") if self.calls >= self.start else 1.0)
+        return SDSOutput(loss, images.detach(), torch.zeros(1), torch.ones(1))
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
+    from training import train as train_mod
+
+    monkeypatch.setattr(train_mod, "ReconstructionGuidance", NaNGuidance)
+    cfg = tiny_config(run={"steps": 30, "max_nonfinite": 3, "checkpoint_every": 2})
+    g = NaNGuidance(start=4)
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
+        train(cfg, tmp_path / "run", progress=False, guidance=g)
+    latest = ckpt.find_latest(tmp_path / "run")
+    assert latest is not None
+    state = json.loads((latest / "trainer.json").read_text())
+    assert state["skipped"] == 3 and state["step"] == 6
+    model, _ = load_model(latest / "model")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_kappa_schedule():
+    sched = [[5000, 2.0], [1e12, 0.5]]
+    assert kappa_at(sched, 0) == 2.0 and kappa_at(sched, 5000) == 2.0 and kappa_at(sched, 5001) == 0.5
+
+
+def test_finetune_offset_folds_into_a_normal_model_folder(tmp_path):
+    base = train(tiny_config(run={"steps": 3}), tmp_path / "base", progress=False)
+    cfg = tiny_config(run={"mode": "finetune", "steps": 4, "lr": 5e-2},
+                      finetune={"init": str(base.model_dir), "prompt": PROMPTS[1]})
+    trainer = Trainer(cfg, tmp_path / "ft", progress=False)
+    r = trainer.run()
+    assert trainer.offset.abs().sum() > 0
+    ft, conf = load_model(r.model_dir)
+    b, _ = load_model(base.model_dir)
+    tokens, mask = trainer.tokens[:1], trainer.mask[:1]
+    with torch.no_grad():
+        want = b.modulate(tokens, mask).params + trainer.offset
+        got = ft.modulate(tokens, mask).params
+    assert torch.allclose(got, want, atol=1e-4)
+    # only the offset was trained: everything but the mapping's output layer is unchanged
+    for (k, v), w in zip(b.state_dict().items(), ft.state_dict().values()):
+        if "to_w" not in k:
+            assert torch.equal(v, w), k
+    assert conf["provenance"]["mode"] == "finetune"
+
+
+def test_per_prompt_baseline(tmp_path):
+    cfg = tiny_config(run={"mode": "per_prompt", "steps": 2}, prompts={"list": PROMPTS[:2]})
+    r = train(cfg, tmp_path / "pp", progress=False)
+    assert len(r.per_prompt) == 2
+    models = [load_model(p["model"])[0] for p in r.per_prompt]
+    w0, w1 = (next(m.nerf.parameters()) for m in models)
+    assert not torch.equal(w0, w1)  # freshly (differently) initialised per prompt
+    evals = sorted((tmp_path / "pp" / "per_prompt").glob("*/evals.jsonl"))
+    assert len(evals) == 2
+    last = json.loads(evals[0].read_text().splitlines()[-1])
+    assert last["frames_per_prompt"] == 2 * 2

@@ -1,0 +1,129 @@
+"""Checkpoints: a model folder plus optimizer and RNG state beside it, written atomically.
+
+Layout of ``RUN/checkpoints/step_0000100/``::
+
+    model/                 a normal model folder (config.json + model.safetensors): `att3d generate` loads it
+    optimizer.safetensors  optimizer tensors; param groups in trainer.json
+    rng.safetensors        generator states (per rank)
+    trainer.json           step, counters, prompt-set hash, config — written last
+
+Everything goes to a hidden temp folder first, which is renamed into place; ``latest.json`` is then
+replaced atomically. A kill at any point leaves either the previous checkpoint or the new one, and
+:func:`find_latest` ignores half-written temp folders. No pickles anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from backend.model import save_model
+
+LATEST = "latest.json"
+STATE = "trainer.json"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        _, idx, k = key.split(".", 2)
+        state.setdefault(int(idx), {})[k] = v
+    for idx, d in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(d)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer: torch.optim.Optimizer,
+                    rng: dict[str, torch.Tensor], state: dict[str, Any], provenance: dict[str, Any],
+                    keep: int = 3) -> Path:
+    ckdir = Path(run_dir) / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckdir))
+    try:
+        save_model(model, tmp / "model", provenance)
+        tensors, meta = optimizer_to_flat(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": meta}, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _write_json_atomic(ckdir / LATEST, {"step": step, "path": final.name})
+    _prune(ckdir, keep, final)
+    return final
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).is_file() for f in (STATE, "optimizer.safetensors", "rng.safetensors",
+                                                 "model/config.json", "model/model.safetensors"))
+
+
+def _prune(ckdir: Path, keep: int, current: Path) -> None:
+    if keep <= 0:
+        return
+    done = sorted(p for p in ckdir.glob("step_*") if p.is_dir())
+    for p in done[:-keep]:
+        if p != current:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in ckdir.glob(".step_*"):  # temp folders of killed writers
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def find_latest(run_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint (``latest.json`` first, else a scan), or None."""
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return None
+    try:
+        latest = json.loads((ckdir / LATEST).read_text())
+        p = ckdir / latest["path"]
+        if _complete(p):
+            return p
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for p in sorted((p for p in ckdir.glob("step_*") if p.is_dir()), reverse=True):
+        if _complete(p):
+            return p
+    return None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """``{"state": trainer.json, "model_dir": Path, "optimizer": tensors, "rng": tensors}``."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE).read_text())
+        return {"state": state, "model_dir": path / "model",
+                "optimizer": load_file(str(path / "optimizer.safetensors")),
+                "rng": load_file(str(path / "rng.safetensors"))}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} is unreadable ({e})") from None

@@ -1,0 +1,245 @@
+"""Training configuration: one dataclass per concern, read from a small TOML file, overridden with
+dotted ``key=value`` pairs (``run.steps=100 guidance.scale=50``). Unknown keys are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from backend.cameras import CameraSampler
+from backend.model import ModelConfig
+
+from .guidance import GuidanceConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+MODES = ("amortized", "interpolation", "per_prompt", "finetune")
+
+
+@dataclass
+class RunConfig:
+    mode: str = "amortized"  # amortized | interpolation | per_prompt | finetune
+    steps: int = 10000  # optimizer steps (per prompt for per_prompt mode)
+    batch_size: int = 8  # prompts (= rendered frames) per step and per process
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    lr: float = 1e-3  # the paper uses 1e-1 with its (JAX) parametrisation; 1e-3 is stable here
+    beta1: float = 0.0  # App. B.1.10: no momentum converges fastest
+    beta2: float = 0.999
+    eps: float = 1e-15
+    grad_clip_norm: float = 0.0  # clip the parameter-gradient norm (0 = off)
+    max_nonfinite: int = 10  # this many non-finite losses in a row stop the run
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    preview_every: int = 1000
+    eval_every: int = 0  # 0 = only at the end
+    threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is fastest on a busy, shared CPU)
+
+
+@dataclass
+class PromptsConfig:
+    set: str = ""  # pig | animals | a .txt file | a prompt_library.json
+    list: list[str] = field(default_factory=list)  # inline prompts (used when set is empty)
+    key: str = ""  # the list in a prompt_library.json (e.g. "dreamfusion"; "" = all lists)
+    split: str = "all"  # all | seen | unseen: the part trained on
+    seen_fraction: float = 0.5
+    split_seed: int = 0
+
+
+@dataclass
+class RenderConfig:
+    height: int = 64
+    width: int = 64
+    n_samples: int = 32  # App. B.1.9 (128 for interpolation runs)
+    use_env: bool = True
+
+
+@dataclass
+class InterpolationConfig:
+    target: str = "latent"  # latent | loss | guidance (App. B.1.14, Eq. 8, 10, 11)
+    #: α ~ Beta(κ, κ); the schedule is [[until_step, κ], ...], the last κ holds afterwards
+    kappa: list[list[float]] = field(default_factory=lambda: [[5000, 2.0], [1e12, 0.5]])
+    pairs: list[list[str]] = field(default_factory=list)  # explicit pairs; empty = consecutive prompts
+    scale1: float = 100.0  # ω1 of Eq. 11
+    scale2: float = 100.0  # ω2 of Eq. 11
+
+
+@dataclass
+class EvalConfig:
+    clip_model: str = ""  # transformers CLIP folder or hub id; "" = no R-precision during training
+    azimuths: list[float] = field(default_factory=lambda: [0.0, 90.0, 180.0, 270.0])
+    elevation: float = 20.0
+    distance: float = 2.5
+    size: int = 64
+    n_samples: int = 64
+    distractors: str = ""  # a prompt file whose prompts join the query set
+    max_prompts: int = 0  # evaluate at most this many prompts per split (0 = all)
+
+
+@dataclass
+class FinetuneConfig:
+    init: str = ""  # the amortized model folder to start from
+    prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    camera: CameraSampler = field(default_factory=CameraSampler)
+    interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def validate(self) -> "TrainConfig":
+        if self.run.mode not in MODES:
+            raise ValueError(f"run.mode {self.run.mode!r}: choose from {', '.join(MODES)}")
+        if self.interpolation.target not in ("latent", "loss", "guidance"):
+            raise ValueError(f"interpolation.target {self.interpolation.target!r}: choose latent, loss or guidance")
+        for k in ("steps", "batch_size"):
+            if getattr(self.run, k) < 1:
+                raise ValueError(f"run.{k} must be at least 1")
+        if self.render.height < 4 or self.render.width < 4 or self.render.n_samples < 1:
+            raise ValueError("render.height/width must be ≥ 4 and render.n_samples ≥ 1")
+        return self
+
+
+# -- reading and overriding ----------------------------------------------------------------------
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.default_factory().__class__ for f in fields(TrainConfig)}  # type: ignore[misc]
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if typ in (int, float, str, bool):
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: expected {typ.__name__}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(typ)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, where) for v in value]
+        return tuple(out) if origin is tuple else out
+    return value
+
+
+def _set(section_obj: Any, key: str, value: Any, section: str) -> None:
+    hints = typing.get_type_hints(type(section_obj))
+    names = [f.name for f in fields(section_obj)]
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" (did you mean {section}.{close[0]}?)" if close else f" (known: {', '.join(names)})"
+        raise ValueError(f"unknown config key {section}.{key}{hint}")
+    setattr(section_obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+
+
+def apply_dict(config: TrainConfig, data: dict[str, Any], origin: str = "config") -> TrainConfig:
+    sections = [f.name for f in fields(TrainConfig)]
+    for section, values in data.items():
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else f" (sections: {', '.join(sections)})"
+            raise ValueError(f"{origin}: unknown section [{section}]{hint}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{origin}: [{section}] must be a table of keys")
+        obj = getattr(config, section)
+        for key, value in values.items():
+            _set(obj, key, value, section)
+    return config
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``"x"``), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"override {item!r}: expected section.key=value (e.g. run.steps=100)")
+        section, _, name = key.strip().partition(".")
+        apply_dict(config, {section: {name: parse_value(value.strip())}}, "override")
+    return config
+
+
+def preset_path(name: str) -> Path:
+    p = CONFIG_DIR / f"{name}.toml"
+    if not p.is_file():
+        known = sorted(f.stem for f in CONFIG_DIR.glob("*.toml"))
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(known)}")
+    return p
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), preset: Optional[str] = None,
+                base: Optional[dict] = None) -> TrainConfig:
+    """Defaults ← ``base`` dict ← preset / TOML file ← ``key=value`` overrides, then validated."""
+    config = TrainConfig()
+    if base:
+        apply_dict(config, base, "base")
+    for p in [preset_path(preset) if preset else None, path]:
+        if p is None:
+            continue
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} not found")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: invalid TOML ({e})") from None
+        apply_dict(config, data, str(p))
+    apply_overrides(config, list(overrides))
+    return config.validate()
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return apply_dict(TrainConfig(), data).validate()
+
+
+def to_toml(config: TrainConfig) -> str:
+    """A TOML rendering of the full config (recorded in the run folder)."""
+    lines = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if not (isinstance(v, float) and v in (float("inf"), float("-inf"))) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
