@@ -1,0 +1,104 @@
+"""How far is a prompt from what the model was trained on?
+
+An amortized model only knows its training prompts and what lies between them, so the add-on
+warns when a prompt is far from all of them. Each prompt is summarised by the mask-mean of its
+token embeddings (the text encoder's own sentence embedding for MiniLM), L2-normalised; the
+distance between two prompts is the cosine distance ``1 − cos`` (0 = same, 1 = unrelated,
+2 = opposite).
+
+The "far" threshold is calibrated on the training prompts themselves: each one's distance to its
+nearest *other* training prompt (leave-one-out) says how densely the model's prompt space was
+covered; a prompt farther from every training prompt than ``margin`` × the 95th percentile of
+those distances is "far". With fewer than :data:`MIN_CALIBRATION` prompts that is not meaningful
+and a fixed :data:`DEFAULT_THRESHOLD` is used (``calibrated: false`` in the result). When the
+model's training prompts are unknown, :meth:`PromptIndex.query` says so instead of guessing.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+#: cosine distance above which a prompt is "far" when the training set is too small to calibrate
+DEFAULT_THRESHOLD = 0.5
+MIN_CALIBRATION = 5
+MARGIN = 1.25
+_CHUNK = 256
+
+EmbedFn = Callable[[Sequence[str]], Any]  # prompts -> TextEmbedding (tokens [B, L, D], mask [B, L])
+
+
+def pooled(tokens, mask) -> np.ndarray:
+    """Mask-mean-pooled, L2-normalised prompt vectors ``[B, D]`` float32 (torch or numpy inputs)."""
+    t = np.asarray(tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else tokens, np.float32)
+    m = np.asarray(mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask, np.float32)
+    v = (t * m[..., None]).sum(1) / np.maximum(m.sum(1, keepdims=True), 1.0)
+    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def training_prompts(config: dict[str, Any]) -> Optional[list[str]]:
+    """The training prompts recorded in a model folder's config, or None when unknown."""
+    prompts = (config.get("provenance") or {}).get("prompts") if isinstance(config, dict) else None
+    if not prompts or not isinstance(prompts, (list, tuple)):
+        return None
+    out = [" ".join(str(p).split()) for p in prompts]
+    return list(dict.fromkeys(p for p in out if p)) or None
+
+
+class PromptIndex:
+    """Pooled embeddings of the training prompts and the calibrated "far" threshold."""
+
+    def __init__(self, embed: EmbedFn, prompts: Optional[Sequence[str]], margin: float = MARGIN) -> None:
+        self.prompts = list(prompts) if prompts else []
+        self.margin = float(margin)
+        self._embed = embed
+        self.vectors = np.zeros((0, 0), np.float32)
+        self.nn_distances = np.zeros(0, np.float32)
+        if self.prompts:
+            self.vectors = np.concatenate([self._pool(self.prompts[s:s + _CHUNK])
+                                           for s in range(0, len(self.prompts), _CHUNK)])
+            self.nn_distances = self._leave_one_out()
+        self.calibrated = len(self.prompts) >= MIN_CALIBRATION
+        if self.calibrated:
+            self.threshold = float(min(1.0, max(0.05, margin * np.quantile(self.nn_distances, 0.95))))
+        else:
+            self.threshold = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_generator(cls, generator, margin: float = MARGIN) -> "PromptIndex":
+        return cls(generator.embed, training_prompts(generator.config), margin)
+
+    def _pool(self, prompts: Sequence[str]) -> np.ndarray:
+        emb = self._embed(list(prompts))
+        return pooled(emb.tokens, emb.mask)
+
+    def _leave_one_out(self) -> np.ndarray:
+        n = len(self.vectors)
+        if n < 2:
+            return np.zeros(0, np.float32)
+        out = np.empty(n, np.float32)
+        for s in range(0, n, _CHUNK):  # chunked: n × n never materialised for big prompt sets
+            sim = self.vectors[s:s + _CHUNK] @ self.vectors.T
+            sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf
+            out[s:s + len(sim)] = 1.0 - sim.max(1)
+        return np.clip(out, 0.0, 2.0)
+
+    def query(self, prompt: str, k: int = 5) -> dict[str, Any]:
+        """``{"neighbors": [{"prompt", "distance"}], "distance", "far", "threshold", "calibrated",
+        "known_prompts", "message"}``; ``far`` is None when the training prompts are unknown."""
+        k = max(1, int(k))
+        if not self.prompts:
+            return {"neighbors": [], "distance": None, "far": None, "threshold": None, "calibrated": False,
+                    "known_prompts": 0,
+                    "message": "this model does not list its training prompts, so how close a prompt is to "
+                               "what it knows cannot be told"}
+        q = self._pool([prompt])[0]
+        dist = np.clip(1.0 - self.vectors @ q, 0.0, 2.0)
+        order = np.argsort(dist, kind="stable")[:k]
+        best = float(dist[order[0]])
+        far = best > self.threshold
+        msg = (f"far from the {len(self.prompts)} training prompts (nearest: {self.prompts[order[0]]!r}); "
+               "expect a rough result" if far else "close to the training prompts")
+        return {"neighbors": [{"prompt": self.prompts[i], "distance": round(float(dist[i]), 6)} for i in order],
+                "distance": round(best, 6), "far": bool(far), "threshold": round(self.threshold, 6),
+                "calibrated": self.calibrated, "known_prompts": len(self.prompts), "message": msg}

@@ -1,0 +1,7 @@
+"""``att3d serve``: the local inference service (FastAPI + uvicorn) the Blender add-on talks to.
+
+Modules: :mod:`.server` (start-up, ready line, signals), :mod:`.app` (the HTTP API),
+:mod:`.worker` (the job queue and its one worker thread), :mod:`.ops` (the operations, shared
+with the embedded client), :mod:`.schemas` (request bodies), :mod:`.auth` (the token),
+:mod:`.bench` (``python -m backend.service.bench``).
+"""

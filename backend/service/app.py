@@ -1,0 +1,361 @@
+"""The HTTP API of ``att3d serve`` (FastAPI). Versioned under ``/v1``.
+
+=======================================  ====================================================
+``GET  /v1/health``                      liveness, no token: ``{"ok": true}``
+``GET  /v1/info``                        model, text encoder, device, versions, limits, queue
+``POST /v1/generate``                    prompt → mesh (waits for the result)
+``POST /v1/blend``                       two prompts and α → mesh
+``POST /v1/chain``                       keyframes → sequence
+``POST /v1/nearest``                     prompt → nearest training prompts (JSON)
+``POST /v1/jobs/{generate|blend|chain}`` the same as a job: ``202 {"id", "status", ...}``
+``GET  /v1/jobs/{id}?wait=S``            status and progress; with ``wait`` a long poll that
+                                         returns as soon as the job changes (≤ 30 s)
+``GET  /v1/jobs/{id}/result``            the result (409 while it runs)
+``DELETE /v1/jobs/{id}``                 cancel (queued: at once; running: at its next step)
+                                         and forget the job
+``GET  /v1/openapi.json``                the OpenAPI schema
+=======================================  ====================================================
+
+Every route but ``/v1/health`` needs ``Authorization: Bearer <token>``. Mesh results are the
+binary payload of :mod:`blender_att3d.client.payload` (``application/vnd.att3d.mesh``), or GLB
+(Y-up, as glTF wants) with ``?format=glb`` or ``Accept: model/gltf-binary``; ``?colors=u8``
+sends 8-bit colours. Errors are JSON ``{"error": "a readable message"}`` with a 4xx status for
+anything the request got wrong, 503 when the queue is full or the server is stopping.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Callable, Literal, Optional
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from blender_att3d.client import payload
+from blender_att3d.client.types import MeshData, SequenceData
+
+from .ops import Engine
+from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
+from .worker import CANCELLED, DONE, ERROR, Job, QueueFull, ShuttingDown, Worker
+
+log = logging.getLogger("att3d.service")
+
+GLB_TYPE = "model/gltf-binary"
+FmtT = Optional[Literal["att3d", "glb"]]
+ColT = Literal["f32", "u8"]
+MAX_BODY_BYTES = 1 << 20
+MAX_WAIT_S = 30.0
+DISCONNECT_POLL_S = 0.25
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def error(status: int, message: str, headers: Optional[dict[str, str]] = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+# -- operations run on the worker thread ----------------------------------------------------------
+
+OPERATIONS: dict[str, Callable[[Engine, dict[str, Any], Callable], Any]] = {
+    "generate": lambda e, p, progress: e.generate(progress=progress, **p),
+    "blend": lambda e, p, progress: e.blend(progress=progress, **p),
+    "chain": lambda e, p, progress: e.chain(p["keyframes"], p["steps"], p["resolution"], p["consistent"],
+                                            progress=progress),
+    "nearest": lambda e, p, progress: e.nearest(**p),
+}
+
+
+def _params(kind: str, req: Any) -> dict[str, Any]:
+    if kind == "chain":
+        return {"keyframes": req.keyframe_pairs(), "steps": req.steps, "resolution": req.resolution,
+                "consistent": req.consistent}
+    return req.model_dump()
+
+
+# -- result encoding ----------------------------------------------------------------------------------
+
+def _to_backend_mesh(m: MeshData):
+    from ..mesh import Mesh
+
+    return Mesh(m.positions, m.faces.astype("int64"), m.colors, m.uvs, m.texture, dict(m.meta))
+
+
+def encode_result(result: Any, fmt: str, colors: str) -> tuple[bytes, str]:
+    if fmt == "att3d":
+        return payload.encode(result, colors), payload.CONTENT_TYPE
+    from ..export import export_sequence_glb, to_trimesh
+
+    if isinstance(result, MeshData):
+        return to_trimesh(_to_backend_mesh(result), y_up=True).export(file_type="glb"), GLB_TYPE
+    if isinstance(result, SequenceData) and result.consistent:
+        with tempfile.TemporaryDirectory(prefix="att3d-") as tmp:
+            path = os.path.join(tmp, "sequence.glb")
+            export_sequence_glb(result.faces, result.positions, result.colors, path)
+            with open(path, "rb") as f:
+                return f.read(), GLB_TYPE
+    raise ApiError(406, "GLB is available for meshes and consistent-topology chains only; "
+                        "ask for the att3d payload (format=att3d) or a consistent chain")
+
+
+def _format(request: Request, fmt: Optional[str]) -> str:
+    if fmt:
+        return fmt
+    return "glb" if GLB_TYPE in request.headers.get("accept", "") else "att3d"
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """Reject request bodies over ``limit`` bytes with 413, before anything parses them."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        cl = headers.get(b"content-length")
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope.get("method") in ("POST", "PUT", "PATCH") and ctype in (b"", b"text/plain",
+                                                                          b"application/x-www-form-urlencoded"):
+            # every body of this API is JSON: read it as JSON whatever a bare `curl -d` says
+            scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+                         + [(b"content-type", b"application/json")])
+        too_big = JSONResponse({"error": f"the request body is too large (limit {self.limit} bytes)"}, 413)
+        try:
+            if cl is not None and int(cl) > self.limit:
+                return await too_big(scope, receive, send)
+        except ValueError:
+            return await JSONResponse({"error": "bad Content-Length header"}, 400)(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunks.append(msg.get("body", b""))
+            total += len(chunks[-1])
+            if total > self.limit:
+                return await too_big(scope, receive, send)
+            if not msg.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            return f"malformed JSON in the request body: {err.get('ctx', {}).get('error', msg)}"
+        if err.get("type") == "missing" and not loc:
+            return "the request needs a JSON body"
+        if err.get("type") == "model_attributes_type" and not loc:
+            return "the request body must be a JSON object (Content-Type: application/json)"
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "invalid request: " + "; ".join(parts[:8]) + (" ..." if len(parts) > 8 else "")
+
+
+def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str = "") -> FastAPI:
+    """The ASGI app (``token``: the bearer token every request but /v1/health must carry)."""
+    app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
+                  description=__doc__)
+    expected = token.encode()
+    hint = f" (the token is in {token_hint})" if token_hint else ""
+
+    async def auth(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>'" + hint,
+                           {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), expected):
+            raise ApiError(401, "invalid token" + hint, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return error(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        msg = {404: f"no such endpoint: {request.method} {request.url.path} (the API is under /v1)",
+               405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return error(exc.status_code, msg, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    app.add_middleware(BodyLimit)
+
+    @app.get("/v1/health", tags=["service"])
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+
+    @v1.get("/info", tags=["service"])
+    async def get_info() -> dict[str, Any]:
+        return {**info, "queue": worker.stats()}
+
+    @v1.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def submit(kind: str, params: dict[str, Any], priority: int = 1) -> Job:
+        try:
+            return worker.submit(kind, params, priority)
+        except QueueFull as e:
+            raise ApiError(503, str(e), {"Retry-After": "1"}) from None
+        except ShuttingDown as e:
+            raise ApiError(503, str(e)) from None
+
+    async def wait_done(request: Optional[Request], job: Job) -> None:
+        """Until the job finishes; cancels it if the client hangs up meanwhile."""
+        while not job.finished:
+            await job.wait_change(job.version, DISCONNECT_POLL_S)
+            if not job.finished and request is not None and await request.is_disconnected():
+                worker.forget(job.id)
+                raise ApiError(499, "client closed the request")
+
+    def job_error(job: Job) -> ApiError:
+        if job.status == CANCELLED:
+            return ApiError(409, "the job was cancelled")
+        status, msg = job.error or (500, "the job failed")
+        return ApiError(status, msg)
+
+    async def result_response(job: Job, fmt: str, colors: str) -> Response:
+        if job.status != DONE:
+            raise job_error(job)
+        if isinstance(job.result, (dict, list)):
+            return JSONResponse(job.result)
+        data, media = await run_in_threadpool(encode_result, job.result, fmt, colors)
+        meta = job.result.meta if isinstance(job.result, (MeshData, SequenceData)) else {}
+        headers = {"X-ATT3D-Model": str(meta.get("model", ""))[:200].encode("ascii", "replace").decode()}
+        if job.compute_s is not None:
+            headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
+        return Response(data, media_type=media, headers=headers)
+
+    async def run_sync(request: Request, kind: str, params: dict[str, Any], fmt: str, colors: str,
+                       priority: int = 1) -> Response:
+        job = submit(kind, params, priority)
+        try:
+            await wait_done(request, job)
+            if job.status == CANCELLED:
+                raise ApiError(503, "the job was cancelled (the server is stopping)")
+            return await result_response(job, fmt, colors)
+        finally:
+            worker.forget(job.id)
+
+    Fmt = Query(None, description="att3d (binary payload, default) or glb")
+    Col = Query("f32", description="colour encoding of the payload: f32 or u8")
+    mesh_responses = {200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}},
+                            "description": "the mesh: ATT3D payload or GLB"}}
+
+    # -- synchronous endpoints ------------------------------------------------------------------
+    @v1.post("/generate", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    async def generate(req: GenerateRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await run_sync(request, "generate", _params("generate", req), _format(request, format), colors)
+
+    @v1.post("/blend", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    async def blend(req: BlendRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await run_sync(request, "blend", _params("blend", req), _format(request, format), colors)
+
+    @v1.post("/chain", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    async def chain(req: ChainRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await run_sync(request, "chain", _params("chain", req), _format(request, format), colors)
+
+    @v1.post("/nearest", tags=["prompts"])
+    async def nearest(req: NearestRequest, request: Request) -> dict[str, Any]:
+        job = submit("nearest", req.model_dump(), priority=0)
+        try:
+            await wait_done(request, job)
+            if job.status != DONE:
+                raise job_error(job)
+            return job.result
+        finally:
+            worker.forget(job.id)
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def accepted(job: Job) -> JSONResponse:
+        return JSONResponse(job.describe(worker.queue_position(job)), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @v1.post("/jobs/generate", tags=["jobs"], status_code=202)
+    async def job_generate(req: GenerateRequest):
+        return accepted(submit("generate", _params("generate", req)))
+
+    @v1.post("/jobs/blend", tags=["jobs"], status_code=202)
+    async def job_blend(req: BlendRequest):
+        return accepted(submit("blend", _params("blend", req)))
+
+    @v1.post("/jobs/chain", tags=["jobs"], status_code=202)
+    async def job_chain(req: ChainRequest):
+        return accepted(submit("chain", _params("chain", req)))
+
+    def find(job_id: str) -> Job:
+        job = worker.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
+        return job
+
+    @v1.get("/jobs/{job_id}", tags=["jobs"])
+    async def job_status(job_id: str, since: int = Query(-1, ge=-1, description="the version you last saw"),
+                         wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, allow_inf_nan=False)):
+        job = find(job_id)
+        if wait > 0 and not job.finished:
+            await job.wait_change(job.version if since < 0 else since, wait)
+        return {**job.describe(worker.queue_position(job)), "version": job.version}
+
+    @v1.get("/jobs/{job_id}/result", tags=["jobs"], response_class=Response, responses=mesh_responses)
+    async def job_result(job_id: str, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        job = find(job_id)
+        if not job.finished:
+            raise ApiError(409, f"job {job.id} is still {job.status}; poll GET /v1/jobs/{job.id}?wait=10")
+        return await result_response(job, _format(request, format), colors)
+
+    @v1.delete("/jobs/{job_id}", tags=["jobs"])
+    async def job_cancel(job_id: str):
+        job = find(job_id)
+        if job.finished:
+            worker.forget(job_id)
+        else:
+            worker.cancel(job_id)  # it stays, to report "cancelled" to whoever polls it
+        return {**job.describe(), "cancel_requested": not job.finished or job.status == CANCELLED}
+
+    app.include_router(v1)
+    return app
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

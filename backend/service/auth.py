@@ -1,0 +1,89 @@
+"""The service's bearer token and where it lives.
+
+``ATT3D_TOKEN`` (environment) wins; otherwise the token file (``--token-file``, default
+``$ATT3D_DATA_DIR/token``, else ``$XDG_DATA_HOME/att3d/token``, else ``~/.local/share/att3d/token``)
+is reused if it is private to the user, and a new random token is written there (mode 0600, in a
+0700 folder) if it is missing, not private, or ``--rotate-token`` is given.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Optional
+
+MIN_TOKEN_CHARS = 16
+
+
+def data_dir() -> Path:
+    if os.environ.get("ATT3D_DATA_DIR"):
+        return Path(os.environ["ATT3D_DATA_DIR"])
+    root = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(root) / "att3d"
+
+
+def default_token_file() -> Path:
+    return data_dir() / "token"
+
+
+def _private(path: Path) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if os.name != "posix":
+        return True
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not (st.st_mode & 0o077)
+
+
+def read_token_file(path: Path) -> Optional[str]:
+    if not _private(path):
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token if len(token) >= MIN_TOKEN_CHARS else None
+
+
+def write_token_file(path: Path, token: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def resolve_token(token_file: Optional[str] = None, rotate: bool = False) -> tuple[str, Optional[Path]]:
+    """(token, the file it is in, or None when it came from ATT3D_TOKEN)."""
+    env = os.environ.get("ATT3D_TOKEN", "").strip()
+    if env:
+        if len(env) < MIN_TOKEN_CHARS:
+            raise ValueError(f"ATT3D_TOKEN is too short: use at least {MIN_TOKEN_CHARS} random characters")
+        return env, None
+    path = Path(token_file).expanduser() if token_file else default_token_file()
+    token = None if rotate else read_token_file(path)
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        try:
+            write_token_file(path, token)
+        except OSError as e:
+            raise ValueError(f"cannot write the token file {path}: {e.strerror or e} "
+                             "(set ATT3D_TOKEN or pass --token-file)") from None
+    return token, path
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,189 @@
+"""``python -m backend.service.bench``: service figures as one JSON object on stdout.
+
+* median latency of ``generate`` at 128³ embedded (in-process) vs through HTTP (the
+  :class:`~blender_att3d.client.http.SubprocessClient` the add-on uses: jobs API with long polls,
+  and the one-request ``POST /v1/generate``), and the difference = what the transport adds;
+* throughput with 16 concurrent HTTP clients;
+* peak RSS of the service process (VmHWM).
+
+Without ``--model`` it benchmarks a randomly initialised paper-size model (``att3d init-model``
+default preset) written to a temporary folder. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+PROMPT = "a red cube wearing a party hat"
+
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def _status(pid: int, key: str) -> int:
+    """A /proc/PID/status field in kB (0 where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(model: str | None = None, device: str = "cpu", resolution: int = 128, repeats: int = 7,
+        clients: int = 16, per_client: int = 4, throughput_resolution: int = 128) -> dict[str, Any]:
+    import torch
+
+    from blender_att3d.client.embedded import EmbeddedClient
+    from blender_att3d.client.http import SubprocessClient
+
+    tmp = None
+    if model is None:
+        from ..model import ModelConfig, build_model, save_model
+
+        tmp = tempfile.TemporaryDirectory(prefix="att3d-bench-")
+        model = os.path.join(tmp.name, "paper")
+        save_model(build_model(ModelConfig(), 0), model, {"name": "paper-random", "prompts": [PROMPT]})
+        _log(f"wrote a paper-size random model to {model}")
+    out: dict[str, Any] = {"model": model if tmp is None else "paper preset (random init)", "device": device,
+                           "resolution": resolution, "repeats": repeats, "torch_threads": torch.get_num_threads(),
+                           "cpu_count": os.cpu_count()}
+    try:
+        _log("embedded (warm-up)")
+        emb = EmbeddedClient(model, device=device)
+        out["parameters"] = sum(p.numel() for p in emb.engine.gen.model.parameters())
+        mesh = emb.generate(PROMPT, resolution)
+        out["vertices"], out["faces"] = int(len(mesh.positions)), int(len(mesh.faces))
+
+        _log("starting the service")
+        t0 = time.perf_counter()
+        sub = SubprocessClient(model=model, device=device, env={"ATT3D_DATA_DIR": tempfile.mkdtemp()})
+        out["service_start_s"] = round(time.perf_counter() - t0, 3)
+        try:
+            pid = sub.pid
+            rss_idle = _status(pid, "VmRSS")
+            host, port = sub.ready_info["host"], sub.ready_info["port"]
+            body = json.dumps({"prompt": PROMPT, "resolution": resolution}).encode()
+            headers = {"Authorization": f"Bearer {sub.token}", "Content-Type": "application/json"}
+
+            server_compute: list[float] = []
+
+            def sync_call() -> bytes:
+                c = http.client.HTTPConnection(host, port, timeout=600)
+                try:
+                    c.request("POST", "/v1/generate", body, headers)
+                    r = c.getresponse()
+                    data = r.read()
+                    assert r.status == 200, data[:200]
+                    timing = r.getheader("Server-Timing", "")
+                    server_compute.append(float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else float("nan"))
+                    return data
+                finally:
+                    c.close()
+
+            def jobs_call() -> None:
+                sub.generate(PROMPT, resolution)
+                server_compute.append(float(sub.last_compute_s or float("nan")))
+
+            calls = {"embedded": lambda: emb.generate(PROMPT, resolution), "http_jobs": jobs_call,
+                     "http_sync": sync_call}
+            for fn in calls.values():  # warm-up
+                fn()
+            # Interleaved rounds (the order rotates) so that load from elsewhere on the machine hits
+            # every transport alike. The transport overhead of each HTTP call is its latency minus
+            # the server's own compute time for that very request (Server-Timing / compute_s), which
+            # is robust to the machine's load; the difference of medians is reported too.
+            times: dict[str, list[float]] = {k: [] for k in calls}
+            overhead: dict[str, list[float]] = {"http_jobs": [], "http_sync": []}
+            names = list(calls)
+            for i in range(repeats):
+                _log(f"round {i + 1}/{repeats}")
+                for name in names[i % 3:] + names[:i % 3]:
+                    t = time.perf_counter()
+                    calls[name]()
+                    dt = time.perf_counter() - t
+                    times[name].append(dt)
+                    if name in overhead:
+                        overhead[name].append(dt - server_compute[-1])
+            med = {k: statistics.median(v) for k, v in times.items()}
+            out["embedded_generate_s"] = med["embedded"]
+            out["http_generate_s"] = med["http_jobs"]
+            out["http_sync_generate_s"] = med["http_sync"]
+            out["transport_overhead_ms"] = round(1000 * statistics.median(overhead["http_jobs"]), 2)
+            out["transport_overhead_sync_ms"] = round(1000 * statistics.median(overhead["http_sync"]), 2)
+            out["difference_of_medians_ms"] = round(1000 * (med["http_jobs"] - med["embedded"]), 1)
+            out["payload_bytes"] = len(sync_call())
+            out["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+            _log(f"throughput: {clients} clients x {per_client} requests at {throughput_resolution}")
+            tb = json.dumps({"prompt": PROMPT, "resolution": throughput_resolution}).encode()
+            errors: list[str] = []
+
+            def client() -> None:
+                for _ in range(per_client):
+                    c = http.client.HTTPConnection(host, port, timeout=600)
+                    try:
+                        c.request("POST", "/v1/generate", tb, headers)
+                        r = c.getresponse()
+                        r.read()
+                        if r.status != 200:
+                            errors.append(str(r.status))
+                    except Exception as e:  # noqa: BLE001
+                        errors.append(repr(e))
+                    finally:
+                        c.close()
+
+            threads = [threading.Thread(target=client) for _ in range(clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            dt = time.perf_counter() - t0
+            n = clients * per_client
+            out["throughput"] = {"clients": clients, "requests": n, "resolution": throughput_resolution,
+                                 "seconds": round(dt, 3), "requests_per_s": round(n / dt, 3), "errors": len(errors)}
+            out["service_rss_idle_mib"] = round(rss_idle / 1024, 1)
+            out["service_rss_now_mib"] = round(_status(pid, "VmRSS") / 1024, 1)
+            out["service_peak_rss_mib"] = round(_status(pid, "VmHWM") / 1024, 1)
+        finally:
+            sub.close()
+        emb.close()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    for k in ("embedded_generate_s", "http_generate_s", "http_sync_generate_s"):
+        out[k] = round(out[k], 4)
+    out["note"] = ("transport_overhead_*: median over calls of (HTTP latency − the server's compute time for "
+                   "that call); difference_of_medians_ms is noisy on a loaded machine (see load_average)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m backend.service.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model folder (default: a random paper-size model)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--per-client", type=int, default=4)
+    p.add_argument("--throughput-resolution", type=int, default=128)
+    a = p.parse_args(argv)
+    res = run(a.model, a.device, a.resolution, a.repeats, a.clients, a.per_client, a.throughput_resolution)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The operations behind the service and the embedded client, on one :class:`Engine` (a loaded
+:class:`~backend.inference.Generator`): results are the client's plain-numpy types, so the HTTP
+and the embedded transports give byte-identical meshes for the same request.
+
+No web framework here: the embedded client imports this module inside Blender.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from blender_att3d.client.types import MeshData, SequenceData
+
+from ..inference import MAX_PROMPT_CHARS, CancelledError, Generator, check_prompt
+from ..mesh import MAX_RESOLUTION, MIN_RESOLUTION, Mesh, check_resolution
+
+API_VERSION = 1
+MAX_KEYFRAMES = 64
+MAX_CHAIN_MESHES = 256
+MAX_NEIGHBORS = 50
+MAX_SIMPLIFY = 10_000_000
+TEXTURE_SIZE = 1024
+
+ProgressFn = Callable[[float, str], Optional[bool]]
+
+
+def att3d_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("att3d")
+    except Exception:
+        return "unknown"
+
+
+def features() -> dict[str, bool]:
+    return {"texture": importlib.util.find_spec("xatlas") is not None,
+            "simplify": importlib.util.find_spec("fast_simplification") is not None}
+
+
+def limits(max_queue: Optional[int] = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"max_prompt_chars": MAX_PROMPT_CHARS, "min_resolution": MIN_RESOLUTION,
+                           "max_resolution": MAX_RESOLUTION, "max_keyframes": MAX_KEYFRAMES,
+                           "max_chain_meshes": MAX_CHAIN_MESHES, "max_neighbors": MAX_NEIGHBORS,
+                           "max_simplify": MAX_SIMPLIFY, "texture_size": TEXTURE_SIZE}
+    if max_queue is not None:
+        out["max_queue"] = max_queue
+    return out
+
+
+# -- validation shared by both transports ------------------------------------------------------
+
+def check_simplify(simplify: Any) -> Optional[int]:
+    if simplify is None or simplify == 0:
+        return None
+    if isinstance(simplify, bool) or not isinstance(simplify, (int, np.integer)) or not 4 <= simplify <= MAX_SIMPLIFY:
+        raise ValueError(f"simplify must be a face count in 4–{MAX_SIMPLIFY} (or null for none), got {simplify!r}")
+    if not features()["simplify"]:
+        raise ValueError("this backend cannot simplify meshes: install 'att3d[mesh]' where it runs")
+    return int(simplify)
+
+
+def check_texture(texture: Any) -> bool:
+    if not isinstance(texture, bool):
+        raise ValueError(f"texture must be true or false, got {texture!r}")
+    if texture and not features()["texture"]:
+        raise ValueError("this backend cannot bake textures: install 'att3d[mesh]' where it runs")
+    return texture
+
+
+def chain_length(n_keyframes: int, steps: int) -> int:
+    return (n_keyframes - 1) * steps + 1
+
+
+def check_chain(keyframes: Sequence[tuple[float, str]], steps: Any) -> tuple[list[float], list[str], int]:
+    """(positions, prompts, steps) of a chain request, or a ValueError that says what is wrong."""
+    kf = list(keyframes)
+    if not 2 <= len(kf) <= MAX_KEYFRAMES:
+        raise ValueError(f"a chain needs 2–{MAX_KEYFRAMES} keyframes, got {len(kf)}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    n = chain_length(len(kf), int(steps))
+    if n > MAX_CHAIN_MESHES:
+        raise ValueError(f"that chain has {n} meshes ({len(kf)} keyframes, {steps} steps between each); "
+                         f"the limit is {MAX_CHAIN_MESHES}: use fewer steps or keyframes")
+    positions, prompts = [], []
+    for i, item in enumerate(kf):
+        try:
+            pos, prompt = item
+        except (TypeError, ValueError):
+            raise ValueError(f"keyframe {i} must be a (position, prompt) pair") from None
+        if isinstance(pos, bool) or not isinstance(pos, (int, float, np.number)) or not np.isfinite(pos):
+            raise ValueError(f"keyframe {i}: the position must be a finite number, got {pos!r}")
+        positions.append(float(pos))
+        try:
+            prompts.append(check_prompt(prompt))
+        except ValueError as e:
+            raise ValueError(f"keyframe {i}: {e}") from None
+    if any(b <= a for a, b in zip(positions, positions[1:])):
+        raise ValueError("keyframe positions must be strictly increasing")
+    return positions, prompts, int(steps)
+
+
+def check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def mesh_data(mesh: Mesh) -> MeshData:
+    """backend Mesh (Z-up world frame, already Blender's) → client MeshData."""
+    return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=_json_safe(mesh.meta))
+
+
+def _check(progress: Optional[ProgressFn], frac: float, msg: str) -> None:
+    if progress is not None and progress(frac, msg):
+        raise CancelledError("cancelled")
+
+
+class Engine:
+    """A Generator plus the training-prompt index; not thread-safe: one caller at a time."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.gen = generator
+        self._index = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model: str = "demo", device: str = "auto", cache_dir: Optional[str] = None) -> "Engine":
+        return cls(Generator(model, device=device, cache_dir=cache_dir))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Load the text encoder and index the training prompts now rather than on the first request."""
+        _ = self.gen.encoder.model
+        self.gen.embed("a warm-up prompt")
+        _ = self.index
+
+    @property
+    def index(self):
+        if self._index is None:
+            from ..nearest import PromptIndex
+
+            self._index = PromptIndex.from_generator(self.gen)
+        return self._index
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        from ..nearest import training_prompts
+
+        prompts = training_prompts(self.gen.config)
+        return {"model": self.gen.model_id, "text_encoder": self.gen.encoder.encoder_id,
+                "device": str(self.gen.device), "version": att3d_version(), "api": API_VERSION,
+                "versions": {"att3d": att3d_version(), "torch": torch.__version__, "numpy": np.__version__,
+                             "python": platform.python_version(), "api": API_VERSION},
+                "training_prompts": len(prompts) if prompts else 0,
+                "training_prompts_known": bool(prompts),
+                "features": features(), "limits": limits()}
+
+    # -- operations ---------------------------------------------------------------------------
+    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None, texture: bool = False,
+                 progress: Optional[ProgressFn] = None) -> MeshData:
+        prompt = check_prompt(prompt)
+        check_resolution(resolution)
+        simplify = check_simplify(simplify)
+        texture = check_texture(texture)
+        _check(progress, 0.0, "encoding the prompt")
+        emb = self.gen.embed(prompt)
+        _check(progress, 0.2, "mapping")
+        mod = self.gen.modulate(emb)
+        _check(progress, 0.3, "extracting the mesh")
+        mesh = self.gen.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False)
+        mesh.meta.update(prompt=prompt, model=self.gen.model_id)
+        _check(progress, 1.0, "done")
+        return mesh_data(mesh)
+
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+              simplify: Optional[int] = None, progress: Optional[ProgressFn] = None) -> MeshData:
+        prompt_a, prompt_b = check_prompt(prompt_a), check_prompt(prompt_b)
+        alpha = check_alpha(alpha)
+        check_resolution(resolution)
+        simplify = check_simplify(simplify)
+        _check(progress, 0.0, "encoding the prompts")
+        mod = self.gen.blend_modulation(prompt_a, prompt_b, alpha)
+        _check(progress, 0.3, "extracting the mesh")
+        mesh = self.gen.mesh(mod, resolution, simplify)
+        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.gen.model_id, alpha=alpha,
+                         prompts=[prompt_a, prompt_b])
+        _check(progress, 1.0, "done")
+        return mesh_data(mesh)
+
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
+              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+        positions, prompts, steps = check_chain(keyframes, steps)
+        check_resolution(resolution)
+        if not isinstance(consistent, bool):
+            raise ValueError(f"consistent must be true or false, got {consistent!r}")
+        out = self.gen.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
+                             progress=progress)
+        meta = {"model": self.gen.model_id, "resolution": resolution, "keyframes": [
+            {"position": p, "prompt": q} for p, q in zip(positions, prompts)], "steps_per_segment": steps,
+            "converged": [float(c) for c in out["converged"]]}
+        steps_pos = [float(s) for s in out["steps"]]
+        if consistent:
+            return SequenceData(steps_pos, list(out["labels"]), np.asarray(out["faces"]),
+                                [np.asarray(v, np.float32) for v in out["vertices"]],
+                                [np.asarray(c, np.float32) for c in out["colors"]], meta=_json_safe(meta))
+        return SequenceData(steps_pos, list(out["labels"]), None, meshes=[mesh_data(m) for m in out["meshes"]],
+                            meta=_json_safe(meta))
+
+    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
+        prompt = check_prompt(prompt)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_NEIGHBORS:
+            raise ValueError(f"k must be an integer in 1–{MAX_NEIGHBORS}, got {k!r}")
+        return {"prompt": prompt, **self.index.query(prompt, int(k))}

@@ -1,0 +1,145 @@
+"""Run the service: bind, load the model once, print the ready line, serve until SIGTERM/SIGINT.
+
+The ready line is the one line the service writes on stdout (flushed)::
+
+    ATT3D_READY {"host": "127.0.0.1", "port": 40123, "url": "http://127.0.0.1:40123",
+                 "token_file": "/home/me/.local/share/att3d/token", "pid": 1234, "api": 1, "model": "..."}
+
+(one line; ``token_file`` is null when the token came from ``ATT3D_TOKEN``). Logs go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from .auth import is_loopback, resolve_token
+
+READY_PREFIX = "ATT3D_READY "
+log = logging.getLogger("att3d.service")
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours (PermissionError), or no signals on this platform
+        return True
+    return True
+
+
+def _watch_parent(pid: int, server) -> None:
+    """Stop the server when the process that started it (e.g. Blender) is gone, even after a crash."""
+    while True:
+        time.sleep(1.0)
+        if not _alive(pid) or (os.name == "posix" and os.getppid() == 1):
+            log.warning("parent process %d is gone: stopping", pid)
+            server.handle_exit(signal.SIGTERM, None)
+            return
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    if not is_loopback(host) and not allow_remote:
+        raise ValueError(f"refusing to listen on {host!r}: that is reachable from other computers. "
+                         "Pass --allow-remote to do it on purpose; clients then need the token "
+                         "(ATT3D_TOKEN or the token file), and the traffic is plain HTTP, so put it behind "
+                         "TLS (a reverse proxy or an SSH tunnel) on untrusted networks")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ValueError(f"cannot listen on {host!r}: {e.strerror or e}") from None
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: str = "auto",
+          allow_remote: bool = False, token_file: Optional[str] = None, rotate_token: bool = False,
+          max_queue: int = 64, threads: Optional[int] = None, log_level: str = "warning",
+          parent_pid: Optional[int] = None) -> int:
+    check_host(host, allow_remote)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be in 0–65535, got {port}")
+    if max_queue < 1:
+        raise ValueError("--max-queue must be at least 1")
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), stream=sys.stderr,
+                        format="att3d serve: %(levelname)s %(message)s")
+    token, path = resolve_token(token_file, rotate_token)
+    sock = bind(host, port)
+
+    import torch
+    import uvicorn
+
+    from ..model import ModelFolderError
+    from . import ops
+    from .app import OPERATIONS, create_app
+    from .worker import Worker
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        engine = ops.Engine.load(model, device=device)
+    except ModelFolderError as e:
+        sock.close()
+        raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by `att3d init-model DIR`)") \
+            from None
+    engine.warm()
+    info: dict[str, Any] = {**engine.info(), "limits": ops.limits(max_queue)}
+    worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
+    app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN")
+    bound_host, bound_port = sock.getsockname()[:2]
+    ready = {"host": bound_host, "port": bound_port,
+             "url": f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}",
+             "token_file": str(path) if path else None, "pid": os.getpid(), "api": ops.API_VERSION,
+             "model": engine.gen.model_id}
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                sys.stdout.write(READY_PREFIX + json.dumps(ready, separators=(",", ":")) + "\n")
+                sys.stdout.flush()
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            worker.shutdown(timeout=0)  # cancel queued and running jobs so waiting requests end now
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5, timeout_keep_alive=30, server_header=False)
+    server = Server(config)
+    if parent_pid:
+        threading.Thread(target=_watch_parent, args=(parent_pid, server), daemon=True,
+                         name="att3d-parent-watch").start()
+    # uvicorn re-raises the captured signal once it has shut down; with these handlers in place
+    # that re-raise is harmless and a SIGTERM ends in a clean exit (status 0).
+    stopped: list[int] = []
+    previous = {s: signal.signal(s, lambda sig, frame: stopped.append(sig)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        worker.shutdown(timeout=5)
+        sock.close()
+    print("att3d serve: stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,268 @@
+"""One worker thread owns the :class:`~backend.service.ops.Engine` (one device, one model); requests
+become :class:`Job` objects in a bounded priority queue (quick lookups such as ``nearest`` jump the
+queue). Jobs report progress, can be cancelled, and finished ones are forgotten after a while so
+memory stays bounded however many clients come and go.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import secrets
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from ..inference import CancelledError
+from .ops import Engine
+
+log = logging.getLogger("att3d.service")
+
+QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
+FINISHED = (DONE, ERROR, CANCELLED)
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class ShuttingDown(RuntimeError):
+    pass
+
+
+def _set_result(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Job:
+    def __init__(self, kind: str, params: dict[str, Any], priority: int) -> None:
+        self.id = secrets.token_hex(8)
+        self.kind = kind
+        self.params = params
+        self.priority = priority
+        self.status = QUEUED
+        self.progress = 0.0
+        self.message = "queued"
+        self.error: Optional[tuple[int, str]] = None  # (HTTP status, message)
+        self.result: Any = None
+        self.created = time.monotonic()
+        self.finished_at: Optional[float] = None
+        self.started_at: Optional[float] = None
+        self.version = 0  # bumped on every change, for long polls
+        self.cancel_requested = threading.Event()
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    # -- change notification (worker thread → event loop) ----------------------------------
+    def _changed(self) -> None:
+        with self._lock:
+            self.version += 1
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_set_result, fut)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    async def wait_change(self, since: int, timeout: float) -> None:
+        """Return when the job changed after version ``since``, or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            if self.version != since:
+                return
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
+
+    def _finish(self, status: str, message: str, result: Any = None, error: Optional[tuple[int, str]] = None) -> None:
+        self.status, self.message, self.result, self.error = status, message, result, error
+        if status == DONE:
+            self.progress = 1.0
+        self.finished_at = time.monotonic()
+        self.done.set()
+        self._changed()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def describe(self, queue_position: Optional[int] = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "status": self.status,
+                             "progress": round(float(self.progress), 4), "message": self.message}
+        if self.error:
+            d["error"], d["error_status"] = self.error[1], self.error[0]
+        if queue_position is not None and self.status == QUEUED:
+            d["queue_position"] = queue_position
+        if self.compute_s is not None:
+            d["compute_s"] = round(self.compute_s, 6)
+        return d
+
+    @property
+    def compute_s(self) -> Optional[float]:
+        """Seconds the worker spent on this job (None until it finished running)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+Operation = Callable[[Engine, dict[str, Any], Callable[[float, str], bool]], Any]
+
+
+class Worker:
+    """``submit(kind, params)`` → Job; the thread runs ``operations[kind](engine, params, progress)``."""
+
+    def __init__(self, engine: Engine, operations: dict[str, Operation], max_queue: int = 64,
+                 keep_finished: int = 64, ttl: float = 600.0) -> None:
+        self.engine = engine
+        self.operations = operations
+        self.max_queue = max_queue
+        self.keep_finished = keep_finished
+        self.ttl = ttl
+        self.jobs: dict[str, Job] = {}
+        self._queue: "queue.PriorityQueue[tuple[int, int, Optional[Job]]]" = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._closing = False
+        self.completed = 0
+        self.current: Optional[Job] = None
+        self._thread = threading.Thread(target=self._run, name="att3d-worker", daemon=True)
+
+    def start(self) -> "Worker":
+        self._thread.start()
+        return self
+
+    # -- queue ---------------------------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any], priority: int = 1) -> Job:
+        if kind not in self.operations:
+            raise KeyError(kind)
+        job = Job(kind, params, priority)
+        with self._lock:
+            if self._closing:
+                raise ShuttingDown("the ATT3D service is shutting down")
+            if self._pending >= self.max_queue:
+                raise QueueFull(f"the ATT3D service is busy: {self._pending} jobs are waiting (the limit is "
+                                f"{self.max_queue}); try again in a moment")
+            self._pending += 1
+            self._gc_locked()
+            self.jobs[job.id] = job
+        self._queue.put((priority, next(self._seq), job))
+        return job
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self.jobs.get(job_id)
+
+    def queue_position(self, job: Job) -> Optional[int]:
+        if job.status != QUEUED:
+            return None
+        with self._lock:
+            ahead = [j for j in self.jobs.values() if j.status == QUEUED and not j.cancel_requested.is_set()
+                     and (j.priority, j.created) < (job.priority, job.created)]
+        return len(ahead)
+
+    def cancel(self, job_id: str) -> Optional[Job]:
+        """Ask a job to stop: a queued one is dropped at once, a running one at its next progress point."""
+        job = self.get(job_id)
+        if job is None:
+            return None
+        job.cancel_requested.set()
+        with self._lock:
+            if job.status == QUEUED:
+                job.status = CANCELLED  # the worker skips it
+                self._pending -= 1
+                queued = True
+            else:
+                queued = False
+        if queued:
+            job._finish(CANCELLED, "cancelled")
+        return job
+
+    def forget(self, job_id: str) -> Optional[Job]:
+        """Cancel if still going, and drop the job and its result."""
+        job = self.cancel(job_id)
+        with self._lock:
+            self.jobs.pop(job_id, None)
+        return job
+
+    def _gc_locked(self) -> None:
+        now = time.monotonic()
+        finished = [j for j in self.jobs.values() if j.finished]
+        for j in finished:
+            if now - (j.finished_at or now) > self.ttl:
+                self.jobs.pop(j.id, None)
+        finished = sorted((j for j in self.jobs.values() if j.finished), key=lambda j: j.finished_at or 0)
+        for j in finished[: max(0, len(finished) - self.keep_finished)]:
+            self.jobs.pop(j.id, None)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"queued": self._pending, "max_queue": self.max_queue, "completed": self.completed,
+                    "running": self.current.kind if self.current else None, "jobs_kept": len(self.jobs)}
+
+    # -- the thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            with self._lock:
+                if job.status != QUEUED:  # cancelled while waiting
+                    continue
+                self._pending -= 1
+                job.status = RUNNING
+                job.started_at = time.monotonic()
+                self.current = job
+            job.message = "running"
+            job._changed()
+
+            def progress(frac: float, msg: str, job: Job = job) -> bool:
+                job.progress = max(job.progress, min(1.0, float(frac)))
+                job.message = msg
+                job._changed()
+                return job.cancel_requested.is_set()
+
+            try:
+                if job.cancel_requested.is_set():
+                    raise CancelledError("cancelled")
+                result = self.operations[job.kind](self.engine, job.params, progress)
+            except CancelledError:
+                job._finish(CANCELLED, "cancelled")
+            except (ValueError, TypeError) as e:  # the request's content, not the server
+                job._finish(ERROR, str(e), error=(400, str(e)))
+            except MemoryError:
+                msg = "out of memory: try a lower resolution"
+                job._finish(ERROR, msg, error=(507, msg))
+            except Exception as e:  # a bug or a device failure: keep serving
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                msg = f"internal error in {job.kind}: {type(e).__name__}: {e}"
+                job._finish(ERROR, msg, error=(500, msg))
+            else:
+                job._finish(DONE, "done", result=result)
+            finally:
+                job.params = {}
+                with self._lock:
+                    self.current = None
+                    self.completed += 1
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Refuse new jobs, cancel queued and running ones, stop the thread."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            ids = list(self.jobs)
+        for jid in ids:
+            self.cancel(jid)
+        self._queue.put((-1, -1, None))
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)

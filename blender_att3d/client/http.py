@@ -1,0 +1,435 @@
+"""HTTP clients of ``att3d serve`` (standard library + numpy only).
+
+* :class:`HTTPClient` talks to a running service: ``HTTPClient("http://host:port", token)``.
+* :class:`SubprocessClient` starts the service itself with a given Python interpreter
+  (``python -m backend.cli serve --port 0``), reads its ready line, passes it a fresh token through
+  ``ATT3D_TOKEN``, restarts it once if it dies, and stops it on :meth:`close`.
+
+Long operations go through the jobs API (``POST /v1/jobs/{kind}``, long polls of
+``GET /v1/jobs/{id}?wait=``) so that progress callbacks work and :meth:`cancel` can stop them.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import http.client
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from . import payload
+from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
+from .types import MeshData, ProgressFn, SequenceData
+
+READY_PREFIX = "ATT3D_READY "
+POLL_WAIT_S = 2.0
+
+
+class _ConnectionLost(BackendUnavailable):
+    """The connection failed (refused, reset): maybe the server died."""
+
+
+def _read_default_token() -> Optional[str]:
+    env = os.environ.get("ATT3D_TOKEN", "").strip()
+    if env:
+        return env
+    if os.environ.get("ATT3D_DATA_DIR"):
+        root = Path(os.environ["ATT3D_DATA_DIR"])
+    else:
+        root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "att3d"
+    try:
+        return (root / "token").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+class HTTPClient(Client):
+    """A client of a running ``att3d serve`` at ``url`` (``http://`` or ``https://``)."""
+
+    #: seconds the server spent computing the last job's result (what the rest of the latency is not)
+    last_compute_s: Optional[float] = None
+
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, check: bool = True, **_ignored: Any) -> None:
+        self._set_url(url)
+        self.token = (token or "").strip() or _read_default_token()
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self._active: dict[str, threading.Event] = {}
+        self._active_lock = threading.Lock()
+        self._closed = False
+        if check:
+            self._check_server()
+
+    def _set_url(self, url: str) -> None:
+        u = urllib.parse.urlsplit((url or "").strip())
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise BackendUnavailable(f"Invalid backend URL {url!r}: use http://host:port (add-on preferences)")
+        self.url = f"{u.scheme}://{u.netloc}"
+        self._scheme, self._host, self._port = u.scheme, u.hostname, u.port
+        self._prefix = u.path.rstrip("/")
+
+    # -- transport ---------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: Any = None, query: Optional[dict[str, Any]] = None,
+                 timeout: Optional[float] = None, auth: bool = True) -> tuple[int, str, bytes]:
+        if self._closed:
+            raise BackendUnavailable("this ATT3D client was closed")
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=self.connect_timeout)
+        target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {"Accept": f"{payload.CONTENT_TYPE}, application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            conn.connect()
+            conn.sock.settimeout(timeout or self.timeout)
+            conn.request(method, target, body=data, headers=headers)
+            resp = conn.getresponse()
+            content = resp.read()
+            return resp.status, resp.getheader("Content-Type", ""), content
+        except (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead, BrokenPipeError) as e:
+            raise _ConnectionLost(f"Lost the connection to the ATT3D backend at {self.url}: {e}") from None
+        except TimeoutError:
+            raise BackendUnavailable(f"The ATT3D backend at {self.url} did not answer in time") from None
+        except OSError as e:
+            raise BackendUnavailable(f"Cannot reach the ATT3D backend at {self.url}: {e.strerror or e}") from None
+        finally:
+            conn.close()
+
+    def _json(self, method: str, path: str, body: Any = None, query: Optional[dict[str, Any]] = None,
+              timeout: Optional[float] = None, auth: bool = True) -> Any:
+        status, ctype, content = self._request(method, path, body, query, timeout, auth)
+        if status >= 400:
+            self._raise(status, content)
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise BackendError(f"The ATT3D backend at {self.url} sent an unreadable answer") from None
+
+    def _raise(self, status: int, content: bytes) -> None:
+        try:
+            msg = str(json.loads(content).get("error") or "")
+        except (ValueError, AttributeError):
+            msg = ""
+        msg = msg or content[:200].decode("utf-8", "replace") or f"HTTP {status}"
+        if status == 401:
+            raise BackendUnavailable(f"The ATT3D backend at {self.url} rejected the token ({msg}); "
+                                     "check the token in the add-on preferences")
+        if status == 409 and "cancelled" in msg:
+            raise Cancelled(msg)
+        if status == 503:
+            raise BackendError(f"The ATT3D backend is busy or stopping: {msg}")
+        if 400 <= status < 500:
+            raise InvalidRequest(msg)
+        raise BackendError(f"The ATT3D backend failed: {msg}")
+
+    def _check_server(self) -> dict[str, Any]:
+        try:
+            self._json("GET", "/v1/health", auth=False, timeout=self.connect_timeout)
+        except BackendUnavailable as e:
+            raise BackendUnavailable(f"{e} — is `att3d serve` running there? (add-on preferences: backend URL)") \
+                from None
+        return self._json("GET", "/v1/info", timeout=self.connect_timeout)
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    def _job(self, kind: str, body: dict[str, Any], progress: Optional[ProgressFn]) -> Any:
+        st = self._json("POST", f"/v1/jobs/{kind}", body)
+        job_id = st["id"]
+        stop = threading.Event()
+        with self._active_lock:
+            self._active[job_id] = stop
+        try:
+            version = -1
+            while st["status"] in ("queued", "running"):
+                if progress is not None and progress(float(st.get("progress", 0.0)), str(st.get("message", ""))):
+                    self._delete(job_id)
+                    raise Cancelled("cancelled")
+                if stop.is_set():
+                    raise Cancelled("cancelled")
+                st = self._json("GET", f"/v1/jobs/{job_id}", query={"wait": POLL_WAIT_S, "since": version},
+                                timeout=POLL_WAIT_S + 60)
+                version = int(st.get("version", -1))
+            if stop.is_set() or st["status"] == "cancelled":
+                raise Cancelled("cancelled")
+            if st["status"] == "error":
+                self._raise(int(st.get("error_status") or 500),
+                            json.dumps({"error": st.get("error") or "the job failed"}).encode())
+            self.last_compute_s = st.get("compute_s")  # the server's own time on the job (for benchmarks)
+            status, ctype, content = self._request("GET", f"/v1/jobs/{job_id}/result")
+            if status >= 400:
+                self._raise(status, content)
+            self._delete(job_id)
+            if progress is not None:
+                progress(1.0, "done")
+            if ctype.startswith("application/json"):
+                return json.loads(content)
+            try:
+                return payload.decode(content)
+            except payload.PayloadError as e:
+                raise BackendError(f"The ATT3D backend sent a result this add-on cannot read: {e}") from None
+        finally:
+            with self._active_lock:
+                self._active.pop(job_id, None)
+
+    def _delete(self, job_id: str) -> None:
+        try:
+            self._request("DELETE", f"/v1/jobs/{job_id}", timeout=10)
+        except BackendError:
+            pass
+
+    def _run(self, fn: Callable[[], Any]) -> Any:
+        """Hook for :class:`SubprocessClient` (restart on a dead server)."""
+        return fn()
+
+    # -- the interface ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {**self._run(lambda: self._json("GET", "/v1/info", timeout=30)), "transport": "http", "url": self.url}
+
+    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
+                 texture: bool = False, progress: Optional[ProgressFn] = None) -> MeshData:
+        body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
+        return self._run(lambda: self._job("generate", body, progress))
+
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
+              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+        try:
+            kf = [{"position": float(p), "prompt": q} for p, q in keyframes]
+        except (TypeError, ValueError):
+            raise InvalidRequest("keyframes must be (position, prompt) pairs") from None
+        body = {"keyframes": kf, "steps": steps, "resolution": resolution, "consistent": bool(consistent)}
+        return self._run(lambda: self._job("chain", body, progress))
+
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+              progress: Optional[ProgressFn] = None) -> MeshData:
+        body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}
+        return self._run(lambda: self._job("blend", body, progress))
+
+    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
+        return self._run(lambda: self._json("POST", "/v1/nearest", {"prompt": prompt, "k": k}, timeout=120))
+
+    def cancel(self) -> None:
+        with self._active_lock:
+            active = list(self._active.items())
+        for job_id, stop in active:
+            stop.set()
+            self._delete(job_id)
+
+    def close(self) -> None:
+        if not self._closed:
+            self.cancel()
+        self._closed = True
+
+
+# -- a server of our own -------------------------------------------------------------------------------
+
+def _project_root() -> Optional[str]:
+    """The checkout holding ``backend/`` next to this package, for running from a source tree."""
+    root = Path(__file__).resolve().parents[2]
+    return str(root) if (root / "backend" / "cli.py").is_file() else None
+
+
+_live: "weakref.WeakSet[SubprocessClient]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for c in list(_live):
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+class SubprocessClient(HTTPClient):
+    """Starts ``python -m backend.cli serve`` and talks to it over loopback HTTP.
+
+    ``python``: the interpreter that has torch and att3d (default: this one). The server gets a
+    fresh random token through its environment. If it dies, the next request restarts it once.
+    """
+
+    def __init__(self, python: Optional[str] = None, model: str = "demo", device: str = "auto",
+                 start_timeout: float = 300.0, extra_args: Sequence[str] = (), env: Optional[dict[str, str]] = None,
+                 restarts: int = 1, timeout: float = 600.0, **_ignored: Any) -> None:
+        self.python = (python or "").strip() or sys.executable
+        self.model, self.device = model or "demo", device or "auto"
+        self.start_timeout = float(start_timeout)
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        self.restarts_left = int(restarts)
+        self.restarts = 0
+        self.proc: Optional[subprocess.Popen] = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.timeout = float(timeout)
+        self.connect_timeout = 10.0
+        self._active = {}
+        self._active_lock = threading.Lock()
+        self._closed = False
+        self.token = secrets.token_urlsafe(32)
+        self._start()
+        _live.add(self)
+
+    # -- process ---------------------------------------------------------------------------------------
+    def _hint(self) -> str:
+        return "check the Python interpreter in the add-on preferences"
+
+    def _failure(self, what: str) -> BackendUnavailable:
+        lines = [ln for ln in self._stderr if ln.strip() and not ln.startswith("Loading weights")]
+        errors = [ln for ln in lines if ln.startswith("att3d: error:")]
+        if errors:
+            detail = errors[-1].removeprefix("att3d: error:").strip()
+            hint = "check the model in the add-on preferences" if "model" in detail else self._hint()
+        else:
+            detail = lines[-1].strip() if lines else "no error message"
+            hint = self._hint()
+        return BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {what}: {detail} — {hint}")
+
+    def _start(self) -> None:
+        env = {**os.environ, **self.extra_env, "ATT3D_TOKEN": self.token, "PYTHONUNBUFFERED": "1",
+               "PYTHONIOENCODING": "utf-8"}
+        root = _project_root()
+        if root:
+            env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        cmd = [self.python, "-m", "backend.cli", "serve", "--model", str(self.model), "--device", str(self.device),
+               "--host", "127.0.0.1", "--port", "0"]
+        if os.name == "posix":  # the server stops by itself if this process dies without closing it
+            cmd += ["--parent-pid", str(os.getpid())]
+        cmd += self.extra_args
+        self._stderr.clear()
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=env, text=True, encoding="utf-8", errors="replace", bufsize=1,
+                                    start_new_session=os.name == "posix")
+        except OSError as e:
+            raise BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {e.strerror or e} — "
+                                     f"{self._hint()}") from None
+        ready: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def pump_stdout() -> None:
+            for line in proc.stdout:
+                if line.startswith(READY_PREFIX):
+                    ready.put(line[len(READY_PREFIX):])
+            ready.put(None)
+
+        def pump_stderr() -> None:
+            for line in proc.stderr:
+                self._stderr.append(line.rstrip("\n"))
+
+        threading.Thread(target=pump_stdout, daemon=True, name="att3d-server-stdout").start()
+        threading.Thread(target=pump_stderr, daemon=True, name="att3d-server-stderr").start()
+        deadline = time.monotonic() + self.start_timeout
+        line, eof = None, False
+        while time.monotonic() < deadline:
+            try:
+                line = ready.get(timeout=0.2)
+                eof = line is None
+                break
+            except queue.Empty:
+                if proc.poll() is not None:
+                    break
+        if line is None:
+            if eof:  # stdout closed: the process is on its way out
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.poll() is None:
+                self._kill(proc)
+                raise BackendUnavailable(f"The ATT3D backend started with {self.python} did not get ready within "
+                                         f"{self.start_timeout:.0f} s — {self._hint()}")
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.1)  # let the stderr pump catch up
+            raise self._failure(f"it exited with status {proc.returncode}")
+        try:
+            ready_info = json.loads(line)
+            self._set_url(ready_info["url"])
+        except (ValueError, KeyError, TypeError) as e:
+            self._kill(proc)
+            raise BackendUnavailable(f"The ATT3D backend started with {self.python} printed an unreadable ready "
+                                     f"line ({e}) — {self._hint()}") from None
+        self.proc = proc
+        self.ready_info = ready_info
+        self._generation += 1
+        self._check_server()
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            except OSError:
+                pass
+        for f in (proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except Exception:
+                pass
+
+    def _dead(self) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(1.0)  # a dying server: give it a moment to be reaped
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _run(self, fn: Callable[[], Any]) -> Any:
+        gen = self._generation
+        try:
+            return fn()
+        except _ConnectionLost:
+            if self._closed:
+                raise
+            with self._lock:
+                if self._generation == gen:  # nobody restarted it meanwhile
+                    if not self._dead():
+                        raise
+                    if self.restarts_left <= 0:
+                        raise self._failure(f"it stopped (status {self.proc.returncode if self.proc else '?'}) and "
+                                            "was already restarted once") from None
+                    self.restarts_left -= 1
+                    self.restarts += 1
+                    old, self.proc = self.proc, None
+                    if old is not None:
+                        self._kill(old)
+                    self._start()
+            return fn()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.cancel()
+        except Exception:
+            pass
+        self._closed = True
+        if self.proc is not None:
+            self._kill(self.proc)
+        _live.discard(self)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None

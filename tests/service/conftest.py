@@ -1,0 +1,154 @@
+"""Fixtures of the service tests: a tiny model with known training prompts, a real `att3d serve`
+process on an ephemeral loopback port (stopped with SIGTERM at the end, which must exit 0), and
+a raw HTTP helper."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a wooden chair",
+           "a stone statue of a cat"]
+
+
+@pytest.fixture(scope="session")
+def service_model_dir(tmp_path_factory) -> Path:
+    from backend.model import ModelConfig, build_model, save_model
+
+    folder = tmp_path_factory.mktemp("service-models") / "tiny-service"
+    save_model(build_model(ModelConfig(resolutions=[8, 12, 16], v_dim=8), seed=0), folder,
+               {"name": "tiny-service", "prompts": PROMPTS})
+    return folder
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Api:
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+
+    def request(self, method: str, path: str, body: Any = None, token: Optional[str] = "default",
+                headers: Optional[dict[str, str]] = None, timeout: float = 120) -> Response:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        h = {} if headers is None else dict(headers)
+        tok = self.token if token == "default" else token
+        if tok is not None:
+            h.setdefault("Authorization", f"Bearer {tok}")
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw) -> Response:
+        return self.request("POST", path, body, **kw)
+
+    def alive(self) -> bool:
+        r = self.get("/v1/health", token=None)
+        return r.status == 200 and r.json() == {"ok": True}
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    ready: dict[str, Any]
+    token: str
+    api: Api
+    data_dir: Path
+    stderr: list[str]
+
+    @property
+    def url(self) -> str:
+        return self.ready["url"]
+
+
+def start_server(model_dir: Path, data_dir: Path, *args: str, env: Optional[dict[str, str]] = None,
+                 timeout: float = 120) -> Server:
+    e = {**os.environ, "ATT3D_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+    e.pop("ATT3D_TOKEN", None) if not (env and "ATT3D_TOKEN" in env) else None
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", str(model_dir), "--port", "0",
+                             "--device", "cpu", *args], cwd=ROOT, env=e, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+    stderr: list[str] = []
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=lambda: [stderr.append(ln) for ln in proc.stderr], daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            raise RuntimeError("the server did not print its ready line in time")
+        if line is None:
+            proc.wait()
+            raise RuntimeError(f"the server exited ({proc.returncode}): {''.join(stderr)[-2000:]}")
+        if line.startswith("ATT3D_READY "):
+            ready = json.loads(line[len("ATT3D_READY "):])
+            break
+    token = (env or {}).get("ATT3D_TOKEN") or Path(ready["token_file"]).read_text().strip()
+    return Server(proc, ready, token, Api(ready["host"], ready["port"], token), data_dir, stderr)
+
+
+def stop_server(server: Server, timeout: float = 30) -> int:
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        raise
+
+
+@pytest.fixture(scope="session")
+def server(service_model_dir, tmp_path_factory):
+    srv = start_server(service_model_dir, tmp_path_factory.mktemp("att3d-data"))
+    yield srv
+    rc = stop_server(srv)
+    assert rc == 0, f"the server did not exit cleanly on SIGTERM (status {rc}): {''.join(srv.stderr)[-2000:]}"
+
+
+@pytest.fixture()
+def api(server) -> Api:
+    return server.api
+
+
+@pytest.fixture(scope="session")
+def engine(service_model_dir):
+    from backend.service.ops import Engine
+
+    return Engine.load(str(service_model_dir), device="cpu")

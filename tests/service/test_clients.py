@@ -1,0 +1,220 @@
+"""The clients: embedded and HTTP give identical results; the subprocess client starts, restarts
+once and explains failures; make_client picks a transport; the package needs no torch."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from blender_att3d.client import (BackendUnavailable, Cancelled, InvalidRequest, MeshData, SequenceData,
+                                  make_client)
+from blender_att3d.client.embedded import EmbeddedClient
+from blender_att3d.client.http import HTTPClient, SubprocessClient
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def embedded(engine):
+    return EmbeddedClient(engine=engine)
+
+
+@pytest.fixture(scope="module")
+def remote(server):
+    c = HTTPClient(server.url, server.token)
+    yield c
+    c.close()
+
+
+def same(a: MeshData, b: MeshData) -> None:
+    assert np.array_equal(a.positions, b.positions)
+    assert np.array_equal(a.faces, b.faces)
+    assert np.array_equal(a.colors, b.colors)
+    assert (a.uvs is None) == (b.uvs is None) and (a.texture is None) == (b.texture is None)
+    if a.uvs is not None:
+        assert np.array_equal(a.uvs, b.uvs) and np.array_equal(a.texture, b.texture)
+    assert a.meta == b.meta
+
+
+def test_client_package_needs_no_torch():
+    code = ("import sys, blender_att3d.client as c, blender_att3d.client.http, blender_att3d.client.embedded, "
+            "blender_att3d.client.payload; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'bpy', 'httpx', 'requests', 'backend', "
+            "'fastapi', 'pydantic')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_generate_identical(embedded, remote):
+    same(embedded.generate("a red cube", resolution=32), remote.generate("a red cube", resolution=32))
+
+
+def test_generate_texture_identical(embedded, remote):
+    a = embedded.generate("a blue sphere", resolution=24, texture=True)
+    b = remote.generate("a blue sphere", resolution=24, texture=True)
+    assert a.texture is not None and a.uvs is not None
+    same(a, b)
+
+
+def test_blend_identical(embedded, remote):
+    same(embedded.blend("a red cube", "a blue sphere", 0.3, resolution=24),
+         remote.blend("a red cube", "a blue sphere", 0.3, resolution=24))
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_chain_identical(embedded, remote, consistent):
+    kf = [(0, "a red cube"), (2, "a blue sphere"), (3, "a green cone")]
+    a = embedded.chain(kf, steps=2, resolution=24, consistent=consistent)
+    b = remote.chain(kf, steps=2, resolution=24, consistent=consistent)
+    assert isinstance(a, SequenceData) and a.consistent == consistent
+    assert a.steps == b.steps == [0.0, 1.0, 2.0, 2.5, 3.0]
+    assert a.prompts == b.prompts and a.meta == b.meta
+    for i in range(len(a)):
+        same(a.mesh(i), b.mesh(i))
+
+
+def test_nearest_and_info_agree(embedded, remote):
+    assert embedded.nearest("a red box", k=3) == remote.nearest("a red box", k=3)
+    ie, ir = embedded.info(), remote.info()
+    for key in ("model", "text_encoder", "device", "version", "training_prompts"):
+        assert ie[key] == ir[key]
+    assert ie["transport"] == "embedded" and ir["transport"] == "http"
+
+
+@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+def test_errors_are_invalid_request(request, client_name):
+    c = request.getfixturevalue(client_name)
+    with pytest.raises(InvalidRequest, match="empty"):
+        c.generate("  ")
+    with pytest.raises(InvalidRequest, match="resolution"):
+        c.generate("a red cube", resolution=8)
+    with pytest.raises(InvalidRequest, match="limit is 256"):
+        c.chain([(0, "a"), (1, "b")], steps=300)
+    with pytest.raises(InvalidRequest, match="alpha"):
+        c.blend("a", "b", 2.0)
+
+
+@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+def test_progress_and_cancel_from_callback(request, client_name):
+    c = request.getfixturevalue(client_name)
+    seen = []
+
+    def progress(frac, msg):
+        seen.append(frac)
+        return len(seen) >= 3
+
+    with pytest.raises(Cancelled):
+        c.chain([(0, "a red cube"), (1, "a blue sphere")], steps=200, resolution=32, progress=progress)
+    assert seen and all(0 <= f <= 1 for f in seen)
+    seen2 = []
+    c.generate("a red cube", resolution=24, progress=lambda f, m: seen2.append((f, m)))
+    assert seen2[-1][0] == 1.0
+
+
+@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+def test_cancel_from_another_thread(request, client_name):
+    c = request.getfixturevalue(client_name)
+    started = threading.Event()
+    out = {}
+
+    def work():
+        try:
+            c.chain([(0, "a red cube"), (1, "a blue sphere")], steps=250, resolution=48,
+                    progress=lambda f, m: started.set())
+            out["r"] = "finished"
+        except Cancelled:
+            out["r"] = "cancelled"
+
+    t = threading.Thread(target=work)
+    t.start()
+    assert started.wait(30)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    c.cancel()
+    t.join(30)
+    assert out.get("r") == "cancelled" and time.monotonic() - t0 < 10
+    assert isinstance(c.generate("a red cube", resolution=16), MeshData)  # usable afterwards
+
+
+def test_remote_wrong_token(server):
+    with pytest.raises(BackendUnavailable, match="rejected the token"):
+        HTTPClient(server.url, "not-the-token-not-the-token")
+
+
+def test_remote_unreachable():
+    with pytest.raises(BackendUnavailable, match="Cannot reach|is `att3d serve` running"):
+        HTTPClient("http://127.0.0.1:9", "x" * 20, connect_timeout=2)
+
+
+def test_make_client(engine, service_model_dir, server):
+    c = make_client("auto", model=str(service_model_dir), device="cpu")
+    assert isinstance(c, EmbeddedClient)  # torch imports here
+    c.close()
+    r = make_client("remote", url=server.url, token=server.token)
+    assert isinstance(r, HTTPClient) and r.info()["model"] == "tiny-service"
+    with pytest.raises(InvalidRequest, match="unknown backend mode"):
+        make_client("telepathy")
+    with pytest.raises(BackendUnavailable, match="URL"):
+        make_client("remote", url="")
+    with pytest.raises(BackendUnavailable, match="check the model"):
+        make_client("embedded", model="demo", device="cpu")
+
+
+def test_subprocess_bad_python():
+    with pytest.raises(BackendUnavailable, match="check the Python interpreter in the add-on preferences") as e:
+        SubprocessClient(python="/nonexistent/python3", model="x")
+    assert "/nonexistent/python3" in str(e.value)
+
+
+def test_subprocess_python_without_att3d(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'No module named backend' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(BackendUnavailable, match="No module named backend.*check the Python interpreter"):
+        SubprocessClient(python=str(fake), start_timeout=20)
+
+
+def test_subprocess_missing_model(tmp_path):
+    with pytest.raises(BackendUnavailable, match="model 'demo' not found.*check the model"):
+        SubprocessClient(python=sys.executable, model="demo", device="cpu", env={"ATT3D_DATA_DIR": str(tmp_path)})
+
+
+def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, tmp_path):
+    c = SubprocessClient(python=sys.executable, model=str(service_model_dir), device="cpu",
+                         env={"ATT3D_DATA_DIR": str(tmp_path)})
+    try:
+        assert c.generate("a red cube", resolution=16).faces.shape[1] == 3
+        first = c.pid
+        os.kill(first, signal.SIGKILL)
+        m = c.generate("a red cube", resolution=16)  # restarted behind the scenes
+        assert isinstance(m, MeshData) and c.restarts == 1 and c.restarts_left == 0 and c.pid != first
+        assert c.info()["model"] == "tiny-service"
+    finally:
+        proc = c.proc
+        c.close()
+    assert proc.returncode == 0  # close() sends SIGTERM: a clean exit
+    with pytest.raises(BackendUnavailable, match="closed"):
+        c.info()
+
+
+def test_subprocess_client_restarts_only_once():
+    from blender_att3d.client.http import _ConnectionLost
+
+    c = SubprocessClient.__new__(SubprocessClient)  # no server: exercise the restart rule alone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    c.proc, c.restarts_left, c.restarts, c._generation, c._closed = dead, 0, 1, 1, False
+    c.python, c._stderr, c._lock = "python", [], threading.Lock()
+
+    def lost():
+        raise _ConnectionLost("connection refused")
+
+    with pytest.raises(BackendUnavailable, match="restarted once.*check the Python interpreter"):
+        c._run(lost)
