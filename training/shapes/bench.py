@@ -1,0 +1,226 @@
+"""``att3d bench-amortization --world shapes``: the paper's main claim (§4.1, Fig. 6) on the Shapes
+world, with ground-truth metrics instead of CLIP.
+
+Same architecture, renderer, teacher and SDS for every run:
+
+* **amortized, 12.5 % seen** and **amortized, 50 % seen**: one model trained on the seen prompts,
+  evaluated as it trains on a fixed sample of seen prompts and, zero-shot, of unseen prompts;
+* **per-prompt baseline**: one fresh model per prompt for a sample of prompts (≥ 16), evaluated on
+  its own prompt at several budgets.
+
+Quality (GT R-precision over all world prompts, occupancy IoU, colour error) is recorded against
+rendered frames per prompt (``step × batch / #prompts``) in ``OUT/results.jsonl``; ``OUT/bench.json``
+summarises and ``OUT/bench.png`` plots them like Fig. 6. Every sub-run is resumable (``--resume``).
+
+Sizes (``--size``; times for the 2-core CPU of the development machine, uncontended):
+
+=======  ==========================  ==========================  ===========================
+size     model / render              amortized runs              per-prompt baseline
+=======  ==========================  ==========================  ===========================
+tiny     [6, 10], v 4 / 16², 12 spp  2 × 20 steps, batch 4       4 prompts × 10 steps
+small    [8, 12, 16, 24], v 16 /     2 × 600 steps, batch 8,     16 prompts × 100 steps,
+         24², 24 spp                 eval every 100 on 24+24     eval at 25/50/100 (≈ 50 min)
+full     the demo model / 32², 32    2 × 4000 steps, batch 8     32 prompts × 500 steps (GPU)
+=======  ==========================  ==========================  ===========================
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .world import get_world, split_name
+
+SIZES = {
+    "tiny": dict(model={"resolutions": [6, 10], "v_dim": 4}, render={"height": 16, "width": 16, "n_samples": 12},
+                 batch=4, amortized_steps=20, eval_every=10, n_eval=4, per_prompt=4, pp_steps=10,
+                 pp_evals=[5, 10], grid=24),
+    "small": dict(model={"resolutions": [8, 12, 16, 24], "v_dim": 16},
+                  render={"height": 24, "width": 24, "n_samples": 24}, batch=8, amortized_steps=600,
+                  eval_every=100, n_eval=24, per_prompt=16, pp_steps=100, pp_evals=[25, 50, 100], grid=32),
+    "full": dict(model={}, render={}, batch=8, amortized_steps=4000, eval_every=500, n_eval=64, per_prompt=32,
+                 pp_steps=500, pp_evals=[50, 100, 250, 500], grid=64),
+}
+FRACTIONS = (0.125, 0.5)
+
+
+def _eval_sets(size: dict, seed: int = 0) -> dict[str, list[int]]:
+    """Fixed evaluation prompts: unseen by both splits, and seen by both (the 12.5 % ⊂ 50 % seen)."""
+    from .metrics import pick_prompts
+
+    world = get_world(seed)
+    small, large = world.split(0.125), world.split(0.5)
+    unseen_both = sorted(set(large["unseen"]))  # unseen for 50 % ⇒ unseen for 12.5 %
+    seen_both = sorted(set(small["seen"]))
+    n = size["n_eval"]
+    return {"unseen": pick_prompts(unseen_both, n), "seen": pick_prompts(seen_both, n),
+            "per_prompt": pick_prompts(seen_both, size["per_prompt"])}
+
+
+def _append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _done(path: Path) -> set:
+    if not path.is_file():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+            keys.add((r["run"], r["step"], r["split"]))
+        except (json.JSONDecodeError, KeyError):
+            pass
+    return keys
+
+
+def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool = False, progress: bool = True,
+              scale: Optional[float] = None) -> dict:
+    from training.config import config_from_dict
+    from training.guidance import GuidanceConfig, build_guidance
+    from training.train import train
+
+    from .demo import GUIDANCE_SCALE, demo_config
+    from .metrics import evaluate
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose {', '.join(SIZES)}")
+    if not (Path(teacher) / "att3d_teacher.json").is_file():
+        raise ValueError(f"{teacher}: not a teacher folder; train one with att3d train-teacher")
+    S = SIZES[size]
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ValueError(f"{out} is not empty; pass --resume to continue the benchmark there")
+    out.mkdir(parents=True, exist_ok=True)
+    world = get_world()
+    sets = _eval_sets(S)
+    results = out / "results.jsonl"
+    done = _done(results)
+    scale = scale or GUIDANCE_SCALE
+    (out / "bench_config.json").write_text(json.dumps({"size": size, "sizes": S, "teacher": str(teacher),
+                                                       "guidance_scale": scale, "eval_sets": {
+                                                           k: [world.texts[i] for i in v] for k, v in sets.items()},
+                                                       "world_prompt_hash": world.prompt_hash}, indent=1))
+    guidance = build_guidance(GuidanceConfig(kind="pixel", model=str(teacher), scale=scale))
+    t0 = time.perf_counter()
+
+    def cfg_for(steps: int):
+        c = demo_config(str(teacher), steps, batch_size=S["batch"], scale=scale, model=S["model"],
+                        render=S["render"], checkpoint_every=S.get("eval_every", 100))
+        c["run"]["preview_every"] = 0
+        c["run"]["log_every"] = 10
+        return config_from_dict(c)
+
+    def score(run: str, trainer, step: int, split: str, idx: list[int]):
+        if (run, step, split) in done:
+            return
+        model = trainer.model
+        was_training = model.training
+        m = evaluate(model, prompts=idx, encoder=trainer.encoder, grid=S["grid"], progress=False, per_prompt=False)
+        model.train(was_training)
+        rec = {"run": run, "split": split, "step": step, "frames_per_prompt": trainer.frames_per_prompt,
+               "r_precision": m["r_precision"], "iou": m["iou"], "color_error": m["color_error"],
+               "shape_acc": m["shape_acc"], "color_acc": m["color_acc"], "accessory_acc": m["accessory_acc"],
+               "n_prompts": m["n_prompts"], "time": time.perf_counter() - t0}
+        _append(results, rec)
+        done.add((run, step, split))
+
+    # amortized runs
+    for frac in FRACTIONS:
+        run = f"amortized_{split_name(frac)}"
+        seen = [world.texts[i] for i in world.split(frac)["seen"]]
+
+        def hook(trainer, step, loss, run=run):
+            if step % S["eval_every"] == 0 or step == S["amortized_steps"]:
+                score(run, trainer, step, "unseen", sets["unseen"])
+                score(run, trainer, step, "seen", sets["seen"])
+
+        rdir = out / run
+        if (rdir / "model" / "config.json").is_file():
+            continue
+        if progress:
+            print(f"[bench] {run}: {len(seen)} prompts, {S['amortized_steps']} steps", file=sys.stderr)
+        train(cfg_for(S["amortized_steps"]), rdir, prompts=seen, resume=resume and rdir.exists(), guidance=guidance,
+              progress=progress, hook=hook)
+
+    # per-prompt baseline
+    for k, i in enumerate(sets["per_prompt"]):
+        run = f"per_prompt_{k:03d}"
+        rdir = out / "per_prompt" / f"{k:03d}"
+        if (rdir / "model" / "config.json").is_file():
+            continue
+
+        def hook(trainer, step, loss, run=run, i=i):
+            if step in S["pp_evals"]:
+                score(run, trainer, step, "own", [i])
+
+        if progress:
+            print(f"[bench] per-prompt {k + 1}/{len(sets['per_prompt'])}: {world.texts[i]}", file=sys.stderr)
+        train(cfg_for(S["pp_steps"]), rdir, prompts=[world.texts[i]], resume=resume and rdir.exists(),
+              guidance=guidance, progress=progress, hook=hook)
+
+    summary = summarize(results)
+    summary.update(size=size, sizes=S, teacher=str(teacher), seconds_this_call=time.perf_counter() - t0)
+    js = out / "bench.json"
+    js.write_text(json.dumps(summary, indent=1) + "\n")
+    png = plot(summary, out / "bench.png")
+    return {"json": js, "png": png, "summary": summary}
+
+
+def summarize(results: Path) -> dict:
+    """Curves: {name: [{frames_per_prompt, r_precision, iou, color_error}, ...]} (per-prompt runs averaged
+    per step)."""
+    recs = [json.loads(l) for l in results.read_text().splitlines() if l.strip()] if results.is_file() else []
+    curves: dict[str, list[dict]] = {}
+    keys = ("r_precision", "iou", "color_error", "shape_acc", "color_acc", "accessory_acc")
+    for r in recs:
+        if r["run"].startswith("amortized"):
+            name = f"{r['run']} ({r['split']})"
+            curves.setdefault(name, []).append({"frames_per_prompt": r["frames_per_prompt"], "step": r["step"],
+                                                **{k: r[k] for k in keys}})
+    pp: dict[int, list[dict]] = {}
+    for r in recs:
+        if r["run"].startswith("per_prompt"):
+            pp.setdefault(r["step"], []).append(r)
+    if pp:
+        curves["per-prompt"] = [{"frames_per_prompt": float(np.mean([r["frames_per_prompt"] for r in rs])),
+                                 "step": s, "n_runs": len(rs),
+                                 **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
+                                for s, rs in sorted(pp.items())]
+    for v in curves.values():
+        v.sort(key=lambda d: d["frames_per_prompt"])
+    return {"curves": curves, "x": "rendered frames per prompt",
+            "metrics": "GT R-precision over all 1984 prompts (4 views), occupancy IoU (model density > iso vs sdf < 0)"}
+
+
+def plot(summary: dict, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"unseen": "--", "seen": "-", "own": "-"}
+    for name, pts in summary["curves"].items():
+        xs = [max(p["frames_per_prompt"], 1e-1) for p in pts]
+        ls = "--" if "unseen" in name else "-"
+        marker = "s" if name == "per-prompt" else "o"
+        for ax, k in zip(axes, ("r_precision", "iou")):
+            ax.plot(xs, [p[k] for p in pts], ls, marker=marker, label=name)
+    for ax, k in zip(axes, ("GT R-precision", "occupancy IoU")):
+        ax.set_xscale("log")
+        ax.set_xlabel("rendered frames per prompt")
+        ax.set_ylabel(k)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Shapes world: amortized (dashed = unseen, zero-shot) vs per-prompt")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

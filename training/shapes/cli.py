@@ -1,0 +1,129 @@
+"""``att3d world``, ``att3d train-teacher``, ``att3d teacher-report``, ``att3d bench-amortization``.
+
+Registered by ``backend.cli`` through ``register(subparsers)`` (module ``training.shapes.cli`` in
+its PLUGINS); everything heavy is imported inside the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _error(msg: str):
+    try:
+        from backend.cli import CLIError
+    except ImportError:  # pragma: no cover
+        CLIError = ValueError
+    return CLIError(msg)
+
+
+def cmd_world_export(args: argparse.Namespace) -> int:
+    from .world import get_world
+
+    world = get_world(args.seed)
+    try:
+        files = world.export(args.dir)
+    except OSError as e:
+        raise _error(f"cannot write {args.dir}: {e.strerror or e}") from None
+    sp = {k: len(world.split(k)["seen"]) for k in ("12.5%", "50%")}
+    print(f"wrote {', '.join(str(f) for f in files)}: {len(world)} prompts, seen 12.5% = {sp['12.5%']}, "
+          f"50% = {sp['50%']}, prompt hash {world.prompt_hash[:12]}")
+    return 0
+
+
+def cmd_world_show(args: argparse.Namespace) -> int:
+    from .world import get_world
+
+    world = get_world(args.seed)
+    if args.split:
+        idx = world.split(args.split)[args.part]
+        texts = [world.texts[i] for i in idx]
+    else:
+        texts = world.texts
+    print("\n".join(texts))
+    return 0
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from .teacher import TeacherConfig, train_teacher
+
+    if args.steps < 1:
+        raise _error("--steps must be at least 1")
+    cfg = None
+    if args.tiny:
+        cfg = TeacherConfig(block_out_channels=(16, 32), norm_num_groups=8, batch_size=8, views_per_prompt=2)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = train_teacher(args.out, steps=args.steps, resume=args.resume, cfg=cfg, data_dir=args.data_dir,
+                        save_every=args.save_every, log_file=args.log, progress=not args.quiet)
+    print(f"teacher in {out} (unet/, scheduler/, att3d_teacher.json); use it as guidance.model = \"{out}\"")
+    return 0
+
+
+def cmd_teacher_report(args: argparse.Namespace) -> int:
+    from .teacher import teacher_report
+
+    rep = teacher_report(args.teacher, args.out, n_prompts=args.prompts, samples_per_prompt=args.samples,
+                         guidance=args.guidance, steps=args.steps, data_dir=args.data_dir, progress=not args.quiet)
+    rep = {k: v for k, v in rep.items() if k != "per_sample"}
+    print(json.dumps(rep, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    res = run_bench(args.out, teacher=args.teacher, size=args.size, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {res['json']} and {res['png']}")
+    return 0
+
+
+def register(sub) -> None:
+    w = sub.add_parser("world", help="the Shapes world: export its prompts, splits and scenes")
+    wsub = w.add_subparsers(dest="world_cmd", required=True)
+    e = wsub.add_parser("export", help="write prompts.txt, splits.json and scenes.json into DIR")
+    e.add_argument("dir")
+    e.add_argument("--seed", type=int, default=0, help="split seed")
+    e.set_defaults(func=cmd_world_export)
+    s = wsub.add_parser("show", help="print the prompts (of a split)")
+    s.add_argument("--split", help="12.5%% or 50%%")
+    s.add_argument("--part", choices=["seen", "unseen"], default="seen")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_world_show)
+
+    t = sub.add_parser("train-teacher", help="train the Shapes-world teacher (a small pixel DDPM), resumable")
+    t.add_argument("--out", required=True, help="the teacher folder (diffusers layout + checkpoint/)")
+    t.add_argument("--steps", type=int, default=6000, help="total optimizer steps (batch 32)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--data-dir", help="where GT renders and caption embeddings are cached "
+                                      "(default $ATT3D_SHAPES_DATA or ~/.cache/att3d/shapes)")
+    t.add_argument("--save-every", type=int, default=100)
+    t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    t.add_argument("--log", help="append a plain-text log here")
+    t.add_argument("--tiny", action="store_true", help="a tiny UNet (smoke tests)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train_teacher)
+
+    r = sub.add_parser("teacher-report", help="sample grid + nearest-GT accuracy of a teacher")
+    r.add_argument("--teacher", required=True)
+    r.add_argument("--out", required=True, help="folder for samples.png and report.json")
+    r.add_argument("--prompts", type=int, default=64, help="evenly spread prompts to sample")
+    r.add_argument("--samples", type=int, default=2, help="samples per prompt")
+    r.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    r.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    r.add_argument("--data-dir")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_teacher_report)
+
+    b = sub.add_parser("bench-amortization", help="amortized (12.5%%, 50%% seen) vs per-prompt on the Shapes world")
+    b.add_argument("--world", default="shapes", choices=["shapes"])
+    b.add_argument("--size", default="small", choices=["tiny", "small", "full"])
+    b.add_argument("--teacher", default="/work/teacher_run/teacher", help="teacher folder")
+    b.add_argument("--out", required=True)
+    b.add_argument("--resume", action="store_true")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)

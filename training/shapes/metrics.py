@@ -1,0 +1,192 @@
+"""Ground-truth metrics on the Shapes world (``att3d eval --world shapes --model M [--split unseen]``).
+
+Per prompt, and their means:
+
+* ``iou``: occupancy IoU on a 64³ grid over the model box [−1, 1]³ — model occupancy is
+  ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``.
+* ``color_error``: mean |rgb| difference (per channel, in [0, 1]) between the model's albedo and the
+  true colour at the ground-truth surface points (grid points within half a voxel of the surface).
+* ``r_precision`` (ground-truth R-precision): the generated object is rendered from the 4 fixed
+  evaluation views (front, right, back, left; albedo, white background); it counts as retrieved when
+  its nearest ground-truth prompt — mean squared image distance over the 4 views, among the GT
+  renders of **all** world prompts — is its own prompt. ``shape_acc`` / ``color_acc`` /
+  ``accessory_acc`` say whether that nearest prompt at least has the right shape / colour /
+  accessory (with its colour).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .world import (EVAL_AZIMUTHS, NONE, ShapesWorld, eval_cameras, get_world, parse_fraction,
+                    render_eval_views, split_name)
+
+GRID = 64
+EVAL_SIZE = 32
+EVAL_SAMPLES = 64
+DEFAULT_MAX_PROMPTS = 128
+
+
+def _cache_dir() -> Path:
+    from .teacher import DEFAULT_DATA_DIR
+
+    return Path(os.environ.get("ATT3D_SHAPES_DATA", DEFAULT_DATA_DIR))
+
+
+def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = True,
+                    progress: bool = False) -> torch.Tensor:
+    """GT albedo renders of every world prompt from the evaluation views ``[P, V, 3, S, S]`` (float,
+    cached as uint8 in the data dir, keyed by the prompt hash)."""
+    path = _cache_dir() / f"eval_views_{size}px_{world.prompt_hash[:12]}.npy"
+    if cache and path.is_file():
+        try:
+            return torch.from_numpy(np.load(path)).float() / 255
+        except (OSError, ValueError):
+            pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny ops: faster on one thread on a shared CPU
+    try:
+        imgs = render_eval_views(world, range(len(world)), size, EVAL_SAMPLES, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    arr = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    if cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return torch.from_numpy(arr).float() / 255
+
+
+def grid_points(n: int = GRID, bound: float = 1.0) -> torch.Tensor:
+    x = torch.linspace(-bound, bound, n)
+    return torch.stack(torch.meshgrid(x, x, x, indexing="ij"), -1).reshape(-1, 3)
+
+
+def pick_prompts(indices: Sequence[int], max_prompts: int) -> list[int]:
+    """A deterministic, evenly spread subset (prompt indices are ordered shape-major)."""
+    idx = sorted(indices)
+    if not max_prompts or len(idx) <= max_prompts:
+        return idx
+    pos = np.linspace(0, len(idx) - 1, max_prompts).round().astype(int)
+    return [idx[i] for i in sorted(set(pos.tolist()))]
+
+
+def _load(model, device):
+    from backend.model import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        m, cfg = load_model(model, device)
+        return m, cfg
+    return model, {}
+
+
+@torch.no_grad()
+def evaluate(model: Any, split: str = "unseen", *, fraction: Optional[float | str] = None, world_seed: int = 0,
+             prompts: Optional[Sequence[int | str]] = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
+             device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
+             per_prompt: bool = True, queries: Optional[Sequence[int]] = None) -> dict[str, Any]:
+    """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
+
+    ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one recorded in
+    the model's provenance, else 12.5 %); ``prompts`` overrides it with explicit prompts (indices or
+    texts). At most ``max_prompts`` (an evenly spread subset; 0 = all) are scored; the retrieval
+    query set is every world prompt (``queries``: a subset of prompt indices instead, which must
+    contain the scored prompts — for quick checks; the GT renders of a subset are not cached).
+    """
+    from tqdm import tqdm
+
+    from backend.text_encoder import TextEncoder
+
+    t0 = time.perf_counter()
+    world = get_world(world_seed)
+    model, cfg = _load(model, device)
+    model.eval()
+    prov = cfg.get("provenance", {}) if isinstance(cfg, dict) else {}
+    if prompts is not None:
+        idx = [p if isinstance(p, int) else world.index(p) for p in prompts]
+        split_label, frac = "custom", None
+    else:
+        if split not in ("seen", "unseen", "all"):
+            raise ValueError(f"unknown split {split!r}; choose seen, unseen or all")
+        frac = parse_fraction(fraction if fraction is not None else
+                              prov.get("shapes", {}).get("split_fraction", 0.125))
+        idx = list(range(len(world))) if split == "all" else world.split(frac)[split]
+        split_label = split
+    idx = pick_prompts(idx, max_prompts)
+    arch = model.config
+    if encoder is None:
+        encoder = TextEncoder(arch.text_encoder, arch.max_length)
+    if queries is None:
+        qidx = list(range(len(world)))
+        gt = gt_eval_renders(world, progress=progress)  # [P, V, 3, S, S]
+    else:
+        qidx = sorted(set(int(q) for q in queries))
+        if not set(idx) <= set(qidx):
+            raise ValueError("the query set must contain every scored prompt")
+        gt = render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES)
+    gt_flat = gt.reshape(len(qidx), -1)
+    qpos = {q: k for k, q in enumerate(qidx)}
+    pts = grid_points(grid).to(device)
+    voxel = 2.0 / (grid - 1)
+    nv = len(EVAL_AZIMUTHS)
+    rows = []
+    for i in tqdm(idx, desc="GT eval", disable=not progress, file=sys.stderr, leave=False):
+        p = world.prompts[i]
+        emb = encoder([p.text])
+        mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
+        scene = world.scene(i)
+        # occupancy IoU
+        dens = torch.cat([model.density(mod, c[None])[0] for c in pts.split(65536)])
+        occ = dens > arch.iso_density
+        sdf, col = scene.sdf_and_color(pts.cpu())
+        gocc = (sdf < 0).to(device)
+        inter = (occ & gocc).sum().item()
+        union = (occ | gocc).sum().item()
+        iou = inter / union if union else 1.0
+        # colour error at GT surface points
+        surf = sdf.abs() < voxel / 2
+        sp = pts[surf.to(device)]
+        _, alb = model.field(mod, sp[None])
+        color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
+        # GT R-precision over all prompts
+        cams = eval_cameras(1).to(device)
+        modb = type(mod)(**{k: (v.expand(nv, *v.shape[1:]) if torch.is_tensor(v) else v)
+                            for k, v in mod.__dict__.items()}) if hasattr(mod, "__dict__") else mod
+        img = model.render(modb, cams, EVAL_SIZE, EVAL_SIZE, n_samples=EVAL_SAMPLES, stratified=False,
+                           use_env=False).rgb.clamp(0, 1).cpu()
+        d = ((gt_flat - img.reshape(1, -1)) ** 2).mean(-1)
+        nn_i = qidx[int(d.argmin())]
+        q = world.prompts[nn_i]
+        rank = int((d < d[qpos[i]]).sum())
+        rows.append({"index": i, "prompt": p.text, "iou": iou, "color_error": color_err,
+                     "retrieved": nn_i == i, "nearest": q.text, "rank": rank,
+                     "shape_ok": q.shape == p.shape, "color_ok": q.color == p.color,
+                     "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
+
+    def mean(k):
+        vals = [float(r[k]) for r in rows if r[k] == r[k]]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    out = {"world": "shapes", "split": split_label, "split_fraction": frac, "n_prompts": len(rows),
+           "n_queries": len(qidx), "views": list(EVAL_AZIMUTHS), "grid": grid,
+           "iou": mean("iou"), "color_error": mean("color_error"), "r_precision": mean("retrieved"),
+           "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
+           "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
+           "seconds": time.perf_counter() - t0}
+    if prov:
+        out["model"] = prov.get("name", "")
+    if per_prompt:
+        out["per_prompt"] = rows
+    return out
