@@ -32,7 +32,7 @@ import os
 import tempfile
 from typing import Any, Callable, Literal, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -162,6 +162,39 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+class BearerAuth:
+    """401 for any request (but the liveness probe) without ``Authorization: Bearer <token>``.
+
+    A middleware rather than a route dependency so that it runs before the body is read or
+    parsed: without the token, malformed JSON, an oversized body or an unknown path all get the
+    same 401 and nothing else. The token is compared in constant time.
+    """
+
+    OPEN_PATHS = ("/v1/health",)
+
+    def __init__(self, app, token: str, hint: str = "") -> None:
+        self.app, self.expected, self.hint = app, token.encode(), hint
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        header = b""
+        for k, v in scope.get("headers") or []:
+            if k == b"authorization":
+                header = v
+                break
+        scheme, _, given = header.strip().partition(b" ")
+        given = given.strip()
+        if scheme.lower() != b"bearer" or not given:
+            response = error(401, "authentication required: send 'Authorization: Bearer <token>'" + self.hint,
+                             {"WWW-Authenticate": "Bearer"})
+        elif not hmac.compare_digest(given, self.expected):
+            response = error(401, "invalid token" + self.hint, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        else:
+            return await self.app(scope, receive, send)
+        return await response(scope, receive, send)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -184,17 +217,7 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
     """The ASGI app (``token``: the bearer token every request but /v1/health must carry)."""
     app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description=__doc__)
-    expected = token.encode()
     hint = f" (the token is in {token_hint})" if token_hint else ""
-
-    async def auth(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>'" + hint,
-                           {"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.strip().encode(), expected):
-            raise ApiError(401, "invalid token" + hint, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -216,12 +239,13 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(BearerAuth, token=token, hint=hint)  # added last: runs first, before any body is read
 
     @app.get("/v1/health", tags=["service"])
     async def health() -> dict[str, bool]:
         return {"ok": True}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    v1 = APIRouter(prefix="/v1")  # every route here is behind BearerAuth
 
     @v1.get("/info", tags=["service"])
     async def get_info() -> dict[str, Any]:

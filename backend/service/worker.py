@@ -255,14 +255,16 @@ class Worker:
                     self.completed += 1
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Refuse new jobs, cancel queued and running ones, stop the thread."""
+        """Refuse new jobs, cancel queued and running ones, stop the thread (waiting up to ``timeout``
+        seconds for the running job to reach its next checkpoint). Safe to call again, e.g. once
+        with ``timeout=0`` from a signal handler and later with a real timeout to join the thread."""
         with self._lock:
-            if self._closing:
-                return
+            first = not self._closing
             self._closing = True
-            ids = list(self.jobs)
-        for jid in ids:
-            self.cancel(jid)
-        self._queue.put((-1, -1, None))
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            ids = list(self.jobs) if first else []
+        if first:
+            for jid in ids:
+                self.cancel(jid)
+            self._queue.put((-1, -1, None))
+        if timeout and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)

@@ -27,6 +27,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from . import payload
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 from .types import MeshData, ProgressFn, SequenceData
@@ -37,6 +39,10 @@ POLL_WAIT_S = 2.0
 
 class _ConnectionLost(BackendUnavailable):
     """The connection failed (refused, reset): maybe the server died."""
+
+
+class _NotAnATT3DServer(BackendUnavailable):
+    """Something answers at the URL, but not in HTTP (a wrong port, say)."""
 
 
 def _read_default_token() -> Optional[str]:
@@ -51,6 +57,14 @@ def _read_default_token() -> Optional[str]:
         return (root / "token").read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+def _json_scalar(obj: Any) -> Any:
+    """numpy scalars (a resolution from an array, an α from a slider ...) as the Python numbers the
+    embedded client also accepts."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not a JSON value")
 
 
 class HTTPClient(Client):
@@ -90,7 +104,10 @@ class HTTPClient(Client):
         headers = {"Accept": f"{payload.CONTENT_TYPE}, application/json"}
         data = None
         if body is not None:
-            data = json.dumps(body, allow_nan=False).encode()
+            try:
+                data = json.dumps(body, allow_nan=False, default=_json_scalar).encode()
+            except (ValueError, TypeError) as e:  # NaN / infinity, or an object JSON cannot hold
+                raise InvalidRequest(f"this request cannot be sent: {e} (numbers must be finite)") from None
             headers["Content-Type"] = "application/json"
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -105,6 +122,10 @@ class HTTPClient(Client):
             raise _ConnectionLost(f"Lost the connection to the ATT3D backend at {self.url}: {e}") from None
         except TimeoutError:
             raise BackendUnavailable(f"The ATT3D backend at {self.url} did not answer in time") from None
+        except http.client.HTTPException as e:  # something answered, but not in HTTP (wrong port?)
+            raise _NotAnATT3DServer(f"{self.url} did not answer like an ATT3D backend ({type(e).__name__}: "
+                                    f"{str(e).strip()[:100]!r}); check the backend URL in the add-on preferences") \
+                from None
         except OSError as e:
             raise BackendUnavailable(f"Cannot reach the ATT3D backend at {self.url}: {e.strerror or e}") from None
         finally:
@@ -139,10 +160,17 @@ class HTTPClient(Client):
 
     def _check_server(self) -> dict[str, Any]:
         try:
-            self._json("GET", "/v1/health", auth=False, timeout=self.connect_timeout)
+            health = self._json("GET", "/v1/health", auth=False, timeout=self.connect_timeout)
+        except _NotAnATT3DServer:
+            raise
         except BackendUnavailable as e:
             raise BackendUnavailable(f"{e} — is `att3d serve` running there? (add-on preferences: backend URL)") \
                 from None
+        except BackendError as e:  # an HTTP server, but not ours (404, HTML ...)
+            health = e
+        if not (isinstance(health, dict) and health.get("ok") is True):
+            raise BackendUnavailable(f"{self.url} is not an ATT3D backend (its /v1/health answered: "
+                                     f"{str(health)[:100]}); check the backend URL in the add-on preferences")
         return self._json("GET", "/v1/info", timeout=self.connect_timeout)
 
     # -- jobs ----------------------------------------------------------------------------------------

@@ -152,3 +152,20 @@ def engine(service_model_dir):
     from backend.service.ops import Engine
 
     return Engine.load(str(service_model_dir), device="cpu")
+
+
+@pytest.fixture()
+def start_own_server(service_model_dir, tmp_path):
+    """Start a server of the test's own (to stop or kill it); any left running are killed afterwards."""
+    started: list[Server] = []
+
+    def start(*args: str, **kw) -> Server:
+        srv = start_server(service_model_dir, tmp_path / f"data{len(started)}", *args, **kw)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()

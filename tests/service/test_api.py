@@ -51,6 +51,19 @@ def test_auth_required(api, headers, method, path):
     assert r.headers.get("www-authenticate", "").startswith("Bearer")
 
 
+@pytest.mark.parametrize("token", [None, "wrong-token-wrong-token-wrong"])
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/v1/generate", b"{bad json"), ("POST", "/v1/generate", b""), ("POST", "/v1/chain", b"[1, 2]"),
+    ("POST", "/v1/generate", b'{"prompt": ""}'), ("GET", "/v1/jobs/zzz?wait=-1", None),
+    ("GET", "/v1/nope", None), ("POST", "/v1/generate?format=obj", b"{}"),
+])
+def test_auth_comes_before_anything_else(api, token, method, path, body):
+    """Without the right token nothing is parsed or validated: the answer is 401, never a 4xx about the body."""
+    r = api.request(method, path, body, token=token)
+    assert r.status == 401, (r.status, r.body)
+    assert r.headers.get("www-authenticate", "").startswith("Bearer")
+
+
 def test_prefix_of_the_token_is_rejected(api, server):
     assert api.get("/v1/info", token=server.token[:-1]).status == 401
     assert api.get("/v1/info", token=server.token + "x").status == 401
@@ -86,6 +99,35 @@ def test_generate_glb(api):
               api.post("/v1/generate", GOOD, headers={"Accept": "model/gltf-binary"})):
         assert r.status == 200 and r.headers["content-type"] == "model/gltf-binary"
         assert r.body[:4] == b"glTF"
+
+
+def test_glb_round_trip(api):
+    """The GLB holds the same mesh as the payload: positions turned Z-up → Y-up, same faces, 8-bit colours."""
+    import io
+
+    import trimesh
+
+    m = payload.decode(api.post("/v1/generate", GOOD).body)
+    scene = trimesh.load(io.BytesIO(api.post("/v1/generate?format=glb", GOOD).body), file_type="glb", process=False)
+    (g,) = scene.geometry.values()
+    z_up = g.vertices @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # glTF Y-up back to Blender's Z-up
+    assert np.allclose(z_up, m.positions, atol=1e-6)
+    assert np.array_equal(g.faces, m.faces)
+    rgb = g.visual.vertex_colors[:, :3] / 255.0
+    assert np.abs(rgb - m.colors).max() <= 0.5 / 255 + 1e-6
+
+
+def test_chain_glb_has_one_morph_target_per_step(api):
+    import struct
+
+    seq = payload.decode(api.post("/v1/chain", CHAIN).body)
+    data = api.post("/v1/chain?format=glb", CHAIN).body
+    (json_len,) = struct.unpack_from("<I", data, 12)
+    gltf = json.loads(data[20:20 + json_len])
+    prim = gltf["meshes"][0]["primitives"][0]
+    assert len(prim["targets"]) == len(seq) - 1
+    assert gltf["accessors"][prim["attributes"]["POSITION"]]["count"] == len(seq.positions[0])
+    assert gltf["accessors"][prim["indices"]]["count"] == seq.faces.size
 
 
 def test_u8_colours(api):

@@ -101,6 +101,25 @@ def test_errors_are_invalid_request(request, client_name):
         c.blend("a", "b", 2.0)
 
 
+def test_numpy_scalars_work_on_both_transports(embedded, remote):
+    """Batch jobs pass numpy numbers: both transports accept them and agree."""
+    same(embedded.generate("a red cube", resolution=np.int64(20)), remote.generate("a red cube", resolution=np.int64(20)))
+    same(embedded.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)),
+         remote.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)))
+
+
+@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+def test_non_finite_numbers_are_invalid_request(request, client_name):
+    c = request.getfixturevalue(client_name)
+    with pytest.raises(InvalidRequest):
+        c.blend("a red cube", "a blue sphere", float("nan"))
+    with pytest.raises(InvalidRequest):
+        c.chain([(0, "a red cube"), (float("inf"), "a blue sphere")], steps=1, resolution=16)
+    with pytest.raises(InvalidRequest):
+        c.generate("a red cube", resolution=object())
+    assert isinstance(c.generate("a red cube", resolution=16), MeshData)  # still usable
+
+
 @pytest.mark.parametrize("client_name", ["embedded", "remote"])
 def test_progress_and_cancel_from_callback(request, client_name):
     c = request.getfixturevalue(client_name)
@@ -218,3 +237,79 @@ def test_subprocess_client_restarts_only_once():
 
     with pytest.raises(BackendUnavailable, match="restarted once.*check the Python interpreter"):
         c._run(lost)
+
+
+@pytest.fixture()
+def banner_server():
+    """A TCP server on loopback that answers every connection with an SSH banner (not HTTP)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                time.sleep(0.05)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join(5)
+    srv.close()
+
+
+def test_remote_that_is_not_http(banner_server):
+    with pytest.raises(BackendUnavailable, match="did not answer like an ATT3D backend.*backend URL"):
+        HTTPClient(banner_server, "x" * 20, connect_timeout=5)
+
+
+@pytest.mark.parametrize("health_status, health_body", [(404, b"<html>Not Found</html>"),
+                                                        (200, b"<html>hello</html>"), (200, b'{"ok": false}')])
+def test_remote_that_is_another_web_server(health_status, health_body):
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(health_status)
+            self.send_header("Content-Type", "application/json" if health_body.startswith(b"{") else "text/html")
+            self.send_header("Content-Length", str(len(health_body)))
+            self.end_headers()
+            self.wfile.write(health_body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(BackendUnavailable, match="is not an ATT3D backend.*backend URL"):
+            HTTPClient(f"http://127.0.0.1:{srv.server_address[1]}", "x" * 20, connect_timeout=5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_subprocess_start_up_timeout(tmp_path):
+    """A server that never prints its ready line: a clear error after start_timeout, and no process left."""
+    pid_file = tmp_path / "pid"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")
+    fake.chmod(0o755)
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=r"did not get ready within 2 s.*check the Python interpreter"):
+        SubprocessClient(python=str(fake), start_timeout=2)
+    assert time.monotonic() - t0 < 15
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running
+        os.kill(pid, 0)

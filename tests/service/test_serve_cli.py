@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -97,3 +98,43 @@ def test_stops_when_its_parent_is_gone(service_model_dir, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err[-1000:]
     assert "parent process" in err
+
+
+def test_sigterm_mid_job_is_a_prompt_clean_exit(start_own_server):
+    """SIGTERM while a long chain runs and a request waits behind it: the waiting request gets an
+    answer (503, the server is stopping) or a closed connection, and the process exits 0 within seconds."""
+    import threading
+    import time
+
+    srv = start_own_server()
+    api = srv.api
+    chain = {"keyframes": [{"position": 0, "prompt": "a red cube"}, {"position": 1, "prompt": "a blue sphere"}],
+             "steps": 255, "resolution": 64}
+    job = api.post("/v1/jobs/chain", chain).json()
+    deadline = time.monotonic() + 60
+    st = api.get(f"/v1/jobs/{job['id']}").json()
+    while not (st["status"] == "running" and st["progress"] > 0):
+        assert time.monotonic() < deadline, st
+        st = api.get(f"/v1/jobs/{job['id']}?wait=1&since={st['version']}").json()
+    waiting: dict = {}
+
+    def wait_behind() -> None:
+        try:
+            waiting["r"] = api.post("/v1/generate", {"prompt": "a red cube", "resolution": 24}, timeout=60)
+        except OSError as e:  # the connection closed: acceptable while stopping
+            waiting["r"] = e
+
+    t = threading.Thread(target=wait_behind)
+    t.start()
+    time.sleep(0.5)
+    assert api.get("/v1/info").json()["queue"]["queued"] == 1
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    rc = srv.proc.wait(30)
+    elapsed = time.monotonic() - t0
+    t.join(30)
+    assert rc == 0, "".join(srv.stderr)[-2000:]
+    assert elapsed < 10, f"stopping took {elapsed:.1f} s: the running job was not cancelled"
+    r = waiting["r"]
+    assert isinstance(r, OSError) or (r.status == 503 and "stopping" in r.json()["error"]), r
+    assert "att3d serve: stopped" in "".join(srv.stderr)

@@ -106,3 +106,17 @@ def test_http_503_when_full():
             gate.set()
     finally:
         w.shutdown()
+
+
+def test_shutdown_twice_still_joins_the_thread():
+    """serve() calls shutdown(timeout=0) from the SIGTERM handler, then shutdown(timeout=5) on its way out:
+    the second call must still wait for the running job to stop, so the process never exits mid-computation."""
+    w = make(max_queue=10)
+    j = w.submit("slow", {"n": 100, "dt": 0.3})
+    deadline = time.monotonic() + 5
+    while j.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.shutdown(timeout=0)
+    assert w._thread.is_alive()  # still inside its 0.3 s step
+    w.shutdown(timeout=5)
+    assert not w._thread.is_alive() and j.status == CANCELLED
