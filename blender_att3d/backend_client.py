@@ -1,7 +1,10 @@
 """The one place the add-on gets its backend client from (tests inject one with ``set_override``).
 
-``get_client()`` builds the client from the add-on preferences through
+``current_settings()`` reads the add-on preferences on the main thread (and refuses a remote backend
+Blender may not reach); ``client_for(settings)`` builds the client through
 ``blender_att3d.client.make_client(mode, **settings)`` and caches it while the settings stay the same.
+Building can take long (a local server starting), so interactive operators call ``client_for`` in
+their worker thread; ``get_client()`` does both at once for headless paths.
 """
 from __future__ import annotations
 
@@ -87,24 +90,41 @@ def check_online_access(mode: str, url: str) -> None:
 
 
 def user_dir() -> Optional[str]:
-    """The add-on's writable folder (``extension_path_user``), or None outside an installed extension."""
+    """The add-on's cache folder under ``extension_path_user`` (the only place it writes to), or None
+    outside an installed extension (e.g. registered by hand in tests)."""
     try:
         import bpy
 
-        return bpy.utils.extension_path_user(addon_package(), create=True)
+        return bpy.utils.extension_path_user(addon_package(), path="cache", create=True)
     except Exception:
         return None
 
 
-def get_client(prefs=None, **overrides: Any) -> Client:
-    """The configured client (cached); raises BackendUnavailable with a readable message."""
+def current_settings(prefs=None, **overrides: Any) -> dict[str, Any]:
+    """Main thread, fast: the settings a client is built from (preferences, then ``overrides``).
+
+    Raises :class:`BackendUnavailable` at once where Blender may not reach the backend (a remote one
+    without URL, or off loopback while online access is off). The result goes to :func:`client_for`,
+    which may run in a worker thread: it reads no Blender data.
+    """
+    s = settings_from_prefs(prefs if prefs is not None else get_prefs())
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    check_online_access(s["mode"], s["url"])
+    s["cache_dir"] = user_dir() or ""
+    return s
+
+
+def client_for(settings: dict[str, Any]) -> Client:
+    """The client for ``settings`` (cached while they stay the same); any thread.
+
+    Building one can take long (a local server starting, a model loading): interactive callers run
+    this in the job's worker thread, never on Blender's main thread. Raises BackendUnavailable.
+    """
     global _cached, _cached_key
     if _override is not None:
         return _override
-    s = settings_from_prefs(prefs if prefs is not None else get_prefs())
-    s.update({k: v for k, v in overrides.items() if v is not None})
+    s = {**DEFAULTS, "cache_dir": "", **settings}
     mode = s["mode"]
-    check_online_access(mode, s["url"])
     key = tuple(sorted(s.items()))
     with _lock:
         if _cached is not None and _cached_key == key:
@@ -113,13 +133,13 @@ def get_client(prefs=None, **overrides: Any) -> Client:
             from .client import make_client
         except ImportError as e:
             raise BackendUnavailable(f"The backend client is not installed ({e})") from None
-        folder = user_dir()
+        folder = s["cache_dir"]
         kw = _kwargs_for(mode, s)
-        if folder:  # the embedded model's caches go under the extension's own folder
+        if folder:  # the model's caches go under the extension's own folder
             if "ATT3D_CACHE" not in os.environ:
-                os.environ["ATT3D_CACHE"] = os.path.join(folder, "cache")
+                os.environ["ATT3D_CACHE"] = folder
             if mode == "embedded":
-                kw["cache_dir"] = os.path.join(folder, "cache")
+                kw["cache_dir"] = folder
         old = _cached
         _cached = _cached_key = None
         if old is not None:
@@ -135,6 +155,27 @@ def get_client(prefs=None, **overrides: Any) -> Client:
             raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
         _cached, _cached_key = client, key
         return client
+
+
+def get_client(prefs=None, **overrides: Any) -> Client:
+    """The configured client, synchronously (headless paths and scripts); raises BackendUnavailable."""
+    if _override is not None:
+        return _override
+    return client_for(current_settings(prefs, **overrides))
+
+
+def discard(client: Client) -> bool:
+    """Forget ``client`` if it is the cached one (it failed): the next request builds a fresh one."""
+    global _cached, _cached_key
+    with _lock:
+        if client is None or _cached is not client:
+            return False
+        _cached = _cached_key = None
+    try:
+        client.close()
+    except Exception:
+        pass
+    return True
 
 
 def close() -> None:

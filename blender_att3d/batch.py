@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--prompts", help="text file, one prompt per line")
     ap.add_argument("--chain", help="chain file: 'FRAME<TAB>PROMPT' lines or JSON (see the module docs)")
     ap.add_argument("--out", required=True, help="the .blend to write")
-    ap.add_argument("--export-dir", help="also export every result into this folder")
+    ap.add_argument("--export-dir", help="also export every result into this folder (a mesh-sequence chain: "
+                    "one file per step)")
     ap.add_argument("--format", choices=FORMATS, default="glb", help="export format (default glb)")
     ap.add_argument("--model", default="demo", help="model name or folder (default demo)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -107,6 +108,36 @@ def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
     if not path.exists():
         raise RuntimeError(f"the {fmt} exporter wrote nothing to {path}")
     return path
+
+
+def export_chain(obj: Any, export_dir: Path, fmt: str) -> list[Path]:
+    """Export a built chain. Shape keys: one file (GLB keeps the morph-target animation). A mesh
+    sequence: one file per step, ``..._000``, ``..._001`` ... (no format here holds its show/hide
+    animation, and every step but one is hidden at any frame)."""
+    from .mesh_build import PROP_CHAIN_POSITION
+
+    base = f"chain_{_slug(obj.name)}"
+    if obj.type != "EMPTY":
+        return [export_objects([obj], export_dir / f"{base}.{fmt}", fmt)]
+    steps = sorted(obj.children, key=lambda o: float(o.get(PROP_CHAIN_POSITION, 0.0)))
+    paths = []
+    for i, step in enumerate(steps):
+        ad = step.animation_data
+        action = ad.action if ad is not None else None
+        slot = getattr(ad, "action_slot", None) if ad is not None else None
+        hidden = step.hide_viewport, step.hide_render
+        if ad is not None:
+            ad.action = None  # else the visibility keys hide it again while the exporter evaluates
+        step.hide_viewport = step.hide_render = False
+        try:
+            paths.append(export_objects([step], export_dir / f"{base}_{i:03d}.{fmt}", fmt))
+        finally:
+            if ad is not None:
+                ad.action = action
+                if slot is not None and getattr(ad, "action_slot", None) != slot:
+                    ad.action_slot = slot
+            step.hide_viewport, step.hide_render = hidden
+    return paths
 
 
 def save_blend_atomic(out: Path) -> Path:
@@ -168,8 +199,8 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
         summary["chain"] = obj.name
         log(f"chain: '{obj.name}' with {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
         if args.export_dir:
-            p = export_objects([obj], Path(args.export_dir) / f"chain_{_slug(obj.name)}.{args.format}", args.format)
-            summary["exports"].append(str(p))
+            summary["exports"] += [str(p) for p in export_chain(obj, Path(args.export_dir), args.format)]
+        scene.frame_set(scene.frame_start)
     out = save_blend_atomic(Path(args.out))
     summary["out"] = str(out)
     log(f"wrote {out} ({len(summary['objects'])} objects{', 1 chain' if chain else ''})")

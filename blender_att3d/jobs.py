@@ -170,6 +170,15 @@ def cancel_all() -> None:
         bpy.app.timers.unregister(poll)
 
 
+@bpy.app.handlers.persistent
+def on_load_pre(*_args) -> None:
+    """Another file is opening: drop running jobs (their results belong to the closing file, and
+    Blender removes the poll timer with it, which would leave the panel busy for ever)."""
+    cancel_all()
+    for slot in [k for k in status if k != "backend"]:
+        status.pop(slot, None)
+
+
 def debounce(fn: Callable[[], None], delay: float) -> None:
     """(Re)schedule ``fn`` to run once, ``delay`` seconds after the last call."""
     if bpy.app.timers.is_registered(fn):

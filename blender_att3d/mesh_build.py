@@ -20,6 +20,7 @@ PROP_PROMPT = "att3d_prompt"
 PROP_MODEL = "att3d_model"
 PROP_RESOLUTION = "att3d_resolution"
 PROP_CHAIN_POSITION = "att3d_chain_position"
+PROP_COLOR_MODE = "att3d_color_mode"  # VERTEX | TEXTURE: what the material shows
 PROP_CHAIN = "att3d_chain"  # chain id on every object a chain build made
 PROP_BLEND = "att3d_blend_preview"
 
@@ -256,6 +257,11 @@ def set_provenance(obj, meta: dict[str, Any], prompt: str = "", model: str = "",
     obj[PROP_CHAIN_POSITION] = float(-1.0 if cp is None else cp)
 
 
+def is_single_result(obj) -> bool:
+    """A generated object that Regenerate can redo from its prompt (not a chain part or the blend preview)."""
+    return PROP_PROMPT in obj and PROP_CHAIN not in obj and PROP_BLEND not in obj
+
+
 def _link(obj, collection) -> None:
     collection.objects.link(obj)
 
@@ -277,12 +283,14 @@ def create_object(collection, data: MeshData, name: str, location=(0.0, 0.0, 0.0
     me = new_mesh(name, data)
     obj = bpy.data.objects.new(name, me)
     obj.location = location
-    if color_mode == "TEXTURE" and data.texture is not None and data.uvs is not None:
+    textured = color_mode == "TEXTURE" and data.texture is not None and data.uvs is not None
+    if textured:
         mat = texture_material(name, make_image(name, data.texture))
     else:
         mat = vertex_color_material(name)
     me.materials.append(mat)
     set_provenance(obj, data.meta, **provenance)
+    obj[PROP_COLOR_MODE] = "TEXTURE" if textured else "VERTEX"
     _link(obj, collection)
     return obj
 
@@ -290,6 +298,50 @@ def create_object(collection, data: MeshData, name: str, location=(0.0, 0.0, 0.0
 def replace_geometry(obj, data: MeshData) -> None:
     """Swap ``obj``'s mesh geometry in place (same mesh datablock, material kept)."""
     fill_mesh(obj.data, data)
+
+
+def _texture_node(mat):
+    if mat is None or not mat.node_tree:
+        return None
+    return next((n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"), None)
+
+
+def update_object(obj, data: MeshData, color_mode: str = "VERTEX") -> None:
+    """Regenerate ``obj`` in place: new geometry and colours, same object and mesh datablock.
+
+    TEXTURE with a baked texture in ``data``: the material's image is replaced by the new one.
+    Otherwise the object shows vertex colours (a texture material left from before is swapped for a
+    vertex-colour one, since the new geometry has no UVs for it).
+    """
+    fill_mesh(obj.data, data)
+    me = obj.data
+    mat = me.materials[0] if len(me.materials) else None
+    node = _texture_node(mat)
+    textured = color_mode == "TEXTURE" and data.texture is not None and data.uvs is not None
+    if textured and node is not None:
+        old = node.image
+        node.image = make_image(obj.name, data.texture)
+        if old is not None and old.users == 0:
+            bpy.data.images.remove(old)
+    elif textured:
+        _set_material(me, texture_material(obj.name, make_image(obj.name, data.texture)))
+    elif mat is None or node is not None:
+        _set_material(me, vertex_color_material(obj.name))
+    obj[PROP_COLOR_MODE] = "TEXTURE" if textured else "VERTEX"
+
+
+def _set_material(me, mat) -> None:
+    old = me.materials[0] if len(me.materials) else None
+    if len(me.materials):
+        me.materials[0] = mat
+    else:
+        me.materials.append(mat)
+    if old is not None and old.users == 0:
+        node = _texture_node(old)
+        img = node.image if node is not None else None
+        bpy.data.materials.remove(old)
+        if img is not None and img.users == 0:
+            bpy.data.images.remove(img)
 
 
 # -- chains ----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Every operator that calls the backend has two paths:
 * interactive: the client call runs in a worker thread (:mod:`.jobs`) and the result is applied on
-  the main thread from a timer, through the ``att3d.apply_result`` operator (so it is one undo step);
+  the main thread from a timer, through the ``att3d.apply_result`` operator, so the result is exactly
+  one undo step (the operators that start jobs have no UNDO flag: they would push an empty step);
 * synchronous (``synchronous=True``, and always headless where timers never fire): call and apply
   in ``execute``.
 """
@@ -15,7 +16,7 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import Operator
 
 from . import backend_client, jobs, logic, mesh_build
-from .client.base import BackendError
+from .client.base import BackendError, BackendUnavailable, Cancelled
 from .properties import COLOR_MODES
 
 MAIN = "main"  # one generate/chain job at a time
@@ -93,9 +94,39 @@ def _run(op: Optional[Operator], job: jobs.Job, apply_fn: Callable[[Any], None],
     return {"FINISHED"}
 
 
-def _client_or_report(op: Operator, slot: str = MAIN):
+class _Backend:
+    """The backend of one job: settings read on the main thread, the client got in the worker.
+
+    Getting the client can start a local server or load a model (seconds to minutes): that must
+    not happen on Blender's main thread, so :meth:`get` runs inside the job's ``work``.
+    """
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self.client = None
+
+    def get(self, progress=None):
+        if progress is not None:
+            progress(0.0, "connecting to the backend")
+        self.client = backend_client.client_for(self.settings)
+        if progress is not None and progress(0.0, "working"):  # cancelled while it started
+            raise Cancelled("cancelled")
+        return self.client
+
+    def cancel(self) -> None:
+        if self.client is not None:
+            self.client.cancel()
+
+
+def _backend() -> _Backend:
+    """Main thread: the configured backend (raises BackendUnavailable at once for a remote one
+    Blender may not reach)."""
+    return _Backend(backend_client.current_settings())
+
+
+def _backend_or_report(op: Operator, slot: str = MAIN) -> Optional[_Backend]:
     try:
-        return backend_client.get_client()
+        return _backend()
     except BackendError as e:
         msg = jobs.describe_error(e)
         jobs.status[slot] = ("ERROR", msg)
@@ -138,7 +169,7 @@ class ATT3D_OT_generate(Operator):
 
     bl_idname = "att3d.generate"
     bl_label = "Generate"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # the result is its own undo step (apply_result)
 
     prompt: StringProperty(name="Prompt", description="Empty: the prompt in the ATT3D panel")
     resolution: IntProperty(name="Resolution", description="0: the panel's resolution", default=0, min=0, max=512)
@@ -174,8 +205,8 @@ class ATT3D_OT_generate(Operator):
         if jobs.busy(MAIN):
             self.report({"ERROR"}, "ATT3D is already working on something: wait or cancel it")
             return {"CANCELLED"}
-        client = _client_or_report(self)
-        if client is None:
+        backend = _backend_or_report(self)
+        if backend is None:
             return {"CANCELLED"}
         res = self.resolution or settings.resolution
         mode = settings.color_mode if self.color_mode == "PANEL" else self.color_mode
@@ -183,12 +214,13 @@ class ATT3D_OT_generate(Operator):
         scene_name, coll_name = context.scene.name, _collection_name(context)
 
         def work(progress):
-            return client.generate(prompt, resolution=res, texture=(mode == "TEXTURE"), progress=progress)
+            return backend.get(progress).generate(prompt, resolution=res, texture=(mode == "TEXTURE"),
+                                                  progress=progress)
 
         def apply(data):
             place_generated(data, prompt, res, mode, loc, scene_name, coll_name)
 
-        job = jobs.Job(MAIN, f"Generating '{prompt}'", work, cancel=client.cancel)
+        job = jobs.Job(MAIN, f"Generating '{prompt}'", work, cancel=backend.cancel)
         def done(d):
             note = " — no texture baked, vertex colours used" if mode == "TEXTURE" and d.texture is None else ""
             return f"Made '{logic.name_from_prompt(prompt)}' ({d.n_vertices:,} vertices){note}"
@@ -201,36 +233,38 @@ class ATT3D_OT_regenerate(Operator):
 
     bl_idname = "att3d.regenerate"
     bl_label = "Regenerate"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # the result is its own undo step (apply_result)
 
     synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
 
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return (obj is not None and obj.type == "MESH" and mesh_build.PROP_PROMPT in obj
-                and mesh_build.PROP_CHAIN not in obj and not jobs.busy(MAIN))
+        return (obj is not None and obj.type == "MESH" and mesh_build.is_single_result(obj)
+                and not jobs.busy(MAIN))
 
     def execute(self, context):
         obj = context.active_object
         prompt = obj[mesh_build.PROP_PROMPT]
         res = int(obj.get(mesh_build.PROP_RESOLUTION, 0)) or context.scene.att3d.resolution
-        client = _client_or_report(self)
-        if client is None:
+        mode = str(obj.get(mesh_build.PROP_COLOR_MODE, "VERTEX"))
+        backend = _backend_or_report(self)
+        if backend is None:
             return {"CANCELLED"}
         name = obj.name
 
         def work(progress):
-            return client.generate(prompt, resolution=res, progress=progress)
+            return backend.get(progress).generate(prompt, resolution=res, texture=(mode == "TEXTURE"),
+                                                  progress=progress)
 
         def apply(data):
             target = bpy.data.objects.get(name)
             if target is None:
                 return
-            mesh_build.replace_geometry(target, data)
+            mesh_build.update_object(target, data, mode)
             mesh_build.set_provenance(target, data.meta, prompt=prompt, model=_model_name(data.meta), resolution=res)
 
-        return _run(self, jobs.Job(MAIN, f"Regenerating '{prompt}'", work, cancel=client.cancel), apply,
+        return _run(self, jobs.Job(MAIN, f"Regenerating '{prompt}'", work, cancel=backend.cancel), apply,
                     self.synchronous, lambda d: f"Regenerated '{name}'")
 
 
@@ -284,12 +318,23 @@ class ATT3D_OT_check_backend(Operator):
             return {"CANCELLED"}
         jobs.status[BACKEND] = ("SORTTIME", "Checking the backend...")
         try:
-            client = backend_client.get_client()
+            backend = _backend()
         except BackendError as e:
             jobs.status[BACKEND] = ("ERROR", jobs.describe_error(e))
             self.report({"ERROR"}, jobs.status[BACKEND][1])
             return {"CANCELLED"}
-        job = jobs.Job(BACKEND, "Checking backend", lambda progress: client.info())
+
+        def work(progress):
+            client = backend.get()
+            try:
+                return client.info()
+            except BackendUnavailable:
+                # The cached client is dead (its own restart used up): asked explicitly, start afresh.
+                if not backend_client.discard(client):
+                    raise
+                return backend.get().info()
+
+        job = jobs.Job(BACKEND, "Checking backend", work, cancel=backend.cancel)
         result = _run(self, job, lambda info: None, self.synchronous, _info_text)
         if result == {"FINISHED"} and job.done.is_set():
             self.report({"INFO"}, jobs.status[BACKEND][1])
@@ -329,7 +374,7 @@ def _nearest_timer() -> Optional[float]:
     _prompt_to_check.clear()
     try:
         p = logic.check_prompt(prompt)
-        client = backend_client.get_client()
+        backend = _backend()
     except (ValueError, BackendError):
         return None
     if p in jobs.nearest_cache:
@@ -339,7 +384,8 @@ def _nearest_timer() -> Optional[float]:
         if job.result is not None:
             jobs.nearest_cache[p] = job.result
 
-    jobs.start(jobs.Job(NEAREST, "Checking prompt", lambda progress: client.nearest(p), apply))
+    jobs.start(jobs.Job(NEAREST, "Checking prompt", lambda progress: backend.get().nearest(p), apply,
+                        cancel=backend.cancel))
     return None
 
 
@@ -357,14 +403,32 @@ class ATT3D_OT_check_prompt(Operator):
     bl_idname = "att3d.check_prompt"
     bl_label = "Check Prompt"
 
+    synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
+
     def execute(self, context):
-        res = check_prompt_sync(context.scene.att3d.prompt)
-        if res is None:
-            self.report({"WARNING"}, "Could not check the prompt")
+        try:
+            p = logic.check_prompt(context.scene.att3d.prompt)
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        warn = prompt_warning(context.scene.att3d.prompt)
-        self.report({"WARNING"} if warn else {"INFO"}, warn or "The prompt is close to the training prompts")
-        return {"FINISHED"}
+        if jobs.busy(NEAREST):
+            return {"CANCELLED"}
+        backend = _backend_or_report(self, NEAREST)
+        if backend is None:
+            return {"CANCELLED"}
+
+        def apply(res):
+            jobs.nearest_cache[p] = res
+
+        def done(res):
+            return prompt_warning(p) or "The prompt is close to the training prompts"
+
+        job = jobs.Job(NEAREST, "Checking prompt", lambda progress: backend.get().nearest(p), cancel=backend.cancel)
+        result = _run(self, job, apply, self.synchronous, done)
+        if result == {"FINISHED"} and job.done.is_set():
+            warn = prompt_warning(p)
+            self.report({"WARNING"} if warn else {"INFO"}, warn or "The prompt is close to the training prompts")
+        return result
 
 
 # -- chain keyframes ---------------------------------------------------------------------------------
@@ -455,7 +519,7 @@ class ATT3D_OT_build_chain(Operator):
 
     bl_idname = "att3d.build_chain"
     bl_label = "Build Animation"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # the result is its own undo step (apply_result)
 
     synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
 
@@ -470,8 +534,8 @@ class ATT3D_OT_build_chain(Operator):
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        client = _client_or_report(self)
-        if client is None:
+        backend = _backend_or_report(self)
+        if backend is None:
             return {"CANCELLED"}
         key_frames = [f for f, _ in keys]
         prompts = [p for _, p in keys]
@@ -481,13 +545,13 @@ class ATT3D_OT_build_chain(Operator):
         scene_name, coll_name = context.scene.name, _collection_name(context)
 
         def work(progress):
-            return client.chain(list(enumerate(prompts)), steps=steps, resolution=res,
-                                consistent=(mode == "SHAPE_KEYS"), progress=progress)
+            return backend.get(progress).chain(list(enumerate(prompts)), steps=steps, resolution=res,
+                                               consistent=(mode == "SHAPE_KEYS"), progress=progress)
 
         def apply(seq):
             build_chain_objects(seq, key_frames, mode, interp, chain_id, res, loc, scene_name, coll_name)
 
-        return _run(self, jobs.Job(MAIN, "Building the chain", work, cancel=client.cancel), apply,
+        return _run(self, jobs.Job(MAIN, "Building the chain", work, cancel=backend.cancel), apply,
                     self.synchronous, lambda seq: f"Built a {len(seq)}-step chain")
 
 
@@ -517,10 +581,13 @@ def apply_blend(data, scene_name: str, location=None):
 def _blend_job(scene) -> tuple[jobs.Job, str]:
     s = scene.att3d
     a, b = logic.check_prompt(s.blend_a), logic.check_prompt(s.blend_b)
-    client = backend_client.get_client()
+    backend = _backend()
     alpha, res, name = float(s.blend_factor), s.blend_resolution, scene.name
-    return jobs.Job(BLEND, "Blending", lambda progress: client.blend(a, b, alpha, resolution=res, progress=progress),
-                    cancel=client.cancel), name
+
+    def work(progress):
+        return backend.get(progress).blend(a, b, alpha, resolution=res, progress=progress)
+
+    return jobs.Job(BLEND, "Blending", work, cancel=backend.cancel), name
 
 
 def _blend_timer() -> Optional[float]:
@@ -562,7 +629,7 @@ class ATT3D_OT_blend_preview(Operator):
 
     bl_idname = "att3d.blend_preview"
     bl_label = "Update Blend"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}  # the result is its own undo step (apply_result)
 
     synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
 
@@ -595,10 +662,14 @@ def register() -> None:
     for c in CLASSES:
         bpy.utils.register_class(c)
     bpy.types.VIEW3D_MT_add.append(menu_add)
+    if jobs.on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(jobs.on_load_pre)
 
 
 def unregister() -> None:
     bpy.types.VIEW3D_MT_add.remove(menu_add)
+    if jobs.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(jobs.on_load_pre)
     jobs.cancel_all()
     for fn in (_nearest_timer, _blend_timer):
         jobs.cancel_debounced(fn)

@@ -51,7 +51,7 @@ class ATT3D_PT_main(Panel):
             row.operator("att3d.generate", icon="SHADERFX")
         _status(layout, MAIN)
         obj = context.active_object
-        if obj is not None and mesh_build.PROP_PROMPT in obj and mesh_build.PROP_CHAIN not in obj:
+        if obj is not None and mesh_build.is_single_result(obj):
             box = layout.box()
             box.label(text=f"'{obj[mesh_build.PROP_PROMPT]}'", icon="INFO")
             box.operator("att3d.regenerate", icon="FILE_REFRESH")

@@ -7,7 +7,9 @@ temporary folder so nothing touches the user's Blender configuration.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 USER_RESOURCES = tempfile.mkdtemp(prefix="att3d-blender-user-")
+atexit.register(shutil.rmtree, USER_RESOURCES, ignore_errors=True)
 os.environ["BLENDER_USER_RESOURCES"] = USER_RESOURCES
 for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
@@ -80,9 +83,13 @@ def run_python(code_or_args, timeout=120, env=None, cwd=None):
     import subprocess
 
     e = dict(os.environ)
-    e["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="att3d-blender-user-")
+    user = tempfile.mkdtemp(prefix="att3d-blender-user-")
+    e["BLENDER_USER_RESOURCES"] = user
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), e.get("PYTHONPATH", "")])
     e.update(env or {})
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=e,
-                          cwd=cwd or str(ROOT))
+    try:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=e,
+                              cwd=cwd or str(ROOT))
+    finally:
+        shutil.rmtree(user, ignore_errors=True)

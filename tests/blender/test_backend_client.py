@@ -65,3 +65,48 @@ def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
     backend_client.close()
     with pytest.raises(BackendUnavailable, match="Could not start the embedded backend: python not found"):
         backend_client.get_client(_prefs(mode="EMBEDDED"))
+
+
+def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
+    """A backend that died after its one automatic restart stays failed for ordinary requests
+    (a clear error each time); "Check Backend" drops it, starts a fresh one and says so."""
+    import blender_att3d.client as client_pkg
+    from blender_att3d import backend_client, jobs
+    from blender_att3d.client.base import BackendUnavailable
+    from fakes import FakeClient
+
+    bpy = bpy_module
+    made = []
+
+    def make_client(mode, **kw):
+        dead = BackendUnavailable("it stopped (status -9) and was already restarted once")
+        made.append(FakeClient(fail=dead) if not made else FakeClient())
+        return made[-1]
+
+    monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
+    backend_client.set_override(None)
+    backend_client.close()
+    try:
+        with pytest.raises(RuntimeError, match="already restarted once"):
+            bpy.ops.att3d.generate(prompt="a chair", synchronous=True)
+        assert "already restarted once" in jobs.status["main"][1]
+        with pytest.raises(RuntimeError, match="already restarted once"):
+            bpy.ops.att3d.generate(prompt="a chair", synchronous=True)
+        assert len(made) == 1  # no restart loop behind the user's back
+        assert bpy.ops.att3d.check_backend(synchronous=True) == {"FINISHED"}
+        assert len(made) == 2 and jobs.status["backend"][0] == "CHECKMARK"
+        assert bpy.ops.att3d.generate(prompt="a chair", synchronous=True) == {"FINISHED"}
+        assert made[1].calls[-1][0] == "generate"
+    finally:
+        backend_client.close()
+
+
+def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch):
+    """current_settings() reads the preferences; client_for() (worker thread) reads no Blender data."""
+    from blender_att3d import backend_client
+
+    s = backend_client.current_settings(_prefs(mode="SUBPROCESS", python_path=" /py ", device="CPU"))
+    assert s["mode"] == "subprocess" and s["python"] == "/py" and s["device"] == "cpu"
+    monkeypatch.setattr(backend_client, "get_prefs", lambda: pytest.fail("read the preferences off the main thread"))
+    backend_client.client_for(s)
+    assert factory[-1] == ("subprocess", {"model": "demo", "device": "cpu", "python": "/py"})

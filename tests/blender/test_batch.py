@@ -82,3 +82,48 @@ def test_backend_failure_exit_1_and_no_blend(tmp_path):
                     "--client", "fakes:make_unavailable"])
     assert r.returncode == 1 and "not running" in r.stderr.strip().splitlines()[-1]
     assert not list(tmp_path.glob("*.blend*")) and not list(tmp_path.glob(".*"))
+
+
+def _obj_vertices(path):
+    return [tuple(map(float, ln.split()[1:4])) for ln in path.read_text().splitlines() if ln.startswith("v ")]
+
+
+def test_batch_sequence_chain_exports_every_step_and_keeps_visibility(bpy_module, addon, tmp_path, fake):
+    """A mesh-sequence chain shows one step at a time: each step gets its own file, all of them
+    with geometry, and the saved scene still shows exactly one step per frame."""
+    bpy = bpy_module
+    from blender_att3d import batch, logic
+
+    prompts, chain = _inputs(tmp_path)
+    out, exp = tmp_path / "scene.blend", tmp_path / "exp"
+    code = batch.main(["--prompts", str(prompts), "--chain", str(chain), "--out", str(out), "--resolution", "16",
+                       "--steps", "2", "--chain-mode", "sequence", "--export-dir", str(exp), "--format", "obj"],
+                      client=fake)
+    assert code == 0
+    steps = sorted(exp.glob("chain_*.obj"))
+    assert [p.name for p in steps] == [f"chain_Red_cube_to_blue_ball_{i:03d}.obj" for i in range(3)]
+    verts = [_obj_vertices(p) for p in steps]
+    assert all(len(v) > 10 for v in verts)
+    assert verts[0] != verts[2]  # the steps differ (red cube -> blue ball)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    root = bpy.data.objects["Red cube to blue ball"]
+    kids = sorted(root.children, key=lambda o: o["att3d_chain_position"])
+    frames = logic.step_frames([0.0, 0.5, 1.0], [1, 25])
+    for f in (1, 12, 13, 24, 25):
+        bpy.context.scene.frame_set(f)
+        assert [i for i, o in enumerate(kids) if not o.hide_viewport] == [logic.visible_step(f, frames)]
+        assert [i for i, o in enumerate(kids) if not o.hide_render] == [logic.visible_step(f, frames)]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_batch_usd_export(bpy_module, addon, tmp_path, fake):
+    from blender_att3d import batch
+
+    prompts, _ = _inputs(tmp_path)
+    out, exp = tmp_path / "scene.blend", tmp_path / "exp"
+    assert batch.main(["--prompts", str(prompts), "--out", str(out), "--resolution", "16", "--export-dir", str(exp),
+                       "--format", "usd"], client=fake) == 0
+    files = sorted(p.name for p in exp.iterdir())
+    assert files == ["000_Red_cube.usd", "001_Blue_ball.usd"] and all((exp / f).stat().st_size > 200 for f in files)
+    bpy_module.ops.wm.read_factory_settings(use_empty=True)

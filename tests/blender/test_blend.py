@@ -25,6 +25,9 @@ def test_blend_preview_replaces_geometry_in_place(bpy_module, scene, fake):
     b = fake.blend("a red cube", "a blue ball", 0.75, resolution=24)
     assert _co(me) == pytest.approx(b.positions, abs=1e-6)
     assert obj["att3d_blend_factor"] == pytest.approx(0.75)
+    # the preview is not a prompt's result: Regenerate does not apply to it
+    bpy.context.view_layer.objects.active = obj
+    assert not bpy.ops.att3d.regenerate.poll()
 
 
 def test_blend_needs_both_prompts(bpy_module, scene):

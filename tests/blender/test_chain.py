@@ -140,12 +140,18 @@ def test_rebuild_replaces_previous_chain(bpy_module, scene):
     bpy.ops.att3d.build_chain(synchronous=True)
     n_seq = len(_chain_objects(bpy))
     assert n_seq == 10
+    counts = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.actions))
+    assert counts == (9, 1, 9)
     bpy.ops.att3d.build_chain(synchronous=True)
     assert len(_chain_objects(bpy)) == n_seq
+    assert (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.actions)) == counts
     scene.att3d.chain_mode = "SHAPE_KEYS"
     bpy.ops.att3d.build_chain(synchronous=True)
     assert len(_chain_objects(bpy)) == 1 and len(bpy.data.objects) == 1
     assert len(bpy.data.meshes) == 1  # the old meshes went with their objects
+    bpy.ops.att3d.build_chain(synchronous=True)
+    assert len(bpy.data.objects) == 1 and len(bpy.data.meshes) == 1 and len(bpy.data.materials) == 1
+    assert len(bpy.data.actions) == 1 and len(bpy.data.shape_keys) == 1  # the morph action, one Key
 
 
 def _glb_json(path):
@@ -171,3 +177,28 @@ def test_glb_export_of_shape_keys_has_morph_targets(bpy_module, scene, tmp_path)
     assert "COLOR_0" in prim["attributes"]
     assert gltf.get("animations"), "the key weights are animated"
     assert any(ch["target"]["path"] == "weights" for a in gltf["animations"] for ch in a["channels"])
+
+
+def test_threaded_build_replaces_chain_as_one_undo_step(bpy_module, scene, fake, monkeypatch):
+    """The interactive path: the chain is generated in a worker, built on the main thread by the
+    timer callback (called by hand here) as one undo step, and rebuilding replaces it."""
+    bpy = bpy_module
+    from blender_att3d import jobs
+
+    monkeypatch.setattr(jobs, "headless", lambda: False)
+    _set_keyframes(bpy, scene, steps=2)
+    bpy.ops.ed.undo_push(message="keyframes")
+    assert bpy.ops.att3d.build_chain("EXEC_DEFAULT", True) == {"FINISHED"}
+    assert jobs.busy("main") and not _chain_objects(bpy)
+    assert not bpy.ops.att3d.build_chain.poll()
+    jobs.wait("main")
+    objs = _chain_objects(bpy)
+    assert len(objs) == 1 and len(objs[0].data.shape_keys.key_blocks) == 5
+    assert jobs.status["main"] == ("CHECKMARK", "Built a 5-step chain")
+    bpy.ops.att3d.build_chain("EXEC_DEFAULT", True)
+    jobs.wait("main")
+    assert len(_chain_objects(bpy)) == 1 and len(bpy.data.meshes) == 1
+    bpy.ops.ed.undo()  # back to the first build, not to an empty step
+    assert len(_chain_objects(bpy)) == 1
+    bpy.ops.ed.undo()
+    assert not _chain_objects(bpy) and len(bpy.context.scene.att3d.keyframes) == 3

@@ -50,7 +50,7 @@ def test_install_enable_use_disable(built_zip, tmp_path):
     assert "blender_manifest.toml" in res["installed_files"]
     assert res["enabled"] and res["panel"] and res["scene_prop"]
     assert res["prefs"] == ["AUTO", "demo", "AUTO"]
-    assert res["user_dir_inside"]
+    assert res["user_dir_inside"] and res["cache_under_user_dir"]
     assert "Red cube" in res["generated"]
     assert res["status"][0] == "CHECKMARK"
     assert not res["torch_before"] and not res["torch_after"], "the add-on must not import torch"

@@ -107,7 +107,8 @@ def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, 
     bpy.ops.ed.undo_push(message="empty")
     scene.collection.objects.link(bpy.data.objects.new("Marker", None))
     bpy.ops.ed.undo_push(message="marker")
-    assert bpy.ops.att3d.generate(prompt="a teapot") == {"FINISHED"}
+    # called as the button does (undo=True): the operator itself must push no (empty) undo step
+    assert bpy.ops.att3d.generate("EXEC_DEFAULT", True, prompt="a teapot") == {"FINISHED"}
     assert jobs.busy("main") and not _att3d_objects(bpy)  # returned at once, work still running
     assert bpy.app.timers.is_registered(jobs.poll)
     assert not bpy.ops.att3d.generate.poll()  # the button is replaced while it runs
@@ -119,6 +120,9 @@ def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, 
     # applying the result was its own undo step: one undo removes the object, keeps the marker
     bpy.ops.ed.undo()
     assert sorted(o.name for o in bpy.data.objects) == ["Marker"]
+    bpy.ops.ed.undo()  # the step before is "marker"'s predecessor: no empty "Generate" step between
+    assert sorted(o.name for o in bpy.data.objects) == []
+    bpy.ops.ed.redo()
     bpy.ops.ed.redo()
     assert sorted(o.name for o in bpy.data.objects) == ["Marker", "Teapot"]
 
@@ -166,3 +170,157 @@ def test_online_access_only_for_remote_non_loopback(bpy_module):
     backend_client.check_online_access("subprocess", "")
     with pytest.raises(BackendUnavailable, match="Online access"):
         backend_client.check_online_access("remote", "https://att3d.example.com")
+
+
+def test_regenerate_textured_object_keeps_a_fresh_texture(bpy_module, scene, fake):
+    bpy = bpy_module
+    from blender_att3d import mesh_build
+
+    bpy.ops.att3d.generate(prompt="a wooden crate", resolution=24, color_mode="TEXTURE", synchronous=True)
+    obj = bpy.context.active_object
+    assert obj[mesh_build.PROP_COLOR_MODE] == "TEXTURE"
+    old_image = next(n for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage").image
+    old_name = old_image.name
+    assert bpy.ops.att3d.regenerate(synchronous=True) == {"FINISHED"}
+    assert fake.calls[-1] == ("generate", ("a wooden crate", 24, True))  # asked for a texture again
+    assert "att3d_uv" in obj.data.uv_layers and len(obj.data.uv_layers["att3d_uv"].data) == len(obj.data.loops)
+    assert len(bpy.data.materials) == 1
+    tex = next(n for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+    assert tex.image is not None and tex.image.packed_file is not None
+    assert old_name not in bpy.data.images or bpy.data.images[old_name] == tex.image
+    assert len(bpy.data.images) == 1  # the old image did not pile up
+
+
+def test_regenerate_without_texture_falls_back_to_vertex_colours(bpy_module, scene, fake):
+    bpy = bpy_module
+    from blender_att3d import mesh_build
+
+    bpy.ops.att3d.generate(prompt="a wooden crate", resolution=24, color_mode="TEXTURE", synchronous=True)
+    obj = bpy.context.active_object
+    # the backend sends no texture this time (e.g. baking unavailable): the object must still show colours
+    orig = fake.generate
+    fake.generate = lambda *a, **k: orig(a[0], resolution=k.get("resolution", 128))
+    bpy.ops.att3d.regenerate(synchronous=True)
+    bsdf = next(n for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
+    assert bsdf.inputs["Base Color"].links[0].from_node.bl_idname == "ShaderNodeVertexColor"
+    assert obj[mesh_build.PROP_COLOR_MODE] == "VERTEX"
+    assert len(bpy.data.materials) == 1 and len(bpy.data.images) == 0
+
+
+def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, scene, monkeypatch):
+    """Getting the client can start a server or load a model: never inside execute() (UI thread)."""
+    import threading
+    import time
+
+    import blender_att3d.client as client_pkg
+    from blender_att3d import backend_client, jobs
+
+    bpy = bpy_module
+    release = threading.Event()
+    on_main = []
+
+    def make_client(mode, **kw):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        if not release.wait(5):
+            raise RuntimeError("make_client blocked the operator")
+        return FakeClient()
+
+    monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
+    monkeypatch.setattr(jobs, "headless", lambda: False)
+    backend_client.set_override(None)
+    backend_client.close()
+    try:
+        assert bpy.ops.att3d.generate(prompt="a teapot") == {"FINISHED"}
+        assert jobs.busy("main")
+        for _ in range(100):  # the worker shows that it waits for the backend
+            if jobs.active("main").message == "connecting to the backend":
+                break
+            time.sleep(0.05)
+        assert jobs.active("main").message == "connecting to the backend"
+        release.set()
+        jobs.wait("main")
+        assert on_main == [False]
+        assert [o.name for o in _att3d_objects(bpy)] == ["Teapot"]
+        # the remote/online-access check still answers at once, in the operator
+        monkeypatch.setattr(backend_client, "settings_from_prefs",
+                            lambda prefs: {**backend_client.DEFAULTS, "mode": "remote", "url": "https://x.example"})
+        with pytest.raises(RuntimeError, match="Online access"):
+            bpy.ops.att3d.generate(prompt="a teapot")
+        assert not jobs.busy("main") and on_main == [False]
+    finally:
+        release.set()
+        backend_client.close()
+
+
+def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
+    import threading
+
+    import blender_att3d.client as client_pkg
+    from blender_att3d import backend_client, jobs
+
+    bpy = bpy_module
+    release = threading.Event()
+    made = []
+
+    def make_client(mode, **kw):
+        release.wait(5)
+        made.append(FakeClient())
+        return made[-1]
+
+    monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
+    monkeypatch.setattr(jobs, "headless", lambda: False)
+    backend_client.set_override(None)
+    backend_client.close()
+    try:
+        bpy.ops.att3d.generate(prompt="a teapot")
+        bpy.ops.att3d.cancel(slot="main")
+        release.set()
+        jobs.wait("main")
+        assert jobs.status["main"] == ("CANCEL", "Cancelled")
+        assert made and not made[0].calls  # no generation ran after the cancel
+        assert not _att3d_objects(bpy)
+    finally:
+        release.set()
+        backend_client.close()
+
+
+def test_opening_a_file_drops_running_jobs(bpy_module, scene, monkeypatch, tmp_path):
+    """Blender removes timers when another file opens; a job left behind would keep the panel busy."""
+    bpy = bpy_module
+    from blender_att3d import backend_client, jobs
+
+    path = tmp_path / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True)
+    backend_client.set_override(FakeClient(delay=2.0))
+    monkeypatch.setattr(jobs, "headless", lambda: False)
+    bpy.ops.att3d.generate(prompt="a slow thing")
+    assert jobs.busy("main")
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert not jobs.busy("main") and "main" not in jobs.status
+    assert bpy.ops.att3d.generate.poll()
+    assert not bpy.app.timers.is_registered(jobs.poll)
+
+
+def test_prompt_check_is_debounced_and_threaded(bpy_module, scene, fake, monkeypatch):
+    bpy = bpy_module
+    from blender_att3d import jobs, operators
+
+    monkeypatch.setattr(jobs, "headless", lambda: False)
+    scene.att3d.prompt = "a far"
+    scene.att3d.prompt = "a far zebra"  # typing: one check, for the latest text
+    assert bpy.app.timers.is_registered(operators._nearest_timer)
+    bpy.app.timers.unregister(operators._nearest_timer)
+    operators._nearest_timer()
+    assert jobs.busy("nearest")
+    jobs.wait("nearest")
+    assert [c for c in fake.calls if c[0] == "nearest"] == [("nearest", "a far zebra")]
+    assert "closest: 'a red cube'" in operators.prompt_warning("a far zebra")
+
+
+def test_check_prompt_operator_reports(bpy_module, scene):
+    bpy = bpy_module
+    scene.att3d.prompt = "a red cube"
+    assert bpy.ops.att3d.check_prompt(synchronous=True) == {"FINISHED"}
+    scene.att3d.prompt = ""
+    with pytest.raises(RuntimeError, match="prompt is empty"):
+        bpy.ops.att3d.check_prompt(synchronous=True)
