@@ -17,6 +17,7 @@ from .cameras import Cameras
 
 Field = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Background = Callable[[torch.Tensor], torch.Tensor]
+NORMAL_MODES = ("autograd", "finite_difference")
 
 
 @dataclass
@@ -57,8 +58,17 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
                 n_samples: int = 32, stratified: bool = True, shading: Optional[torch.Tensor] = None,
                 light: Optional[torch.Tensor] = None, ambient: Optional[torch.Tensor] = None,
                 background: Optional[Background] = None, bg_color: float = 1.0,
-                need_normals: Optional[bool] = None, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-    """Render ``[B, R]`` rays; returns per-ray tensors (``rgb [B, R, 3]`` …)."""
+                need_normals: Optional[bool] = None, normals: str = "autograd", fd_eps: float = 0.01,
+                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+    """Render ``[B, R]`` rays; returns per-ray tensors (``rgb [B, R, 3]`` …).
+
+    ``normals`` (for lit shading): ``"autograd"`` differentiates the density exactly, which makes
+    training backpropagate through a second derivative of the grid lookups (about 6× the cost of an
+    albedo render on a CPU); ``"finite_difference"`` uses forward differences of step ``fd_eps``
+    (three more density lookups, first-order gradients only, ≈ 2× faster training steps).
+    """
+    if normals not in NORMAL_MODES:
+        raise ValueError(f"unknown normals mode {normals!r}; use one of {', '.join(NORMAL_MODES)}")
     bsz, n_rays, _ = dirs.shape
     near, far, _ = sphere_bounds(origins, dirs, radius)
     base = (torch.arange(n_samples, device=dirs.device, dtype=dirs.dtype) + 0.5) / n_samples
@@ -74,8 +84,16 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
     if need_normals is None:
         need_normals = bool((shading > 0).any())
     flat = pts.reshape(bsz, -1, 3)
-    normals = None
-    if need_normals:
+    normal_vecs = None
+    if need_normals and normals == "finite_difference":
+        n = flat.shape[1]
+        offsets = torch.eye(3, device=flat.device, dtype=flat.dtype) * fd_eps
+        probe = torch.cat([flat] + [flat + offsets[k] for k in range(3)], dim=1)  # one lookup for all four
+        dens4, alb4 = field(probe)
+        density, albedo = dens4[:, :n], alb4[:, :n]
+        grad = torch.stack([(dens4[:, (k + 1) * n:(k + 2) * n] - density) / fd_eps for k in range(3)], dim=-1)
+        normal_vecs = -F.normalize(grad, dim=-1, eps=1e-6).reshape(bsz, n_rays, n_samples, 3)
+    elif need_normals:
         with torch.enable_grad():
             if not flat.requires_grad:
                 flat = flat.detach().requires_grad_(True)
@@ -86,7 +104,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
                 grad = torch.zeros_like(flat)
         if not torch.is_grad_enabled():  # inference: drop the graph built for the normals
             density, albedo, grad = density.detach(), albedo.detach(), grad.detach()
-        normals = -F.normalize(grad, dim=-1, eps=1e-6).reshape(bsz, n_rays, n_samples, 3)
+        normal_vecs = -F.normalize(grad, dim=-1, eps=1e-6).reshape(bsz, n_rays, n_samples, 3)
     else:
         density, albedo = field(flat)
     density = density.reshape(bsz, n_rays, n_samples)
@@ -102,7 +120,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
         mode = shading.view(bsz, 1, 1, 1)
         l_dir = F.normalize(light.view(bsz, 1, 1, 3) - pts, dim=-1)
         amb = ambient.view(bsz, 1, 1, 1)
-        lambert = amb + (1 - amb) * (normals * l_dir).sum(-1, keepdim=True).clamp_min(0)
+        lambert = amb + (1 - amb) * (normal_vecs * l_dir).sum(-1, keepdim=True).clamp_min(0)
         color = torch.where(mode == 0, albedo, torch.where(mode == 1, lambert.expand_as(albedo), albedo * lambert))
 
     if background is not None:
@@ -116,8 +134,8 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
         "opacity": opacity,
         "depth": (w * t).sum(-1, keepdim=True),
     }
-    if normals is not None:
-        out["normal"] = (w[..., None] * normals).sum(-2)
+    if normal_vecs is not None:
+        out["normal"] = (w[..., None] * normal_vecs).sum(-2)
     return out
 
 
