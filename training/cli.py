@@ -99,7 +99,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--config", help="a TOML config (see training/configs/)")
+    t.add_argument("--config", help="a TOML or YAML config (see training/configs/)")
     t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, pig_interp, …")
     t.add_argument("--out", required=True, help="the run folder (model in OUT/model, checkpoints, logs, previews)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -1,5 +1,6 @@
-"""Training configuration: one dataclass per concern, read from a small TOML file, overridden with
-dotted ``key=value`` pairs (``run.steps=100 guidance.scale=50``). Unknown keys are errors.
+"""Training configuration: one dataclass per concern, read from a small TOML (or YAML) file,
+overridden with dotted ``key=value`` pairs (``run.steps=100 guidance.scale=50``). Unknown keys are
+errors.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class RenderConfig:
     width: int = 64
     n_samples: int = 32  # App. B.1.9 (128 for interpolation runs)
     use_env: bool = True
+    #: normals of lit renders: autograd (exact; a second derivative in the backward) | finite_difference
+    normals: str = "autograd"
 
 
 @dataclass
@@ -113,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"run.{k} must be at least 1")
         if self.render.height < 4 or self.render.width < 4 or self.render.n_samples < 1:
             raise ValueError("render.height/width must be ≥ 4 and render.n_samples ≥ 1")
+        if self.render.normals not in ("autograd", "finite_difference"):
+            raise ValueError(f"render.normals {self.render.normals!r}: choose autograd or finite_difference")
         return self
 
 
@@ -126,6 +131,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected float, got {value!r}") from None
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if typ in (int, float, str, bool):
@@ -197,6 +207,28 @@ def preset_path(name: str) -> Path:
     return p
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A config file as nested dicts: TOML (``.toml``) or YAML (``.yaml`` / ``.yml``, needs PyYAML)."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: YAML configs need PyYAML (pip install -e \".[train]\"), or use TOML") from None
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML ({e})") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections at the top level")
+        return data
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML ({e})") from None
+
+
 def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), preset: Optional[str] = None,
                 base: Optional[dict] = None) -> TrainConfig:
     """Defaults ← ``base`` dict ← preset / TOML file ← ``key=value`` overrides, then validated."""
@@ -209,11 +241,7 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), pr
         p = Path(p)
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} not found")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{p}: invalid TOML ({e})") from None
-        apply_dict(config, data, str(p))
+        apply_dict(config, read_config_file(p), str(p))
     apply_overrides(config, list(overrides))
     return config.validate()
 

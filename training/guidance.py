@@ -38,6 +38,7 @@ from backend.text_encoder import TextEncoder, TextEmbedding
 
 TEACHER_JSON = "att3d_teacher.json"
 WEIGHTINGS = ("one_minus_alpha_bar", "uniform", "sqrt_one_minus_alpha_bar")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 VIEW_SUFFIX = ", {view} view"
 
 
@@ -109,6 +110,19 @@ def time_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, weighting: str) -
     raise ValueError(f"unknown SDS weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
 
+def to_epsilon(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The model output as ε: ``epsilon`` as is; ``v_prediction`` (SD 2.x 768-v):
+    ``ε = √ᾱ·v + √(1−ᾱ)·x_t``; ``sample`` (x₀): ``ε = (x_t − √ᾱ·x₀) / √(1−ᾱ)``."""
+    if prediction_type == "epsilon":
+        return out
+    a = alpha_bar.view(-1, *([1] * (out.ndim - 1))).to(out)
+    if prediction_type == "v_prediction":
+        return a.sqrt() * out + (1 - a).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * out) / (1 - a).sqrt()
+    raise ValueError(f"unknown prediction type {prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+
+
 def view_prompt(prompt: str, view: Optional[str]) -> str:
     return prompt if not view else prompt + VIEW_SUFFIX.format(view=view)
 
@@ -168,6 +182,20 @@ def load_guidance_text_encoder(cfg_: GuidanceConfig, device, cache_dir=None) -> 
                      f"(or give the folder a text_encoder/ + tokenizer/ or an {TEACHER_JSON})")
 
 
+def _check_token_dim(encoder: Optional[TextEncoder], unet) -> None:
+    need = getattr(unet.config, "encoder_hid_dim", None) or getattr(unet.config, "cross_attention_dim", None)
+    if encoder is not None and need and encoder.dim != need:
+        raise ValueError(f"guidance text encoder {encoder.encoder_id!r} gives {encoder.dim}-d tokens, "
+                         f"the UNet expects {need}: set guidance.text_encoder to the pipeline's own encoder")
+
+
+def _prediction_type(scheduler) -> str:
+    kind = str(getattr(scheduler.config, "prediction_type", "epsilon") or "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"scheduler prediction_type {kind!r} is not supported ({', '.join(PREDICTION_TYPES)})")
+    return kind
+
+
 def _cast(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
     module = module.to(device)
     if dtype != torch.float32:  # (a float32 `.to(dtype)` only makes diffusers warn)
@@ -188,6 +216,7 @@ class Guidance(torch.nn.Module):
         self.device = torch.device(device)
         self.dtype = pick_dtype(config.dtype, self.device)
         self.encoder = encoder
+        self.prediction_type = "epsilon"  # what the UNet predicts (the scheduler's prediction_type)
         self._emb: dict[str, torch.Tensor] = {}
         if config.t_min < 0 or config.t_max > 1 or config.t_min >= config.t_max:
             raise ValueError(f"need 0 ≤ t_min < t_max ≤ 1, got {config.t_min}, {config.t_max}")
@@ -274,7 +303,7 @@ class Guidance(torch.nn.Module):
             embs = torch.cat([uncond, *conds]).to(self.device, self.dtype)
             n = 1 + len(conds)
             eps = self.predict_noise(x_t.to(self.dtype).repeat(n, 1, 1, 1), t.to(self.device).repeat(n), embs)
-            eps = eps.float().chunk(n)
+            eps = to_epsilon(eps.float(), x_t.repeat(n, 1, 1, 1), a.view(b).repeat(n), self.prediction_type).chunk(n)
             eps_hat = cfg(eps[0], eps[1:], [w.to(x.device) if torch.is_tensor(w) else w for w in weights])
             w = time_weight(self.alphas_cumprod, t, self.config.weighting).to(x.device)
             grad = w.view(b, 1, 1, 1) * (eps_hat - noise)
@@ -302,19 +331,17 @@ class PixelDiffusionGuidance(Guidance):
         if unet is None:
             if not config.model:
                 raise ValueError("guidance.model is empty: give a diffusers folder or hub id")
-            unet = UNet2DConditionModel.from_pretrained(config.model, subfolder="unet")
+            # loaded in the guidance dtype: IF-I-XL in float32 would need 17 GB of host memory first
+            unet = UNet2DConditionModel.from_pretrained(config.model, subfolder="unet", torch_dtype=self.dtype)
             scheduler = DDPMScheduler.from_pretrained(config.model, subfolder="scheduler")
         if encoder is None and (config.model or config.text_encoder):
             self.encoder = load_guidance_text_encoder(config, self.device, cache_dir)
         self.unet = _cast(unet, self.device, self.dtype)
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.detach().float().cpu(), persistent=False)
+        self.prediction_type = _prediction_type(scheduler)
         teacher = read_teacher_json(config.model) if config.model else {}
         self.image_size = int(config.image_size or teacher.get("image_size") or unet.config.sample_size)
-        enc_dim = self.encoder.dim if self.encoder is not None else None
-        need = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
-        if enc_dim is not None and need and enc_dim != need:
-            raise ValueError(f"guidance text encoder {self.encoder.encoder_id!r} gives {enc_dim}-d tokens, "
-                             f"the UNet expects {need}")
+        _check_token_dim(self.encoder, unet)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         x = images * 2 - 1
@@ -327,10 +354,27 @@ class PixelDiffusionGuidance(Guidance):
         return out[:, :3]
 
 
+@torch.no_grad()
+def fit_rgb_to_latent(vae, scaling_factor: float, size: int = 64, levels: int = 3) -> torch.Tensor:
+    """A linear map ``[4, C]`` (three colour rows, then a bias row) from an image in [−1, 1] to the VAE's
+    scaled latents, least-squares fitted on flat-colour images (``levels``³ colours) encoded once by the
+    VAE itself. It is what ``use_vae = false`` uses instead of the encoder at every step."""
+    g = torch.linspace(-1, 1, levels)
+    colours = torch.cartesian_prod(g, g, g)  # [n, 3]
+    param = next(vae.parameters())
+    images = colours[:, :, None, None].expand(-1, -1, size, size).to(param.device, param.dtype)
+    latents = vae.encode(images).latent_dist.mean.float().mean(dim=(2, 3)).cpu() * scaling_factor  # [n, C]
+    a = torch.cat([colours, torch.ones(len(colours), 1)], dim=1)  # [n, 4]
+    return torch.linalg.lstsq(a, latents).solution  # [4, C]
+
+
 class LatentDiffusionGuidance(Guidance):
     """Latent diffusion (Stable Diffusion 1.x / 2.x): render → resize → VAE encode (with gradient)
-    × ``scaling_factor`` → latent SDS. ``use_vae=False`` resizes the render (in [−1, 1]) to the
-    latent size and uses it as latents directly (a cheap approximation some codebases use)."""
+    × ``scaling_factor`` → latent SDS. ``use_vae=False`` skips the VAE at every step: the render (in
+    [−1, 1]) is resized to the latent size and mapped to the latent channels by a linear map fitted
+    once to the pipeline's VAE (:func:`fit_rgb_to_latent`; cheap and approximate; a 3-channel UNet
+    takes the render as is).
+    ``v_prediction`` UNets (SD 2.x 768-v) are converted to ε through the scheduler's prediction type."""
 
     kind = "latent"
 
@@ -342,25 +386,46 @@ class LatentDiffusionGuidance(Guidance):
         if unet is None:
             if not config.model:
                 raise ValueError("guidance.model is empty: give a Stable Diffusion folder or hub id")
-            unet = UNet2DConditionModel.from_pretrained(config.model, subfolder="unet")
+            unet = UNet2DConditionModel.from_pretrained(config.model, subfolder="unet", torch_dtype=self.dtype)
             scheduler = DDPMScheduler.from_pretrained(config.model, subfolder="scheduler")
-            if vae is None and config.use_vae:
-                vae = AutoencoderKL.from_pretrained(config.model, subfolder="vae")
+            if vae is None and (config.use_vae or int(unet.config.in_channels) == 4):
+                vae = AutoencoderKL.from_pretrained(config.model, subfolder="vae", torch_dtype=self.dtype)
         if encoder is None and (config.model or config.text_encoder):
             self.encoder = load_guidance_text_encoder(config, self.device, cache_dir)
         self.unet = _cast(unet, self.device, self.dtype)
-        self.vae = None if vae is None or not config.use_vae else _cast(vae, self.device, self.dtype)
+        if vae is not None:
+            vae = _cast(vae, self.device, self.dtype)
+        self.vae = vae if config.use_vae else None
+        if config.use_vae and self.vae is None:
+            raise ValueError("guidance.use_vae = true needs a VAE (the pipeline's vae/ folder)")
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.detach().float().cpu(), persistent=False)
+        self.prediction_type = _prediction_type(scheduler)
         self.latent_size = int(unet.config.sample_size)
+        _check_token_dim(self.encoder, unet)
+        self.rgb_to_latent: Optional[torch.Tensor] = None
         if self.vae is not None:
             self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
             factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
             self.vae_resolution = int(config.vae_resolution or self.latent_size * factor)
+        else:
+            channels = int(unet.config.in_channels)
+            if channels == 4:  # SD's latents: a linear map fitted once to this pipeline's own VAE
+                if vae is None:
+                    raise ValueError("guidance.use_vae = false on a 4-channel (latent) UNet needs the pipeline's "
+                                     "vae/ once, to fit the linear RGB → latent map")
+                self.rgb_to_latent = fit_rgb_to_latent(vae, float(getattr(vae.config, "scaling_factor", 0.18215)))
+            elif channels != 3:
+                raise ValueError(f"guidance.use_vae = false: the UNet takes {channels} input channels; only 3 "
+                                 f"(the render itself) or 4 (Stable Diffusion latents, a linear map) are supported")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         x = images * 2 - 1
         if self.vae is None:
-            return F.interpolate(x, (self.latent_size, self.latent_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, (self.latent_size, self.latent_size), mode="bilinear", align_corners=False)
+            if self.rgb_to_latent is not None:
+                m = self.rgb_to_latent.to(x.device)
+                x = torch.einsum("bchw,cd->bdhw", x.float(), m[:3]) + m[3].view(1, -1, 1, 1)
+            return x
         x = F.interpolate(x, (self.vae_resolution, self.vae_resolution), mode="bilinear", align_corners=False)
         posterior = self.vae.encode(x.to(self.dtype)).latent_dist
         # The mean, not a sample: the render is deterministic, and a sample would add noise the
@@ -368,8 +433,6 @@ class LatentDiffusionGuidance(Guidance):
         return posterior.mean.float() * self.scaling_factor
 
     def predict_noise(self, x_t, t, emb):
-        if self.vae is None and x_t.shape[1] != self.unet.config.in_channels:
-            raise ValueError("use_vae = false needs a UNet with 3 input channels")
         return self.unet(x_t, t, encoder_hidden_states=emb).sample[:, :x_t.shape[1]]  # ε of learned-variance UNets
 
 

@@ -110,8 +110,9 @@ class RenderStep(nn.Module):
     """tokens → ``m(c)`` (+ a learnable offset when finetuning) → rendered images."""
 
     def __init__(self, model: ATT3D, height: int, width: int, n_samples: int, use_env: bool,
-                 offset: Optional[nn.Parameter] = None) -> None:
+                 offset: Optional[nn.Parameter] = None, normals: str = "autograd") -> None:
         super().__init__()
+        self.normals = normals
         self.model = model
         self.offset = offset
         self.size = (height, width)
@@ -129,7 +130,7 @@ class RenderStep(nn.Module):
                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         mod = self.modulation(tokens, mask)
         out = self.model.render(mod, cams, self.size[0], self.size[1], n_samples=self.n_samples, stratified=True,
-                                use_env=self.use_env, generator=generator)
+                                use_env=self.use_env, normals=self.normals, generator=generator)
         return out.rgb, out.opacity
 
 
@@ -182,9 +183,12 @@ def image_grid(images: torch.Tensor, cols: int) -> np.ndarray:
 # -- the trainer -------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, config: TrainConfig, out: str | os.PathLike, *, prompts: Optional[Sequence[str]] = None,
-                 targets: Optional[Callable] = None, guidance: Optional[nn.Module] = None,
-                 progress: bool = True, hook: Optional[Callable[["Trainer", int, float], None]] = None) -> None:
+    def __init__(self, config: TrainConfig, out: str | os.PathLike, *,
+                 prompts: Optional[Sequence[str] | PromptSet] = None, targets: Optional[Callable] = None,
+                 guidance: Optional[nn.Module] = None, progress: bool = True,
+                 hook: Optional[Callable[["Trainer", int, float], None]] = None, queries: Sequence[str] = ()) -> None:
+        """``prompts``: a list or a :class:`PromptSet` replacing ``config.prompts``; ``queries``: more
+        prompts for the CLIP query set of the evaluations (the per-prompt baseline passes its whole set)."""
         self.config = config.validate()
         self.out = Path(out)
         self.rank, self.world, self.local_rank = dist_info()
@@ -198,7 +202,10 @@ class Trainer:
         run, rc = config.run, config.render
 
         # prompts
-        if prompts is not None:
+        self.extra_queries = list(queries)
+        if isinstance(prompts, PromptSet):
+            self.prompt_set = prompts
+        elif prompts is not None:
             self.prompt_set = PromptSet("python", list(prompts))
         else:
             p = config.prompts
@@ -206,6 +213,7 @@ class Trainer:
                                               seen_fraction=p.seen_fraction, seed=p.split_seed, key=p.key)
         if config.run.mode == "finetune":
             one = config.finetune.prompt or self.prompt_set.prompts[0]
+            self.extra_queries += self.prompt_set.prompts + self.prompt_set.held_out  # scored against the set
             self.prompt_set = PromptSet(f"finetune:{slug(one)}", [one])
         self.prompts = self.prompt_set.prompts
         if config.run.mode == "interpolation":
@@ -255,7 +263,8 @@ class Trainer:
             self.model = build_model(self.arch, run.seed).to(self.device).train()
             self.offset = None
             params = list(self.model.parameters())
-        self.step_module = RenderStep(self.model, rc.height, rc.width, rc.n_samples, rc.use_env, self.offset)
+        self.step_module = RenderStep(self.model, rc.height, rc.width, rc.n_samples, rc.use_env, self.offset,
+                                      rc.normals)
         self.ddp = None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -465,7 +474,8 @@ class Trainer:
             from .evaluate import ClipScorer, evaluate_prompts
 
             self._scorer = getattr(self, "_scorer", None) or ClipScorer(ec.clip_model, self.device)
-            queries = list(dict.fromkeys(self.prompts + self.prompt_set.held_out + self._distractors()))
+            queries = list(dict.fromkeys(self.prompts + self.prompt_set.held_out + self.extra_queries
+                                         + self._distractors()))
             splits = [("seen" if self.prompt_set.held_out or self.prompt_set.split == "seen" else "all", self.prompts)]
             if self.prompt_set.held_out:
                 splits.append(("unseen", self.prompt_set.held_out))
@@ -474,7 +484,8 @@ class Trainer:
                 model = self.folded_model() if self.offset is not None else self.model
                 res = evaluate_prompts(model, self.encoder, ps, queries, self._scorer, ec, self.device)
                 recs.append({**base, "split": name, "r_precision": res["r_precision"],
-                             "r_probability": res["r_probability"], "n_prompts": len(ps)})
+                             "r_probability": res["r_probability"], "n_prompts": len(ps),
+                             "n_queries": res["n_queries"]})
         else:
             recs.append({**base, "split": "seen"})
         with open(self.out / "evals.jsonl", "a") as f:
@@ -654,7 +665,12 @@ def _train_per_prompt(config: TrainConfig, out: Path, **kw) -> TrainResult:
         p = config.prompts
         ps = load_prompt_set(p.set or None, prompts=p.list, split=p.split, seen_fraction=p.seen_fraction,
                              seed=p.split_seed, key=p.key)
-        prompts = ps.prompts
+    else:
+        ps = PromptSet("python", list(prompts))
+    prompts = ps.prompts
+    # Each model is scored against the whole set (seen and held-out prompts), as the amortized model is:
+    # a query set of its one prompt would make every R-precision 1.
+    queries = ps.prompts + ps.held_out
     guidance = kw.pop("guidance") or build_guidance(config.guidance, pick_device(config.run.device, dist_info()[2]),
                                                      kw.get("targets"))
     resume = kw.pop("resume")
@@ -668,7 +684,8 @@ def _train_per_prompt(config: TrainConfig, out: Path, **kw) -> TrainResult:
         cfg = copy.deepcopy(config)
         cfg.run.mode = "amortized"
         cfg.run.seed = config.run.seed + i
-        r = Trainer(cfg, sub, prompts=[prompt], guidance=guidance, **kw).run(resume=resume)
+        one = PromptSet(f"{ps.name}[{i}]", [prompt], [], ps.split)
+        r = Trainer(cfg, sub, prompts=one, guidance=guidance, queries=queries, **kw).run(resume=resume)
         results.append({"prompt": prompt, "model": str(r.model_dir), "frames_per_prompt": r.frames_per_prompt,
                         "losses": r.losses[-1:] if r.losses else []})
         if r.stopped != "done":

@@ -128,3 +128,33 @@ def test_train_cli_smoke_preset_and_errors(tmp_path, capsys):
     glb = tmp_path / "m.glb"
     assert main(["-q", "generate", "a red cube", "--model", str(out / "model"), "--out", str(glb),
                  "--resolution", "16", "--device", "cpu"]) == 0
+
+
+def test_train_cli_config_file_with_overrides(tmp_path, capsys):
+    """`att3d train --config FILE key=value ...`: the file, then the overrides, recorded in the run."""
+    conf = tmp_path / "recon.toml"
+    conf.write_text('[run]\nsteps = 50\nbatch_size = 2\ndevice = "cpu"\npreview_every = 0\nthreads = 1\n'
+                    '[prompts]\nlist = ["a red cube", "a blue sphere"]\n[guidance]\nkind = "reconstruction"\n'
+                    '[model]\ntext_encoder = "minilm"\nresolutions = [6, 8]\nfeatures = 2\nv_dim = 4\nhidden = 8\n'
+                    '[render]\nheight = 8\nwidth = 8\nn_samples = 4\n')
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--config", str(conf), "--out", str(out), "run.steps=2", "run.seed=7"]) == 0, \
+        capsys.readouterr().err
+    from training.config import load_config
+
+    recorded = load_config(out / "train_config.toml")
+    assert recorded.run.steps == 2 and recorded.run.seed == 7 and recorded.guidance.kind == "reconstruction"
+    assert main(["-q", "train", "--config", str(conf), "--preset", "smoke", "--out", str(tmp_path / "y")]) == 2
+    assert main(["-q", "train", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_python_dash_m_training_is_att3d_train():
+    """`torchrun ... -m training --config ...` runs `att3d train` (the subcommand may be left out)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--resume" in res.stdout and "section.key=value" in res.stdout

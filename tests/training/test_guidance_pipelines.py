@@ -89,6 +89,17 @@ def test_sd_like_folder_loads_and_guides_through_the_vae(sd_like):
     assert images.grad.abs().sum() > 0  # the gradient flows through the VAE encoder to the render
 
 
+def test_sd_like_folder_without_the_vae(sd_like):
+    """guidance.use_vae = false: the VAE is used once, to fit the linear RGB → latent map, then dropped."""
+    g = build_guidance(GuidanceConfig(kind="latent", model=str(sd_like), use_vae=False))
+    assert g.vae is None and g.rgb_to_latent is not None and g.prediction_type == "epsilon"
+    images = torch.rand(2, 3, 20, 20, requires_grad=True)
+    out = g(images, [g.embed(["a cat", "a dog"])], generator=torch.Generator().manual_seed(0))
+    assert out.grad.shape == (2, 4, 8, 8) and torch.isfinite(out.grad).all()
+    out.loss.backward()
+    assert images.grad.abs().sum() > 0
+
+
 def test_train_with_an_if_like_folder(if_like, tmp_path):
     cfg = config_from_dict({
         "run": {"steps": 2, "batch_size": 2, "device": "cpu", "preview_every": 0},

@@ -110,3 +110,21 @@ def test_kappa_shapes_alpha(tmp_path):
     big = t.batch()["alpha"]  # κ = 20: concentrated at the midpoint
     assert ((small - 0.5).abs() > 0.4).float().mean() > 0.3
     assert ((big - 0.5).abs() < 0.15).float().mean() > 0.8
+
+
+def test_amortized_batch_view_prompts_reach_the_guidance_only(tmp_path):
+    """Amortized step: the mapping network reads the plain prompt's tokens; the guidance reads the
+    prompt + ", <view> view" of each sampled camera. Adam defaults to β1 = 0 (App. B.1.10)."""
+    prompts = ["a red cube", "a blue sphere", "a green cone"]
+    cfg = tiny_config(run={"batch_size": 16}, prompts={"list": prompts}, model={"text_encoder": "guidance"})
+    t = Trainer(cfg, tmp_path, guidance=FakeGuidance(), progress=False)
+    assert t.optimizer.param_groups[0]["betas"] == (0.0, 0.999)
+    b = t.batch()
+    plain = FakeEncoder()(b["prompts"]).tokens
+    assert torch.equal(b["tokens"], plain)
+    assert set(b["views"]) <= {"front", "side", "back", "overhead"} and len(set(b["views"])) > 1
+    assert torch.equal(b["conds"][0], embeddings(t, b["prompts"], b["views"]))
+    assert not torch.equal(b["conds"][0], plain)
+    t.config.guidance.view_prompts = False
+    b = t.batch()
+    assert b["views"] == [None] * 16 and torch.equal(b["conds"][0], FakeEncoder()(b["prompts"]).tokens)

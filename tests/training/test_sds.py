@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from training.guidance import (GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, cfg, sds_loss,
-                               tiny_scheduler, view_prompt)
+from training.guidance import (GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, cfg,
+                               pick_dtype, sds_loss, tiny_scheduler, view_prompt)
 
 
 class StubUNet(torch.nn.Module):
@@ -40,11 +40,12 @@ def make(stub=None, **kw):
 
 
 def test_cfg_formula():
-    eu, ec = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    eu, ec = torch.randn(2, 3, 4, 4, generator=gen), torch.randn(2, 3, 4, 4, generator=gen)
     assert torch.allclose(cfg(eu, [ec], [7.5]), eu + 7.5 * (ec - eu))
     s = torch.tensor([1.0, 100.0])
     out = cfg(eu, [ec], [s])
-    assert torch.allclose(out[0], ec[0]) and torch.allclose(out[1], eu[1] + 100 * (ec[1] - eu[1]))
+    assert torch.allclose(out[0], ec[0], atol=1e-5) and torch.allclose(out[1], eu[1] + 100 * (ec[1] - eu[1]), atol=1e-5)
 
 
 def test_guidance_interpolation_eq11():
@@ -127,3 +128,90 @@ def test_latent_guidance_without_vae_resizes_to_latents():
 def test_view_prompt():
     assert view_prompt("a cat", "front") == "a cat, front view"
     assert view_prompt("a cat", None) == "a cat"
+
+
+class LinearVAE(torch.nn.Module):
+    """A stand-in VAE whose encoder is a known affine map of the mean colour (a 1×1 "convolution")."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.as_tensor(weight, dtype=torch.float32))  # [C, 3]
+        self.bias = torch.nn.Parameter(torch.as_tensor(bias, dtype=torch.float32))  # [C]
+        self.config = SimpleNamespace(scaling_factor=0.5, block_out_channels=(8, 8, 8, 8))
+
+    def encode(self, x):
+        mean = torch.einsum("bchw,dc->bdhw", x, self.weight) + self.bias.view(1, -1, 1, 1)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean))
+
+
+def test_latent_guidance_without_vae_fits_a_linear_map_to_the_vae():
+    """use_vae = false on a 4-channel (Stable Diffusion) UNet: a linear RGB → latent map is fitted once to
+    the pipeline's VAE; per step the render goes through that map, not the VAE."""
+    weight = torch.tensor([[0.3, 0.2, -0.1], [0.1, 0.5, 0.2], [-0.3, 0.1, 0.3], [-0.2, -0.3, -0.7]])
+    bias = torch.tensor([0.1, -0.2, 0.05, 0.3])
+    vae = LinearVAE(weight, bias)
+    g = LatentDiffusionGuidance(GuidanceConfig(kind="latent", use_vae=False), "cpu", unet=StubUNet(size=4, channels=4),
+                                scheduler=tiny_scheduler(), encoder=None, vae=vae)
+    assert g.vae is None  # not used per step
+    images = torch.rand(2, 3, 4, 4, requires_grad=True)
+    x = g.encode_images(images)
+    assert x.shape == (2, 4, 4, 4)
+    expected = (torch.einsum("bchw,dc->bdhw", images * 2 - 1, weight) + bias.view(1, -1, 1, 1)) * 0.5
+    assert torch.allclose(x, expected, atol=1e-4)
+    out = g(images, [emb(1.0, 2)], uncond=emb(0.0, 2), generator=torch.Generator().manual_seed(0))
+    assert out.grad.shape == (2, 4, 4, 4)
+    out.loss.backward()
+    assert images.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs the pipeline's vae"):
+        LatentDiffusionGuidance(GuidanceConfig(kind="latent", use_vae=False), "cpu", unet=StubUNet(size=4, channels=4),
+                                scheduler=tiny_scheduler(), encoder=None)
+    with pytest.raises(ValueError, match="input channels"):
+        LatentDiffusionGuidance(GuidanceConfig(kind="latent", use_vae=False), "cpu", unet=StubUNet(size=4, channels=8),
+                                scheduler=tiny_scheduler(), encoder=None)
+    with pytest.raises(ValueError, match="needs a VAE"):
+        LatentDiffusionGuidance(GuidanceConfig(kind="latent", use_vae=True), "cpu", unet=StubUNet(size=4, channels=4),
+                                scheduler=tiny_scheduler(), encoder=None)
+
+
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+def test_v_and_x0_predictions_are_converted_to_epsilon(kind):
+    """A v-prediction UNet (SD 2.x 768-v) or an x0 one: SDS still uses w(t)(ε̂ − ε) with ε̂ in ε-space."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=kind)
+    g = PixelDiffusionGuidance(GuidanceConfig(kind="pixel", scale=10.0), "cpu", unet=StubUNet(), scheduler=sched,
+                               encoder=None)
+    assert g.prediction_type == kind
+    b, t = 2, torch.tensor([200, 800])
+    images, noise = torch.rand(b, 3, 8, 8), torch.randn(b, 3, 8, 8)
+    out = g(images, [emb(0.3, b)], uncond=emb(0.1, b), t=t, noise=noise)
+    a = sched.alphas_cumprod[t].view(b, 1, 1, 1)
+    x_t = a.sqrt() * (images * 2 - 1) + (1 - a).sqrt() * noise
+    if kind == "v_prediction":
+        eps = lambda v: a.sqrt() * v + (1 - a).sqrt() * x_t  # noqa: E731
+    else:
+        eps = lambda x0: (x_t - a.sqrt() * x0) / (1 - a).sqrt()  # noqa: E731
+    eps_hat = eps(0.1) + 10.0 * (eps(0.3) - eps(0.1))
+    assert torch.allclose(out.grad, (1 - a) * (eps_hat - noise), atol=1e-3)
+    with pytest.raises(ValueError, match="prediction_type"):
+        sched.register_to_config(prediction_type="flow")
+        PixelDiffusionGuidance(GuidanceConfig(kind="pixel"), "cpu", unet=StubUNet(), scheduler=sched, encoder=None)
+
+
+def test_token_width_must_match_the_unet():
+    enc = SimpleNamespace(dim=8, encoder_id="some-encoder")
+    for cls, kind in [(PixelDiffusionGuidance, "pixel"), (LatentDiffusionGuidance, "latent")]:
+        with pytest.raises(ValueError, match="8-d tokens, the UNet expects 4"):
+            cls(GuidanceConfig(kind=kind, use_vae=False), "cpu", unet=StubUNet(), scheduler=tiny_scheduler(),
+                encoder=enc)
+
+
+def test_dtype_fp16_on_cuda_fp32_on_cpu():
+    assert pick_dtype("auto", torch.device("cuda", 0)) == torch.float16
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        pick_dtype("fp8", torch.device("cpu"))
+    assert GuidanceConfig().dtype == "auto" and GuidanceConfig().scale == 100.0
+    assert (GuidanceConfig().t_min, GuidanceConfig().t_max) == (0.02, 0.98)
+    assert GuidanceConfig().weighting == "one_minus_alpha_bar"

@@ -51,3 +51,24 @@ def test_unknown_preset_and_file(tmp_path):
     bad.write_text("[run]\nsteps = 3\n[guidence]\nscale = 1\n")
     with pytest.raises(ValueError, match="did you mean \\[guidance\\]"):
         load_config(bad)
+
+
+def test_yaml_config_equals_toml(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[run]\nsteps = 5\nlr = 1e-3\n[guidance]\nscale = 50\n[model]\nresolutions = [4, 6]\n')
+    yml = tmp_path / "c.yaml"
+    yml.write_text("run:\n  steps: 5\n  lr: 1e-3\nguidance:\n  scale: 50\nmodel:\n  resolutions: [4, 6]\n")
+    a, b = load_config(toml), load_config(yml, ["run.seed=3"])
+    assert b.run.lr == 1e-3 and b.run.steps == 5 and b.guidance.scale == 50.0 and b.run.seed == 3
+    b.run.seed = 0
+    assert a.to_dict() == b.to_dict()
+    bad = tmp_path / "bad.yml"
+    bad.write_text("run:\n  stpes: 3\n")
+    with pytest.raises(ValueError, match="did you mean run.steps"):
+        load_config(bad)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "lr.yaml").write_text("run:\n  lr: fast\n")
+    with pytest.raises(ValueError, match="expected float"):
+        load_config(tmp_path / "lr.yaml")

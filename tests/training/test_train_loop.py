@@ -31,7 +31,13 @@ def test_reconstruction_loss_decreases(tmp_path):
     assert metrics[-1]["step"] == 40 and "frames_per_prompt" in metrics[-1]
     evals = [json.loads(l) for l in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
     assert evals[0]["frames_per_prompt"] == 0 and evals[-1]["frames_per_prompt"] == 40
-    assert any((tmp_path / "run" / "logs").iterdir())  # TensorBoard events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "logs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/grad_norm", "train/frames_per_prompt", "train/skipped"} <= tags
+    assert [e.value for e in events.Scalars("train/frames_per_prompt")][-1] == 40.0
     assert list((tmp_path / "run" / "previews").glob("*.png"))
 
 
@@ -97,17 +103,19 @@ def test_checkpoint_survives_a_kill_mid_write(tmp_path, monkeypatch):
     assert r.step == 2  # already complete: nothing to do, but it loads
 
 
-def test_sigterm_checkpoints_and_stops(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_stops(tmp_path, signum):
     cfg = tiny_config(run={"steps": 50})
 
     def term_at_3(trainer, step, loss):
         if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     r = train(cfg, tmp_path / "run", progress=False, hook=term_at_3)
     assert r.stopped == "signal" and r.step == 3
     assert ckpt.find_latest(tmp_path / "run").name == "step_0000003"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handlers are back
     r2 = train(tiny_config(run={"steps": 5}), tmp_path / "run", progress=False, resume=True)
     assert r2.step == 5 and len(r2.losses) == 2
 
@@ -183,3 +191,38 @@ def test_per_prompt_baseline(tmp_path):
     assert len(evals) == 2
     last = json.loads(evals[0].read_text().splitlines()[-1])
     assert last["frames_per_prompt"] == 2 * 2
+
+
+def test_per_prompt_and_finetune_evaluations_score_against_the_whole_set(tmp_path, monkeypatch):
+    """A per-prompt model (or a finetuned one) is scored with the whole prompt set as CLIP query set,
+    like the amortized model: a query set of its own prompt alone would make R-precision always 1."""
+    import training.evaluate as ev
+
+    calls = []
+
+    class FakeScorer:
+        def __init__(self, *a, **kw):
+            pass
+
+    def fake_evaluate(model, encoder, prompts, queries, scorer, ec, device):
+        calls.append((list(prompts), list(queries)))
+        return {"r_precision": 0.5, "r_probability": 0.25, "n_queries": len(queries)}
+
+    monkeypatch.setattr(ev, "ClipScorer", FakeScorer)
+    monkeypatch.setattr(ev, "evaluate_prompts", fake_evaluate)
+    cfg = tiny_config(run={"mode": "per_prompt", "steps": 1}, prompts={"list": PROMPTS, "split": "seen",
+                                                                       "seen_fraction": 0.67},
+                      eval={"clip_model": "fake"})
+    r = train(cfg, tmp_path / "pp", progress=False)
+    assert len(r.per_prompt) == 2
+    assert calls and all(len(p) == 1 and sorted(q) == sorted(PROMPTS) for p, q in calls)
+    recs = [json.loads(l) for f in sorted((tmp_path / "pp" / "per_prompt").glob("*/evals.jsonl"))
+            for l in f.read_text().splitlines()]
+    assert {r["split"] for r in recs} == {"seen"} and {r["n_queries"] for r in recs} == {3}
+
+    calls.clear()
+    base = train(tiny_config(run={"steps": 1}), tmp_path / "base", progress=False)
+    ft = tiny_config(run={"mode": "finetune", "steps": 1}, eval={"clip_model": "fake"},
+                     finetune={"init": str(base.model_dir), "prompt": PROMPTS[1]})
+    train(ft, tmp_path / "ft", progress=False)
+    assert calls and all(p == [PROMPTS[1]] and sorted(q) == sorted(PROMPTS) for p, q in calls)

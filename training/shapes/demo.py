@@ -30,7 +30,7 @@ SPLIT = 0.125
 GUIDANCE_SCALE = 30.0
 MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "hidden": 32, "sphere_radius": 1.0,
          "text_encoder": "minilm", "max_length": 32}
-RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": True}
+RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": True, "normals": "finite_difference"}
 SHIP_DIR = Path(__file__).resolve().parents[2] / "backend" / "models" / "demo"
 
 
