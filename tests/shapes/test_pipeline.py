@@ -116,3 +116,19 @@ class _Oracle(torch.nn.Module):
         from training.shapes.world import render_scenes
 
         return render_scenes([self._scene(mod)] * len(cams), cams, h, n_samples)
+
+
+def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_path):
+    from safetensors import safe_open
+
+    from training.guidance import GuidanceConfig, build_guidance
+
+    out, _, _ = tiny_teacher
+    dest = T.ship_teacher(out, tmp_path / "shipped")
+    assert not (dest / "checkpoint").exists()
+    with safe_open(str(dest / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    g = build_guidance(GuidanceConfig(kind="pixel", model=str(T.resolve_teacher(dest)), scale=10.0))
+    assert g.unet.dtype == torch.float32 and g.image_size == 32  # fp32 on the CPU
+    with pytest.raises(ValueError, match="not a teacher folder.*att3d train-teacher"):
+        T.resolve_teacher(tmp_path)

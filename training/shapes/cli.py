@@ -61,6 +61,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     out = train_teacher(args.out, steps=args.steps, resume=args.resume, cfg=cfg, data_dir=args.data_dir,
                         save_every=args.save_every, log_file=args.log, progress=not args.quiet)
     print(f"teacher in {out} (unet/, scheduler/, att3d_teacher.json); use it as guidance.model = \"{out}\"")
+    if args.ship:
+        from .teacher import ship_teacher
+
+        print(f"shipped (fp16) to {ship_teacher(out)}")
     return 0
 
 
@@ -77,7 +81,9 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    res = run_bench(args.out, teacher=args.teacher, size=args.size, resume=args.resume, progress=not args.quiet)
+    from .teacher import resolve_teacher
+
+    res = run_bench(args.out, teacher=str(resolve_teacher(args.teacher)), size=args.size, resume=args.resume, progress=not args.quiet)
     print(f"wrote {res['json']} and {res['png']}")
     return 0
 
@@ -105,11 +111,13 @@ def register(sub) -> None:
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     t.add_argument("--log", help="append a plain-text log here")
     t.add_argument("--tiny", action="store_true", help="a tiny UNet (smoke tests)")
+    t.add_argument("--ship", action="store_true", help="then copy it in fp16 over the shipped teacher "
+                                                       "(training/shapes/weights/teacher)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train_teacher)
 
     r = sub.add_parser("teacher-report", help="sample grid + nearest-GT accuracy of a teacher")
-    r.add_argument("--teacher", required=True)
+    r.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
     r.add_argument("--out", required=True, help="folder for samples.png and report.json")
     r.add_argument("--prompts", type=int, default=64, help="evenly spread prompts to sample")
     r.add_argument("--samples", type=int, default=2, help="samples per prompt")
@@ -122,7 +130,7 @@ def register(sub) -> None:
     b = sub.add_parser("bench-amortization", help="amortized (12.5%%, 50%% seen) vs per-prompt on the Shapes world")
     b.add_argument("--world", default="shapes", choices=["shapes"])
     b.add_argument("--size", default="small", choices=["tiny", "small", "full"])
-    b.add_argument("--teacher", default="/work/teacher_run/teacher", help="teacher folder")
+    b.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
     b.add_argument("--out", required=True)
     b.add_argument("--resume", action="store_true")
     b.add_argument("--quiet", action="store_true")

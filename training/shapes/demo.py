@@ -12,10 +12,10 @@ Sizes (smaller than the paper's defaults so that it trains on a CPU and ships in
 
 Run (resumable)::
 
-    nice -n 10 .venv/bin/python -m training.shapes.demo --teacher /work/teacher_run/teacher \\
-        --out /work/teacher_run/demo_run --steps 3000 [--resume]
+    .venv/bin/python -m training.shapes.demo --out runs/demo --steps 3000 [--resume]   # shipped teacher
+    .venv/bin/python -m training.shapes.demo --teacher runs/teacher --out runs/demo    # your own teacher
     # then ship it (fp16 + provenance) into backend/models/demo:
-    .venv/bin/python -m training.shapes.demo --ship /work/teacher_run/demo_run
+    .venv/bin/python -m training.shapes.demo --ship runs/demo
 """
 from __future__ import annotations
 
@@ -101,8 +101,8 @@ def ship(run_dir: str | Path, dest: str | Path = SHIP_DIR, fraction: float = SPL
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="/work/teacher_run/teacher")
-    p.add_argument("--out", default="/work/teacher_run/demo_run")
+    p.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
+    p.add_argument("--out", default="runs/demo", help="the run folder")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--scale", type=float, default=GUIDANCE_SCALE)
@@ -121,7 +121,9 @@ def main(argv=None) -> int:
             m = {k: v for k, v in m.items() if k != "per_prompt"}
         print(ship(a.ship, metrics=m))
         return 0
-    r = train_demo(a.teacher, a.out, a.steps, a.resume, batch_size=a.batch_size, scale=a.scale, progress=False)
+    from .teacher import resolve_teacher
+
+    r = train_demo(str(resolve_teacher(a.teacher)), a.out, a.steps, a.resume, batch_size=a.batch_size, scale=a.scale, progress=False)
     print(r)
     return 0
 

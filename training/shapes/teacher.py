@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from .world import VIEW_LABELS, ShapesWorld, camera_sampler, get_world, render_scenes, view_caption
 
 TEACHER_JSON = "att3d_teacher.json"
+#: the teacher that ships with the repository (fp16, no checkpoint): what the demo model was trained from
+SHIPPED_TEACHER = Path(__file__).resolve().parent / "weights" / "teacher"
 DEFAULT_DATA_DIR = Path(os.environ.get("ATT3D_SHAPES_DATA", Path.home() / ".cache" / "att3d" / "shapes"))
 
 
@@ -268,15 +270,43 @@ def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: Shap
     os.replace(tmp, folder / TEACHER_JSON)
 
 
+def resolve_teacher(teacher: Optional[str | Path] = None) -> Path:
+    """A teacher folder: ``teacher`` as given ("shipped" or None = :data:`SHIPPED_TEACHER`); checked."""
+    path = SHIPPED_TEACHER if teacher in (None, "", "shipped") else Path(teacher)
+    if not (path / TEACHER_JSON).is_file():
+        hint = " (the shipped teacher is missing from this checkout)" if path == SHIPPED_TEACHER else ""
+        raise ValueError(f"{path}: not a teacher folder (no {TEACHER_JSON}){hint}; "
+                         "train one with `att3d train-teacher --out DIR`")
+    return path
+
+
+def ship_teacher(src: str | Path, dest: str | Path = SHIPPED_TEACHER) -> Path:
+    """Copy a trained teacher (its EMA UNet in fp16, scheduler, metadata; no checkpoint) to ``dest``."""
+    from diffusers import UNet2DConditionModel
+
+    src, dest = Path(src), Path(dest)
+    resolve_teacher(src)
+    unet = UNet2DConditionModel.from_pretrained(str(src / "unet")).to(torch.float16)
+
+    def write(tmp: Path) -> None:
+        unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        shutil.copytree(src / "scheduler", tmp / "scheduler")
+        shutil.copy2(src / TEACHER_JSON, tmp / TEACHER_JSON)
+        for extra in ("report.json", "samples.png"):
+            if (src / extra).is_file():
+                shutil.copy2(src / extra, tmp / extra)
+
+    _atomic_dir(dest, write)
+    return dest
+
+
 def load_teacher(folder: str | Path, device="cpu"):
     """→ (unet, scheduler, meta) from a teacher folder (the guidance's own loader may be used instead)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    folder = Path(folder)
-    if not (folder / TEACHER_JSON).is_file():
-        raise ValueError(f"{folder}: not a teacher folder (no {TEACHER_JSON}); train one with att3d train-teacher")
+    folder = resolve_teacher(folder)
     meta = json.loads((folder / TEACHER_JSON).read_text())
-    unet = UNet2DConditionModel.from_pretrained(str(folder / "unet")).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=torch.float32).to(device).eval()
     sched = DDPMScheduler.from_pretrained(str(folder / "scheduler"))
     return unet, sched, meta
 
