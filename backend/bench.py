@@ -40,7 +40,7 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
 
     gen = Generator(model, device=device)
     cfg = gen.model.config
-    emb = gen.embed(PROMPTS)  # warms the on-disk embedding cache
+    gen.embed(PROMPTS)  # warms the on-disk embedding cache
     one = gen.embed(PROMPTS[0])
     mod = gen.modulate(one)
     res: dict[str, Any] = {"model": gen.model_id, "device": str(gen.device), "torch": torch.__version__,

@@ -6,7 +6,7 @@ World frame: Z up, the object's front faces −Y (Blender's front view). Azimuth
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch

@@ -6,7 +6,7 @@ Meshes are plain numpy (:class:`Mesh`), in the model's world frame (Z up, front 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch

@@ -4,13 +4,12 @@ model folders (``config.json`` + ``model.safetensors``, no pickles).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -151,21 +150,14 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise ModelFolderError(f"model {str(name_or_path)!r} not found: not a folder and not a shipped model name{hint}")
 
 
-def save_model(model: ATT3D, folder: str | os.PathLike, provenance: Optional[dict[str, Any]] = None,
-               dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
-    from safetensors.torch import save_file
-
+def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Build a folder with ``write(tmp)`` in a temporary sibling, then swap it into place, so a reader
+    (or a kill mid-write) sees the old folder or the new one, never half of one."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                  "architecture": asdict(model.config), "provenance": provenance or {}}
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        write(tmp)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
             os.replace(folder, old)
@@ -177,6 +169,22 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: Optional[dic
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def save_model(model: ATT3D, folder: str | os.PathLike, provenance: Optional[dict[str, Any]] = None,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "architecture": asdict(model.config), "provenance": provenance or {}}
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+
+    return write_folder_atomically(folder, write)
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:

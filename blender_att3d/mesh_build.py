@@ -5,7 +5,7 @@ and the headless batch both call it. Works on Blender 4.2 LTS and 5.x (layered a
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import bpy
 import numpy as np

@@ -7,7 +7,7 @@ from torch.nn.utils import parametrize
 
 from backend.cameras import CameraSampler, orbit_cameras, view_label
 from backend.mapping_network import MAPPINGS
-from backend.model import ATT3D, ModelConfig, build_model
+from backend.model import ModelConfig, build_model
 from backend.renderer import render
 
 SMALL = dict(resolutions=[6, 10], features=4, v_dim=8, max_length=4, token_dim=16)

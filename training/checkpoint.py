@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.model import save_model
+from backend.model import save_model, write_folder_atomically
 
 LATEST = "latest.json"
 STATE = "trainer.json"
@@ -64,19 +63,15 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer: torch.optim.Opti
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=ckdir))
-    try:
+
+    def write(tmp: Path) -> None:
         save_model(model, tmp / "model", provenance)
         tensors, meta = optimizer_to_flat(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
         (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": meta}, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomically(final, write)
     _write_json_atomic(ckdir / LATEST, {"step": step, "path": final.name})
     _prune(ckdir, keep, final)
     return final

@@ -4,7 +4,6 @@ errors.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import tomllib

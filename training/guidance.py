@@ -26,15 +26,14 @@ images, a 3D-supervised mode for tests; never the default). :func:`build_guidanc
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from backend.text_encoder import TextEncoder, TextEmbedding
+from backend.text_encoder import TextEncoder
 
 TEACHER_JSON = "att3d_teacher.json"
 WEIGHTINGS = ("one_minus_alpha_bar", "uniform", "sqrt_one_minus_alpha_bar")

@@ -25,7 +25,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.cameras import CameraSampler, Cameras, orbit_cameras
+from backend.cameras import Cameras, orbit_cameras
 from backend.mapping_network import Modulation
-from backend.model import ATT3D, ModelConfig, build_model, load_model, save_model
+from backend.model import ATT3D, build_model, load_model, save_model
 from backend.text_encoder import TextEncoder
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, to_toml
-from .guidance import ReconstructionGuidance, build_guidance, view_prompt
+from .guidance import ReconstructionGuidance, build_guidance
 from .prompts import PromptSet, load_prompt_set, prompt_hash
 
 
@@ -516,7 +516,6 @@ class Trainer:
         eval mode, the normalised weight is exactly ``W'`` — the folder is for inference; finetune
         again from the amortized model rather than from it.
         """
-        from torch.nn.utils import parametrize
 
         model = copy.deepcopy(self.model).eval()
         with torch.no_grad():

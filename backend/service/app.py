@@ -24,7 +24,6 @@ anything the request got wrong, 503 when the queue is full or the server is stop
 """
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -43,7 +42,7 @@ from blender_att3d.client.types import MeshData, SequenceData
 
 from .ops import Engine
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
-from .worker import CANCELLED, DONE, ERROR, Job, QueueFull, ShuttingDown, Worker
+from .worker import CANCELLED, DONE, Job, QueueFull, ShuttingDown, Worker
 
 log = logging.getLogger("att3d.service")
 

@@ -1,7 +1,4 @@
 """Headless batch: python -m blender_att3d.batch ... (same mesh code as the UI)."""
-import os
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -3,7 +3,6 @@ serving), formats, jobs, cancel, disconnects."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
 import time

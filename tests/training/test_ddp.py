@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -28,7 +27,7 @@ def _worker(rank: int, out: str, port: int) -> None:
     from safetensors.torch import save_file
 
     from training.config import config_from_dict
-    from training.train import Trainer, train
+    from training.train import train
 
     cfg = config_from_dict({
         "run": {"steps": 4, "batch_size": 2, "lr": 1e-2, "device": "cpu", "checkpoint_every": 2, "seed": 0},
@@ -39,7 +38,7 @@ def _worker(rank: int, out: str, port: int) -> None:
         "camera": {"shading_probs": [1.0, 0.0, 0.0]},
     })
     seen = []
-    r = train(cfg, out, progress=False, hook=lambda t, s, l: seen.append(list(t.last_batch["prompts"])))
+    train(cfg, out, progress=False, hook=lambda t, s, l: seen.append(list(t.last_batch["prompts"])))
     import training.train as tt
 
     trainer_shard = sorted({p for batch in seen for p in batch})

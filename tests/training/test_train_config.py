@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import CONFIG_DIR, TrainConfig, apply_overrides, load_config, to_toml
+from training.config import CONFIG_DIR, TrainConfig, load_config, to_toml
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -206,7 +205,6 @@ def plot(summary: dict, png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"unseen": "--", "seen": "-", "own": "-"}
     for name, pts in summary["curves"].items():
         xs = [max(p["frames_per_prompt"], 1e-1) for p in pts]
         ls = "--" if "unseen" in name else "-"

@@ -15,7 +15,6 @@ Per prompt, and their means:
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,8 +24,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .world import (EVAL_AZIMUTHS, NONE, ShapesWorld, eval_cameras, get_world, parse_fraction,
-                    render_eval_views, split_name)
+from .world import (EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction,
+                    render_eval_views)
 
 GRID = 64
 EVAL_SIZE = 32

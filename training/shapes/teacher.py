@@ -23,15 +23,16 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from backend.model import write_folder_atomically
 
 from .world import VIEW_LABELS, ShapesWorld, camera_sampler, get_world, render_scenes, view_caption
 
@@ -86,24 +87,6 @@ def build_scheduler(cfg: TeacherConfig):
 
 
 # -- atomic file helpers ------------------------------------------------------------------------------
-
-def _atomic_dir(target: Path, write) -> None:
-    """Write a folder with ``write(tmp_dir)`` and swap it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old.{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -245,7 +228,7 @@ def save_checkpoint(folder: Path, unet, ema, opt, step: int, cfg: TeacherConfig,
         (tmp / "state.json").write_text(json.dumps({"step": step, "config": _cfg_dict(cfg), "optimizer": meta,
                                                     "data_dir": str(data_dir) if data_dir else None, "log": log}, indent=1))
 
-    _atomic_dir(folder / "checkpoint", write)
+    write_folder_atomically(folder / "checkpoint", write)
 
 
 def _cfg_dict(cfg: TeacherConfig) -> dict:
@@ -257,8 +240,8 @@ def _cfg_dict(cfg: TeacherConfig) -> dict:
 def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: ShapesWorld, extra: Optional[dict] = None):
     """(Re)write ``unet/``, ``scheduler/`` and ``att3d_teacher.json`` (atomically, each)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_dir(folder / "unet", lambda tmp: ema.save_pretrained(str(tmp), safe_serialization=True))
-    _atomic_dir(folder / "scheduler", lambda tmp: build_scheduler(cfg).save_pretrained(str(tmp)))
+    write_folder_atomically(folder / "unet", lambda tmp: ema.save_pretrained(str(tmp), safe_serialization=True))
+    write_folder_atomically(folder / "scheduler", lambda tmp: build_scheduler(cfg).save_pretrained(str(tmp)))
     meta = {"kind": "pixel-ddpm", "text_encoder": cfg.text_encoder, "max_length": cfg.max_length,
             "token_dim": cfg.token_dim, "image_size": cfg.image_size, "channels": 3, "value_range": [-1, 1],
             "prediction_type": "epsilon", "background": "white", "unconditional_prompt": "",
@@ -296,7 +279,7 @@ def ship_teacher(src: str | Path, dest: str | Path = SHIPPED_TEACHER) -> Path:
             if (src / extra).is_file():
                 shutil.copy2(src / extra, tmp / extra)
 
-    _atomic_dir(dest, write)
+    write_folder_atomically(dest, write)
     return dest
 
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -382,7 +382,7 @@ class ShapesWorld:
                                                "n_unseen": len(sp["unseen"]), **sp}
         files[1].write_text(json.dumps(splits, indent=1) + "\n")
         scenes = {"frame": "Z up, front faces -Y, units of the model box (|x| < 0.8)",
-                  "density": f"max_density * sigmoid(-sdf / eps)",
+                  "density": "max_density * sigmoid(-sdf / eps)",
                   "scenes": [{"index": p.index, "prompt": p.text, "shape": p.shape, "color": p.color,
                               "accessory": p.accessory, "accessory_color": p.accessory_color,
                               **self.scene(p).to_dict()} for p in self.prompts]}
