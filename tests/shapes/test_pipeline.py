@@ -132,3 +132,21 @@ def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_pat
     assert g.unet.dtype == torch.float32 and g.image_size == 32  # fp32 on the CPU
     with pytest.raises(ValueError, match="not a teacher folder.*att3d train-teacher"):
         T.resolve_teacher(tmp_path)
+
+
+def test_warm_start_from_a_shipped_teacher_continues_its_steps(tiny_teacher, tmp_path):
+    out, root, idx = tiny_teacher
+    shipped = T.ship_teacher(out, tmp_path / "shipped")
+    start = json.loads((shipped / "att3d_teacher.json").read_text())["steps"]
+    warm = T.train_teacher(tmp_path / "warm", steps=start + 1, init=shipped, data_dir=root / "data", prompts=idx,
+                           save_every=1, progress=False)
+    state = json.loads((warm / "checkpoint" / "state.json").read_text())
+    assert state["step"] == start + 1 and state["log"]["init"]["steps"] == start
+    # it started from the shipped weights: one small step away from them, not from a fresh init
+    from safetensors.torch import load_file
+
+    a = load_file(str(shipped / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(warm / "checkpoint" / "model.safetensors"))
+    k = "conv_in.weight"
+    fresh = T.build_unet(T.TeacherConfig(block_out_channels=(16, 32), norm_num_groups=8)).state_dict()[k]
+    assert (b[k] - a[k].float()).abs().mean() < (fresh - a[k].float()).abs().mean() / 5

@@ -57,7 +57,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     out = train_teacher(args.out, steps=args.steps, resume=args.resume, cfg=cfg, data_dir=args.data_dir,
-                        save_every=args.save_every, log_file=args.log, progress=not args.quiet)
+                        save_every=args.save_every, log_file=args.log, progress=not args.quiet, init=args.init)
     print(f"teacher in {out} (unet/, scheduler/, att3d_teacher.json); use it as guidance.model = \"{out}\"")
     if args.ship:
         from .teacher import ship_teacher
@@ -103,6 +103,8 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, help="the teacher folder (diffusers layout + checkpoint/)")
     t.add_argument("--steps", type=int, default=6000, help="total optimizer steps (batch 32)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--init", help="warm-start a new run from a teacher folder ('shipped' = the shipped one); "
+                                  "--steps counts on from its steps")
     t.add_argument("--data-dir", help="where GT renders and caption embeddings are cached "
                                       "(default $ATT3D_SHAPES_DATA or ~/.cache/att3d/shapes)")
     t.add_argument("--save-every", type=int, default=100)

@@ -299,8 +299,13 @@ def load_teacher(folder: str | Path, device="cpu"):
 def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg: Optional[TeacherConfig] = None,
                   data_dir: Optional[str | Path] = None, world: Optional[ShapesWorld] = None,
                   prompts: Optional[Sequence[int]] = None, save_every: int = 100, export_every: int = 500,
-                  progress: bool = True, log_file: Optional[str | Path] = None) -> Path:
-    """Train (or resume) the teacher in ``out``; returns the folder."""
+                  progress: bool = True, log_file: Optional[str | Path] = None,
+                  init: Optional[str | Path] = None) -> Path:
+    """Train (or resume) the teacher in ``out``; returns the folder.
+
+    ``init``: a teacher folder (e.g. ``"shipped"``) to warm-start a new run from: its UNet becomes
+    both the weights and the EMA, its step count carries on, the optimizer starts fresh (a shipped
+    teacher has no optimizer state). Continues training that an earlier machine could not finish."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -315,6 +320,13 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         saved["block_out_channels"] = tuple(saved["block_out_channels"])
         cfg = TeacherConfig(**saved)
         data_dir = data_dir or state.get("data_dir")
+    init_meta = None
+    if init is not None and state is None:
+        init = resolve_teacher(init)
+        init_meta = json.loads((init / TEACHER_JSON).read_text())
+        saved = dict(init_meta["training"])
+        saved["block_out_channels"] = tuple(saved["block_out_channels"])
+        cfg = TeacherConfig(**saved)  # the architecture and recipe of the teacher it continues
     cfg = cfg or TeacherConfig()
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     threads = torch.get_num_threads()
@@ -344,6 +356,15 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
         opt.load_state_dict(_unflatten_optimizer(load_file(str(ck / "optimizer.safetensors")), state["optimizer"]))
         step, log = state["step"], state["log"]
+    elif init_meta is not None:
+        from diffusers import UNet2DConditionModel
+
+        warm = UNet2DConditionModel.from_pretrained(str(init / "unet"), torch_dtype=torch.float32).state_dict()
+        unet.load_state_dict(warm)
+        ema.load_state_dict(warm)
+        step = int(init_meta.get("steps", 0))
+        log["seconds"] = float(init_meta.get("train_seconds", 0.0))
+        log["init"] = {"from": str(init), "steps": step}
     sched = build_scheduler(cfg)
     acp = sched.alphas_cumprod.float()
     n_params = sum(p.numel() for p in unet.parameters())
