@@ -59,7 +59,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from backend.model import resolve_model_path
 
         resolve_model_path(args.model)
-        kwargs = {"split": args.split or "unseen"}
+        kwargs = {"split": args.split or "unseen", "progress": not args.json}
+        if args.max_prompts:
+            kwargs["max_prompts"] = args.max_prompts
         if args.device != "auto":
             kwargs["device"] = args.device
         result = metrics.evaluate(args.model, **kwargs)
