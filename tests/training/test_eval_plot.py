@@ -82,7 +82,11 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     rc = main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--split", "seen", "--json"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip()) == {"split": "seen", "score": 0.5}
-    assert calls == {"model": str(tiny_model_dir), "split": "seen"}
+    # --json keeps stdout machine-readable: no progress bars
+    assert calls == {"model": str(tiny_model_dir), "split": "seen", "progress": False}
+    calls.clear()
+    assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "3"]) == 0
+    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 3, "progress": True}
 
 
 def test_eval_errors(tiny_model_dir, capsys):
