@@ -7,6 +7,8 @@ Sizes (smaller than the paper's defaults so that it trains on a CPU and ships in
   would make the hypernetwork's output layer 25 M parameters); ``v`` size 32;
 * renders 32×32 (the teacher's resolution; the paper renders 64×64), 32 samples per ray in a
   bounding sphere of radius 1 (the world's objects lie inside |x| < 0.8; the paper uses radius 2);
+* a plain white background instead of the paper's learned environment map: the teacher only ever
+  saw white backgrounds, and a learnable background gives SDS a place to put the object's colour;
 * cameras from the world's distribution (:func:`training.shapes.world.camera_sampler`), view prompts
   "…, front/side/back view", SDS with CFG ``GUIDANCE_SCALE``, Adam β1 = 0.
 
@@ -30,7 +32,7 @@ SPLIT = 0.125
 GUIDANCE_SCALE = 30.0
 MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "hidden": 32, "sphere_radius": 1.0,
          "text_encoder": "minilm", "max_length": 32}
-RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": True, "normals": "finite_difference"}
+RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": False, "normals": "finite_difference"}
 SHIP_DIR = Path(__file__).resolve().parents[2] / "backend" / "models" / "demo"
 
 
@@ -123,8 +125,10 @@ def main(argv=None) -> int:
         return 0
     from .teacher import resolve_teacher
 
-    r = train_demo(str(resolve_teacher(a.teacher)), a.out, a.steps, a.resume, batch_size=a.batch_size, scale=a.scale, progress=False)
-    print(r)
+    r = train_demo(str(resolve_teacher(a.teacher)), a.out, a.steps, a.resume, batch_size=a.batch_size,
+                   scale=a.scale, progress=False)
+    print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
+          f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
     return 0
 
 
