@@ -70,6 +70,49 @@ def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     assert len(m["per_prompt"]) == 2 and m["per_prompt"][0]["prompt"] == PROMPTS[0]
 
 
+def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeypatch, capsys):
+    from backend.cli import main
+    from backend.model import load_model
+    from training.shapes import demo
+
+    out, _, idx = tiny_teacher
+    small = dict(demo.MODEL, resolutions=[6, 10], v_dim=4)
+    monkeypatch.setattr(demo, "MODEL", small)
+    monkeypatch.setattr(demo, "RENDER", dict(demo.RENDER, height=16, width=16, n_samples=8))
+    monkeypatch.setattr(demo, "SHIP_DIR", tmp_path / "models" / "demo")
+    monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[:2])
+    run = tmp_path / "run"
+    args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet"]
+    assert main(args + ["--steps", "2"]) == 0
+    assert "stopped at step 2 (done)" in capsys.readouterr().out
+    assert main(args + ["--steps", "3", "--resume"]) == 0
+    assert "stopped at step 3 (done)" in capsys.readouterr().out
+    (tmp_path / "eval.json").write_text(json.dumps({"iou": 0.5, "per_prompt": [{"x": 1}]}))
+    assert main(["train-demo", "--ship", str(run), "--metrics", str(tmp_path / "eval.json")]) == 0
+    model, cfg = load_model(tmp_path / "models" / "demo")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "models" / "demo" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # shipped in fp16
+    assert next(model.parameters()).dtype == torch.float32  # and loaded in fp32 for use
+    shapes = cfg["provenance"]["shapes"]
+    assert shapes["split"] == "12.5%" and shapes["steps"] == 3 and shapes["metrics"] == {"iou": 0.5}
+    assert shapes["guidance"]["loss"] == "SDS only" and shapes["guidance"]["scale"] == demo.GUIDANCE_SCALE
+    assert cfg["provenance"]["name"] == "demo" and "prompts" not in cfg["provenance"]
+
+
+def test_train_demo_cli_errors(tmp_path, capsys):
+    from backend.cli import main
+
+    assert main(["train-demo", "--teacher", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "not a teacher folder" in capsys.readouterr().err
+    assert main(["train-demo", "--ship", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["train-demo", "--ship", str(tmp_path), "--metrics", str(tmp_path / "bad.json")]) == 2
+    assert "not the JSON" in capsys.readouterr().err
+
+
 def test_gt_metrics_are_perfect_for_a_perfect_field():
     """The metric code path itself: a 'model' whose field is the ground truth scores IoU≈1, R-precision 1."""
     from training.shapes.metrics import evaluate

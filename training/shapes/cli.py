@@ -1,4 +1,5 @@
-"""``att3d world``, ``att3d train-teacher``, ``att3d teacher-report``, ``att3d bench-amortization``.
+"""``att3d world``, ``att3d train-teacher``, ``att3d teacher-report``, ``att3d train-demo``,
+``att3d bench-amortization``.
 
 Registered by ``backend.cli`` through ``register(subparsers)`` (module ``training.shapes.cli`` in
 its PLUGINS); everything heavy is imported inside the commands.
@@ -76,6 +77,34 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    if args.ship:
+        metrics = None
+        if args.metrics:
+            try:
+                metrics = json.loads(open(args.metrics).read())
+            except json.JSONDecodeError as e:
+                raise _error(f"{args.metrics}: not the JSON of `att3d eval --world shapes --json` ({e})") from None
+            metrics = {k: v for k, v in metrics.items() if k != "per_prompt"}
+        print(f"shipped (fp16) to {demo.ship(args.ship, metrics=metrics)}")
+        return 0
+    if args.steps < 1 or args.batch_size < 1:
+        raise _error("--steps and --batch-size must be at least 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .teacher import resolve_teacher
+
+    r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume,
+                        batch_size=args.batch_size, scale=args.scale, progress=not args.quiet)
+    print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
+          f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -126,6 +155,20 @@ def register(sub) -> None:
     r.add_argument("--data-dir")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_teacher_report)
+
+    d = sub.add_parser("train-demo", help="train the demo model by SDS from the teacher (resumable), or --ship it")
+    d.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
+    d.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
+    d.add_argument("--steps", type=int, default=3000)
+    d.add_argument("--batch-size", type=int, default=8, help="prompts per step")
+    d.add_argument("--scale", type=float, help="classifier-free guidance scale (default: the demo's)")
+    d.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    d.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    d.add_argument("--ship", metavar="RUN_DIR", help="instead of training: write RUN_DIR/model in fp16 to "
+                                                     "backend/models/demo (the default model)")
+    d.add_argument("--metrics", help="with --ship: a JSON file of `att3d eval --world shapes --json` to record")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_train_demo)
 
     b = sub.add_parser("bench-amortization", help="amortized (12.5%%, 50%% seen) vs per-prompt on the Shapes world")
     b.add_argument("--world", default="shapes", choices=["shapes"])

@@ -12,16 +12,15 @@ Sizes (smaller than the paper's defaults so that it trains on a CPU and ships in
 * cameras from the world's distribution (:func:`training.shapes.world.camera_sampler`), view prompts
   "…, front/side/back view", SDS with CFG ``GUIDANCE_SCALE``, Adam β1 = 0.
 
-Run (resumable)::
+Run (resumable; ``python -m training.shapes.demo`` takes the same arguments)::
 
-    .venv/bin/python -m training.shapes.demo --out runs/demo --steps 3000 [--resume]   # shipped teacher
-    .venv/bin/python -m training.shapes.demo --teacher runs/teacher --out runs/demo    # your own teacher
+    att3d train-demo --out runs/demo --steps 3000 [--resume]          # from the shipped teacher
+    att3d train-demo --teacher runs/teacher --out runs/demo           # from your own teacher
     # then ship it (fp16 + provenance) into backend/models/demo:
-    .venv/bin/python -m training.shapes.demo --ship runs/demo
+    att3d train-demo --ship runs/demo --metrics eval.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -62,11 +61,12 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 
 def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = False, fraction: float = SPLIT,
-               progress: bool = True, **kw):
+               progress: bool = True, scale: Optional[float] = None, **kw):
     from training.config import config_from_dict
     from training.train import train
 
-    cfg = config_from_dict(demo_config(teacher, steps, **kw))
+    """Train (or ``resume``) the demo run in ``out`` on the seen split; ``kw`` goes to :func:`demo_config`."""
+    cfg = config_from_dict(demo_config(teacher, steps, scale=GUIDANCE_SCALE if scale is None else scale, **kw))
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
@@ -83,9 +83,9 @@ def shapes_provenance(run_dir: Path, fraction: float = SPLIT, teacher: Optional[
             "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size")}
 
 
-def ship(run_dir: str | Path, dest: str | Path = SHIP_DIR, fraction: float = SPLIT,
+def ship(run_dir: str | Path, dest: Optional[str | Path] = None, fraction: float = SPLIT,
          metrics: Optional[dict] = None) -> Path:
-    """Copy ``run_dir/model`` into ``dest`` in fp16 with the Shapes provenance."""
+    """Copy ``run_dir/model`` into ``dest`` (default :data:`SHIP_DIR`) in fp16 with the Shapes provenance."""
     import torch
 
     from backend.model import load_model, save_model
@@ -98,38 +98,16 @@ def ship(run_dir: str | Path, dest: str | Path = SHIP_DIR, fraction: float = SPL
     prov["shapes"] = shapes_provenance(run_dir, fraction)
     if metrics:
         prov["shapes"]["metrics"] = metrics
-    return save_model(model, dest, prov, dtype=torch.float16)
+    return save_model(model, dest or SHIP_DIR, prov, dtype=torch.float16)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
-    p.add_argument("--out", default="runs/demo", help="the run folder")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--scale", type=float, default=GUIDANCE_SCALE)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--ship", metavar="RUN_DIR", help="ship RUN_DIR/model as backend/models/demo and exit")
-    p.add_argument("--metrics", help="a JSON file of `att3d eval --world shapes --json` to record")
-    a = p.parse_args(argv)
-    if a.threads:
-        import torch
+    """``python -m training.shapes.demo ARGS`` is ``att3d train-demo ARGS``."""
+    import sys
 
-        torch.set_num_threads(a.threads)
-    if a.ship:
-        m = json.loads(Path(a.metrics).read_text()) if a.metrics else None
-        if m:
-            m = {k: v for k, v in m.items() if k != "per_prompt"}
-        print(ship(a.ship, metrics=m))
-        return 0
-    from .teacher import resolve_teacher
+    from backend.cli import main as att3d
 
-    r = train_demo(str(resolve_teacher(a.teacher)), a.out, a.steps, a.resume, batch_size=a.batch_size,
-                   scale=a.scale, progress=False)
-    print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
-          f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
-    return 0
+    return att3d(["train-demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
