@@ -245,6 +245,28 @@ def main(argv: Optional[Sequence[str]] = None, client=None) -> int:
     return 0
 
 
+def module_crashes_on_exit() -> bool:
+    """True in the Blender 4.2 *Python module* (``pip install bpy``, not the Blender application),
+    which crashes while finalising the interpreter once its glTF exporter has run."""
+    import bpy
+
+    return not bpy.app.binary_path and bpy.app.version < (4, 3, 0)
+
+
+def exit_process(code: int) -> None:
+    """Exit with ``code``. Where :func:`module_crashes_on_exit`, a successful batch would end in
+    status 139: there, run the exit handlers (they stop any backend we started), flush, and leave
+    without finalising."""
+    if module_crashes_on_exit():
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _script_argv() -> list[str]:
     """Arguments after ``--`` (``blender -b -P batch.py -- ARGS``), else everything after the script."""
     argv = sys.argv
@@ -253,9 +275,10 @@ def _script_argv() -> list[str]:
 
 if __name__ == "__main__":
     if __package__:  # python -m blender_att3d.batch
-        sys.exit(main(_script_argv()))
+        exit_process(main(_script_argv()))
     # blender -b -P blender_att3d/batch.py -- ARGS  (or python blender_att3d/batch.py ARGS)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from blender_att3d.batch import exit_process as _exit_process
     from blender_att3d.batch import main as _main
 
-    sys.exit(_main(_script_argv()))
+    _exit_process(_main(_script_argv()))

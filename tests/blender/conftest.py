@@ -32,6 +32,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.blender)
 
 
+_exit_status = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The bpy 4.2 module crashes while the interpreter finalises once its glTF exporter has run;
+    leave the way the batch entry point does, with pytest's own exit status."""
+    if "bpy" in sys.modules and "code" in _exit_status:
+        from blender_att3d.batch import exit_process, module_crashes_on_exit
+
+        if module_crashes_on_exit():
+            exit_process(_exit_status["code"])
+
+
 def import_bpy():
     try:
         import bpy

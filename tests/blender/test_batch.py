@@ -65,10 +65,14 @@ def test_bad_chain_file_via_script_path(tmp_path):
 def test_batch_cli_subprocess_with_client_hook(tmp_path):
     prompts, _ = _inputs(tmp_path)
     out = tmp_path / "scene.blend"
+    exp = tmp_path / "exp"
     r = run_python(["-m", "blender_att3d.batch", "--prompts", str(prompts), "--out", str(out),
-                    "--resolution", "16", "--client", "fakes:make"])
+                    "--resolution", "16", "--client", "fakes:make", "--export-dir", str(exp), "--format", "glb"])
+    # exit status 0 after the glTF exporter ran (the bpy 4.2 module crashes on exit without exit_process)
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.exists() and out.stat().st_size > 1000
+    glbs = sorted(exp.glob("*.glb"))
+    assert len(glbs) == 2 and all(g.read_bytes()[:4] == b"glTF" for g in glbs)
     assert "[1/2] generating 'a red cube'" in r.stderr and "wrote" in r.stderr
 
 
