@@ -51,6 +51,25 @@ def test_teacher_loads_through_the_pixel_guidance(tiny_teacher):
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
+def test_teacher_sampling_and_nearest_gt(tiny_teacher):
+    """The report's pieces: DDIM sampling (deterministic per seed, η changes it) and the nearest-GT match."""
+    out, _, idx = tiny_teacher
+    unet, _, meta = T.load_teacher(out)
+    from backend.text_encoder import TextEncoder
+
+    enc = TextEncoder("minilm", 32)
+    tokens, null = enc._encode(PROMPTS[:2]).tokens, enc._encode([""]).tokens
+    a = T.sample(unet, tokens, null, guidance=3.0, steps=4, seed=1)
+    b = T.sample(unet, tokens, null, guidance=3.0, steps=4, seed=1)
+    c = T.sample(unet, tokens, null, guidance=3.0, steps=4, seed=1, eta=1.0)
+    assert a.shape == (2, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    gallery = torch.rand(5, 3, 3, 8, 8)  # 5 prompts × 3 views
+    queries = torch.stack([gallery[3, 1], gallery[0, 2] + 0.01])
+    near, d = T.nearest_prompts(queries, gallery)
+    assert near.tolist() == [3, 0] and d.shape == (2, 5) and float(d[0, 3]) < 1e-6
+
+
 def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     from training.config import config_from_dict
     from training.shapes.demo import demo_config

@@ -71,7 +71,8 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
     from .teacher import teacher_report
 
     rep = teacher_report(args.teacher, args.out, n_prompts=args.prompts, samples_per_prompt=args.samples,
-                         guidance=args.guidance, steps=args.steps, data_dir=args.data_dir, progress=not args.quiet)
+                         guidance=args.guidance, steps=args.steps, eta=args.eta, data_dir=args.data_dir,
+                         progress=not args.quiet)
     rep = {k: v for k, v in rep.items() if k != "per_sample"}
     print(json.dumps(rep, indent=2))
     return 0
@@ -152,6 +153,7 @@ def register(sub) -> None:
     r.add_argument("--samples", type=int, default=2, help="samples per prompt")
     r.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    r.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral")
     r.add_argument("--data-dir")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_teacher_report)
