@@ -516,7 +516,6 @@ class Trainer:
         eval mode, the normalised weight is exactly ``W'`` — the folder is for inference; finetune
         again from the amortized model rather than from it.
         """
-
         model = copy.deepcopy(self.model).eval()
         with torch.no_grad():
             tokens, mask = self.tokens[:1], self.mask[:1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def _error(msg: str):
@@ -85,7 +86,7 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
         metrics = None
         if args.metrics:
             try:
-                metrics = json.loads(open(args.metrics).read())
+                metrics = json.loads(Path(args.metrics).read_text())
             except json.JSONDecodeError as e:
                 raise _error(f"{args.metrics}: not the JSON of `att3d eval --world shapes --json` ({e})") from None
             metrics = {k: v for k, v in metrics.items() if k != "per_prompt"}

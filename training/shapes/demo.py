@@ -62,10 +62,10 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = False, fraction: float = SPLIT,
                progress: bool = True, scale: Optional[float] = None, **kw):
+    """Train (or ``resume``) the demo run in ``out`` on the seen split; ``kw`` goes to :func:`demo_config`."""
     from training.config import config_from_dict
     from training.train import train
 
-    """Train (or ``resume``) the demo run in ``out`` on the seen split; ``kw`` goes to :func:`demo_config`."""
     cfg = config_from_dict(demo_config(teacher, steps, scale=GUIDANCE_SCALE if scale is None else scale, **kw))
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 

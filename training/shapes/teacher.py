@@ -231,6 +231,11 @@ def save_checkpoint(folder: Path, unet, ema, opt, step: int, cfg: TeacherConfig,
     write_folder_atomically(folder / "checkpoint", write)
 
 
+def _cfg_from_dict(d: dict) -> TeacherConfig:
+    """The inverse of :func:`_cfg_dict` (JSON turns the channel tuple into a list)."""
+    return TeacherConfig(**{**d, "block_out_channels": tuple(d["block_out_channels"])})
+
+
 def _cfg_dict(cfg: TeacherConfig) -> dict:
     d = asdict(cfg)
     d["block_out_channels"] = list(cfg.block_out_channels)
@@ -316,17 +321,13 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         if not resume:
             raise ValueError(f"{out} already holds a teacher checkpoint; pass --resume to continue it")
         state = json.loads((ck / "state.json").read_text())
-        saved = state["config"]
-        saved["block_out_channels"] = tuple(saved["block_out_channels"])
-        cfg = TeacherConfig(**saved)
+        cfg = _cfg_from_dict(state["config"])
         data_dir = data_dir or state.get("data_dir")
     init_meta = None
     if init is not None and state is None:
         init = resolve_teacher(init)
         init_meta = json.loads((init / TEACHER_JSON).read_text())
-        saved = dict(init_meta["training"])
-        saved["block_out_channels"] = tuple(saved["block_out_channels"])
-        cfg = TeacherConfig(**saved)  # the architecture and recipe of the teacher it continues
+        cfg = _cfg_from_dict(init_meta["training"])  # the architecture and recipe of the teacher it continues
     cfg = cfg or TeacherConfig()
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     threads = torch.get_num_threads()
@@ -459,13 +460,17 @@ REPORT_VIEW_SEED = 12345
 REPORT_VIEWS = 24
 
 
+def _report_sampler():
+    """The training camera distribution narrowed to front-ish views (the report asks for "front view")."""
+    import dataclasses
+
+    return dataclasses.replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
+
+
 def report_cameras(n_views: int = REPORT_VIEWS):
     """The fixed view set of the teacher report: ``n_views`` front-view cameras drawn once (seeded)
     from the training distribution (azimuth within ±45°), albedo and lit alike."""
-    import dataclasses
-
-    s = dataclasses.replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
-    return s.sample(n_views, generator=torch.Generator().manual_seed(REPORT_VIEW_SEED))
+    return _report_sampler().sample(n_views, generator=torch.Generator().manual_seed(REPORT_VIEW_SEED))
 
 
 def report_gallery(world: ShapesWorld, data_dir: Path, size: int = 32, n_views: int = REPORT_VIEWS,
@@ -551,10 +556,7 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     attr = {k: float(np.mean([getattr(P[a], k) == getattr(P[b], k) for a, b in zip(asked.tolist(), near.tolist())]))
             for k in ("shape", "color", "accessory", "accessory_color")}
     # GT ceiling of the measure: fresh GT renders (training cameras) of the same prompts
-    from dataclasses import replace as _replace
-
-    sampler = _replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
-    cam = sampler.sample(len(pos), generator=torch.Generator().manual_seed(seed + 99))
+    cam = _report_sampler().sample(len(pos), generator=torch.Generator().manual_seed(seed + 99))
     gt = render_scenes(world.scenes(pos), cam, size).rgb.clamp(0, 1)
     gt_near, _ = nearest_prompts(gt, gallery)
     ceiling = float((gt_near == torch.tensor(pos)).float().mean())
