@@ -212,3 +212,58 @@ def test_warm_start_from_a_shipped_teacher_continues_its_steps(tiny_teacher, tmp
     k = "conv_in.weight"
     fresh = T.build_unet(T.TeacherConfig(block_out_channels=(16, 32), norm_num_groups=8)).state_dict()[k]
     assert (b[k] - a[k].float()).abs().mean() < (fresh - a[k].float()).abs().mean() / 5
+
+
+def test_diffusion_loss_targets_and_min_snr_weights():
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([5, 200, 600, 990])
+    a = sched.alphas_cumprod[t]
+    v = sched.get_velocity(x0, noise, t)  # diffusers' own v target
+    assert T.diffusion_loss(v, x0, noise, a, "v_prediction") < 1e-10
+    assert T.diffusion_loss(noise, x0, noise, a, "epsilon") == 0
+    assert T.diffusion_loss(noise, x0, noise, a, "v_prediction") > 0.1
+    # min-SNR-γ: a unit error weighs min(SNR, γ)/(SNR + 1) for v, so at most 1 and tiny at the noisiest t
+    err = torch.ones_like(x0)
+    per_t = [float(T.diffusion_loss(v[i:i + 1] + err[i:i + 1], x0[i:i + 1], noise[i:i + 1], a[i:i + 1],
+                                    "v_prediction", snr_gamma=5.0)) for i in range(4)]
+    snr = (a / (1 - a)).tolist()
+    assert per_t == pytest.approx([min(s, 5.0) / (s + 1) for s in snr], rel=1e-4)
+    assert max(per_t) <= 1 and per_t[-1] < 1e-3
+    with pytest.raises(ValueError, match="unknown prediction type 'sample'"):
+        T.diffusion_loss(v, x0, noise, a, "sample")
+
+
+def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_path):
+    """--init with another prediction type: the scheduler, metadata and guidance all follow it; a resumed
+    run refuses to change recipe."""
+    from training.guidance import GuidanceConfig, build_guidance
+
+    out, root, idx = tiny_teacher
+    start = json.loads((out / "att3d_teacher.json").read_text())["steps"]
+    v = T.train_teacher(tmp_path / "v", steps=start + 2, init=out, data_dir=root / "data", prompts=idx,
+                        save_every=1, progress=False, recipe={"prediction_type": "v_prediction", "snr_gamma": 5.0})
+    meta = json.loads((v / "att3d_teacher.json").read_text())
+    assert meta["prediction_type"] == "v_prediction" and meta["training"]["snr_gamma"] == 5.0
+    assert json.loads((v / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    state = json.loads((v / "checkpoint" / "state.json").read_text())
+    assert state["log"]["init"]["prediction_type"] == "epsilon" and state["step"] == start + 2
+    g = build_guidance(GuidanceConfig(kind="pixel", model=str(v), scale=10.0))
+    assert g.prediction_type == "v_prediction"
+    unet, _, meta = T.load_teacher(v)
+    from backend.text_encoder import TextEncoder
+
+    enc = TextEncoder("minilm", 32)
+    img = T.sample(unet, enc._encode(PROMPTS[:1]).tokens, enc._encode([""]).tokens, guidance=3.0, steps=3,
+                   cfg=T._cfg_from_dict(meta["training"]))
+    assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
+    with pytest.raises(ValueError, match="prediction_type='v_prediction'.*keeps its recipe"):
+        T.train_teacher(v, steps=start + 3, resume=True, data_dir=root / "data", prompts=idx, progress=False,
+                        recipe={"prediction_type": "epsilon"})
+    with pytest.raises(ValueError, match="unknown teacher settings: colour"):
+        T.train_teacher(tmp_path / "bad", steps=1, data_dir=root / "data", prompts=idx, progress=False,
+                        recipe={"colour": 1})
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -59,7 +59,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     out = train_teacher(args.out, steps=args.steps, resume=args.resume, cfg=cfg, data_dir=args.data_dir,
-                        save_every=args.save_every, log_file=args.log, progress=not args.quiet, init=args.init)
+                        save_every=args.save_every, log_file=args.log, progress=not args.quiet, init=args.init,
+                        recipe={"prediction_type": args.prediction_type, "snr_gamma": args.snr_gamma})
     print(f"teacher in {out} (unet/, scheduler/, att3d_teacher.json); use it as guidance.model = \"{out}\"")
     if args.ship:
         from .teacher import ship_teacher
@@ -136,6 +137,9 @@ def register(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     t.add_argument("--init", help="warm-start a new run from a teacher folder ('shipped' = the shipped one); "
                                   "--steps counts on from its steps")
+    t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                   help="what the UNet predicts (new runs default to epsilon; with --init, fine-tunes into it)")
+    t.add_argument("--snr-gamma", type=float, help="min-SNR-γ loss weighting, e.g. 5 (default 0 = off)")
     t.add_argument("--data-dir", help="where GT renders and caption embeddings are cached "
                                       "(default $ATT3D_SHAPES_DATA or ~/.cache/att3d/shapes)")
     t.add_argument("--save-every", type=int, default=100)

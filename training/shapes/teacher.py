@@ -30,7 +30,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from backend.model import write_folder_atomically
 
@@ -54,6 +53,12 @@ class TeacherConfig:
     token_dim: int = 384
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    # what the UNet predicts: "epsilon", or "v_prediction", which predicts the image itself at high
+    # noise and so gets the layout and background right far sooner in a small, briefly trained model
+    prediction_type: str = "epsilon"
+    # min-SNR-γ loss weighting (Hang et al. 2023; 0 = off): stops the many nearly noise-free
+    # timesteps from dominating the gradient
+    snr_gamma: float = 0.0
     # training
     batch_size: int = 32
     lr: float = 5e-4
@@ -83,7 +88,29 @@ def build_scheduler(cfg: TeacherConfig):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                         prediction_type="epsilon", clip_sample=True)
+                         prediction_type=cfg.prediction_type, clip_sample=True)
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
+                   prediction_type: str = "epsilon", snr_gamma: float = 0.0) -> torch.Tensor:
+    """The denoising loss for one batch: MSE against ε or v = √ᾱ·ε − √(1−ᾱ)·x0, optionally min-SNR-γ
+    weighted (per sample, normalised so that every timestep's weight is ≤ 1)."""
+    a = alpha_bar.view(-1, 1, 1, 1)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+    else:
+        raise ValueError(f"unknown prediction type {prediction_type!r}; choose {', '.join(PREDICTION_TYPES)}")
+    per = (pred - target).pow(2).mean((1, 2, 3))
+    if snr_gamma > 0:
+        snr = alpha_bar / (1 - alpha_bar)
+        w = snr.clamp(max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+        per = per * w
+    return per.mean()
 
 
 # -- atomic file helpers ------------------------------------------------------------------------------
@@ -249,7 +276,7 @@ def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: Shap
     write_folder_atomically(folder / "scheduler", lambda tmp: build_scheduler(cfg).save_pretrained(str(tmp)))
     meta = {"kind": "pixel-ddpm", "text_encoder": cfg.text_encoder, "max_length": cfg.max_length,
             "token_dim": cfg.token_dim, "image_size": cfg.image_size, "channels": 3, "value_range": [-1, 1],
-            "prediction_type": "epsilon", "background": "white", "unconditional_prompt": "",
+            "prediction_type": cfg.prediction_type, "background": "white", "unconditional_prompt": "",
             "caption_format": "{prompt}, {view} view", "view_labels": list(VIEW_LABELS),
             "world": "shapes", "world_prompt_hash": world.prompt_hash, "steps": step,
             "training": _cfg_dict(cfg), **(extra or {})}
@@ -305,9 +332,12 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
                   data_dir: Optional[str | Path] = None, world: Optional[ShapesWorld] = None,
                   prompts: Optional[Sequence[int]] = None, save_every: int = 100, export_every: int = 500,
                   progress: bool = True, log_file: Optional[str | Path] = None,
-                  init: Optional[str | Path] = None) -> Path:
+                  init: Optional[str | Path] = None, recipe: Optional[dict] = None) -> Path:
     """Train (or resume) the teacher in ``out``; returns the folder.
 
+    ``recipe``: :class:`TeacherConfig` fields to set on a new or warm-started run (e.g.
+    ``{"prediction_type": "v_prediction", "snr_gamma": 5}`` to fine-tune an ε teacher into a v one); a
+    resumed run keeps its checkpoint's recipe, and asking for another one is an error.
     ``init``: a teacher folder (e.g. ``"shipped"``) to warm-start a new run from: its UNet becomes
     both the weights and the EMA, its step count carries on, the optimizer starts fresh (a shipped
     teacher has no optimizer state). Continues training that an earlier machine could not finish."""
@@ -329,6 +359,20 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         init_meta = json.loads((init / TEACHER_JSON).read_text())
         cfg = _cfg_from_dict(init_meta["training"])  # the architecture and recipe of the teacher it continues
     cfg = cfg or TeacherConfig()
+    recipe = {k: v for k, v in (recipe or {}).items() if v is not None}
+    unknown = sorted(set(recipe) - set(asdict(cfg)))
+    if unknown:
+        raise ValueError(f"unknown teacher settings: {', '.join(unknown)}")
+    if state is not None:
+        changed = {k: v for k, v in recipe.items() if getattr(cfg, k) != v}
+        if changed:
+            raise ValueError(f"{out} was trained with " + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in changed)
+                             + "; a resumed run keeps its recipe (warm-start a new folder with --init to change it)")
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, **recipe)
+    if cfg.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {cfg.prediction_type!r}; choose {', '.join(PREDICTION_TYPES)}")
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many tiny ops: extra threads only spin on a shared CPU
@@ -365,7 +409,7 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         ema.load_state_dict(warm)
         step = int(init_meta.get("steps", 0))
         log["seconds"] = float(init_meta.get("train_seconds", 0.0))
-        log["init"] = {"from": str(init), "steps": step}
+        log["init"] = {"from": str(init), "steps": step, "prediction_type": init_meta.get("prediction_type", "epsilon")}
     sched = build_scheduler(cfg)
     acp = sched.alphas_cumprod.float()
     n_params = sum(p.numel() for p in unet.parameters())
@@ -392,7 +436,7 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         pred = unet(xt, t, encoder_hidden_states=c).sample
-        loss = F.mse_loss(pred, noise)
+        loss = diffusion_loss(pred, x, noise, acp[t], cfg.prediction_type, cfg.snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -431,13 +475,14 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
 def sample(unet, tokens: torch.Tensor, null: torch.Tensor, guidance: float = 5.0, steps: int = 50,
            seed: int = 0, cfg: Optional[TeacherConfig] = None, image_size: int = 32, eta: float = 0.0) -> torch.Tensor:
     """DDIM with classifier-free guidance; tokens ``[B, L, D]`` → images ``[B, 3, S, S]`` in [0, 1].
+    ``cfg`` gives the noise schedule and prediction type (those of the teacher's training).
     ``eta`` = 0 is deterministic DDIM, 1 is DDPM-like ancestral sampling (more forgiving of an
     undertrained model's x0 estimates at high noise)."""
     from diffusers import DDIMScheduler
 
     cfg = cfg or TeacherConfig()
     sched = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                          prediction_type="epsilon", clip_sample=True, set_alpha_to_one=True)
+                          prediction_type=cfg.prediction_type, clip_sample=True, set_alpha_to_one=True)
     sched.set_timesteps(steps)
     b = tokens.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -537,6 +582,7 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     unet, _, meta = load_teacher(teacher)
     size = int(meta["image_size"])
+    cfg = _cfg_from_dict(meta["training"])
     enc = TextEncoder(meta.get("text_encoder", "minilm"), meta.get("max_length", 32))
     pos = np.linspace(0, len(world) - 1, n_prompts).round().astype(int).tolist()
     caps = [view_caption(world.texts[i], "front") for i in pos]
@@ -546,7 +592,7 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     t0 = time.perf_counter()
     imgs = []
     for s in tqdm(range(0, len(tokens), batch), desc="sampling", disable=not progress, file=sys.stderr):
-        imgs.append(sample(unet, tokens[s:s + batch], null, guidance, steps, seed + s, image_size=size, eta=eta))
+        imgs.append(sample(unet, tokens[s:s + batch], null, guidance, steps, seed + s, cfg, image_size=size, eta=eta))
     imgs = torch.cat(imgs)
     sample_seconds = time.perf_counter() - t0
     gallery = report_gallery(world, data_dir, size, progress=progress)
@@ -574,7 +620,8 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     (out / "grid_prompts.txt").write_text("\n".join(world.texts[r] for r in rows) + "\n")
     rep = {"teacher": str(teacher), "steps_trained": meta.get("steps"), "train_seconds": meta.get("train_seconds"),
            "n_params": meta.get("n_params"), "n_prompts": len(pos), "samples_per_prompt": samples_per_prompt,
-           "sampler": f"DDIM {steps} steps, eta {eta}, CFG {guidance}", "caption": "{prompt}, front view",
+           "sampler": f"DDIM {steps} steps, eta {eta}, CFG {guidance}",
+           "prediction_type": cfg.prediction_type, "caption": "{prompt}, front view",
            "gallery": f"GT renders of all {len(world)} prompts from {REPORT_VIEWS} fixed front-ish views",
            "accuracy": float(ok.float().mean()), "attribute_accuracy": attr, "gt_ceiling": ceiling,
            "sample_seconds": sample_seconds, "grid_png": str(png), "grid_layout": f"rows: prompts in grid_prompts.txt; "
