@@ -64,6 +64,10 @@ def test_teacher_sampling_and_nearest_gt(tiny_teacher):
     c = T.sample(unet, tokens, null, guidance=3.0, steps=4, seed=1, eta=1.0)
     assert a.shape == (2, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.allclose(a, c)
+    # CFG 1 skips the unconditional pass: the same as guiding towards the prompt from itself
+    one = T.sample(unet, tokens[:1], null, guidance=1.0, steps=4, seed=1)
+    same = T.sample(unet, tokens[:1], tokens[:1], guidance=3.0, steps=4, seed=1)
+    assert torch.allclose(one, same, atol=1e-4) and not torch.allclose(one, a[:1], atol=1e-3)
     gallery = torch.rand(5, 3, 3, 8, 8)  # 5 prompts × 3 views
     queries = torch.stack([gallery[3, 1], gallery[0, 2] + 0.01])
     near, d = T.nearest_prompts(queries, gallery)

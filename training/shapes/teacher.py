@@ -487,11 +487,14 @@ def sample(unet, tokens: torch.Tensor, null: torch.Tensor, guidance: float = 5.0
     b = tokens.shape[0]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, 3, image_size, image_size, generator=g)
-    cond = torch.cat([null.expand(b, -1, -1), tokens]).float()
+    guided = guidance != 1.0  # CFG 1 is the conditional model alone: no unconditional pass needed
+    cond = torch.cat([null.expand(b, -1, -1), tokens]).float() if guided else tokens.float()
     for t in sched.timesteps:
-        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=cond).sample
-        eu, ec = eps.chunk(2)
-        x = sched.step(eu + guidance * (ec - eu), t, x, eta=eta, generator=g).prev_sample
+        out = unet(torch.cat([x, x]) if guided else x, t, encoder_hidden_states=cond).sample
+        if guided:
+            ou, oc = out.chunk(2)
+            out = ou + guidance * (oc - ou)
+        x = sched.step(out, t, x, eta=eta, generator=g).prev_sample
     return ((x + 1) / 2).clamp(0, 1)
 
 
