@@ -26,6 +26,7 @@ def test_teacher_folder_layout_and_resume(tiny_teacher):
     out, root, idx = tiny_teacher
     meta = json.loads((out / "att3d_teacher.json").read_text())
     assert meta["text_encoder"] == "minilm" and meta["max_length"] == 32 and meta["image_size"] == 32
+    assert meta["prediction_type"] == "v_prediction" and meta["training"]["snr_gamma"] == 5.0  # the defaults
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (out / "scheduler" / "scheduler_config.json").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))  # no pickles
@@ -246,8 +247,18 @@ def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_p
     run refuses to change recipe."""
     from training.guidance import GuidanceConfig, build_guidance
 
-    out, root, idx = tiny_teacher
-    start = json.loads((out / "att3d_teacher.json").read_text())["steps"]
+    _, root, idx = tiny_teacher
+    # a teacher from before the recipe options: ε, unweighted, no such keys in its metadata
+    cfg = T.TeacherConfig(block_out_channels=(16, 32), norm_num_groups=8, batch_size=4, views_per_prompt=2,
+                          prediction_type="epsilon", snr_gamma=0.0)
+    out = T.train_teacher(tmp_path / "eps", steps=1, cfg=cfg, data_dir=root / "data", prompts=idx, progress=False)
+    meta = json.loads((out / "att3d_teacher.json").read_text())
+    for k in ("prediction_type", "snr_gamma"):
+        meta["training"].pop(k)
+    meta.pop("prediction_type")
+    (out / "att3d_teacher.json").write_text(json.dumps(meta))
+    assert T._cfg_from_dict(meta["training"]).prediction_type == "epsilon"
+    start = 1
     v = T.train_teacher(tmp_path / "v", steps=start + 2, init=out, data_dir=root / "data", prompts=idx,
                         save_every=1, progress=False, recipe={"prediction_type": "v_prediction", "snr_gamma": 5.0})
     meta = json.loads((v / "att3d_teacher.json").read_text())

@@ -138,8 +138,8 @@ def register(sub) -> None:
     t.add_argument("--init", help="warm-start a new run from a teacher folder ('shipped' = the shipped one); "
                                   "--steps counts on from its steps")
     t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
-                   help="what the UNet predicts (new runs default to epsilon; with --init, fine-tunes into it)")
-    t.add_argument("--snr-gamma", type=float, help="min-SNR-γ loss weighting, e.g. 5 (default 0 = off)")
+                   help="what the UNet predicts (new runs: v_prediction; with --init, fine-tunes into it)")
+    t.add_argument("--snr-gamma", type=float, help="min-SNR-γ loss weighting (new runs: 5; 0 = off)")
     t.add_argument("--data-dir", help="where GT renders and caption embeddings are cached "
                                       "(default $ATT3D_SHAPES_DATA or ~/.cache/att3d/shapes)")
     t.add_argument("--save-every", type=int, default=100)
@@ -156,9 +156,10 @@ def register(sub) -> None:
     r.add_argument("--out", required=True, help="folder for samples.png and report.json")
     r.add_argument("--prompts", type=int, default=64, help="evenly spread prompts to sample")
     r.add_argument("--samples", type=int, default=2, help="samples per prompt")
-    r.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    r.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale (default 1: the conditional model alone)")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    r.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral")
+    r.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default)")
     r.add_argument("--data-dir")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_teacher_report)
