@@ -78,10 +78,15 @@ def shapes_provenance(run_dir: Path, fraction: float = SPLIT, teacher: Optional[
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     prov = cfg.get("provenance", {})
     conf = prov.get("config", {})
+    teacher = teacher or conf.get("guidance", {}).get("model")
+    teacher_meta = {}
+    if teacher and (Path(teacher) / "att3d_teacher.json").is_file():  # what it was, not just where it lay
+        m = json.loads((Path(teacher) / "att3d_teacher.json").read_text())
+        teacher_meta = {k: m.get(k) for k in ("steps", "prediction_type", "n_params", "image_size")}
     return {"world": "shapes", "world_prompt_hash": world.prompt_hash, "split": split_name(fraction),
             "split_fraction": fraction, "split_seed": world.seed, "n_seen": len(world.split(fraction)["seen"]),
             "steps": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
-            "guidance": {"kind": "pixel", "teacher": teacher or conf.get("guidance", {}).get("model"),
+            "guidance": {"kind": "pixel", "teacher": teacher, "teacher_meta": teacher_meta,
                          "scale": conf.get("guidance", {}).get("scale"), "loss": "SDS only"},
             "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size")}
 
