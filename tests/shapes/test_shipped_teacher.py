@@ -46,3 +46,23 @@ def test_shipped_teacher_draws_the_prompt_on_white():
         # compare chromaticity (colour / its brightest channel): shading darkens a lit render
         d = [np.abs(med / med.max() - np.array(COLORS[c]) / max(COLORS[c])).sum() for c in names]
         assert names[int(np.argmin(d))] == p.split()[1], f"{p}: drawn {names[int(np.argmin(d))]} ({med.round(2)})"
+
+
+def test_teacher_report_on_a_subset_of_the_world(tmp_path):
+    """``teacher_report(prompts=…)``: asks and matches within a subset (its gallery is rendered, not
+    cached); the shipped teacher finds most of eight distinct prompts, and the files say so."""
+    from PIL import Image
+
+    world = get_world()
+    texts = ["a red sphere", "a blue cube wearing a yellow party hat", "a green cone on a black plate",
+             "a yellow torus with pink ears", "a purple cylinder with a red ring around it", "a pink capsule",
+             "a orange pyramid with a green ball on top", "a black diamond"]
+    idx = [world.index(t) for t in texts]
+    rep = T.teacher_report("shipped", tmp_path / "r", n_prompts=8, samples_per_prompt=1, grid_prompts=4, steps=20,
+                           data_dir=tmp_path / "data", progress=False, prompts=idx)
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").glob("report_views_*"))  # not cached
+    assert rep["n_prompts"] == 8 and len(rep["per_sample"]) == 8 and "8 prompts" in rep["gallery"]
+    assert {s["nearest"] for s in rep["per_sample"]} <= set(texts)  # matched within the subset only
+    assert rep["gt_ceiling"] >= 0.75 and rep["accuracy"] >= 0.75, rep["per_sample"]
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["accuracy"] == rep["accuracy"]
+    assert Image.open(tmp_path / "r" / "samples.png").size == (2 * 32 * 4, 4 * 32 * 4)  # sample + GT, 4 rows

@@ -526,12 +526,14 @@ def report_cameras(n_views: int = REPORT_VIEWS):
 
 
 def report_gallery(world: ShapesWorld, data_dir: Path, size: int = 32, n_views: int = REPORT_VIEWS,
-                   progress: bool = True) -> torch.Tensor:
-    """GT renders of every prompt from the fixed report views ``[P, V, 3, S, S]`` (cached uint8)."""
+                   progress: bool = True, prompts: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """GT renders of every prompt (or of ``prompts``, not cached) from the fixed report views
+    ``[P, V, 3, S, S]`` (cached as uint8)."""
     from tqdm import tqdm
 
+    rows = list(range(len(world))) if prompts is None else list(prompts)
     path = Path(data_dir) / f"report_views_{size}px_{n_views}v_{world.prompt_hash[:12]}.npy"
-    if path.is_file():
+    if prompts is None and path.is_file():
         return torch.from_numpy(np.load(path)).float() / 255
     cams = report_cameras(n_views)
     threads = torch.get_num_threads()
@@ -539,8 +541,8 @@ def report_gallery(world: ShapesWorld, data_dir: Path, size: int = 32, n_views: 
     out = []
     try:
         per = max(1, 64 // n_views)
-        for s in tqdm(range(0, len(world), per), desc="report GT", disable=not progress, file=sys.stderr):
-            idx = list(range(s, min(len(world), s + per)))
+        for s in tqdm(range(0, len(rows), per), desc="report GT", disable=not progress, file=sys.stderr):
+            idx = rows[s:s + per]
             scenes = [sc for sc in world.scenes(idx) for _ in range(n_views)]
             cam = cams[torch.arange(n_views).repeat(len(idx))]
             rgb = torch.zeros(len(scenes), 3, size, size)
@@ -553,7 +555,9 @@ def report_gallery(world: ShapesWorld, data_dir: Path, size: int = 32, n_views: 
     finally:
         torch.set_num_threads(threads)
     arr = (torch.cat(out).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    _atomic_save_npy(path, arr)
+    if prompts is None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        _atomic_save_npy(path, arr)
     return torch.from_numpy(arr).float() / 255
 
 
@@ -574,7 +578,8 @@ def nearest_prompts(images: torch.Tensor, gallery: torch.Tensor, chunk: int = 64
 @torch.no_grad()
 def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, samples_per_prompt: int = 2,
                    grid_prompts: int = 16, guidance: float = 1.0, steps: int = 50, seed: int = 0, eta: float = 1.0,
-                   data_dir: Optional[str | Path] = None, progress: bool = True, batch: int = 64) -> dict:
+                   data_dir: Optional[str | Path] = None, progress: bool = True, batch: int = 64,
+                   prompts: Optional[Sequence[int]] = None) -> dict:
     """Samples of the teacher for an evenly spread set of prompts ("…, front view", DDIM with CFG);
     accuracy = the fraction whose nearest GT render (fixed front-ish view set, all prompts) belongs
     to the asked prompt; also per attribute. Writes ``samples.png`` and ``report.json`` into ``out``."""
@@ -591,7 +596,9 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     size = int(meta["image_size"])
     cfg = _cfg_from_dict(meta["training"])
     enc = TextEncoder(meta.get("text_encoder", "minilm"), meta.get("max_length", 32))
-    pos = np.linspace(0, len(world) - 1, n_prompts).round().astype(int).tolist()
+    # ``prompts``: a subset of the world (quick checks, tests) that is both asked and matched against
+    pool = list(range(len(world))) if prompts is None else list(prompts)
+    pos = [pool[i] for i in np.linspace(0, len(pool) - 1, min(n_prompts, len(pool))).round().astype(int)]
     caps = [view_caption(world.texts[i], "front") for i in pos]
     null = enc._encode([""]).tokens
     tokens = enc._encode(caps).tokens.repeat_interleave(samples_per_prompt, 0)
@@ -602,8 +609,9 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
         imgs.append(sample(unet, tokens[s:s + batch], null, guidance, steps, seed + s, cfg, image_size=size, eta=eta))
     imgs = torch.cat(imgs)
     sample_seconds = time.perf_counter() - t0
-    gallery = report_gallery(world, data_dir, size, progress=progress)
-    near, _ = nearest_prompts(imgs, gallery)
+    gallery = report_gallery(world, data_dir, size, progress=progress, prompts=prompts)
+    rows_of = torch.tensor(pool)  # gallery row → prompt index
+    near = rows_of[nearest_prompts(imgs, gallery)[0]]
     ok = near == asked
     P = world.prompts
     attr = {k: float(np.mean([getattr(P[a], k) == getattr(P[b], k) for a, b in zip(asked.tolist(), near.tolist())]))
@@ -611,14 +619,14 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     # GT ceiling of the measure: fresh GT renders (training cameras) of the same prompts
     cam = _report_sampler().sample(len(pos), generator=torch.Generator().manual_seed(seed + 99))
     gt = render_scenes(world.scenes(pos), cam, size).rgb.clamp(0, 1)
-    gt_near, _ = nearest_prompts(gt, gallery)
+    gt_near = rows_of[nearest_prompts(gt, gallery)[0]]
     ceiling = float((gt_near == torch.tensor(pos)).float().mean())
     # grid: grid_prompts rows × (samples, then one GT render)
     rows = pos[:: max(1, len(pos) // grid_prompts)][:grid_prompts]
     cells = []
     for r in rows:
         k = pos.index(r)
-        row = [imgs[k * samples_per_prompt + j] for j in range(samples_per_prompt)] + [gallery[r, 0]]
+        row = [imgs[k * samples_per_prompt + j] for j in range(samples_per_prompt)] + [gallery[pool.index(r), 0]]
         cells.append(torch.cat(row, -1))
     grid = torch.cat(cells, -2)
     png = out / "samples.png"
@@ -629,7 +637,8 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
            "n_params": meta.get("n_params"), "n_prompts": len(pos), "samples_per_prompt": samples_per_prompt,
            "sampler": f"DDIM {steps} steps, eta {eta}, CFG {guidance}",
            "prediction_type": cfg.prediction_type, "caption": "{prompt}, front view",
-           "gallery": f"GT renders of all {len(world)} prompts from {REPORT_VIEWS} fixed front-ish views",
+           "gallery": f"GT renders of {'all ' if prompts is None else ''}{len(pool)} prompts from {REPORT_VIEWS} "
+                      "fixed front-ish views",
            "accuracy": float(ok.float().mean()), "attribute_accuracy": attr, "gt_ceiling": ceiling,
            "sample_seconds": sample_seconds, "grid_png": str(png), "grid_layout": f"rows: prompts in grid_prompts.txt; "
            f"columns: {samples_per_prompt} samples, then a GT render",
