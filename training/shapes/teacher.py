@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -96,17 +96,19 @@ def build_scheduler(cfg: TeacherConfig):
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {prediction_type!r}; choose {', '.join(PREDICTION_TYPES)}")
+
+
 def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
                    prediction_type: str = "epsilon", snr_gamma: float = 0.0) -> torch.Tensor:
     """The denoising loss for one batch: MSE against ε or v = √ᾱ·ε − √(1−ᾱ)·x0, optionally min-SNR-γ
     weighted (per sample, normalised so that every timestep's weight is ≤ 1)."""
+    _check_prediction_type(prediction_type)
     a = alpha_bar.view(-1, 1, 1, 1)
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0
-    else:
-        raise ValueError(f"unknown prediction type {prediction_type!r}; choose {', '.join(PREDICTION_TYPES)}")
+    # v as in diffusers' DDPMScheduler.get_velocity, here from ᾱ rather than from timesteps
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
     per = (pred - target).pow(2).mean((1, 2, 3))
     if snr_gamma > 0:
         snr = alpha_bar / (1 - alpha_bar)
@@ -372,11 +374,8 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
         if changed:
             raise ValueError(f"{out} was trained with " + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in changed)
                              + "; a resumed run keeps its recipe (warm-start a new folder with --init to change it)")
-    import dataclasses
-
-    cfg = dataclasses.replace(cfg, **recipe)
-    if cfg.prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction type {cfg.prediction_type!r}; choose {', '.join(PREDICTION_TYPES)}")
+    cfg = replace(cfg, **recipe)
+    _check_prediction_type(cfg.prediction_type)  # before any data is prepared
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many tiny ops: extra threads only spin on a shared CPU
@@ -514,9 +513,7 @@ REPORT_VIEWS = 24
 
 def _report_sampler():
     """The training camera distribution narrowed to front-ish views (the report asks for "front view")."""
-    import dataclasses
-
-    return dataclasses.replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
+    return replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
 
 
 def report_cameras(n_views: int = REPORT_VIEWS):
