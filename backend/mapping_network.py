@@ -45,25 +45,34 @@ class Modulation:
 
 
 class HyperMapping(nn.Module):
-    """Eq. 4–5: flatten the tokens, one SN-linear to ``v``, one SN-linear (no bias) to ``w``."""
+    """Eq. 4–5: flatten the tokens, one SN-linear to ``v``, one SN-linear (no bias) to ``w``.
 
-    def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32) -> None:
+    ``grid_scale`` multiplies ``w``. Spectral norm keeps ``‖w‖ ≤ ‖v‖``, so a grid of 10⁵ cells gets
+    values of a few 0.01 and the NeRF MLP has to grow large input weights before the grid can set
+    colours, which Adam does slowly; a fixed gain (the Lipschitz bound stays finite) avoids that.
+    """
+
+    def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32,
+                 grid_scale: float = 1.0) -> None:
         super().__init__()
         self.to_v = sn_linear(n_tokens * token_dim, v_dim, bias=True)
         self.to_w = sn_linear(v_dim, n_params, bias=False)
+        self.grid_scale = float(grid_scale)
 
     def task_vector(self, tokens: torch.Tensor) -> torch.Tensor:
         return nn.functional.silu(self.to_v(tokens.flatten(1)))
 
     def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
         v = self.task_vector(tokens)
-        return Modulation(self.to_w(v), v)
+        w = self.to_w(v)
+        return Modulation(w * self.grid_scale if self.grid_scale != 1.0 else w, v)
 
 
 class ConcatMapping(nn.Module):
     """Concatenation: only ``v`` depends on the prompt; the point encoder's grid is shared."""
 
-    def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32) -> None:
+    def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32,
+                 grid_scale: float = 1.0) -> None:
         super().__init__()
         self.to_v = sn_linear(n_tokens * token_dim, v_dim, bias=True)
 
@@ -91,8 +100,8 @@ class AttentionMapping(HyperMapping):
     """Self-attention layers over the tokens before the hypernetwork (App. B.1.3)."""
 
     def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32,
-                 layers: int = 2, heads: int = 4) -> None:
-        super().__init__(n_tokens, token_dim, n_params, v_dim)
+                 grid_scale: float = 1.0, layers: int = 2, heads: int = 4) -> None:
+        super().__init__(n_tokens, token_dim, n_params, v_dim, grid_scale)
         while token_dim % heads:
             heads -= 1
         self.blocks = nn.ModuleList(_SNSelfAttention(token_dim, heads) for _ in range(layers))

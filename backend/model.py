@@ -39,6 +39,7 @@ class ModelConfig:
     # mapping network
     mapping: str = "hyper"  # hyper | concat | attention
     v_dim: int = 32
+    grid_scale: float = 1.0  # gain on the hypernetwork's grid output (1 = the paper)
     # point encoder
     resolutions: list[int] = field(default_factory=lambda: [9, 14, 22, 36, 58])
     features: int = 4
@@ -73,7 +74,7 @@ class ATT3D(nn.Module):
                                           config.hash_resolutions, config.hash_table_log2,
                                           shared=config.mapping == "concat")
         self.mapping = MAPPINGS[config.mapping](config.max_length, config.token_dim,
-                                                self.point_encoder.n_params, config.v_dim)
+                                                self.point_encoder.n_params, config.v_dim, config.grid_scale)
         in_dim = self.point_encoder.out_dim + (config.v_dim if config.mapping == "concat" else 0)
         self.nerf = NeRFMLP(in_dim, config.hidden, config.density_bias_scale, config.density_bias_radius)
         self.env = EnvironmentMap(config.v_dim, config.env_freqs)

@@ -192,3 +192,15 @@ def test_hash_levels_change_features_and_stay_inside_the_box():
     assert f.shape == (2, 100, 4)
     assert not torch.allclose(f[0], sample_hash(table[1:], u[:1], 33)[0])
     assert sample_hash(table, torch.full((2, 3, 3), 1.5), 33).abs().max() == 0
+
+
+@pytest.mark.parametrize("variant", ["hyper", "attention"])
+def test_grid_scale_multiplies_the_hypernetwork_grid_and_nothing_else(variant):
+    tokens = torch.randn(2, 4, 16)
+    plain = build_model(ModelConfig(mapping=variant, **SMALL)).eval()
+    scaled = build_model(ModelConfig(mapping=variant, grid_scale=32.0, **SMALL)).eval()
+    assert ModelConfig().grid_scale == 1.0  # the paper's hypernetwork by default
+    with torch.no_grad():
+        a, b = plain.modulate(tokens), scaled.modulate(tokens)
+    torch.testing.assert_close(b.v, a.v)  # same seed, same weights: only w is scaled
+    torch.testing.assert_close(b.params, 32.0 * a.params)

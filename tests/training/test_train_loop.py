@@ -159,9 +159,10 @@ def test_kappa_schedule():
     assert kappa_at(sched, 0) == 2.0 and kappa_at(sched, 5000) == 2.0 and kappa_at(sched, 5001) == 0.5
 
 
-def test_finetune_offset_folds_into_a_normal_model_folder(tmp_path):
-    base = train(tiny_config(run={"steps": 3}), tmp_path / "base", progress=False)
-    cfg = tiny_config(run={"mode": "finetune", "steps": 4, "lr": 5e-2},
+@pytest.mark.parametrize("grid_scale", [1.0, 32.0])
+def test_finetune_offset_folds_into_a_normal_model_folder(tmp_path, grid_scale):
+    base = train(tiny_config(run={"steps": 3}, model={"grid_scale": grid_scale}), tmp_path / "base", progress=False)
+    cfg = tiny_config(run={"mode": "finetune", "steps": 4, "lr": 5e-2}, model={"grid_scale": grid_scale},
                       finetune={"init": str(base.model_dir), "prompt": PROMPTS[1]})
     trainer = Trainer(cfg, tmp_path / "ft", progress=False)
     r = trainer.run()
