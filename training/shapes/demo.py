@@ -5,6 +5,9 @@ Sizes (smaller than the paper's defaults so that it trains on a CPU and ships in
 
 * point encoder resolutions [9, 14, 22, 36] × 4 features (the paper adds 58; its 58³ level alone
   would make the hypernetwork's output layer 25 M parameters); ``v`` size 32;
+* ``grid_scale`` 32 on the hypernetwork's output (the paper has none): spectral norm keeps the grid
+  values at ~0.05 after 2700 steps, too small for the NeRF MLP to read colours from, and a run
+  without it learnt shapes but left every object brown;
 * renders 32×32 (the teacher's resolution; the paper renders 64×64), 32 samples per ray in a
   bounding sphere of radius 1 (the world's objects lie inside |x| < 0.8; the paper uses radius 2);
 * a plain white background instead of the paper's learned environment map: the teacher only ever
@@ -32,7 +35,7 @@ SPLIT = 0.125
 # exaggerates it (oversized, oversaturated samples at 3): in a 150-step SDS check on 4 prompts, CFG 5
 # drew a red cube with a blue party hat where CFG 30 drew four identical brown blobs.
 GUIDANCE_SCALE = 5.0
-MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "hidden": 32, "sphere_radius": 1.0,
+MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "grid_scale": 32.0, "hidden": 32, "sphere_radius": 1.0,
          "text_encoder": "minilm", "max_length": 32}
 RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": False, "normals": "finite_difference"}
 SHIP_DIR = Path(__file__).resolve().parents[2] / "backend" / "models" / "demo"
