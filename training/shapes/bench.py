@@ -18,10 +18,14 @@ Sizes (``--size``; times for the 2-core CPU of the development machine, unconten
 size     model / render              amortized runs              per-prompt baseline
 =======  ==========================  ==========================  ===========================
 tiny     [6, 10], v 4 / 16², 12 spp  2 × 20 steps, batch 4       4 prompts × 10 steps
-small    [8, 12, 16, 24], v 16 /     2 × 600 steps, batch 8,     16 prompts × 100 steps,
-         24², 24 spp                 eval every 100 on 24+24     eval at 25/50/100 (≈ 50 min)
+small    [8, 12, 16, 24], v 16 /     2 × 800 steps, batch 8,     16 prompts × 100 steps,
+         24², 24 spp                 eval every 100 on 24+24     eval at 25/50/100 (≈ 40 min)
 full     the demo model / 32², 32    2 × 4000 steps, batch 8     32 prompts × 500 steps (GPU)
 =======  ==========================  ==========================  ===========================
+
+The per-prompt baseline renders one view per step (DreamFusion's setting), so its frames per prompt
+are its steps; the 12.5 % amortized run reaches a quarter of the baseline's final frames (25 of 100
+at the small size) at step 775.
 """
 from __future__ import annotations
 
@@ -37,13 +41,14 @@ from .world import get_world, split_name
 
 SIZES = {
     "tiny": dict(model={"resolutions": [6, 10], "v_dim": 4}, render={"height": 16, "width": 16, "n_samples": 12},
-                 batch=4, amortized_steps=20, eval_every=10, n_eval=4, per_prompt=4, pp_steps=10,
+                 batch=4, amortized_steps=20, eval_every=10, n_eval=4, per_prompt=4, pp_steps=10, pp_batch=1,
                  pp_evals=[5, 10], grid=24),
     "small": dict(model={"resolutions": [8, 12, 16, 24], "v_dim": 16},
-                  render={"height": 24, "width": 24, "n_samples": 24}, batch=8, amortized_steps=600,
-                  eval_every=100, n_eval=24, per_prompt=16, pp_steps=100, pp_evals=[25, 50, 100], grid=32),
+                  render={"height": 24, "width": 24, "n_samples": 24}, batch=8, amortized_steps=800,
+                  eval_every=100, n_eval=24, per_prompt=16, pp_steps=100, pp_batch=1, pp_evals=[25, 50, 100],
+                  grid=32),
     "full": dict(model={}, render={}, batch=8, amortized_steps=4000, eval_every=500, n_eval=64, per_prompt=32,
-                 pp_steps=500, pp_evals=[50, 100, 250, 500], grid=64),
+                 pp_steps=500, pp_batch=1, pp_evals=[50, 100, 250, 500], grid=64),
 }
 FRACTIONS = (0.125, 0.5)
 
@@ -109,8 +114,8 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
     guidance = build_guidance(GuidanceConfig(kind="pixel", model=str(teacher), scale=scale))
     t0 = time.perf_counter()
 
-    def cfg_for(steps: int):
-        c = demo_config(str(teacher), steps, batch_size=S["batch"], scale=scale, model=S["model"],
+    def cfg_for(steps: int, batch: int):
+        c = demo_config(str(teacher), steps, batch_size=batch, scale=scale, model=S["model"],
                         render=S["render"], checkpoint_every=S.get("eval_every", 100))
         c["run"]["preview_every"] = 0
         c["run"]["log_every"] = 10
@@ -141,11 +146,11 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
                 score(run, trainer, step, "seen", sets["seen"])
 
         rdir = out / run
-        if (rdir / "model" / "config.json").is_file():
+        if (run, S["amortized_steps"], "seen") in done:  # a shorter finished run is resumed to the new length
             continue
         if progress:
             print(f"[bench] {run}: {len(seen)} prompts, {S['amortized_steps']} steps", file=sys.stderr)
-        train(cfg_for(S["amortized_steps"]), rdir, prompts=seen, resume=resume and rdir.exists(), guidance=guidance,
+        train(cfg_for(S["amortized_steps"], S["batch"]), rdir, prompts=seen, resume=resume and rdir.exists(), guidance=guidance,
               progress=progress, hook=hook)
 
     # per-prompt baseline
@@ -161,7 +166,7 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
 
         if progress:
             print(f"[bench] per-prompt {k + 1}/{len(sets['per_prompt'])}: {world.texts[i]}", file=sys.stderr)
-        train(cfg_for(S["pp_steps"]), rdir, prompts=[world.texts[i]], resume=resume and rdir.exists(),
+        train(cfg_for(S["pp_steps"], S["pp_batch"]), rdir, prompts=[world.texts[i]], resume=resume and rdir.exists(),
               guidance=guidance, progress=progress, hook=hook)
 
     summary = summarize(results)
@@ -195,7 +200,54 @@ def summarize(results: Path) -> dict:
     for v in curves.values():
         v.sort(key=lambda d: d["frames_per_prompt"])
     return {"curves": curves, "x": "rendered frames per prompt",
-            "metrics": "GT R-precision over all 1984 prompts (4 views), occupancy IoU (model density > iso vs sdf < 0)"}
+            "metrics": "GT R-precision over all 1984 prompts (4 views), occupancy IoU (model density > iso vs sdf < 0)",
+            "claim": amortization_claim(curves)}
+
+
+def amortization_claim(curves: dict[str, list[dict]], metrics: tuple[str, ...] = ("r_precision", "iou")) -> dict:
+    """The paper's claim, measured: the first evaluation at which each amortized run, on its seen
+    prompts, matches the per-prompt baseline's final quality, and its frames per prompt as a
+    fraction of the baseline's (``within_quarter``: every metric matched at ≤ 1/4 of the frames)."""
+    pp = curves.get("per-prompt")
+    if not pp:
+        return {}
+    final = pp[-1]
+    claim: dict = {"per_prompt_final": {"frames_per_prompt": final["frames_per_prompt"],
+                                        **{m: final[m] for m in metrics}}}
+    for name, pts in curves.items():
+        if not (name.startswith("amortized") and name.endswith("(seen)")):
+            continue
+        entry: dict = {}
+        for m in metrics:
+            hit = next((p for p in pts if p[m] >= final[m]), None)
+            entry[m] = {"frames_per_prompt": hit["frames_per_prompt"] if hit else None,
+                        "fraction_of_per_prompt": hit["frames_per_prompt"] / final["frames_per_prompt"] if hit else None,
+                        "best": max(p[m] for p in pts)}
+        entry["within_quarter"] = all(entry[m]["fraction_of_per_prompt"] is not None
+                                      and entry[m]["fraction_of_per_prompt"] <= 0.25 for m in metrics)
+        claim[name.removesuffix(" (seen)")] = entry
+    return claim
+
+
+def claim_lines(claim: dict) -> list[str]:
+    """The claim as readable lines for the terminal."""
+    if not claim:
+        return ["no per-prompt baseline results yet"]
+    f = claim["per_prompt_final"]
+    lines = [f"per-prompt final ({f['frames_per_prompt']:.0f} frames/prompt): "
+             + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if k != "frames_per_prompt")]
+    for name, e in claim.items():
+        if name == "per_prompt_final":
+            continue
+        parts = []
+        for m, r in e.items():
+            if m == "within_quarter":
+                continue
+            parts.append(f"{m} best {r['best']:.3f}, " + (f"matched at {r['frames_per_prompt']:.1f} frames/prompt "
+                         f"({r['fraction_of_per_prompt']:.3f} of per-prompt)" if r["frames_per_prompt"] is not None
+                         else "never matched"))
+        lines.append(f"{name} (seen): " + "; ".join(parts) + (" -> within 1/4: yes" if e["within_quarter"] else " -> within 1/4: no"))
+    return lines
 
 
 def plot(summary: dict, png: Path) -> Path:

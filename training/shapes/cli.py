@@ -114,6 +114,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .teacher import resolve_teacher
 
     res = run_bench(args.out, teacher=str(resolve_teacher(args.teacher)), size=args.size, resume=args.resume, progress=not args.quiet)
+    from .bench import claim_lines
+
+    for line in claim_lines(res["summary"]["claim"]):
+        print(line)
     print(f"wrote {res['json']} and {res['png']}")
     return 0
 
