@@ -12,16 +12,18 @@ Quality (GT R-precision over all world prompts, occupancy IoU, colour error) is 
 rendered frames per prompt (``step × batch / #prompts``) in ``OUT/results.jsonl``; ``OUT/bench.json``
 summarises and ``OUT/bench.png`` plots them like Fig. 6. Every sub-run is resumable (``--resume``).
 
-Sizes (``--size``; times for the 2-core CPU of the development machine, uncontended):
+Sizes (``--size``; times for the 2-core CPU of the development machine):
 
 =======  ==========================  ==========================  ===========================
 size     model / render              amortized runs              per-prompt baseline
 =======  ==========================  ==========================  ===========================
 tiny     [6, 10], v 4 / 16², 12 spp  2 × 20 steps, batch 4       4 prompts × 10 steps
 small    [8, 12, 16, 24], v 16 /     2 × 800 steps, batch 8,     16 prompts × 100 steps,
-         24², 24 spp                 eval every 100 on 24+24     eval at 25/50/100 (≈ 40 min)
+         24², 24 spp                 eval every 100 on 24+24     eval at 25/50/100 (40 min†)
 full     the demo model / 32², 32    2 × 4000 steps, batch 8     32 prompts × 500 steps (GPU)
 =======  ==========================  ==========================  ===========================
+
+† measured on one of the two cores while a training run had the other.
 
 The per-prompt baseline renders one view per step (DreamFusion's setting), so its frames per prompt
 are its steps; the 12.5 % amortized run reaches a quarter of the baseline's final frames (25 of 100
