@@ -122,6 +122,8 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     shapes = cfg["provenance"]["shapes"]
     assert shapes["split"] == "12.5%" and shapes["steps"] == 3 and shapes["metrics"] == {"iou": 0.5}
     assert shapes["guidance"]["loss"] == "SDS only" and shapes["guidance"]["scale"] == demo.GUIDANCE_SCALE
+    assert shapes["guidance"]["teacher"] == str(out)  # a teacher outside the repository keeps its path
+    assert demo._repo_relative(str(T.resolve_teacher("shipped"))) == "training/shapes/weights/teacher"
     teacher_meta = json.loads((out / "att3d_teacher.json").read_text())
     assert shapes["guidance"]["teacher_meta"]["steps"] == teacher_meta["steps"]
     assert shapes["guidance"]["teacher_meta"]["prediction_type"] == "v_prediction"

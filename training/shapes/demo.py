@@ -38,7 +38,8 @@ GUIDANCE_SCALE = 5.0
 MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "grid_scale": 32.0, "hidden": 32, "sphere_radius": 1.0,
          "text_encoder": "minilm", "max_length": 32}
 RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": False, "normals": "finite_difference"}
-SHIP_DIR = Path(__file__).resolve().parents[2] / "backend" / "models" / "demo"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIP_DIR = REPO_ROOT / "backend" / "models" / "demo"
 
 
 def demo_config(teacher: str, steps: int = 3000, batch_size: int = 8, scale: float = GUIDANCE_SCALE,
@@ -94,6 +95,13 @@ def shapes_provenance(run_dir: Path, fraction: float = SPLIT, teacher: Optional[
             "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size")}
 
 
+def _repo_relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def ship(run_dir: str | Path, dest: Optional[str | Path] = None, fraction: float = SPLIT,
          metrics: Optional[dict] = None) -> Path:
     """Copy ``run_dir/model`` into ``dest`` (default :data:`SHIP_DIR`) in fp16 with the Shapes provenance."""
@@ -107,6 +115,11 @@ def ship(run_dir: str | Path, dest: Optional[str | Path] = None, fraction: float
     prov.pop("prompts", None)  # the seen prompts are recoverable from the world + split
     prov["name"] = "demo"
     prov["shapes"] = shapes_provenance(run_dir, fraction)
+    # a teacher inside this repository is recorded relative to it, not by this machine's path
+    for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
+                   (prov["shapes"]["guidance"], "teacher")):
+        if g and g.get(key):
+            g[key] = _repo_relative(g[key])
     if metrics:
         prov["shapes"]["metrics"] = metrics
     return save_model(model, dest or SHIP_DIR, prov, dtype=torch.float16)
