@@ -183,7 +183,7 @@ def test_make_client(engine, service_model_dir, server):
     with pytest.raises(BackendUnavailable, match="URL"):
         make_client("remote", url="")
     with pytest.raises(BackendUnavailable, match="check the model"):
-        make_client("embedded", model="demo", device="cpu")
+        make_client("embedded", model="no-such-model", device="cpu")
 
 
 def test_subprocess_bad_python():
@@ -201,8 +201,8 @@ def test_subprocess_python_without_att3d(tmp_path):
 
 
 def test_subprocess_missing_model(tmp_path):
-    with pytest.raises(BackendUnavailable, match="model 'demo' not found.*check the model"):
-        SubprocessClient(python=sys.executable, model="demo", device="cpu", env={"ATT3D_DATA_DIR": str(tmp_path)})
+    with pytest.raises(BackendUnavailable, match="model 'no-such-model' not found.*check the model"):
+        SubprocessClient(python=sys.executable, model="no-such-model", device="cpu", env={"ATT3D_DATA_DIR": str(tmp_path)})
 
 
 def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, tmp_path):

@@ -30,8 +30,8 @@ def test_non_loopback_needs_allow_remote(host, tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    r = run("--model", "demo", env={"ATT3D_DATA_DIR": str(tmp_path)})
-    assert r.returncode == 2 and "model 'demo' not found" in r.stderr and "Traceback" not in r.stderr
+    r = run("--model", "no-such-model", env={"ATT3D_DATA_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "model 'no-such-model' not found" in r.stderr and "Traceback" not in r.stderr
     assert "ATT3D_READY" not in r.stdout
 
 
