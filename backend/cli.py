@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="generate a demo asset into a folder (what `make demo` runs)")
     d.add_argument("--out", default="out")
-    d.add_argument("--prompt", default="a red cube wearing a party hat")
+    d.add_argument("--prompt", default="a red cube wearing a blue party hat")
     d.add_argument("--resolution", type=int, default=128)
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_demo)

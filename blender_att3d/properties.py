@@ -39,7 +39,7 @@ class ATT3D_PG_keyframe(PropertyGroup):
 
 
 class ATT3D_PG_settings(PropertyGroup):
-    prompt: StringProperty(name="Prompt", description="What to make, e.g. 'a red sports car'",
+    prompt: StringProperty(name="Prompt", description="What to make, e.g. 'a red cube wearing a blue party hat'",
                            update=_prompt_changed)
     resolution: IntProperty(name="Resolution", description="Marching-cubes grid size (detail vs time)",
                             default=128, min=16, max=512, soft_max=256)

@@ -64,3 +64,23 @@ def test_generates_closed_meshes_of_the_right_colour(gen, config):
         d = [np.abs(med - np.array(COLORS[c])).sum() for c in names]
         right += names[int(np.argmin(d))] == p.color
     assert right >= len(prompts) - 1, f"only {right}/{len(prompts)} meshes have their prompt's colour"
+
+
+def test_att3d_demo_writes_the_default_prompt_as_glb_and_preview(tmp_path):
+    """What `make demo` runs: "a red cube wearing a blue party hat" (a prompt it never trained on)."""
+    import trimesh
+    from PIL import Image
+
+    from backend.cli import main
+
+    assert main(["--quiet", "demo", "--out", str(tmp_path), "--resolution", "64", "--device", "cpu"]) == 0
+    scene = trimesh.load(tmp_path / "demo.glb")
+    mesh = next(iter(scene.geometry.values())) if isinstance(scene, trimesh.Scene) else scene
+    rgb = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    red = (rgb[:, 0] > 0.5) & (rgb[:, 1] < 0.35) & (rgb[:, 2] < 0.35)
+    blue = (rgb[:, 2] > 0.5) & (rgb[:, 0] < 0.35)
+    assert red.mean() > 0.3 and blue.mean() > 0.02, (red.mean(), blue.mean())
+    # the hat is on top: blue vertices sit above the red body (glTF is Y-up)
+    y = np.asarray(mesh.vertices)[:, 1]
+    assert np.median(y[blue]) > np.median(y[red])
+    assert Image.open(tmp_path / "demo.png").size[0] >= 256
