@@ -64,12 +64,12 @@ class HyperMapping(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
         v = self.task_vector(tokens)
-        w = self.to_w(v)
-        return Modulation(w * self.grid_scale if self.grid_scale != 1.0 else w, v)
+        return Modulation(self.to_w(v) * self.grid_scale, v)
 
 
 class ConcatMapping(nn.Module):
-    """Concatenation: only ``v`` depends on the prompt; the point encoder's grid is shared."""
+    """Concatenation: only ``v`` depends on the prompt; the point encoder's grid is shared (so
+    ``grid_scale``, taken for a common constructor, has nothing to scale)."""
 
     def __init__(self, n_tokens: int, token_dim: int, n_params: int, v_dim: int = 32,
                  grid_scale: float = 1.0) -> None:

@@ -510,9 +510,9 @@ class Trainer:
     def folded_model(self) -> ATT3D:
         """The finetuned model as a normal model folder: the offset δ folded into ``to_w``.
 
-        ``w = W v`` (spectral-normed, no bias; times ``grid_scale``) becomes ``W' v`` with ``W' = W + δ v*ᵀ / ‖v*‖²`` (v* the
-        finetuned prompt's task vector), which gives exactly ``w* + δ`` for that prompt (other
-        prompts move by ``δ (v·v*)/‖v*‖²``). The stored spectral-norm vectors are set so that, in
+        ``w = s W v`` (spectral-normed, no bias; ``s`` the ``grid_scale``) becomes ``s W' v`` with
+        ``W' = W + δ v*ᵀ / (s ‖v*‖²)`` (v* the finetuned prompt's task vector), which gives exactly
+        ``w* + δ`` for that prompt (other prompts move by ``δ (v·v*)/‖v*‖²``). The stored spectral-norm vectors are set so that, in
         eval mode, the normalised weight is exactly ``W'`` — the folder is for inference; finetune
         again from the amortized model rather than from it.
         """
@@ -522,8 +522,8 @@ class Trainer:
             v = model.modulate(tokens, mask).v[0]
             lin = model.mapping.to_w
             w_eff = lin.weight.detach().clone()  # normalised weight as used at inference
-            scale = model.mapping.grid_scale  # w = scale · W v, so δ enters W divided by it
-            w_new = w_eff + torch.outer(self.offset.detach()[0], v) / (scale * v.dot(v).clamp_min(1e-12))
+            s = model.mapping.grid_scale
+            w_new = w_eff + torch.outer(self.offset.detach()[0], v) / (s * v.dot(v).clamp_min(1e-12))
             par = lin.parametrizations.weight
             par.original.copy_(w_new)
             sn = par[0]
