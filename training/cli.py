@@ -62,6 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         kwargs = {"split": args.split or "unseen", "progress": not args.json}
         if args.max_prompts:
             kwargs["max_prompts"] = args.max_prompts
+        if args.seen_fraction is not None:
+            kwargs["fraction"] = args.seen_fraction
         if args.device != "auto":
             kwargs["device"] = args.device
         result = metrics.evaluate(args.model, **kwargs)
@@ -73,8 +75,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
     from .prompts import load_prompt_set, read_prompt_library, read_text_prompts
 
-    ps = load_prompt_set(args.prompts, split=args.split or "all", seen_fraction=args.seen_fraction,
-                         seed=args.split_seed, key=args.key)
+    fraction = 0.5 if args.seen_fraction is None else args.seen_fraction
+    ps = load_prompt_set(args.prompts, split=args.split or "all", seen_fraction=fraction, seed=args.split_seed,
+                         key=args.key)
     prompts = ps.prompts[:args.max_prompts] if args.max_prompts else ps.prompts
     queries = list(ps.prompts) + list(ps.held_out)
     for d in args.distractors or []:
@@ -118,7 +121,8 @@ def register(sub) -> None:
     e.add_argument("--prompts", help="prompt set: a .txt file, a prompt_library.json, pig or animals")
     e.add_argument("--world", help="evaluate in a synthetic world instead (shapes)")
     e.add_argument("--split", choices=["all", "seen", "unseen"], help="the part of the set to score (default all)")
-    e.add_argument("--seen-fraction", type=float, default=0.5)
+    e.add_argument("--seen-fraction", type=float, help="the split's seen fraction (default 0.5; with --world: "
+                                                      "the one the model trained on)")
     e.add_argument("--split-seed", type=int, default=0)
     e.add_argument("--key", default="", help="the list in a prompt_library.json (default: all)")
     e.add_argument("--distractors", action="append", help="a prompt file whose prompts join the query set")

@@ -40,6 +40,9 @@ class RunConfig:
     preview_every: int = 1000
     eval_every: int = 0  # 0 = only at the end
     threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is fastest on a busy, shared CPU)
+    #: amortized / interpolation: start from this model's weights (a model, run or checkpoint folder
+    #: of the same architecture), e.g. to go on training on a larger prompt set; fresh optimizer
+    init: str = ""
 
 
 @dataclass
@@ -117,6 +120,8 @@ class TrainConfig:
             raise ValueError("render.height/width must be ≥ 4 and render.n_samples ≥ 1")
         if self.render.normals not in ("autograd", "finite_difference"):
             raise ValueError(f"render.normals {self.render.normals!r}: choose autograd or finite_difference")
+        if self.run.init and self.run.mode == "finetune":
+            raise ValueError("run.init starts an amortized or interpolation run; a finetune starts from finetune.init")
         return self
 
 

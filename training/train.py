@@ -257,10 +257,12 @@ class Trainer:
             self.model.requires_grad_(False).eval()  # no power iterations: the mapping stays fixed
             self.offset = nn.Parameter(torch.zeros(1, self.model.point_encoder.n_params, device=self.device))
             params = [self.offset]
+            self.init_record = None
         else:
             self.arch = replace(config.model, text_encoder=self.encoder.encoder_id, token_dim=self.encoder.dim,
                                 max_length=self.encoder.max_length)
             self.model = build_model(self.arch, run.seed).to(self.device).train()
+            self.init_record = self._load_init(run.init) if run.init else None
             self.offset = None
             params = list(self.model.parameters())
         self.step_module = RenderStep(self.model, rc.height, rc.width, rc.n_samples, rc.use_env, self.offset,
@@ -282,6 +284,24 @@ class Trainer:
         self.writer = None
         self.t0 = time.perf_counter()
 
+    def _load_init(self, path: str) -> dict[str, Any]:
+        """Copy the weights of a model (or run / checkpoint) folder of the same architecture into the
+        fresh model; returns what the provenance records of it."""
+        from dataclasses import asdict
+
+        folder = Path(path)
+        if (folder / "model" / "config.json").is_file():  # a run or checkpoint folder
+            folder = folder / "model"
+        init, cfg = load_model(folder if folder.exists() else path, self.device)
+        theirs, ours = asdict(init.config), asdict(self.arch)
+        diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+        if diff:
+            raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
+        self.model.load_state_dict(init.state_dict())
+        prov = cfg.get("provenance", {})
+        return {"path": str(path), "step": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
+                "prompt_set": prov.get("prompt_set"), "init": prov.get("init")}
+
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
     def frames_per_prompt(self) -> float:
@@ -294,7 +314,7 @@ class Trainer:
                 "frames_per_prompt": self.frames_per_prompt, "world_size": self.world,
                 "guidance": {"kind": c.guidance.kind, "model": c.guidance.model, "scale": c.guidance.scale},
                 "prompt_set": self.prompt_set.record(), "prompts": self.prompts[:10000],
-                "config": c.to_dict()}
+                "init": self.init_record, "config": c.to_dict()}
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         mine = {"cpu": self.gen.get_state(), "device": self.dgen.get_state().cpu(), "torch": torch.get_rng_state()}

@@ -96,7 +96,7 @@ def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
 
 def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeypatch, capsys):
     from backend.cli import main
-    from backend.model import load_model
+    from backend.model import load_model, save_model
     from training.shapes import demo
 
     out, _, idx = tiny_teacher
@@ -104,7 +104,8 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     monkeypatch.setattr(demo, "MODEL", small)
     monkeypatch.setattr(demo, "RENDER", dict(demo.RENDER, height=16, width=16, n_samples=8))
     monkeypatch.setattr(demo, "SHIP_DIR", tmp_path / "models" / "demo")
-    monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[:2])
+    # the "12.5 %" split is 2 prompts, the "50 %" one all 4
+    monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[:2 if fraction < 0.5 else 4])
     run = tmp_path / "run"
     args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet"]
     assert main(args + ["--steps", "2"]) == 0
@@ -128,6 +129,31 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     assert shapes["guidance"]["teacher_meta"]["steps"] == teacher_meta["steps"]
     assert shapes["guidance"]["teacher_meta"]["prediction_type"] == "v_prediction"
     assert cfg["provenance"]["name"] == "demo" and "prompts" not in cfg["provenance"]
+    assert shapes["init"] is None
+
+    # the 50 % split, started from the 12.5 % run's weights (shifted by 0.25 so that "started from
+    # them" is visible after one step), with the chain in the provenance
+    first, first_cfg = load_model(run / "model")
+    with torch.no_grad():
+        for prm in first.parameters():
+            prm.add_(0.25)
+    save_model(first, tmp_path / "init", first_cfg["provenance"])
+    run50 = tmp_path / "run50"
+    args50 = ["train-demo", "--teacher", str(out), "--out", str(run50), "--batch-size", "2", "--quiet",
+              "--split", "50%", "--init", str(tmp_path / "init")]
+    assert main(args50 + ["--steps", "1"]) == 0
+    after, _ = load_model(run50 / "model")
+    moved = [(a - b).abs().max().item() for a, b in zip(after.parameters(), first.parameters())]
+    assert max(moved) < 0.01  # one Adam step of lr 1e-3 from the init weights
+    assert main(["train-demo", "--ship", str(run50)]) == 0
+    _, cfg = load_model(tmp_path / "models" / "demo")
+    shapes = cfg["provenance"]["shapes"]
+    assert shapes["split"] == "50%" and shapes["n_seen"] == 4 and shapes["steps"] == 1
+    assert shapes["init"] == {"split": "12.5%", "n_prompts": 2, "steps": 3, "frames_per_prompt": 3.0, "init": None}
+    # a run on prompts that are no seen split cannot ship as the demo
+    monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[1:3])
+    assert main(["train-demo", "--ship", str(run50)]) == 2
+    assert "did not train on a seen split" in capsys.readouterr().err
 
 
 def test_train_demo_cli_errors(tmp_path, capsys):
@@ -140,6 +166,21 @@ def test_train_demo_cli_errors(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{")
     assert main(["train-demo", "--ship", str(tmp_path), "--metrics", str(tmp_path / "bad.json")]) == 2
     assert "not the JSON" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--split", "30%"]) == 2
+    assert "use one of 12.5%, 50%" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "nope")]) == 2
+    assert "no such model, run or checkpoint folder" in capsys.readouterr().err
+
+
+def test_eval_defaults_to_the_split_the_model_trained_on():
+    from training.prompts import prompt_hash
+    from training.shapes.demo import seen_prompts
+    from training.shapes.metrics import _trained_split
+
+    assert _trained_split({"shapes": {"split_fraction": 0.5}}) == 0.5  # a shipped demo records it
+    assert _trained_split({"prompt_set": {"sha256": prompt_hash(seen_prompts(0.5))}}) == 0.5  # a run's prompts
+    assert _trained_split({"prompt_set": {"sha256": prompt_hash(seen_prompts(0.125))}}) == 0.125
+    assert _trained_split({"prompt_set": {"sha256": prompt_hash(PROMPTS)}}) == 0.125  # anything else
 
 
 def test_gt_metrics_are_perfect_for_a_perfect_field():

@@ -181,6 +181,25 @@ def test_finetune_offset_folds_into_a_normal_model_folder(tmp_path, grid_scale):
     assert conf["provenance"]["mode"] == "finetune"
 
 
+def test_init_starts_from_a_model_of_the_same_architecture(tmp_path):
+    base = train(tiny_config(run={"steps": 3}), tmp_path / "base", progress=False)
+    # a run folder, a checkpoint folder or the model folder itself
+    for init in (tmp_path / "base", base.checkpoint, base.model_dir):
+        trainer = Trainer(tiny_config(run={"steps": 1, "init": str(init)}, prompts={"list": PROMPTS[:1]}),
+                          tmp_path / "warm", progress=False)
+        b, _ = load_model(base.model_dir)
+        for (k, v), w in zip(b.state_dict().items(), trainer.model.state_dict().values()):
+            assert torch.equal(v, w), k
+    r = trainer.run()
+    prov = load_model(r.model_dir)[1]["provenance"]
+    assert prov["step"] == 1 and prov["init"]["step"] == 3 and prov["init"]["prompt_set"]["count"] == 3
+    with pytest.raises(ValueError, match=r"another architecture \(grid_scale: 1.0 there, 4.0 here"):
+        Trainer(tiny_config(run={"init": str(base.model_dir)}, model={"grid_scale": 4.0}), tmp_path / "x",
+                progress=False)
+    with pytest.raises(ValueError, match="a finetune starts from finetune.init"):
+        tiny_config(run={"mode": "finetune", "init": str(base.model_dir)}).validate()
+
+
 def test_per_prompt_baseline(tmp_path):
     cfg = tiny_config(run={"mode": "per_prompt", "steps": 2}, prompts={"list": PROMPTS[:2]})
     r = train(cfg, tmp_path / "pp", progress=False)

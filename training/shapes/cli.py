@@ -101,8 +101,16 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from .teacher import resolve_teacher
 
-    r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume,
-                        batch_size=args.batch_size, scale=args.scale, progress=not args.quiet)
+    from .world import parse_fraction
+
+    try:
+        fraction = parse_fraction(args.split)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    if args.init and not Path(args.init).exists():
+        raise _error(f"--init {args.init}: no such model, run or checkpoint folder")
+    r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume, fraction=fraction,
+                        batch_size=args.batch_size, scale=args.scale, init=args.init or "", progress=not args.quiet)
     print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
           f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
     return 0
@@ -172,6 +180,9 @@ def register(sub) -> None:
     d.add_argument("--batch-size", type=int, default=8, help="prompts per step")
     d.add_argument("--scale", type=float, help="classifier-free guidance scale (default: the demo's)")
     d.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    d.add_argument("--split", default="12.5%", help="the seen split trained on: 12.5%% (default) or 50%%")
+    d.add_argument("--init", metavar="MODEL", help="start from this model, run or checkpoint folder's weights "
+                                                   "(e.g. a 12.5%% run, to go on with the 50%% split)")
     d.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     d.add_argument("--ship", metavar="RUN_DIR", help="instead of training: write RUN_DIR/model in fp16 to "
                                                      "backend/models/demo (the default model)")

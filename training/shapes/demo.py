@@ -28,7 +28,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from .world import camera_sampler, get_world, split_name
+from ..prompts import prompt_hash
+from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
 
 SPLIT = 0.125
 # The teacher is sharp without guidance (its CFG-1 samples are right 83 % of the time) and CFG
@@ -44,13 +45,13 @@ SHIP_DIR = REPO_ROOT / "backend" / "models" / "demo"
 
 def demo_config(teacher: str, steps: int = 3000, batch_size: int = 8, scale: float = GUIDANCE_SCALE,
                 lr: float = 1e-3, model: Optional[dict] = None, render: Optional[dict] = None,
-                checkpoint_every: int = 100, device: str = "cpu") -> dict[str, Any]:
+                checkpoint_every: int = 100, device: str = "cpu", init: str = "") -> dict[str, Any]:
     """The training config (``training.config.config_from_dict`` format) of the demo model."""
     cam = camera_sampler()
     return {
         "run": {"mode": "amortized", "steps": steps, "batch_size": batch_size, "lr": lr, "beta1": 0.0,
                 "checkpoint_every": checkpoint_every, "keep_checkpoints": 2, "preview_every": 250,
-                "log_every": 10, "eval_every": 0, "device": device},
+                "log_every": 10, "eval_every": 0, "device": device, "init": init},
         "guidance": {"kind": "pixel", "model": str(teacher), "scale": scale, "t_min": 0.02, "t_max": 0.98,
                      "view_prompts": True},
         "model": {**MODEL, **(model or {})},
@@ -69,7 +70,8 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = False, fraction: float = SPLIT,
                progress: bool = True, scale: Optional[float] = None, **kw):
-    """Train (or ``resume``) the demo run in ``out`` on the seen split; ``kw`` goes to :func:`demo_config`."""
+    """Train (or ``resume``) the demo run in ``out`` on the seen split of ``fraction``; ``kw`` goes to
+    :func:`demo_config` (``init``: start from a model trained before, e.g. on the smaller split)."""
     from training.config import config_from_dict
     from training.train import train
 
@@ -77,10 +79,22 @@ def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = 
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
-def shapes_provenance(run_dir: Path, fraction: float = SPLIT, teacher: Optional[str] = None) -> dict:
+def run_split(prov: dict) -> float:
+    """The seen-split fraction whose prompts a run trained on (from its provenance's prompt hash)."""
+    world = get_world()
+    sha = (prov.get("prompt_set") or {}).get("sha256")
+    for f in SPLIT_FRACTIONS:
+        if prompt_hash(seen_prompts(f)) == sha:
+            return f
+    raise ValueError("the run did not train on a seen split of the Shapes world "
+                     f"({', '.join(split_name(f) for f in SPLIT_FRACTIONS)}; world hash {world.prompt_hash[:12]})")
+
+
+def shapes_provenance(run_dir: Path, teacher: Optional[str] = None) -> dict:
     world = get_world()
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     prov = cfg.get("provenance", {})
+    fraction = run_split(prov)
     conf = prov.get("config", {})
     teacher = teacher or conf.get("guidance", {}).get("model")
     teacher_meta = {}
@@ -88,11 +102,22 @@ def shapes_provenance(run_dir: Path, fraction: float = SPLIT, teacher: Optional[
         m = json.loads((Path(teacher) / "att3d_teacher.json").read_text())
         teacher_meta = {k: m.get(k) for k in ("steps", "prediction_type", "n_params", "image_size")}
     return {"world": "shapes", "world_prompt_hash": world.prompt_hash, "split": split_name(fraction),
-            "split_fraction": fraction, "split_seed": world.seed, "n_seen": len(world.split(fraction)["seen"]),
+            "split_fraction": fraction, "split_seed": world.seed, "n_seen": len(seen_prompts(fraction)),
             "steps": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
             "guidance": {"kind": "pixel", "teacher": teacher, "teacher_meta": teacher_meta,
                          "scale": conf.get("guidance", {}).get("scale"), "loss": "SDS only"},
-            "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size")}
+            "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size"),
+            # a run started from an earlier model: what that one had trained on, and how long
+            "init": _init_chain(prov.get("init"))}
+
+
+def _init_chain(init: Optional[dict]) -> Optional[dict]:
+    if not init:
+        return None
+    ps = init.get("prompt_set") or {}
+    split = next((split_name(f) for f in SPLIT_FRACTIONS if prompt_hash(seen_prompts(f)) == ps.get("sha256")), None)
+    return {"split": split, "n_prompts": ps.get("count"), "steps": init.get("step"),
+            "frames_per_prompt": init.get("frames_per_prompt"), "init": _init_chain(init.get("init"))}
 
 
 def _repo_relative(path: str) -> str:
@@ -102,8 +127,7 @@ def _repo_relative(path: str) -> str:
         return str(path)
 
 
-def ship(run_dir: str | Path, dest: Optional[str | Path] = None, fraction: float = SPLIT,
-         metrics: Optional[dict] = None) -> Path:
+def ship(run_dir: str | Path, dest: Optional[str | Path] = None, metrics: Optional[dict] = None) -> Path:
     """Copy ``run_dir/model`` into ``dest`` (default :data:`SHIP_DIR`) in fp16 with the Shapes provenance."""
     import torch
 
@@ -113,8 +137,10 @@ def ship(run_dir: str | Path, dest: Optional[str | Path] = None, fraction: float
     model, cfg = load_model(run_dir / "model")
     prov = dict(cfg.get("provenance", {}))
     prov.pop("prompts", None)  # the seen prompts are recoverable from the world + split
+    if prov.get("init"):
+        prov["init"]["path"] = _repo_relative(prov["init"]["path"])
     prov["name"] = "demo"
-    prov["shapes"] = shapes_provenance(run_dir, fraction)
+    prov["shapes"] = shapes_provenance(run_dir)
     # a teacher inside this repository is recorded relative to it, not by this machine's path
     for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
                    (prov["shapes"]["guidance"], "teacher")):

@@ -92,14 +92,27 @@ def _load(model, device):
 
 
 @torch.no_grad()
+def _trained_split(prov: dict) -> float:
+    """The seen split a model trained on: a shipped demo records it, a run's prompt hash tells it;
+    12.5 % for a model that trained on something else."""
+    if "split_fraction" in prov.get("shapes", {}):
+        return prov["shapes"]["split_fraction"]
+    from .demo import run_split
+
+    try:
+        return run_split(prov)
+    except ValueError:
+        return 0.125
+
+
 def evaluate(model: Any, split: str = "unseen", *, fraction: Optional[float | str] = None, world_seed: int = 0,
              prompts: Optional[Sequence[int | str]] = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
              per_prompt: bool = True, queries: Optional[Sequence[int]] = None) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
-    ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one recorded in
-    the model's provenance, else 12.5 %); ``prompts`` overrides it with explicit prompts (indices or
+    ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
+    trained on, from its provenance, else 12.5 %); ``prompts`` overrides it with explicit prompts (indices or
     texts). At most ``max_prompts`` (an evenly spread subset; 0 = all) are scored; the retrieval
     query set is every world prompt (``queries``: a subset of prompt indices instead, which must
     contain the scored prompts — for quick checks; the GT renders of a subset are not cached).
@@ -119,8 +132,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: Optional[float | st
     else:
         if split not in ("seen", "unseen", "all"):
             raise ValueError(f"unknown split {split!r}; choose seen, unseen or all")
-        frac = parse_fraction(fraction if fraction is not None else
-                              prov.get("shapes", {}).get("split_fraction", 0.125))
+        frac = parse_fraction(fraction if fraction is not None else _trained_split(prov))
         idx = list(range(len(world))) if split == "all" else world.split(frac)[split]
         split_label = split
     idx = pick_prompts(idx, max_prompts)
