@@ -300,7 +300,7 @@ class Trainer:
         self.model.load_state_dict(init.state_dict())
         prov = cfg.get("provenance", {})
         return {"path": str(path), "step": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
-                "prompt_set": prov.get("prompt_set"), "init": prov.get("init")}
+                "prompt_set": prov.get("prompt_set"), "guidance": prov.get("guidance"), "init": prov.get("init")}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     @property

@@ -149,7 +149,8 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     _, cfg = load_model(tmp_path / "models" / "demo")
     shapes = cfg["provenance"]["shapes"]
     assert shapes["split"] == "50%" and shapes["n_seen"] == 4 and shapes["steps"] == 1
-    assert shapes["init"] == {"split": "12.5%", "n_prompts": 2, "steps": 3, "frames_per_prompt": 3.0, "init": None}
+    assert shapes["init"] == {"split": "12.5%", "n_prompts": 2, "steps": 3, "frames_per_prompt": 3.0,
+                              "guidance_scale": demo.GUIDANCE_SCALE, "init": None}
     # a run on prompts that are no seen split cannot ship as the demo
     monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[1:3])
     assert main(["train-demo", "--ship", str(run50)]) == 2

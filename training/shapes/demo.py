@@ -117,7 +117,8 @@ def _init_chain(init: Optional[dict]) -> Optional[dict]:
     ps = init.get("prompt_set") or {}
     split = next((split_name(f) for f in SPLIT_FRACTIONS if prompt_hash(seen_prompts(f)) == ps.get("sha256")), None)
     return {"split": split, "n_prompts": ps.get("count"), "steps": init.get("step"),
-            "frames_per_prompt": init.get("frames_per_prompt"), "init": _init_chain(init.get("init"))}
+            "frames_per_prompt": init.get("frames_per_prompt"),
+            "guidance_scale": (init.get("guidance") or {}).get("scale"), "init": _init_chain(init.get("init"))}
 
 
 def _repo_relative(path: str) -> str:
