@@ -60,7 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         resolve_model_path(args.model)
         kwargs = {"split": args.split or "unseen", "progress": not args.json}
-        if args.max_prompts:
+        if args.max_prompts is not None:
             kwargs["max_prompts"] = args.max_prompts
         if args.seen_fraction is not None:
             kwargs["fraction"] = args.seen_fraction
@@ -131,7 +131,7 @@ def register(sub) -> None:
     e.add_argument("--elevation", type=float, default=20.0)
     e.add_argument("--size", type=int, default=64, help="render size before CLIP's resize")
     e.add_argument("--samples", type=int, default=64, help="samples per ray")
-    e.add_argument("--max-prompts", type=int, default=0)
+    e.add_argument("--max-prompts", type=int, help="score at most this many prompts (0 = all; --world default: 128)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.set_defaults(func=cmd_eval)

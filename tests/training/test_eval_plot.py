@@ -90,6 +90,9 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--seen-fraction", "0.5"]) == 0
     assert calls == {"model": str(tiny_model_dir), "split": "unseen", "fraction": 0.5, "progress": True}
+    calls.clear()
+    assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "0"]) == 0
+    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 0, "progress": True}  # all
 
 
 def test_eval_errors(tiny_model_dir, capsys):
