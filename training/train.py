@@ -289,10 +289,8 @@ class Trainer:
         fresh model; returns what the provenance records of it."""
         from dataclasses import asdict
 
-        folder = Path(path)
-        if (folder / "model" / "config.json").is_file():  # a run or checkpoint folder
-            folder = folder / "model"
-        init, cfg = load_model(folder if folder.exists() else path, self.device)
+        inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
+        init, cfg = load_model(inner if (inner / "config.json").is_file() else path, self.device)
         theirs, ours = asdict(init.config), asdict(self.arch)
         diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
         if diff:

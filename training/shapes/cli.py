@@ -100,7 +100,6 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     from .teacher import resolve_teacher
-
     from .world import parse_fraction
 
     try:

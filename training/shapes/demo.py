@@ -82,13 +82,18 @@ def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = 
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
+def _split_of(prompt_set: Optional[dict]) -> Optional[float]:
+    """The seen-split fraction whose prompts a provenance's ``prompt_set`` record hashes, else None."""
+    sha = (prompt_set or {}).get("sha256")
+    return next((f for f in SPLIT_FRACTIONS if prompt_hash(seen_prompts(f)) == sha), None)
+
+
 def run_split(prov: dict) -> float:
     """The seen-split fraction whose prompts a run trained on (from its provenance's prompt hash)."""
+    fraction = _split_of(prov.get("prompt_set"))
+    if fraction is not None:
+        return fraction
     world = get_world()
-    sha = (prov.get("prompt_set") or {}).get("sha256")
-    for f in SPLIT_FRACTIONS:
-        if prompt_hash(seen_prompts(f)) == sha:
-            return f
     raise ValueError("the run did not train on a seen split of the Shapes world "
                      f"({', '.join(split_name(f) for f in SPLIT_FRACTIONS)}; world hash {world.prompt_hash[:12]})")
 
@@ -118,8 +123,9 @@ def _init_chain(init: Optional[dict]) -> Optional[dict]:
     if not init:
         return None
     ps = init.get("prompt_set") or {}
-    split = next((split_name(f) for f in SPLIT_FRACTIONS if prompt_hash(seen_prompts(f)) == ps.get("sha256")), None)
-    return {"split": split, "n_prompts": ps.get("count"), "steps": init.get("step"),
+    fraction = _split_of(ps)
+    return {"split": None if fraction is None else split_name(fraction), "n_prompts": ps.get("count"),
+            "steps": init.get("step"),
             "frames_per_prompt": init.get("frames_per_prompt"),
             "guidance_scale": (init.get("guidance") or {}).get("scale"), "init": _init_chain(init.get("init"))}
 

@@ -91,7 +91,6 @@ def _load(model, device):
     return model, {}
 
 
-@torch.no_grad()
 def _trained_split(prov: dict) -> float:
     """The seen split a model trained on: a shipped demo records it, a run's prompt hash tells it;
     12.5 % for a model that trained on something else."""
@@ -105,6 +104,7 @@ def _trained_split(prov: dict) -> float:
         return 0.125
 
 
+@torch.no_grad()
 def evaluate(model: Any, split: str = "unseen", *, fraction: Optional[float | str] = None, world_seed: int = 0,
              prompts: Optional[Sequence[int | str]] = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
