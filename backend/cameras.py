@@ -6,8 +6,8 @@ World frame: Z up, the object's front faces −Y (Blender's front view). Azimuth
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 
@@ -21,17 +21,17 @@ class Cameras:
     focal: torch.Tensor  # [B] focal length as a multiple of the image width
     azimuth: torch.Tensor  # [B] degrees in (−180, 180]
     elevation: torch.Tensor  # [B] degrees
-    light: Optional[torch.Tensor] = None  # [B, 3] point-light positions
-    shading: Optional[torch.Tensor] = None  # [B] indices into SHADING_MODES
-    ambient: Optional[torch.Tensor] = None  # [B] ambient fraction for lambertian shading
+    light: torch.Tensor | None = None  # [B, 3] point-light positions
+    shading: torch.Tensor | None = None  # [B] indices into SHADING_MODES
+    ambient: torch.Tensor | None = None  # [B] ambient fraction for lambertian shading
 
     def __len__(self) -> int:
         return self.eye.shape[0]
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         return Cameras(**{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
 
-    def __getitem__(self, index) -> "Cameras":
+    def __getitem__(self, index) -> Cameras:
         return Cameras(**{k: (v[index] if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
 
     @property
@@ -51,7 +51,7 @@ def view_label(azimuth: float, elevation: float, front: float = 45.0, overhead: 
     return "side"
 
 
-def look_at(eye: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+def look_at(eye: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Camera-to-world rotations ``[B, 3, 3]`` looking from ``eye`` at ``target`` with Z up."""
     target = torch.zeros_like(eye) if target is None else target
     fwd = torch.nn.functional.normalize(target - eye, dim=-1)
@@ -97,7 +97,7 @@ class CameraSampler:
     #: "soft" shading: the ambient fraction is drawn from this range
     ambient: tuple[float, float] = (0.1, 0.4)
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None, device="cpu") -> Cameras:
+    def sample(self, n: int, generator: torch.Generator | None = None, device="cpu") -> Cameras:
         def u(lo_hi, *shape):
             lo, hi = lo_hi
             return lo + (hi - lo) * torch.rand(*(shape or (n,)), generator=generator)

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -24,7 +23,7 @@ class CLIError(Exception):
     pass
 
 
-def _writable_output(path: str, suffixes: Optional[tuple[str, ...]] = None) -> Path:
+def _writable_output(path: str, suffixes: tuple[str, ...] | None = None) -> Path:
     p = Path(path)
     if suffixes and p.suffix.lower() not in suffixes:
         raise CLIError(f"unsupported output format {p.suffix or '(none)'!r} for {path}; use one of {', '.join(suffixes)}")
@@ -192,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(sp, model_default: Optional[str] = "demo"):
+    def common(sp, model_default: str | None = "demo"):
         sp.add_argument("--model", default=model_default, help="model folder or shipped name (default: demo)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
 
@@ -248,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

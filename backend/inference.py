@@ -6,44 +6,39 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from blender_att3d.wire import MAX_PROMPT_CHARS, check_prompt  # noqa: F401 (re-exported)
+
 from .cameras import orbit_cameras
+from .device import pick_device
 from .mapping_network import Modulation
-from .mesh import (Mesh, check_resolution, extract_mesh, field_colors, marching_cubes, density_lattice,
-                   project_to_isosurface)
+from .mesh import (
+    Mesh,
+    check_resolution,
+    density_lattice,
+    extract_mesh,
+    field_colors,
+    marching_cubes,
+    project_to_isosurface,
+)
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
 from .text_encoder import TextEmbedding, TextEncoder
 
-MAX_PROMPT_CHARS = 500
-ProgressFn = Callable[[float, str], Optional[bool]]
+ProgressFn = Callable[[float, str], bool | None]
 
 
 class CancelledError(RuntimeError):
     """A progress callback asked the job to stop."""
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch has no CUDA here (install a CUDA build of torch)")
-    return torch.device(device)
 
 
-def check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str):
-        raise ValueError(f"a prompt must be text, got {type(prompt).__name__}")
-    p = " ".join(prompt.split())
-    if not p:
-        raise ValueError("the prompt is empty")
-    if len(p) > MAX_PROMPT_CHARS:
-        raise ValueError(f"the prompt is {len(p)} characters long; the limit is {MAX_PROMPT_CHARS}")
-    return p
 
 
 def chain_schedule(positions: Sequence[float], steps: int) -> list[tuple[int, float, float]]:
@@ -117,7 +112,7 @@ class Generator:
     """A loaded model with its text encoder. ``Generator("demo")`` or a model folder path."""
 
     def __init__(self, model: str | os.PathLike = "demo", device: str = "auto",
-                 cache_dir: Optional[str | os.PathLike] = None) -> None:
+                 cache_dir: str | os.PathLike | None = None) -> None:
         self.device = pick_device(device)
         self.model_path = resolve_model_path(model)
         self.model, self.config = load_model(self.model_path, self.device)
@@ -146,7 +141,7 @@ class Generator:
         return self.model.modulate(tokens, e.mask[:1] | e.mask[1:])
 
     # -- single objects -------------------------------------------------------------------------
-    def mesh(self, mod: Modulation, resolution: int = 128, simplify: Optional[int] = None,
+    def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
              texture: bool | int = False) -> Mesh:
         check_resolution(resolution)
         tex = (1024 if texture is True else int(texture)) if texture else None
@@ -154,7 +149,7 @@ class Generator:
             simplify = 20000  # xatlas is slow on dense meshes: simplify first
         return extract_mesh(self.model, mod, resolution, simplify, tex)
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool | int = False) -> Mesh:
         prompt = check_prompt(prompt)
         mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture)
@@ -162,7 +157,7 @@ class Generator:
         return mesh
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: Optional[int] = None) -> Mesh:
+              simplify: int | None = None) -> Mesh:
         if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
         mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify)
@@ -171,7 +166,7 @@ class Generator:
 
     @torch.no_grad()
     def preview(self, mod: Modulation, views: int = 8, size: int = 128, elevation: float = 20.0,
-                n_samples: int = 64, radius: Optional[float] = None, shaded: bool = True) -> np.ndarray:
+                n_samples: int = 64, radius: float | None = None, shaded: bool = True) -> np.ndarray:
         """A turntable contact sheet ``[rows·size, cols·size, 3]`` uint8, shaded, light background.
 
         ``radius`` bounds the rendered volume (e.g. the extracted mesh's bounding sphere plus a
@@ -198,9 +193,9 @@ class Generator:
         return sheet
 
     # -- chains -------------------------------------------------------------------------------
-    def chain(self, prompts: Sequence[str], positions: Optional[Sequence[float]] = None, steps: int = 4,
+    def chain(self, prompts: Sequence[str], positions: Sequence[float] | None = None, steps: int = 4,
               resolution: int = 96, consistent: bool = True,
-              progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+              progress: ProgressFn | None = None) -> dict[str, Any]:
         """Meshes along a prompt chain.
 
         Returns ``{"steps": [...], "labels": [...], "faces": F or None, "vertices": [...],

@@ -9,7 +9,6 @@ is numerically unstable).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -29,18 +28,18 @@ class Modulation:
     map (and concatenated to point features by the concatenation variant).
     """
 
-    params: Optional[torch.Tensor]
+    params: torch.Tensor | None
     v: torch.Tensor
 
     @property
     def batch_size(self) -> int:
         return self.v.shape[0]
 
-    def select(self, index: torch.Tensor | list[int]) -> "Modulation":
+    def select(self, index: torch.Tensor | list[int]) -> Modulation:
         index = torch.as_tensor(index, device=self.v.device)
         return Modulation(None if self.params is None else self.params[index], self.v[index])
 
-    def detach(self) -> "Modulation":
+    def detach(self) -> Modulation:
         return Modulation(None if self.params is None else self.params.detach(), self.v.detach())
 
 
@@ -62,7 +61,7 @@ class HyperMapping(nn.Module):
     def task_vector(self, tokens: torch.Tensor) -> torch.Tensor:
         return nn.functional.silu(self.to_v(tokens.flatten(1)))
 
-    def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
         v = self.task_vector(tokens)
         return Modulation(self.to_w(v) * self.grid_scale, v)
 
@@ -76,7 +75,7 @@ class ConcatMapping(nn.Module):
         super().__init__()
         self.to_v = sn_linear(n_tokens * token_dim, v_dim, bias=True)
 
-    def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
         return Modulation(None, nn.functional.silu(self.to_v(tokens.flatten(1))))
 
 
@@ -88,7 +87,7 @@ class _SNSelfAttention(nn.Module):
         self.out = sn_linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if mask is None else mask[:, None, None, :].bool()
@@ -106,7 +105,7 @@ class AttentionMapping(HyperMapping):
             heads -= 1
         self.blocks = nn.ModuleList(_SNSelfAttention(token_dim, heads) for _ in range(layers))
 
-    def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
         if mask is not None and not mask.any(dim=1).all():
             mask = mask.clone()
             mask[:, 0] = True  # an all-padding row would make softmax undefined

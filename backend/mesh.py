@@ -6,16 +6,16 @@ Meshes are plain numpy (:class:`Mesh`), in the model's world frame (Z up, front 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
+from blender_att3d.wire import MAX_RESOLUTION, MIN_RESOLUTION
+
 from .mapping_network import Modulation
 from .model import ATT3D
 from .point_encoder import lattice_xy, lattice_z, lerp_weights
-
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 512
 
 
 @dataclass
@@ -23,8 +23,8 @@ class Mesh:
     vertices: np.ndarray  # float32 [V, 3]
     faces: np.ndarray  # int64 [F, 3], counter-clockwise seen from outside
     colors: np.ndarray  # float32 [V, 3] in [0, 1]
-    uvs: Optional[np.ndarray] = None  # float32 [V, 2] when a texture was baked
-    texture: Optional[np.ndarray] = None  # uint8 [H, W, 3]
+    uvs: np.ndarray | None = None  # float32 [V, 2] when a texture was baked
+    texture: np.ndarray | None = None  # uint8 [H, W, 3]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,8 +121,8 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return v.astype(np.float32), f.astype(np.int64)
 
 
-def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: Optional[int] = None,
-                 texture_size: Optional[int] = None, level: Optional[float] = None) -> Mesh:
+def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
+                 texture_size: int | None = None, level: float | None = None) -> Mesh:
     """The whole path: lattice → marching cubes → (simplify) → colours (→ texture)."""
     cfg = model.config
     vol = density_lattice(model, mod, resolution)
@@ -151,8 +151,8 @@ def vertex_neighbors_mean(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray
 
 
 def project_to_isosurface(model: ATT3D, mod: Modulation, vertices: np.ndarray, faces: np.ndarray,
-                          level: Optional[float] = None, iterations: int = 6, max_step: Optional[float] = None,
-                          tol: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+                          level: float | None = None, iterations: int = 6, max_step: float | None = None,
+                          tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Move vertices onto this prompt's isosurface with damped Newton steps along the density gradient.
 
     Vertices whose density stays far from the level (no surface nearby, vanishing gradient) fall

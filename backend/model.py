@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
 from .environment_map import EnvironmentMap
+from .fileio import write_folder_atomically
 from .mapping_network import MAPPINGS, Modulation
 from .nerf_mlp import NeRFMLP
 from .point_encoder import PointEncoder
@@ -56,7 +55,7 @@ class ModelConfig:
     iso_density: float = 5.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -80,7 +79,7 @@ class ATT3D(nn.Module):
         self.env = EnvironmentMap(config.v_dim, config.env_freqs)
 
     # -- the three stages ----------------------------------------------------------------------
-    def modulate(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Modulation:
+    def modulate(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
         """``m(c)``: token embeddings ``[B, L, D]`` → per-prompt grid parameters and ``v``."""
         if tokens.shape[1:] != (self.config.max_length, self.config.token_dim):
             raise ValueError(f"token embeddings of shape {tuple(tokens.shape[1:])}, model expects "
@@ -151,28 +150,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise ModelFolderError(f"model {str(name_or_path)!r} not found: not a folder and not a shipped model name{hint}")
 
 
-def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Build a folder with ``write(tmp)`` in a temporary sibling, then swap it into place, so a reader
-    (or a kill mid-write) sees the old folder or the new one, never half of one."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        write(tmp)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def save_model(model: ATT3D, folder: str | os.PathLike, provenance: Optional[dict[str, Any]] = None,
+def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, Any] | None = None,
                dtype: torch.dtype = torch.float32) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
     from safetensors.torch import save_file

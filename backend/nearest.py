@@ -15,7 +15,8 @@ model's training prompts are unknown, :meth:`PromptIndex.query` says so instead 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def pooled(tokens, mask) -> np.ndarray:
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def training_prompts(config: dict[str, Any]) -> Optional[list[str]]:
+def training_prompts(config: dict[str, Any]) -> list[str] | None:
     """The training prompts recorded in a model folder's config, or None when unknown."""
     prompts = (config.get("provenance") or {}).get("prompts") if isinstance(config, dict) else None
     if not prompts or not isinstance(prompts, (list, tuple)):
@@ -48,7 +49,7 @@ def training_prompts(config: dict[str, Any]) -> Optional[list[str]]:
 class PromptIndex:
     """Pooled embeddings of the training prompts and the calibrated "far" threshold."""
 
-    def __init__(self, embed: EmbedFn, prompts: Optional[Sequence[str]], margin: float = MARGIN) -> None:
+    def __init__(self, embed: EmbedFn, prompts: Sequence[str] | None, margin: float = MARGIN) -> None:
         self.prompts = list(prompts) if prompts else []
         self.margin = float(margin)
         self._embed = embed
@@ -65,7 +66,7 @@ class PromptIndex:
             self.threshold = DEFAULT_THRESHOLD
 
     @classmethod
-    def from_generator(cls, generator, margin: float = MARGIN) -> "PromptIndex":
+    def from_generator(cls, generator, margin: float = MARGIN) -> PromptIndex:
         return cls(generator.embed, training_prompts(generator.config), margin)
 
     def _pool(self, prompts: Sequence[str]) -> np.ndarray:

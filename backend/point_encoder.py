@@ -8,7 +8,7 @@ The grid spans the box [-bound, bound]^3; outside it features are zero.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ class PointEncoder(nn.Module):
         self.shared = nn.Parameter(torch.empty(1, self.n_params).uniform_(-init_scale, init_scale)) if shared else None
 
     # -- parameters ----------------------------------------------------------------------------
-    def levels(self, params: Optional[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    def levels(self, params: torch.Tensor | None, batch: int) -> list[torch.Tensor]:
         """Split flat per-prompt parameters into dense grids ``[B, C, R, R, R]`` and hash tables ``[B, T, C]``."""
         if params is None:
             params = self.shared.expand(batch, -1)
@@ -50,7 +50,7 @@ class PointEncoder(nn.Module):
         return out
 
     # -- point queries -------------------------------------------------------------------------
-    def forward(self, params: Optional[torch.Tensor], points: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: torch.Tensor | None, points: torch.Tensor) -> torch.Tensor:
         """``points`` ``[B, N, 3]`` in world units → features ``[B, N, out_dim]``."""
         b = points.shape[0]
         levels = self.levels(params, b)

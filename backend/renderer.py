@@ -7,8 +7,8 @@ code renders ATT3D models and the analytic ground-truth scenes of the Shapes wor
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ class RenderOutput:
     rgb: torch.Tensor  # [B, 3, H, W] shaded colour over the background
     opacity: torch.Tensor  # [B, 1, H, W]
     depth: torch.Tensor  # [B, 1, H, W] expected distance along the ray
-    normal: Optional[torch.Tensor]  # [B, 3, H, W] composited world normals (None when not computed)
+    normal: torch.Tensor | None  # [B, 3, H, W] composited world normals (None when not computed)
     albedo: torch.Tensor  # [B, 3, H, W] unshaded colour over the background
 
 
@@ -55,11 +55,11 @@ def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> t
 
 
 def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radius: float = 2.0,
-                n_samples: int = 32, stratified: bool = True, shading: Optional[torch.Tensor] = None,
-                light: Optional[torch.Tensor] = None, ambient: Optional[torch.Tensor] = None,
-                background: Optional[Background] = None, bg_color: float = 1.0,
-                need_normals: Optional[bool] = None, normals: str = "autograd", fd_eps: float = 0.01,
-                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+                n_samples: int = 32, stratified: bool = True, shading: torch.Tensor | None = None,
+                light: torch.Tensor | None = None, ambient: torch.Tensor | None = None,
+                background: Background | None = None, bg_color: float = 1.0,
+                need_normals: bool | None = None, normals: str = "autograd", fd_eps: float = 0.01,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Render ``[B, R]`` rays; returns per-ray tensors (``rgb [B, R, 3]`` …).
 
     ``normals`` (for lit shading): ``"autograd"`` differentiates the density exactly, which makes
@@ -139,7 +139,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
     return out
 
 
-def render(field: Field, cams: Cameras, height: int, width: int, *, chunk: Optional[int] = None,
+def render(field: Field, cams: Cameras, height: int, width: int, *, chunk: int | None = None,
            **kwargs) -> RenderOutput:
     """Render one image per camera (camera b uses prompt b of the field's batch)."""
     origins, dirs = camera_rays(cams, height, width)

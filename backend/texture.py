@@ -2,7 +2,7 @@
 the colour field at its 3D point, and the charts are dilated so seams don't bleed background."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from . import logic
 from .client.base import BackendUnavailable, Client
 
 _lock = threading.Lock()
-_override: Optional[Client] = None
-_cached: Optional[Client] = None
-_cached_key: Optional[tuple] = None
+_override: Client | None = None
+_cached: Client | None = None
+_cached_key: tuple | None = None
 
 DEFAULTS = {"mode": "auto", "model": "demo", "device": "auto", "python": "", "url": "", "token": ""}
 
 
-def set_override(client: Optional[Client]) -> None:
+def set_override(client: Client | None) -> None:
     """Use ``client`` for every request (tests, scripts); ``None`` goes back to the preferences."""
     global _override
     _override = client
@@ -89,7 +89,7 @@ def check_online_access(mode: str, url: str) -> None:
                                  "allow it to use a remote backend, or use a local one")
 
 
-def user_dir() -> Optional[str]:
+def user_dir() -> str | None:
     """The add-on's cache folder under ``extension_path_user`` (the only place it writes to), or None
     outside an installed extension (e.g. registered by hand in tests)."""
     try:

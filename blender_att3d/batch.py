@@ -31,8 +31,9 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 FORMATS = ("glb", "obj", "usd")
 
@@ -66,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_client(spec: Optional[str], model: str, device: str):
+def load_client(spec: str | None, model: str, device: str):
     if spec:
         mod_name, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(mod_name), attr or "make")
@@ -211,7 +212,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "object"
 
 
-def main(argv: Optional[Sequence[str]] = None, client=None) -> int:
+def main(argv: Sequence[str] | None = None, client=None) -> int:
     from . import logic
     from .client.base import BackendError
 

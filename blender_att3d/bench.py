@@ -40,7 +40,7 @@ def uv_sphere(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
 
 def chain_sequence(n_steps: int = 16, rings: int = 128):
     """A synthetic consistent-topology chain: a sphere turning into a bumpy, differently coloured blob."""
-    from .client.types import SequenceData
+    from .wire.types import SequenceData
 
     pos, faces = uv_sphere(rings, 2 * rings)
     positions, colors = [], []
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     import bpy
 
     from . import logic, mesh_build
-    from .client.types import MeshData
+    from .wire.types import MeshData
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import bpy
 
@@ -21,16 +22,16 @@ POLL_S = 0.1
 
 class Job:
     def __init__(self, slot: str, label: str, work: Callable[[Callable], Any],
-                 apply: Optional[Callable[["Job"], None]] = None, cancel: Optional[Callable[[], None]] = None):
+                 apply: Callable[[Job], None] | None = None, cancel: Callable[[], None] | None = None):
         self.slot, self.label, self.work, self.apply, self._cancel_fn = slot, label, work, apply, cancel
         self.progress = 0.0
         self.message = "starting"
         self.result: Any = None
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
         self.started = time.monotonic()
-        self.thread: Optional[threading.Thread] = None
+        self.thread: threading.Thread | None = None
 
     def report_progress(self, fraction: float, message: str = "") -> bool:
         self.progress = max(0.0, min(1.0, float(fraction)))
@@ -79,7 +80,7 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def active(slot: str) -> Optional[Job]:
+def active(slot: str) -> Job | None:
     return _jobs.get(slot)
 
 
@@ -128,7 +129,7 @@ def finish(job: Job) -> None:
             status[job.slot] = ("ERROR", f"Could not apply the result: {e}")
 
 
-def poll() -> Optional[float]:
+def poll() -> float | None:
     """Timer callback: apply finished jobs, keep progress bars moving; None stops the timer."""
     for job in [j for j in _jobs.values() if j.done.is_set()]:
         finish(job)

@@ -12,13 +12,14 @@ import ipaddress
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
-MAX_PROMPT_CHARS = 300
+from .wire import MAX_PROMPT_CHARS, check_prompt  # noqa: F401 (re-exported)
+
 MAX_NAME_BYTES = 60  # Blender names hold 63 bytes
 _ARTICLES = ("a ", "an ", "the ")
 
@@ -28,16 +29,6 @@ class InputFileError(ValueError):
 
 
 # -- prompts ---------------------------------------------------------------------------------------
-def check_prompt(prompt: object) -> str:
-    """The prompt with its whitespace collapsed; ValueError (a readable reason) when unusable."""
-    if not isinstance(prompt, str):
-        raise ValueError(f"a prompt must be text, got {type(prompt).__name__}")
-    p = " ".join(prompt.split())
-    if not p:
-        raise ValueError("The prompt is empty: type what to make, e.g. 'a red sports car'")
-    if len(p) > MAX_PROMPT_CHARS:
-        raise ValueError(f"The prompt is {len(p)} characters long; the limit is {MAX_PROMPT_CHARS}")
-    return p
 
 
 def _strip_article(p: str) -> str:

@@ -1,17 +1,18 @@
 """numpy -> Blender data: meshes, colour attributes, materials, shape keys, mesh sequences.
 
-The only place that turns client results (:mod:`.client.types`) into Blender data; the UI operators
+The only place that turns client results (:mod:`.wire.types`) into Blender data; the UI operators
 and the headless batch both call it. Works on Blender 4.2 LTS and 5.x (layered actions).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import bpy
 import numpy as np
 
 from . import logic
-from .client.types import MeshData, SequenceData
+from .wire.types import MeshData, SequenceData
 
 COLOR_ATTR = "att3d_color"
 STEP_ATTR = "att3d_step_{:03d}"
@@ -26,7 +27,7 @@ PROP_BLEND = "att3d_blend_preview"
 
 
 # -- meshes ------------------------------------------------------------------------------------------
-def fill_mesh(me: "bpy.types.Mesh", data: MeshData, color_attr: str = COLOR_ATTR) -> "bpy.types.Mesh":
+def fill_mesh(me: bpy.types.Mesh, data: MeshData, color_attr: str = COLOR_ATTR) -> bpy.types.Mesh:
     """Replace ``me``'s geometry with ``data`` (positions, triangles, colours, optional UVs).
 
     Uses ``vertices/loops/polygons.add`` + ``foreach_set``, the fastest route in the Python API.
@@ -98,11 +99,11 @@ def read_color_attribute(me, name: str = COLOR_ATTR) -> np.ndarray:
     return out.reshape(-1, 4)[:, :3]
 
 
-def new_mesh(name: str, data: MeshData) -> "bpy.types.Mesh":
+def new_mesh(name: str, data: MeshData) -> bpy.types.Mesh:
     return fill_mesh(bpy.data.meshes.new(name), data)
 
 
-def make_image(name: str, texture: np.ndarray) -> "bpy.types.Image":
+def make_image(name: str, texture: np.ndarray) -> bpy.types.Image:
     """A packed Blender image from uint8 [H, W, 3] (row 0 at the top, as in image files)."""
     h, w = texture.shape[:2]
     img = bpy.data.images.new(name, width=w, height=h, alpha=False)
@@ -207,7 +208,7 @@ def step_colors_material(name: str, key, step_names: Sequence[str], attr_names: 
 
 
 # -- animation (4.2 legacy actions and 4.4+/5.x layered actions) ---------------------------------------
-def fcurves_of(idblock, action_name: Optional[str] = None):
+def fcurves_of(idblock, action_name: str | None = None):
     """The F-curve collection animating ``idblock``, creating action/slot/channelbag as needed.
 
     Blender 4.4+ (and 5.x, where ``Action.fcurves`` is gone): the channelbag of the ID's slot.
@@ -278,7 +279,7 @@ def select_only(view_layer, obj) -> None:
 
 
 def create_object(collection, data: MeshData, name: str, location=(0.0, 0.0, 0.0),
-                  color_mode: str = "VERTEX", **provenance) -> "bpy.types.Object":
+                  color_mode: str = "VERTEX", **provenance) -> bpy.types.Object:
     """A new object with ``data`` (vertex colours, or the baked texture when present and asked for)."""
     me = new_mesh(name, data)
     obj = bpy.data.objects.new(name, me)

@@ -9,7 +9,8 @@ Every operator that calls the backend has two paths:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
@@ -34,7 +35,7 @@ def _model_name(meta: dict) -> str:
     return backend_client.settings_from_prefs(backend_client.get_prefs())["model"]
 
 
-def _target(scene_name: str, collection_name: Optional[str]):
+def _target(scene_name: str, collection_name: str | None):
     """Scene, view layer and collection to put a result in (looked up again when applying)."""
     scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
     ctx_scene = getattr(bpy.context, "scene", None)
@@ -45,7 +46,7 @@ def _target(scene_name: str, collection_name: Optional[str]):
     return scene, view_layer, coll
 
 
-def _collection_name(context) -> Optional[str]:
+def _collection_name(context) -> str | None:
     coll = getattr(context, "collection", None)
     if coll is None or coll == context.scene.collection:
         return None
@@ -71,7 +72,7 @@ def _apply_with_undo(job: jobs.Job, apply_fn: Callable[[Any], None]) -> None:
             leftover()
 
 
-def _run(op: Optional[Operator], job: jobs.Job, apply_fn: Callable[[Any], None], synchronous: bool,
+def _run(op: Operator | None, job: jobs.Job, apply_fn: Callable[[Any], None], synchronous: bool,
          done_text: Callable[[Any], str]) -> set[str]:
     """Run ``job`` synchronously or in the background; ``apply_fn(result)`` on the main thread."""
     if synchronous or jobs.headless():
@@ -124,7 +125,7 @@ def _backend() -> _Backend:
     return _Backend(backend_client.current_settings())
 
 
-def _backend_or_report(op: Operator, slot: str = MAIN) -> Optional[_Backend]:
+def _backend_or_report(op: Operator, slot: str = MAIN) -> _Backend | None:
     try:
         return _backend()
     except BackendError as e:
@@ -135,7 +136,7 @@ def _backend_or_report(op: Operator, slot: str = MAIN) -> Optional[_Backend]:
 
 
 def place_generated(data, prompt: str, resolution: int, color_mode: str, location, scene_name: str,
-                    collection_name: Optional[str] = None):
+                    collection_name: str | None = None):
     """Main thread: the generated mesh as a new object at ``location``, selected and active."""
     scene, view_layer, coll = _target(scene_name, collection_name)
     obj = mesh_build.create_object(coll, data, logic.name_from_prompt(prompt), location, color_mode,
@@ -145,7 +146,7 @@ def place_generated(data, prompt: str, resolution: int, color_mode: str, locatio
 
 
 def build_chain_objects(seq, key_frames, mode: str, interpolation: str, chain_id: str, resolution: int,
-                        location, scene_name: str, collection_name: Optional[str] = None):
+                        location, scene_name: str, collection_name: str | None = None):
     """Main thread: replace the previous chain with this one (mesh sequence or shape keys)."""
     scene, view_layer, coll = _target(scene_name, collection_name)
     mesh_build.remove_chain(chain_id)
@@ -341,7 +342,7 @@ class ATT3D_OT_check_backend(Operator):
         return result
 
 
-def prompt_warning(prompt: str) -> Optional[str]:
+def prompt_warning(prompt: str) -> str | None:
     """The panel's warning for ``prompt`` (None when unknown yet or close to the training prompts)."""
     res = jobs.nearest_cache.get(" ".join(prompt.split()))
     if not res or not res.get("far"):
@@ -351,7 +352,7 @@ def prompt_warning(prompt: str) -> Optional[str]:
     return f"Far from what the model was trained on{near}"
 
 
-def check_prompt_sync(prompt: str) -> Optional[dict]:
+def check_prompt_sync(prompt: str) -> dict | None:
     """client.nearest(prompt) now, cached for the panel (headless and tests)."""
     try:
         p = logic.check_prompt(prompt)
@@ -365,7 +366,7 @@ def check_prompt_sync(prompt: str) -> Optional[dict]:
 _prompt_to_check: list[str] = []
 
 
-def _nearest_timer() -> Optional[float]:
+def _nearest_timer() -> float | None:
     if not _prompt_to_check:
         return None
     if jobs.busy(NEAREST):
@@ -590,7 +591,7 @@ def _blend_job(scene) -> tuple[jobs.Job, str]:
     return jobs.Job(BLEND, "Blending", work, cancel=backend.cancel), name
 
 
-def _blend_timer() -> Optional[float]:
+def _blend_timer() -> float | None:
     if not _blend_dirty:
         return None
     if jobs.busy(BLEND):

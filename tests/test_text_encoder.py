@@ -26,8 +26,8 @@ def tiny_clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_t5(tmp_path_factory):
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
     d = tmp_path_factory.mktemp("t5")
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "red": 4, "cube": 5, "blue": 6}

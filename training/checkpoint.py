@@ -17,12 +17,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.model import save_model, write_folder_atomically
+from backend.fileio import write_folder_atomically
+from backend.model import save_model
 
 LATEST = "latest.json"
 STATE = "trainer.json"
@@ -94,7 +95,7 @@ def _prune(ckdir: Path, keep: int, current: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def find_latest(run_dir: Path) -> Optional[Path]:
+def find_latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (``latest.json`` first, else a scan), or None."""
     ckdir = Path(run_dir) / "checkpoints"
     if not ckdir.is_dir():

@@ -10,7 +10,7 @@ import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from backend.cameras import CameraSampler
 from backend.model import ModelConfig
@@ -108,7 +108,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if self.run.mode not in MODES:
             raise ValueError(f"run.mode {self.run.mode!r}: choose from {', '.join(MODES)}")
         if self.interpolation.target not in ("latent", "loss", "guidance"):
@@ -233,8 +233,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: invalid TOML ({e})") from None
 
 
-def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), preset: Optional[str] = None,
-                base: Optional[dict] = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), preset: str | None = None,
+                base: dict | None = None) -> TrainConfig:
     """Defaults ← ``base`` dict ← preset / TOML file ← ``key=value`` overrides, then validated."""
     config = TrainConfig()
     if base:

@@ -8,8 +8,9 @@ per prompt, then over prompts.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,7 @@ def evaluate_prompts(model, encoder, prompts: Sequence[str], queries: Sequence[s
 def evaluate_model(model_path: str, prompts: Sequence[str], queries: Sequence[str] = (), clip: str = DEFAULT_CLIP,
                    device: str = "auto", ec: Any = None) -> dict[str, Any]:
     """Load a model folder and its text encoder, then :func:`evaluate_prompts`."""
-    from backend.inference import pick_device
+    from backend.device import pick_device
     from backend.model import load_model
     from backend.text_encoder import TextEncoder
 

@@ -26,9 +26,10 @@ images, a 3D-supervised mode for tests; never the default). :func:`build_guidanc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,7 @@ def to_epsilon(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, pr
     raise ValueError(f"unknown prediction type {prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
 
 
-def view_prompt(prompt: str, view: Optional[str]) -> str:
+def view_prompt(prompt: str, view: str | None) -> str:
     return prompt if not view else prompt + VIEW_SUFFIX.format(view=view)
 
 
@@ -137,7 +138,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 # -- text encoders of diffusers pipelines ----------------------------------------------------------
 
-def pipeline_text_encoder(root: str, max_length: Optional[int] = None, device="cpu", cache_dir=None) -> TextEncoder:
+def pipeline_text_encoder(root: str, max_length: int | None = None, device="cpu", cache_dir=None) -> TextEncoder:
     """The ``text_encoder/`` + ``tokenizer/`` subfolders of a diffusers pipeline (CLIP for SD, T5 for
     IF), through the backend's encoder (``ROOT#text_encoder``), so inference loads it the same way."""
     return TextEncoder(f"{root}#text_encoder", max_length, device=device, cache_dir=cache_dir)
@@ -181,7 +182,7 @@ def load_guidance_text_encoder(cfg_: GuidanceConfig, device, cache_dir=None) -> 
                      f"(or give the folder a text_encoder/ + tokenizer/ or an {TEACHER_JSON})")
 
 
-def _check_token_dim(encoder: Optional[TextEncoder], unet) -> None:
+def _check_token_dim(encoder: TextEncoder | None, unet) -> None:
     need = getattr(unet.config, "encoder_hid_dim", None) or getattr(unet.config, "cross_attention_dim", None)
     if encoder is not None and need and encoder.dim != need:
         raise ValueError(f"guidance text encoder {encoder.encoder_id!r} gives {encoder.dim}-d tokens, "
@@ -209,7 +210,7 @@ class Guidance(torch.nn.Module):
 
     kind = "base"
 
-    def __init__(self, config: GuidanceConfig, device="cpu", encoder: Optional[TextEncoder] = None) -> None:
+    def __init__(self, config: GuidanceConfig, device="cpu", encoder: TextEncoder | None = None) -> None:
         super().__init__()
         self.config = config
         self.device = torch.device(device)
@@ -234,7 +235,7 @@ class Guidance(torch.nn.Module):
                 self._emb[p] = t.to(self.dtype)
         return torch.stack([self._emb[p] for p in prompts]).to(self.device)
 
-    def precompute(self, prompts: Sequence[str], views: Sequence[Optional[str]] = ("front", "side", "back", "overhead"),
+    def precompute(self, prompts: Sequence[str], views: Sequence[str | None] = ("front", "side", "back", "overhead"),
                    release: bool = True) -> int:
         """Encode every (prompt, view) guidance prompt and the unconditional prompt once, up front;
         then release the text encoder's weights (they are reloaded lazily if a new prompt comes)."""
@@ -253,7 +254,7 @@ class Guidance(torch.nn.Module):
     def uncond(self, n: int) -> torch.Tensor:
         return self.embed([self.config.negative_prompt] * n)
 
-    def prompts_for(self, prompts: Sequence[str], views: Optional[Sequence[str]]) -> list[str]:
+    def prompts_for(self, prompts: Sequence[str], views: Sequence[str] | None) -> list[str]:
         if views is None or not self.config.view_prompts:
             return list(prompts)
         return [view_prompt(p, v) for p, v in zip(prompts, views)]
@@ -269,16 +270,16 @@ class Guidance(torch.nn.Module):
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
 
-    def sample_t(self, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    def sample_t(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         T = self.num_train_timesteps
         lo = int(self.config.t_min * T)
         hi = max(lo + 1, min(T, int(self.config.t_max * T) + 1))
         return torch.randint(lo, hi, (n,), generator=generator)
 
     def forward(self, images: torch.Tensor, conds: Sequence[torch.Tensor],
-                weights: Optional[Sequence[torch.Tensor | float]] = None, *,
-                uncond: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-                t: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None) -> SDSOutput:
+                weights: Sequence[torch.Tensor | float] | None = None, *,
+                uncond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> SDSOutput:
         """SDS on ``images`` with CFG terms ``conds[k]`` (``[B, L, D]``) of weights ``weights[k]``.
 
         ``weights`` defaults to ``[config.scale]``. Randomness (t, ε) comes from ``generator`` (on
@@ -323,7 +324,7 @@ class PixelDiffusionGuidance(Guidance):
     kind = "pixel"
 
     def __init__(self, config: GuidanceConfig, device="cpu", unet=None, scheduler=None,
-                 encoder: Optional[TextEncoder] = None, cache_dir=None) -> None:
+                 encoder: TextEncoder | None = None, cache_dir=None) -> None:
         super().__init__(config, device, encoder)
         from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -378,7 +379,7 @@ class LatentDiffusionGuidance(Guidance):
     kind = "latent"
 
     def __init__(self, config: GuidanceConfig, device="cpu", unet=None, scheduler=None, vae=None,
-                 encoder: Optional[TextEncoder] = None, cache_dir=None) -> None:
+                 encoder: TextEncoder | None = None, cache_dir=None) -> None:
         super().__init__(config, device, encoder)
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
@@ -401,7 +402,7 @@ class LatentDiffusionGuidance(Guidance):
         self.prediction_type = _prediction_type(scheduler)
         self.latent_size = int(unet.config.sample_size)
         _check_token_dim(self.encoder, unet)
-        self.rgb_to_latent: Optional[torch.Tensor] = None
+        self.rgb_to_latent: torch.Tensor | None = None
         if self.vae is not None:
             self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
             factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -504,7 +505,7 @@ def tiny_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
 
-def build_guidance(config: GuidanceConfig, device="cpu", targets: Optional[Callable] = None,
+def build_guidance(config: GuidanceConfig, device="cpu", targets: Callable | None = None,
                    cache_dir=None) -> torch.nn.Module:
     """A guidance from its config. ``targets`` is the ground-truth renderer for ``reconstruction``."""
     if config.kind == "pixel":

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def read_evals(run: str | Path) -> list[dict]:

@@ -10,9 +10,9 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 PIG_ACTIVITIES = ["riding a bicycle", "sitting on a chair", "playing the guitar", "holding a shovel",
                   "holding a blue balloon", "holding a book", "wielding a katana", "riding a bike"]
@@ -79,7 +79,7 @@ def read_text_prompts(path: str | Path) -> list[str]:
     return dedupe(l for l in lines if l.strip() and not l.lstrip().startswith("#"))
 
 
-def read_prompt_library(path: str | Path, key: Optional[str] = None) -> list[str]:
+def read_prompt_library(path: str | Path, key: str | None = None) -> list[str]:
     """threestudio's ``prompt_library.json``: ``{"dreamfusion": [...], ...}`` (one key, or all keys in order)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -25,15 +25,17 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from backend.cameras import Cameras, orbit_cameras
+from backend.device import pick_device
 from backend.mapping_network import Modulation
 from backend.model import ATT3D, build_model, load_model, save_model
 from backend.text_encoder import TextEncoder
@@ -51,14 +53,14 @@ class TrainingError(RuntimeError):
 @dataclass
 class TrainResult:
     out: Path
-    model_dir: Optional[Path]
+    model_dir: Path | None
     step: int
     losses: list[float] = field(default_factory=list)  # the losses of the steps run by this call
     skipped: int = 0  # non-finite steps skipped
     frames_per_prompt: float = 0.0
     seconds: float = 0.0
     stopped: str = "done"  # done | signal
-    checkpoint: Optional[Path] = None
+    checkpoint: Path | None = None
     per_prompt: list[dict] = field(default_factory=list)
 
 
@@ -86,14 +88,6 @@ def init_distributed(device: str = "auto") -> bool:
     return True
 
 
-def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("run.device = cuda, but torch has no CUDA here")
-    if device == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(device)
 
 
 def _all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
@@ -110,7 +104,7 @@ class RenderStep(nn.Module):
     """tokens → ``m(c)`` (+ a learnable offset when finetuning) → rendered images."""
 
     def __init__(self, model: ATT3D, height: int, width: int, n_samples: int, use_env: bool,
-                 offset: Optional[nn.Parameter] = None, normals: str = "autograd") -> None:
+                 offset: nn.Parameter | None = None, normals: str = "autograd") -> None:
         super().__init__()
         self.normals = normals
         self.model = model
@@ -127,7 +121,7 @@ class RenderStep(nn.Module):
         return Modulation(base.params + self.offset, base.v)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, cams: Cameras,
-                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mod = self.modulation(tokens, mask)
         out = self.model.render(mod, cams, self.size[0], self.size[1], n_samples=self.n_samples, stratified=True,
                                 use_env=self.use_env, normals=self.normals, generator=generator)
@@ -184,9 +178,9 @@ def image_grid(images: torch.Tensor, cols: int) -> np.ndarray:
 
 class Trainer:
     def __init__(self, config: TrainConfig, out: str | os.PathLike, *,
-                 prompts: Optional[Sequence[str] | PromptSet] = None, targets: Optional[Callable] = None,
-                 guidance: Optional[nn.Module] = None, progress: bool = True,
-                 hook: Optional[Callable[["Trainer", int, float], None]] = None, queries: Sequence[str] = ()) -> None:
+                 prompts: Sequence[str] | PromptSet | None = None, targets: Callable | None = None,
+                 guidance: nn.Module | None = None, progress: bool = True,
+                 hook: Callable[[Trainer, int, float], None] | None = None, queries: Sequence[str] = ()) -> None:
         """``prompts``: a list or a :class:`PromptSet` replacing ``config.prompts``; ``queries``: more
         prompts for the CLIP query set of the evaluations (the per-prompt baseline passes its whole set)."""
         self.config = config.validate()
@@ -198,7 +192,7 @@ class Trainer:
             torch.set_num_threads(config.run.threads)
         self.progress = progress and self.is_main
         self.hook = hook
-        self._stop: Optional[str] = None
+        self._stop: str | None = None
         run, rc = config.run, config.render
 
         # prompts
@@ -325,7 +319,7 @@ class Trainer:
                     for r, d in enumerate(gathered) for k, b in d.items()}
         return {f"rank0.{k}": v for k, v in mine.items()}
 
-    def save_checkpoint(self) -> Optional[Path]:
+    def save_checkpoint(self) -> Path | None:
         rng = self.rng_state()  # collective: every rank takes part
         if not self.is_main:
             return None
@@ -456,7 +450,7 @@ class Trainer:
 
     # -- evaluation and previews -------------------------------------------------------------------
     @torch.no_grad()
-    def preview(self) -> Optional[Path]:
+    def preview(self) -> Path | None:
         if not self.is_main:
             return None
         from PIL import Image
@@ -654,9 +648,9 @@ def threading_main() -> bool:
 
 # -- the public entry point -------------------------------------------------------------------------
 
-def train(config: TrainConfig, out: str | os.PathLike, *, prompts: Optional[Sequence[str]] = None,
-          resume: bool = False, targets: Optional[Callable] = None, guidance: Optional[nn.Module] = None,
-          progress: bool = True, hook: Optional[Callable] = None) -> TrainResult:
+def train(config: TrainConfig, out: str | os.PathLike, *, prompts: Sequence[str] | None = None,
+          resume: bool = False, targets: Callable | None = None, guidance: nn.Module | None = None,
+          progress: bool = True, hook: Callable | None = None) -> TrainResult:
     """Train per ``config`` into the run folder ``out``; the model folder is ``out/model``.
 
     ``prompts`` (a Python list) replaces ``config.prompts``; ``targets`` is the ground-truth renderer

@@ -17,7 +17,7 @@
 =======================================  ====================================================
 
 Every route but ``/v1/health`` needs ``Authorization: Bearer <token>``. Mesh results are the
-binary payload of :mod:`blender_att3d.client.payload` (``application/vnd.att3d.mesh``), or GLB
+binary payload of :mod:`blender_att3d.wire.payload` (``application/vnd.att3d.mesh``), or GLB
 (Y-up, as glTF wants) with ``?format=glb`` or ``Accept: model/gltf-binary``; ``?colors=u8``
 sends 8-bit colours. Errors are JSON ``{"error": "a readable message"}`` with a 4xx status for
 anything the request got wrong, 503 when the queue is full or the server is stopping.
@@ -29,7 +29,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,8 +38,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blender_att3d.client import payload
-from blender_att3d.client.types import MeshData, SequenceData
+from blender_att3d.wire import payload
+from blender_att3d.wire.types import MeshData, SequenceData
 
 from .ops import Engine
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
@@ -55,12 +56,12 @@ DISCONNECT_POLL_S = 0.25
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
 
 
-def error(status: int, message: str, headers: Optional[dict[str, str]] = None, **extra: Any) -> JSONResponse:
+def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
@@ -107,7 +108,7 @@ def encode_result(result: Any, fmt: str, colors: str) -> tuple[bytes, str]:
                         "ask for the att3d payload (format=att3d) or a consistent chain")
 
 
-def _format(request: Request, fmt: Optional[str]) -> str:
+def _format(request: Request, fmt: str | None) -> str:
     if fmt:
         return fmt
     return "glb" if GLB_TYPE in request.headers.get("accept", "") else "att3d"
@@ -263,7 +264,7 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
         except ShuttingDown as e:
             raise ApiError(503, str(e)) from None
 
-    async def wait_done(request: Optional[Request], job: Job) -> None:
+    async def wait_done(request: Request | None, job: Job) -> None:
         """Until the job finishes; cancels it if the client hangs up meanwhile."""
         while not job.finished:
             await job.wait_change(job.version, DISCONNECT_POLL_S)

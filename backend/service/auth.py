@@ -12,7 +12,6 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Optional
 
 MIN_TOKEN_CHARS = 16
 
@@ -38,7 +37,7 @@ def _private(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not (st.st_mode & 0o077)
 
 
-def read_token_file(path: Path) -> Optional[str]:
+def read_token_file(path: Path) -> str | None:
     if not _private(path):
         return None
     try:
@@ -61,7 +60,7 @@ def write_token_file(path: Path, token: str) -> None:
     os.replace(tmp, path)
 
 
-def resolve_token(token_file: Optional[str] = None, rotate: bool = False) -> tuple[str, Optional[Path]]:
+def resolve_token(token_file: str | None = None, rotate: bool = False) -> tuple[str, Path | None]:
     """(token, the file it is in, or None when it came from ATT3D_TOKEN)."""
     env = os.environ.get("ATT3D_TOKEN", "").strip()
     if env:

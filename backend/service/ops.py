@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import platform
 import threading
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from blender_att3d.client.types import MeshData, SequenceData
+from blender_att3d.wire.types import MeshData, SequenceData
 
 from ..inference import MAX_PROMPT_CHARS, CancelledError, Generator, check_prompt
 from ..mesh import MAX_RESOLUTION, MIN_RESOLUTION, Mesh, check_resolution
@@ -25,7 +26,7 @@ MAX_NEIGHBORS = 50
 MAX_SIMPLIFY = 10_000_000
 TEXTURE_SIZE = 1024
 
-ProgressFn = Callable[[float, str], Optional[bool]]
+ProgressFn = Callable[[float, str], bool | None]
 
 
 def att3d_version() -> str:
@@ -42,7 +43,7 @@ def features() -> dict[str, bool]:
             "simplify": importlib.util.find_spec("fast_simplification") is not None}
 
 
-def limits(max_queue: Optional[int] = None) -> dict[str, Any]:
+def limits(max_queue: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"max_prompt_chars": MAX_PROMPT_CHARS, "min_resolution": MIN_RESOLUTION,
                            "max_resolution": MAX_RESOLUTION, "max_keyframes": MAX_KEYFRAMES,
                            "max_chain_meshes": MAX_CHAIN_MESHES, "max_neighbors": MAX_NEIGHBORS,
@@ -54,7 +55,7 @@ def limits(max_queue: Optional[int] = None) -> dict[str, Any]:
 
 # -- validation shared by both transports ------------------------------------------------------
 
-def check_simplify(simplify: Any) -> Optional[int]:
+def check_simplify(simplify: Any) -> int | None:
     if simplify is None or simplify == 0:
         return None
     if isinstance(simplify, bool) or not isinstance(simplify, (int, np.integer)) or not 4 <= simplify <= MAX_SIMPLIFY:
@@ -132,7 +133,7 @@ def mesh_data(mesh: Mesh) -> MeshData:
     return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=_json_safe(mesh.meta))
 
 
-def _check(progress: Optional[ProgressFn], frac: float, msg: str) -> None:
+def _check(progress: ProgressFn | None, frac: float, msg: str) -> None:
     if progress is not None and progress(frac, msg):
         raise CancelledError("cancelled")
 
@@ -146,7 +147,7 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str = "demo", device: str = "auto", cache_dir: Optional[str] = None) -> "Engine":
+    def load(cls, model: str = "demo", device: str = "auto", cache_dir: str | None = None) -> Engine:
         return cls(Generator(model, device=device, cache_dir=cache_dir))
 
     # -- helpers ----------------------------------------------------------------------------
@@ -179,8 +180,8 @@ class Engine:
                 "features": features(), "limits": limits()}
 
     # -- operations ---------------------------------------------------------------------------
-    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None, texture: bool = False,
-                 progress: Optional[ProgressFn] = None) -> MeshData:
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
+                 progress: ProgressFn | None = None) -> MeshData:
         prompt = check_prompt(prompt)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
@@ -196,7 +197,7 @@ class Engine:
         return mesh_data(mesh)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: Optional[int] = None, progress: Optional[ProgressFn] = None) -> MeshData:
+              simplify: int | None = None, progress: ProgressFn | None = None) -> MeshData:
         prompt_a, prompt_b = check_prompt(prompt_a), check_prompt(prompt_b)
         alpha = check_alpha(alpha)
         check_resolution(resolution)
@@ -211,7 +212,7 @@ class Engine:
         return mesh_data(mesh)
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
         positions, prompts, steps = check_chain(keyframes, steps)
         check_resolution(resolution)
         if not isinstance(consistent, bool):

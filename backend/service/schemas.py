@@ -1,7 +1,7 @@
 """Request bodies of the ATT3D service (pydantic, strict: wrong types and unknown fields are 422)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,14 +24,14 @@ PROMPT_DOC = f"1–{MAX_PROMPT_CHARS} characters after collapsing whitespace"
 class GenerateRequest(Strict):
     prompt: str = Field(description=PROMPT_DOC)
     resolution: int = Field(128, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="marching-cubes lattice size")
-    simplify: Optional[int] = Field(None, ge=4, le=ops.MAX_SIMPLIFY, description="simplify to about this many faces")
+    simplify: int | None = Field(None, ge=4, le=ops.MAX_SIMPLIFY, description="simplify to about this many faces")
     texture: bool = Field(False, description=f"bake a {ops.TEXTURE_SIZE}² UV texture")
 
     _p = field_validator("prompt")(_prompt)
 
     @field_validator("simplify")
     @classmethod
-    def _simplify(cls, v: Optional[int]) -> Optional[int]:
+    def _simplify(cls, v: int | None) -> int | None:
         return ops.check_simplify(v)
 
     @field_validator("texture")
@@ -45,13 +45,13 @@ class BlendRequest(Strict):
     prompt_b: str = Field(description=PROMPT_DOC)
     alpha: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="0 = prompt_a, 1 = prompt_b")
     resolution: int = Field(96, ge=MIN_RESOLUTION, le=MAX_RESOLUTION)
-    simplify: Optional[int] = Field(None, ge=4, le=ops.MAX_SIMPLIFY)
+    simplify: int | None = Field(None, ge=4, le=ops.MAX_SIMPLIFY)
 
     _p = field_validator("prompt_a", "prompt_b")(_prompt)
 
     @field_validator("simplify")
     @classmethod
-    def _simplify(cls, v: Optional[int]) -> Optional[int]:
+    def _simplify(cls, v: int | None) -> int | None:
         return ops.check_simplify(v)
 
 
@@ -70,7 +70,7 @@ class ChainRequest(Strict):
     consistent: bool = Field(True, description="one shared set of faces for every step")
 
     @model_validator(mode="after")
-    def _check(self) -> "ChainRequest":
+    def _check(self) -> ChainRequest:
         ops.check_chain([(k.position, k.prompt) for k in self.keyframes], self.steps)
         return self
 

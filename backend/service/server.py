@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from .auth import is_loopback, resolve_token
 
@@ -74,9 +74,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: str = "auto",
-          allow_remote: bool = False, token_file: Optional[str] = None, rotate_token: bool = False,
-          max_queue: int = 64, threads: Optional[int] = None, log_level: str = "warning",
-          parent_pid: Optional[int] = None) -> int:
+          allow_remote: bool = False, token_file: str | None = None, rotate_token: bool = False,
+          max_queue: int = 64, threads: int | None = None, log_level: str = "warning",
+          parent_pid: int | None = None) -> int:
     check_host(host, allow_remote)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be in 0–65535, got {port}")

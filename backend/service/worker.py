@@ -12,7 +12,8 @@ import queue
 import secrets
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..inference import CancelledError
 from .ops import Engine
@@ -45,11 +46,11 @@ class Job:
         self.status = QUEUED
         self.progress = 0.0
         self.message = "queued"
-        self.error: Optional[tuple[int, str]] = None  # (HTTP status, message)
+        self.error: tuple[int, str] | None = None  # (HTTP status, message)
         self.result: Any = None
         self.created = time.monotonic()
-        self.finished_at: Optional[float] = None
-        self.started_at: Optional[float] = None
+        self.finished_at: float | None = None
+        self.started_at: float | None = None
         self.version = 0  # bumped on every change, for long polls
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
@@ -77,13 +78,13 @@ class Job:
             self._waiters.append((loop, fut))
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             with self._lock:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
 
-    def _finish(self, status: str, message: str, result: Any = None, error: Optional[tuple[int, str]] = None) -> None:
+    def _finish(self, status: str, message: str, result: Any = None, error: tuple[int, str] | None = None) -> None:
         self.status, self.message, self.result, self.error = status, message, result, error
         if status == DONE:
             self.progress = 1.0
@@ -95,7 +96,7 @@ class Job:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def describe(self, queue_position: Optional[int] = None) -> dict[str, Any]:
+    def describe(self, queue_position: int | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "status": self.status,
                              "progress": round(float(self.progress), 4), "message": self.message}
         if self.error:
@@ -107,7 +108,7 @@ class Job:
         return d
 
     @property
-    def compute_s(self) -> Optional[float]:
+    def compute_s(self) -> float | None:
         """Seconds the worker spent on this job (None until it finished running)."""
         if self.started_at is None or self.finished_at is None:
             return None
@@ -128,16 +129,16 @@ class Worker:
         self.keep_finished = keep_finished
         self.ttl = ttl
         self.jobs: dict[str, Job] = {}
-        self._queue: "queue.PriorityQueue[tuple[int, int, Optional[Job]]]" = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[int, int, Job | None]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._pending = 0
         self._closing = False
         self.completed = 0
-        self.current: Optional[Job] = None
+        self.current: Job | None = None
         self._thread = threading.Thread(target=self._run, name="att3d-worker", daemon=True)
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self._thread.start()
         return self
 
@@ -158,11 +159,11 @@ class Worker:
         self._queue.put((priority, next(self._seq), job))
         return job
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self.jobs.get(job_id)
 
-    def queue_position(self, job: Job) -> Optional[int]:
+    def queue_position(self, job: Job) -> int | None:
         if job.status != QUEUED:
             return None
         with self._lock:
@@ -170,7 +171,7 @@ class Worker:
                      and (j.priority, j.created) < (job.priority, job.created)]
         return len(ahead)
 
-    def cancel(self, job_id: str) -> Optional[Job]:
+    def cancel(self, job_id: str) -> Job | None:
         """Ask a job to stop: a queued one is dropped at once, a running one at its next progress point."""
         job = self.get(job_id)
         if job is None:
@@ -187,7 +188,7 @@ class Worker:
             job._finish(CANCELLED, "cancelled")
         return job
 
-    def forget(self, job_id: str) -> Optional[Job]:
+    def forget(self, job_id: str) -> Job | None:
         """Cancel if still going, and drop the job and its result."""
         job = self.cancel(job_id)
         with self._lock:

@@ -17,7 +17,7 @@ import importlib
 from typing import Any, Optional
 
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
-from .types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, ProgressFn, SequenceData
 
 MODES = ("auto", "embedded", "subprocess", "remote")
 
@@ -35,8 +35,8 @@ def embedded_available() -> bool:
     return True
 
 
-def make_client(mode: str = "auto", *, model: str = "demo", device: str = "auto", python: Optional[str] = None,
-                url: Optional[str] = None, token: Optional[str] = None, **options: Any) -> Client:
+def make_client(mode: str = "auto", *, model: str = "demo", device: str = "auto", python: str | None = None,
+                url: str | None = None, token: str | None = None, **options: Any) -> Client:
     """A ready client for ``mode``; raises :class:`BackendUnavailable` with a message for the user."""
     mode = (mode or "auto").lower()
     if mode not in MODES:

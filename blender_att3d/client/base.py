@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from .types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, ProgressFn, SequenceData
 
 
 class BackendError(RuntimeError):
@@ -33,17 +34,17 @@ class Client(abc.ABC):
     def info(self) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
-                 texture: bool = False, progress: Optional[ProgressFn] = None) -> MeshData: ...
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData: ...
 
     @abc.abstractmethod
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
         """``keyframes``: (position, prompt) pairs; ``steps`` meshes between consecutive keyframes."""
 
     @abc.abstractmethod
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              progress: Optional[ProgressFn] = None) -> MeshData: ...
+              progress: ProgressFn | None = None) -> MeshData: ...
 
     @abc.abstractmethod
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
-from .types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, ProgressFn, SequenceData
 
 
 class EmbeddedClient(Client):
@@ -18,7 +19,7 @@ class EmbeddedClient(Client):
     checkpoint (between stages of a mesh, between steps of a chain) with :class:`Cancelled`.
     """
 
-    def __init__(self, model: str = "demo", device: str = "auto", cache_dir: Optional[str] = None,
+    def __init__(self, model: str = "demo", device: str = "auto", cache_dir: str | None = None,
                  engine: Any = None) -> None:
         if engine is None:
             try:
@@ -46,7 +47,7 @@ class EmbeddedClient(Client):
     def engine(self):
         return self._engine
 
-    def _call(self, fn: Callable[..., Any], progress: Optional[ProgressFn], with_progress: bool = True) -> Any:
+    def _call(self, fn: Callable[..., Any], progress: ProgressFn | None, with_progress: bool = True) -> Any:
         if self._closed:
             raise BackendUnavailable("this ATT3D client was closed")
         stop = threading.Event()
@@ -86,17 +87,17 @@ class EmbeddedClient(Client):
     def info(self) -> dict[str, Any]:
         return {**self._call(lambda p: self._engine.info(), None, False), "transport": "embedded"}
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
-                 texture: bool = False, progress: Optional[ProgressFn] = None) -> MeshData:
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData:
         return self._call(lambda p: self._engine.generate(prompt, resolution, simplify, texture, progress=p), progress)
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
         kf = [tuple(k) for k in keyframes]
         return self._call(lambda p: self._engine.chain(kf, steps, resolution, consistent, progress=p), progress)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              progress: Optional[ProgressFn] = None) -> MeshData:
+              progress: ProgressFn | None = None) -> MeshData:
         return self._call(lambda p: self._engine.blend(prompt_a, prompt_b, alpha, resolution, progress=p), progress)
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:

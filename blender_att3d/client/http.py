@@ -24,14 +24,15 @@ import threading
 import time
 import urllib.parse
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import payload
+from ..wire import payload
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
-from .types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, ProgressFn, SequenceData
 
 READY_PREFIX = "ATT3D_READY "
 POLL_WAIT_S = 2.0
@@ -45,7 +46,7 @@ class _NotAnATT3DServer(BackendUnavailable):
     """Something answers at the URL, but not in HTTP (a wrong port, say)."""
 
 
-def _read_default_token() -> Optional[str]:
+def _read_default_token() -> str | None:
     env = os.environ.get("ATT3D_TOKEN", "").strip()
     if env:
         return env
@@ -71,9 +72,9 @@ class HTTPClient(Client):
     """A client of a running ``att3d serve`` at ``url`` (``http://`` or ``https://``)."""
 
     #: seconds the server spent computing the last job's result (what the rest of the latency is not)
-    last_compute_s: Optional[float] = None
+    last_compute_s: float | None = None
 
-    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 600.0,
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0,
                  connect_timeout: float = 10.0, check: bool = True, **_ignored: Any) -> None:
         self._set_url(url)
         self.token = (token or "").strip() or _read_default_token()
@@ -94,8 +95,8 @@ class HTTPClient(Client):
         self._prefix = u.path.rstrip("/")
 
     # -- transport ---------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, query: Optional[dict[str, Any]] = None,
-                 timeout: Optional[float] = None, auth: bool = True) -> tuple[int, str, bytes]:
+    def _request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+                 timeout: float | None = None, auth: bool = True) -> tuple[int, str, bytes]:
         if self._closed:
             raise BackendUnavailable("this ATT3D client was closed")
         cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
@@ -131,8 +132,8 @@ class HTTPClient(Client):
         finally:
             conn.close()
 
-    def _json(self, method: str, path: str, body: Any = None, query: Optional[dict[str, Any]] = None,
-              timeout: Optional[float] = None, auth: bool = True) -> Any:
+    def _json(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+              timeout: float | None = None, auth: bool = True) -> Any:
         status, ctype, content = self._request(method, path, body, query, timeout, auth)
         if status >= 400:
             self._raise(status, content)
@@ -174,7 +175,7 @@ class HTTPClient(Client):
         return self._json("GET", "/v1/info", timeout=self.connect_timeout)
 
     # -- jobs ----------------------------------------------------------------------------------------
-    def _job(self, kind: str, body: dict[str, Any], progress: Optional[ProgressFn]) -> Any:
+    def _job(self, kind: str, body: dict[str, Any], progress: ProgressFn | None) -> Any:
         st = self._json("POST", f"/v1/jobs/{kind}", body)
         job_id = st["id"]
         stop = threading.Event()
@@ -227,13 +228,13 @@ class HTTPClient(Client):
     def info(self) -> dict[str, Any]:
         return {**self._run(lambda: self._json("GET", "/v1/info", timeout=30)), "transport": "http", "url": self.url}
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: Optional[int] = None,
-                 texture: bool = False, progress: Optional[ProgressFn] = None) -> MeshData:
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData:
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
         return self._run(lambda: self._job("generate", body, progress))
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: Optional[ProgressFn] = None) -> SequenceData:
+              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
         try:
             kf = [{"position": float(p), "prompt": q} for p, q in keyframes]
         except (TypeError, ValueError):
@@ -242,7 +243,7 @@ class HTTPClient(Client):
         return self._run(lambda: self._job("chain", body, progress))
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              progress: Optional[ProgressFn] = None) -> MeshData:
+              progress: ProgressFn | None = None) -> MeshData:
         body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}
         return self._run(lambda: self._job("blend", body, progress))
 
@@ -264,13 +265,13 @@ class HTTPClient(Client):
 
 # -- a server of our own -------------------------------------------------------------------------------
 
-def _project_root() -> Optional[str]:
+def _project_root() -> str | None:
     """The checkout holding ``backend/`` next to this package, for running from a source tree."""
     root = Path(__file__).resolve().parents[2]
     return str(root) if (root / "backend" / "cli.py").is_file() else None
 
 
-_live: "weakref.WeakSet[SubprocessClient]" = weakref.WeakSet()
+_live: weakref.WeakSet[SubprocessClient] = weakref.WeakSet()
 
 
 @atexit.register
@@ -289,8 +290,8 @@ class SubprocessClient(HTTPClient):
     fresh random token through its environment. If it dies, the next request restarts it once.
     """
 
-    def __init__(self, python: Optional[str] = None, model: str = "demo", device: str = "auto",
-                 start_timeout: float = 300.0, extra_args: Sequence[str] = (), env: Optional[dict[str, str]] = None,
+    def __init__(self, python: str | None = None, model: str = "demo", device: str = "auto",
+                 start_timeout: float = 300.0, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  restarts: int = 1, timeout: float = 600.0, **_ignored: Any) -> None:
         self.python = (python or "").strip() or sys.executable
         self.model, self.device = model or "demo", device or "auto"
@@ -299,7 +300,7 @@ class SubprocessClient(HTTPClient):
         self.extra_env = dict(env or {})
         self.restarts_left = int(restarts)
         self.restarts = 0
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._lock = threading.Lock()
         self._generation = 0
@@ -346,7 +347,7 @@ class SubprocessClient(HTTPClient):
         except OSError as e:
             raise BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {e.strerror or e} — "
                                      f"{self._hint()}") from None
-        ready: "queue.Queue[Optional[str]]" = queue.Queue()
+        ready: queue.Queue[str | None] = queue.Queue()
 
         def pump_stdout() -> None:
             for line in proc.stdout:
@@ -459,5 +460,5 @@ class SubprocessClient(HTTPClient):
         _live.discard(self)
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None

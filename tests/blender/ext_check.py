@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
-import bpy  # noqa: E402
+import bpy  # noqa: E402, I001 (bpy first: addon_utils only imports once bpy is loaded)
 import addon_utils  # noqa: E402
 
 out = {"torch_before": "torch" in sys.modules}

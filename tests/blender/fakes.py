@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from blender_att3d.client.base import BackendUnavailable, Cancelled, Client, InvalidRequest
-from blender_att3d.client.types import MeshData, SequenceData
+from blender_att3d.wire.types import MeshData, SequenceData
 
 
 def _h(prompt: str) -> np.ndarray:
@@ -53,7 +53,7 @@ def shape_of(prompt: str, resolution: int) -> tuple[np.ndarray, np.ndarray, np.n
 class FakeClient(Client):
     model = "fake-model"
 
-    def __init__(self, delay: float = 0.0, fail: Optional[Exception] = None) -> None:
+    def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.delay = delay
         self.fail = fail

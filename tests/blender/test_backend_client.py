@@ -70,10 +70,11 @@ def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
 def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
     """A backend that died after its one automatic restart stays failed for ordinary requests
     (a clear error each time); "Check Backend" drops it, starts a fresh one and says so."""
+    from fakes import FakeClient
+
     import blender_att3d.client as client_pkg
     from blender_att3d import backend_client, jobs
     from blender_att3d.client.base import BackendUnavailable
-    from fakes import FakeClient
 
     bpy = bpy_module
     made = []

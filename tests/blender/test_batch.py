@@ -1,7 +1,6 @@
 """Headless batch: python -m blender_att3d.batch ... (same mesh code as the UI)."""
 
 import pytest
-
 from conftest import ROOT, run_python
 
 

@@ -1,7 +1,6 @@
 """Generate / regenerate / cancel / errors / prompt warning, through the registered operators."""
 import numpy as np
 import pytest
-
 from fakes import FakeClient, make_unavailable
 
 

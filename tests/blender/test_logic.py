@@ -17,7 +17,7 @@ def test_name_from_prompt():
 
 def test_check_prompt():
     assert logic.check_prompt("  a   cat ") == "a cat"
-    for bad in ("", "   ", None, "x" * 400):
+    for bad in ("", "   ", None, "x" * (logic.MAX_PROMPT_CHARS + 1)):
         with pytest.raises(ValueError):
             logic.check_prompt(bad)
 

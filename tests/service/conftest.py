@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -47,8 +47,8 @@ class Api:
     def __init__(self, host: str, port: int, token: str) -> None:
         self.host, self.port, self.token = host, port, token
 
-    def request(self, method: str, path: str, body: Any = None, token: Optional[str] = "default",
-                headers: Optional[dict[str, str]] = None, timeout: float = 120) -> Response:
+    def request(self, method: str, path: str, body: Any = None, token: str | None = "default",
+                headers: dict[str, str] | None = None, timeout: float = 120) -> Response:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         h = {} if headers is None else dict(headers)
         tok = self.token if token == "default" else token
@@ -90,14 +90,14 @@ class Server:
         return self.ready["url"]
 
 
-def start_server(model_dir: Path, data_dir: Path, *args: str, env: Optional[dict[str, str]] = None,
+def start_server(model_dir: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None,
                  timeout: float = 120) -> Server:
     e = {**os.environ, "ATT3D_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
     e.pop("ATT3D_TOKEN", None) if not (env and "ATT3D_TOKEN" in env) else None
     proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", str(model_dir), "--port", "0",
                              "--device", "cpu", *args], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+    lines: queue.Queue[str | None] = queue.Queue()
     stderr: list[str] = []
 
     def pump() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_att3d.client import payload
-from blender_att3d.client.types import MeshData, SequenceData
+from blender_att3d.wire import payload
+from blender_att3d.wire.types import MeshData, SequenceData
 
 GOOD = {"prompt": "a red cube", "resolution": 24}
 CHAIN = {"keyframes": [{"position": 0, "prompt": "a red cube"}, {"position": 1, "prompt": "a blue sphere"}],

@@ -8,16 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from blender_att3d.client import (BackendUnavailable, Cancelled, InvalidRequest, MeshData, SequenceData,
-                                  make_client)
+from blender_att3d.client import BackendUnavailable, Cancelled, InvalidRequest, MeshData, SequenceData, make_client
 from blender_att3d.client.embedded import EmbeddedClient
 from blender_att3d.client.http import HTTPClient, SubprocessClient
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +44,7 @@ def same(a: MeshData, b: MeshData) -> None:
 
 def test_client_package_needs_no_torch():
     code = ("import sys, blender_att3d.client as c, blender_att3d.client.http, blender_att3d.client.embedded, "
-            "blender_att3d.client.payload; "
+            "blender_att3d.wire.payload; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'bpy', 'httpx', 'requests', 'backend', "
             "'fastapi', 'pydantic')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

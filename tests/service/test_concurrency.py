@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from blender_att3d.client import payload
+from blender_att3d.wire import payload
 
 
 def rss_kb(pid: int) -> int:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blender_att3d.client import payload
-from blender_att3d.client.types import MeshData, SequenceData
+from blender_att3d.wire import payload
+from blender_att3d.wire.types import MeshData, SequenceData
 
 
 def mesh(v: int = 20, f: int = 30, texture: bool = False, seed: int = 0) -> MeshData:

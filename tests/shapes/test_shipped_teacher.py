@@ -3,7 +3,6 @@ its samples show the asked-for object (a real quality check: it fails if the shi
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from training.shapes import teacher as T

@@ -9,7 +9,7 @@ TINY_MODEL = {"resolutions": [6, 8], "features": 2, "v_dim": 4, "hidden": 8}
 PROMPTS = ["a red cube", "a blue sphere", "a green cone"]
 
 
-def tiny_config(**sections) -> "TrainConfig":  # noqa: F821
+def tiny_config(**sections) -> TrainConfig:  # noqa: F821
     base = {
         "run": {"steps": 6, "batch_size": 2, "lr": 1e-2, "device": "cpu", "log_every": 1, "checkpoint_every": 0,
                 "preview_every": 0, "eval_every": 0, "seed": 0},

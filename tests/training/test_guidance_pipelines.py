@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from training.config import config_from_dict
-from training.guidance import (GuidanceConfig, LatentDiffusionGuidance,
-                               PixelDiffusionGuidance, build_guidance, tiny_unet)
+from training.guidance import GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, build_guidance, tiny_unet
 from training.train import train
-
-from conftest import TINY_MODEL
 
 
 def _bert_tokenizer():

@@ -5,12 +5,11 @@ import hashlib
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from backend.text_encoder import TextEmbedding
 from training.guidance import Guidance, GuidanceConfig
 from training.train import Trainer
-
-from conftest import tiny_config
 
 
 class FakeEncoder:

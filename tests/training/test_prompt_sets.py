@@ -5,8 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from training.prompts import (PIG_ACTIVITIES, PIG_THEMES, animal_prompts, load_prompt_set, pig_prompts,
-                              prompt_hash, read_text_prompts, split_seen)
+from training.prompts import (
+    PIG_ACTIVITIES,
+    PIG_THEMES,
+    animal_prompts,
+    load_prompt_set,
+    pig_prompts,
+    prompt_hash,
+    read_text_prompts,
+    split_seen,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT.parent / "shared" / "data" / "threestudio_prompt_library.json"

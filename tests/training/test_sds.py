@@ -6,8 +6,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from training.guidance import (GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, cfg,
-                               pick_dtype, sds_loss, tiny_scheduler, view_prompt)
+from training.guidance import (
+    GuidanceConfig,
+    LatentDiffusionGuidance,
+    PixelDiffusionGuidance,
+    cfg,
+    pick_dtype,
+    sds_loss,
+    tiny_scheduler,
+    view_prompt,
+)
 
 
 class StubUNet(torch.nn.Module):

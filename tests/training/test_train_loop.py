@@ -8,13 +8,12 @@ import signal
 
 import pytest
 import torch
+from conftest import PROMPTS, tiny_config
 
 from backend.model import load_model
 from training import checkpoint as ckpt
 from training.guidance import SDSOutput
 from training.train import Trainer, TrainingError, kappa_at, train
-
-from conftest import PROMPTS, tiny_config
 
 
 def test_reconstruction_loss_decreases(tmp_path):

@@ -35,7 +35,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -90,7 +89,7 @@ def _done(path: Path) -> set:
 
 
 def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool = False, progress: bool = True,
-              scale: Optional[float] = None) -> dict:
+              scale: float | None = None) -> dict:
     from training.config import config_from_dict
     from training.guidance import GuidanceConfig, build_guidance
     from training.train import train

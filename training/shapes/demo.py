@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..prompts import prompt_hash
 from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
@@ -47,7 +47,7 @@ SHIP_DIR = REPO_ROOT / "backend" / "models" / "demo"
 
 
 def demo_config(teacher: str, steps: int = 3000, batch_size: int = 8, scale: float = GUIDANCE_SCALE,
-                lr: float = 1e-3, model: Optional[dict] = None, render: Optional[dict] = None,
+                lr: float = 1e-3, model: dict | None = None, render: dict | None = None,
                 checkpoint_every: int = 100, device: str = "cpu", init: str = "") -> dict[str, Any]:
     """The training config (``training.config.config_from_dict`` format) of the demo model."""
     cam = camera_sampler()
@@ -72,7 +72,7 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 
 def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = False, fraction: float = SPLIT,
-               progress: bool = True, scale: Optional[float] = None, **kw):
+               progress: bool = True, scale: float | None = None, **kw):
     """Train (or ``resume``) the demo run in ``out`` on the seen split of ``fraction``; ``kw`` goes to
     :func:`demo_config` (``init``: start from a model trained before, e.g. on the smaller split)."""
     from training.config import config_from_dict
@@ -82,7 +82,7 @@ def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = 
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
-def _split_of(prompt_set: Optional[dict]) -> Optional[float]:
+def _split_of(prompt_set: dict | None) -> float | None:
     """The seen-split fraction whose prompts a provenance's ``prompt_set`` record hashes, else None."""
     sha = (prompt_set or {}).get("sha256")
     return next((f for f in SPLIT_FRACTIONS if prompt_hash(seen_prompts(f)) == sha), None)
@@ -98,7 +98,7 @@ def run_split(prov: dict) -> float:
                      f"({', '.join(split_name(f) for f in SPLIT_FRACTIONS)}; world hash {world.prompt_hash[:12]})")
 
 
-def shapes_provenance(run_dir: Path, teacher: Optional[str] = None) -> dict:
+def shapes_provenance(run_dir: Path, teacher: str | None = None) -> dict:
     world = get_world()
     cfg = json.loads((run_dir / "model" / "config.json").read_text())
     prov = cfg.get("provenance", {})
@@ -119,7 +119,7 @@ def shapes_provenance(run_dir: Path, teacher: Optional[str] = None) -> dict:
             "init": _init_chain(prov.get("init"))}
 
 
-def _init_chain(init: Optional[dict]) -> Optional[dict]:
+def _init_chain(init: dict | None) -> dict | None:
     if not init:
         return None
     ps = init.get("prompt_set") or {}
@@ -137,7 +137,7 @@ def _repo_relative(path: str) -> str:
         return str(path)
 
 
-def ship(run_dir: str | Path, dest: Optional[str | Path] = None, metrics: Optional[dict] = None) -> Path:
+def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | None = None) -> Path:
     """Copy ``run_dir/model`` into ``dest`` (default :data:`SHIP_DIR`) in fp16 with the Shapes provenance."""
     import torch
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .world import (EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction,
-                    render_eval_views)
+from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
 
 GRID = 64
 EVAL_SIZE = 32
@@ -105,10 +105,10 @@ def _trained_split(prov: dict) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: Any, split: str = "unseen", *, fraction: Optional[float | str] = None, world_seed: int = 0,
-             prompts: Optional[Sequence[int | str]] = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
+def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None = None, world_seed: int = 0,
+             prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
-             per_prompt: bool = True, queries: Optional[Sequence[int]] = None) -> dict[str, Any]:
+             per_prompt: bool = True, queries: Sequence[int] | None = None) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model

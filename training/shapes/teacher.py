@@ -24,14 +24,14 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from backend.model import write_folder_atomically
+from backend.fileio import write_folder_atomically
 
 from .world import VIEW_LABELS, ShapesWorld, camera_sampler, get_world, render_scenes, view_caption
 
@@ -134,8 +134,8 @@ def data_paths(data_dir: Path, cfg: TeacherConfig) -> dict[str, Path]:
             "chunks": data_dir / f"chunks_{tag}", "captions": data_dir / f"captions_{cfg.text_encoder}_{cfg.max_length}.safetensors"}
 
 
-def prepare_data(data_dir: str | Path = DEFAULT_DATA_DIR, cfg: Optional[TeacherConfig] = None,
-                 world: Optional[ShapesWorld] = None, prompts: Optional[Sequence[int]] = None,
+def prepare_data(data_dir: str | Path = DEFAULT_DATA_DIR, cfg: TeacherConfig | None = None,
+                 world: ShapesWorld | None = None, prompts: Sequence[int] | None = None,
                  progress: bool = True, chunk: int = 64) -> dict[str, Path]:
     """Pre-render GT images of every prompt from random training cameras (resumable by chunks) and
     the MiniLM embeddings of every distinct caption. Returns the file paths."""
@@ -189,20 +189,20 @@ def prepare_data(data_dir: str | Path = DEFAULT_DATA_DIR, cfg: Optional[TeacherC
     return paths
 
 
-def all_captions(world: ShapesWorld, prompts: Optional[Sequence[int]] = None) -> list[str]:
+def all_captions(world: ShapesWorld, prompts: Sequence[int] | None = None) -> list[str]:
     """Every caption the teacher sees: "" (the unconditional prompt), then each prompt × view."""
     idx = range(len(world)) if prompts is None else prompts
     return [""] + [view_caption(world.texts[i], v) for i in idx for v in VIEW_LABELS]
 
 
-def caption_ids(world: ShapesWorld, prompts: Optional[Sequence[int]] = None) -> dict[tuple[int, int], int]:
+def caption_ids(world: ShapesWorld, prompts: Sequence[int] | None = None) -> dict[tuple[int, int], int]:
     """(prompt index, view index) → row of the caption-embedding table of :func:`all_captions`."""
     idx = range(len(world)) if prompts is None else prompts
     return {(p, v): 1 + k * len(VIEW_LABELS) + v for k, p in enumerate(idx) for v in range(len(VIEW_LABELS))}
 
 
 def ensure_caption_embeddings(path: Path, world: ShapesWorld, cfg: TeacherConfig, progress: bool = True,
-                              prompts: Optional[Sequence[int]] = None):
+                              prompts: Sequence[int] | None = None):
     """``{"tokens": [C, L, D] fp16}`` for :func:`all_captions`, computed once in batches."""
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
@@ -248,7 +248,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(folder: Path, unet, ema, opt, step: int, cfg: TeacherConfig, log: dict,
-                    data_dir: Optional[Path] = None) -> None:
+                    data_dir: Path | None = None) -> None:
     from safetensors.torch import save_file
 
     def write(tmp: Path):
@@ -275,7 +275,7 @@ def _cfg_dict(cfg: TeacherConfig) -> dict:
     return d
 
 
-def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: ShapesWorld, extra: Optional[dict] = None):
+def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: ShapesWorld, extra: dict | None = None):
     """(Re)write ``unet/``, ``scheduler/`` and ``att3d_teacher.json`` (atomically, each)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_folder_atomically(folder / "unet", lambda tmp: ema.save_pretrained(str(tmp), safe_serialization=True))
@@ -291,7 +291,7 @@ def export_teacher(folder: Path, ema, cfg: TeacherConfig, step: int, world: Shap
     os.replace(tmp, folder / TEACHER_JSON)
 
 
-def resolve_teacher(teacher: Optional[str | Path] = None) -> Path:
+def resolve_teacher(teacher: str | Path | None = None) -> Path:
     """A teacher folder: ``teacher`` as given ("shipped" or None = :data:`SHIPPED_TEACHER`); checked."""
     path = SHIPPED_TEACHER if teacher in (None, "", "shipped") else Path(teacher)
     if not (path / TEACHER_JSON).is_file():
@@ -334,11 +334,11 @@ def load_teacher(folder: str | Path, device="cpu"):
 
 # -- training -------------------------------------------------------------------------------------------
 
-def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg: Optional[TeacherConfig] = None,
-                  data_dir: Optional[str | Path] = None, world: Optional[ShapesWorld] = None,
-                  prompts: Optional[Sequence[int]] = None, save_every: int = 100, export_every: int = 500,
-                  progress: bool = True, log_file: Optional[str | Path] = None,
-                  init: Optional[str | Path] = None, recipe: Optional[dict] = None) -> Path:
+def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg: TeacherConfig | None = None,
+                  data_dir: str | Path | None = None, world: ShapesWorld | None = None,
+                  prompts: Sequence[int] | None = None, save_every: int = 100, export_every: int = 500,
+                  progress: bool = True, log_file: str | Path | None = None,
+                  init: str | Path | None = None, recipe: dict | None = None) -> Path:
     """Train (or resume) the teacher in ``out``; returns the folder.
 
     ``recipe``: :class:`TeacherConfig` fields to set on a new or warm-started run (e.g.
@@ -476,7 +476,7 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
 
 @torch.no_grad()
 def sample(unet, tokens: torch.Tensor, null: torch.Tensor, guidance: float = 5.0, steps: int = 50,
-           seed: int = 0, cfg: Optional[TeacherConfig] = None, image_size: int = 32, eta: float = 0.0) -> torch.Tensor:
+           seed: int = 0, cfg: TeacherConfig | None = None, image_size: int = 32, eta: float = 0.0) -> torch.Tensor:
     """DDIM with classifier-free guidance; tokens ``[B, L, D]`` → images ``[B, 3, S, S]`` in [0, 1].
     ``cfg`` gives the noise schedule and prediction type (those of the teacher's training).
     ``eta`` = 0 is deterministic DDIM, 1 is DDPM-like ancestral sampling (more forgiving of an
@@ -523,7 +523,7 @@ def report_cameras(n_views: int = REPORT_VIEWS):
 
 
 def report_gallery(world: ShapesWorld, data_dir: Path, size: int = 32, n_views: int = REPORT_VIEWS,
-                   progress: bool = True, prompts: Optional[Sequence[int]] = None) -> torch.Tensor:
+                   progress: bool = True, prompts: Sequence[int] | None = None) -> torch.Tensor:
     """GT renders of every prompt (or of ``prompts``, not cached) from the fixed report views
     ``[P, V, 3, S, S]`` (cached as uint8)."""
     from tqdm import tqdm
@@ -575,8 +575,8 @@ def nearest_prompts(images: torch.Tensor, gallery: torch.Tensor, chunk: int = 64
 @torch.no_grad()
 def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, samples_per_prompt: int = 2,
                    grid_prompts: int = 16, guidance: float = 1.0, steps: int = 50, seed: int = 0, eta: float = 1.0,
-                   data_dir: Optional[str | Path] = None, progress: bool = True, batch: int = 64,
-                   prompts: Optional[Sequence[int]] = None) -> dict:
+                   data_dir: str | Path | None = None, progress: bool = True, batch: int = 64,
+                   prompts: Sequence[int] | None = None) -> dict:
     """Samples of the teacher for an evenly spread set of prompts ("…, front view", DDIM with CFG);
     accuracy = the fraction whose nearest GT render (fixed front-ish view set, all prompts) belongs
     to the asked prompt; also per attribute. Writes ``samples.png`` and ``report.json`` into ``out``."""

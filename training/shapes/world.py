@@ -25,9 +25,9 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -79,7 +79,7 @@ class Prompt:
     shape: str
     color: str
     accessory: str  # one of ACCESSORIES or "none"
-    accessory_color: Optional[str]
+    accessory_color: str | None
 
 
 @dataclass
@@ -275,7 +275,7 @@ def batch_field(scenes: Sequence[Scene]):
 
 # -- the world ---------------------------------------------------------------------------------------
 
-def prompt_text(shape: str, color: str, accessory: str, accessory_color: Optional[str]) -> str:
+def prompt_text(shape: str, color: str, accessory: str, accessory_color: str | None) -> str:
     base = f"a {color} {shape}"
     if accessory == NONE:
         return base
@@ -440,7 +440,7 @@ def view_caption(text: str, label: str) -> str:
 
 @torch.no_grad()
 def render_scenes(scenes: Sequence[Scene], cams, size: int = 32, n_samples: int = 64,
-                  bg_color: float = 1.0, chunk: Optional[int] = None):
+                  bg_color: float = 1.0, chunk: int | None = None):
     """Render scene b from camera b (``backend.renderer.render``, deterministic samples, white
     background, shading as the cameras say)."""
     from backend.renderer import render

@@ -7,13 +7,14 @@ sRGB-encoded display values (what the model renders).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 #: ``progress(fraction_done, message)``; returning True asks the job to stop early.
-ProgressFn = Callable[[float, str], Optional[bool]]
+ProgressFn = Callable[[float, str], bool | None]
 
 
 @dataclass
@@ -22,8 +23,8 @@ class MeshData:
     faces: np.ndarray
     colors: np.ndarray
     #: Optional baked texture: ``uvs`` float32 [V, 2] per vertex and ``texture`` uint8 [H, W, 3].
-    uvs: Optional[np.ndarray] = None
-    texture: Optional[np.ndarray] = None
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
     #: Provenance: prompt, model id, resolution, chain position ... (JSON-serialisable).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -55,7 +56,7 @@ class SequenceData:
 
     steps: list[float]
     prompts: list[str]
-    faces: Optional[np.ndarray] = None
+    faces: np.ndarray | None = None
     positions: list[np.ndarray] = field(default_factory=list)
     colors: list[np.ndarray] = field(default_factory=list)
     meshes: list[MeshData] = field(default_factory=list)

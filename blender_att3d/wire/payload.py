@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def encode_sequence(seq: SequenceData, colors: str = "f32") -> bytes:
     return w.finish(header)
 
 
-def encode(obj: Union[MeshData, SequenceData], colors: str = "f32") -> bytes:
+def encode(obj: MeshData | SequenceData, colors: str = "f32") -> bytes:
     return encode_sequence(obj, colors) if isinstance(obj, SequenceData) else encode_mesh(obj, colors)
 
 
@@ -162,7 +162,7 @@ def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
     return header, buf[_PREFIX.size + hlen:]
 
 
-def _array(header: dict[str, Any], body: memoryview, name: str, required: bool = True) -> Optional[np.ndarray]:
+def _array(header: dict[str, Any], body: memoryview, name: str, required: bool = True) -> np.ndarray | None:
     spec = header["arrays"].get(name)
     if spec is None:
         if required:
@@ -198,7 +198,7 @@ def _mesh(header: dict[str, Any], body: memoryview, prefix: str, meta: dict[str,
         raise PayloadError(f"ATT3D payload: invalid mesh: {e}") from None
 
 
-def decode(data: bytes) -> Union[MeshData, SequenceData]:
+def decode(data: bytes) -> MeshData | SequenceData:
     """Payload bytes → :class:`MeshData` or :class:`SequenceData` (raises :class:`PayloadError`)."""
     header, body = read_header(data)
     kind = header.get("kind")
