@@ -1,7 +1,11 @@
-"""Registration of everything bpy-bound (imported lazily from ``__init__.register``)."""
+"""Registration of everything bpy-bound (imported lazily from ``__init__.register``).
+
+Order: the preferences, then the scene settings (``scene.att3d``), the operators, and the panels
+that draw both; unregistering goes in reverse, then closes the shared backend client.
+"""
 from __future__ import annotations
 
-from . import backend_client, operators, panels, preferences, properties
+from . import operators, panels, preferences, properties, session
 
 _MODULES = (preferences, properties, operators, panels)
 
@@ -24,4 +28,4 @@ def register() -> None:
 def unregister() -> None:
     for m in reversed(_MODULES):
         m.unregister()
-    backend_client.close()
+    session.close()

@@ -6,9 +6,9 @@ Usage (the ``bpy`` module, or Blender itself)::
         [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N]
     blender -b -P blender_att3d/batch.py -- --prompts prompts.txt --out scene.blend
 
-Runs synchronously through the same mesh-building code as the add-on's UI
-(:mod:`blender_att3d.mesh_build` via :func:`blender_att3d.operators.place_generated` and
-:func:`blender_att3d.operators.build_chain_objects`). Progress goes to stderr.
+Runs synchronously through the same placement and mesh-building code as the add-on's UI
+(:func:`blender_att3d.placement.place_generated` and :func:`blender_att3d.placement.build_chain_objects`,
+which use :mod:`blender_att3d.builders`), and never imports the UI modules. Progress goes to stderr.
 
 Prompts file: UTF-8 text, one prompt per line; blank lines and lines starting with ``#`` are ignored.
 
@@ -115,7 +115,7 @@ def export_chain(obj: Any, export_dir: Path, fmt: str) -> list[Path]:
     """Export a built chain. Shape keys: one file (GLB keeps the morph-target animation). A mesh
     sequence: one file per step, ``..._000``, ``..._001`` ... (no format here holds its show/hide
     animation, and every step but one is hidden at any frame)."""
-    from .mesh_build import PROP_CHAIN_POSITION
+    from .builders.objects import PROP_CHAIN_POSITION
 
     base = f"chain_{_slug(obj.name)}"
     if obj.type != "EMPTY":
@@ -163,10 +163,12 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
     """The batch itself (inputs already checked). Returns a summary dict."""
     import bpy
 
-    from . import logic, operators
+    from .inputs import parse_chain_file, parse_prompts_file
+    from .keyframes import step_frames
+    from .placement import build_chain_objects, place_generated
 
-    prompts = logic.parse_prompts_file(args.prompts) if args.prompts else []
-    chain = logic.parse_chain_file(args.chain) if args.chain else None
+    prompts = parse_prompts_file(args.prompts) if args.prompts else []
+    chain = parse_chain_file(args.chain) if args.chain else None
     if client is None:
         client = load_client(args.client, args.model, args.device)
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -177,12 +179,13 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(prompts)}] generating '{prompt}'")
         data = client.generate(prompt, resolution=args.resolution, texture=args.texture)
-        obj = operators.place_generated(data, prompt, args.resolution, color_mode,
-                                        (i * args.spacing, 0.0, 0.0), scene.name)
+        obj = place_generated(data, prompt, args.resolution, color_mode, (i * args.spacing, 0.0, 0.0), scene.name)
         summary["objects"].append(obj.name)
-        log(f"[{i + 1}/{len(prompts)}] '{obj.name}': {data.n_vertices:,} vertices in {time.perf_counter() - t0:.2f} s")
+        dt = time.perf_counter() - t0
+        log(f"[{i + 1}/{len(prompts)}] '{obj.name}': {data.n_vertices:,} vertices in {dt:.2f} s")
         if args.export_dir:
-            p = export_objects([obj], Path(args.export_dir) / f"{i:03d}_{_slug(obj.name)}.{args.format}", args.format)
+            path = Path(args.export_dir) / f"{i:03d}_{_slug(obj.name)}.{args.format}"
+            p = export_objects([obj], path, args.format)
             summary["exports"].append(str(p))
     if chain is not None:
         keys = chain["keyframes"]
@@ -192,11 +195,11 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
         t0 = time.perf_counter()
         seq = client.chain([(k, p) for k, (_, p) in enumerate(keys)], steps=steps, resolution=args.resolution,
                            consistent=(mode == "SHAPE_KEYS"))
-        obj = operators.build_chain_objects(seq, [f for f, _ in keys], mode, args.interpolation.upper(), "batch",
-                                            args.resolution, (0.0, -args.spacing, 0.0), scene.name)
-        logic_frames = logic.step_frames(seq.steps, [f for f, _ in keys])
-        scene.frame_start = int(logic_frames[0])
-        scene.frame_end = int(max(logic_frames[-1], logic_frames[0] + 1))
+        obj = build_chain_objects(seq, [f for f, _ in keys], mode, args.interpolation.upper(), "batch",
+                                  args.resolution, (0.0, -args.spacing, 0.0), scene.name)
+        frames = step_frames(seq.steps, [f for f, _ in keys])
+        scene.frame_start = int(frames[0])
+        scene.frame_end = int(max(frames[-1], frames[0] + 1))
         summary["chain"] = obj.name
         log(f"chain: '{obj.name}' with {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
         if args.export_dir:
@@ -213,25 +216,25 @@ def _slug(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None, client=None) -> int:
-    from . import logic
     from .client.base import BackendError
+    from .inputs import InputFileError, parse_chain_file, parse_prompts_file
 
     args = parser().parse_args(argv)
     try:
         if not args.prompts and not args.chain:
-            raise logic.InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
+            raise InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
         if args.prompts:
-            logic.parse_prompts_file(args.prompts)
+            parse_prompts_file(args.prompts)
         if args.chain:
-            logic.parse_chain_file(args.chain)
+            parse_chain_file(args.chain)
         if args.resolution < 8:
-            raise logic.InputFileError(f"--resolution {args.resolution} is too small")
+            raise InputFileError(f"--resolution {args.resolution} is too small")
         out = Path(args.out)
         if out.suffix.lower() != ".blend":
-            raise logic.InputFileError(f"--out must be a .blend file, got {out}")
+            raise InputFileError(f"--out must be a .blend file, got {out}")
         if not out.resolve().parent.is_dir():
-            raise logic.InputFileError(f"the output folder does not exist: {out.resolve().parent}")
-    except logic.InputFileError as e:
+            raise InputFileError(f"the output folder does not exist: {out.resolve().parent}")
+    except InputFileError as e:
         print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
         return 2
     try:

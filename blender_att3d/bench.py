@@ -49,7 +49,8 @@ def chain_sequence(n_steps: int = 16, rings: int = 128):
         bump = 1 + 0.25 * a * np.sin(6 * pos[:, 0]) * np.cos(5 * pos[:, 2])
         p = pos * bump[:, None] * np.array([1 + 0.4 * a, 1.0, 1 - 0.3 * a], np.float32)
         positions.append(p.astype(np.float32))
-        c = np.stack([0.9 - 0.8 * a + 0 * pos[:, 0], 0.2 + 0.5 * a * (pos[:, 2] + 1) / 2, 0.1 + 0.8 * a + 0 * pos[:, 0]], 1)
+        c = np.stack([0.9 - 0.8 * a + 0 * pos[:, 0], 0.2 + 0.5 * a * (pos[:, 2] + 1) / 2,
+                      0.1 + 0.8 * a + 0 * pos[:, 0]], 1)
         colors.append(np.clip(c, 0, 1).astype(np.float32))
     steps = [i / (n_steps - 1) for i in range(n_steps)]
     return SequenceData(steps, [f"step {i}" for i in range(n_steps)], faces=faces, positions=positions,
@@ -120,7 +121,9 @@ def main(argv=None) -> int:
 
     import bpy
 
-    from . import logic, mesh_build
+    from .builders.chain import build_sequence, build_shape_keys, remove_chain
+    from .builders.objects import create_object
+    from .keyframes import step_frames
     from .wire.types import MeshData
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
 
     def insert():
         t = time.perf_counter()
-        obj = mesh_build.create_object(scene.collection, big, "bench", (0, 0, 0), "VERTEX")
+        obj = create_object(scene.collection, big, "bench", (0, 0, 0), "VERTEX")
         dt = time.perf_counter() - t
         me, mat = obj.data, obj.active_material
         bpy.data.objects.remove(obj)
@@ -140,18 +143,18 @@ def main(argv=None) -> int:
         return dt
 
     seq = chain_sequence(16, args.chain_rings)
-    frames = logic.step_frames(seq.steps, [1, 96])
+    frames = step_frames(seq.steps, [1, 96])
 
     def shape_keys():
-        mesh_build.remove_chain("bench")
+        remove_chain("bench")
         t = time.perf_counter()
-        mesh_build.build_shape_keys(scene.collection, seq, frames, "Bench chain", "bench", "LINEAR")
+        build_shape_keys(scene.collection, seq, frames, "Bench chain", "bench", "LINEAR")
         return time.perf_counter() - t
 
     def sequence():
-        mesh_build.remove_chain("bench-seq")
+        remove_chain("bench-seq")
         t = time.perf_counter()
-        mesh_build.build_sequence(scene.collection, seq, frames, "Bench seq", "bench-seq")
+        build_sequence(scene.collection, seq, frames, "Bench seq", "bench-seq")
         return time.perf_counter() - t
 
     result = {
@@ -165,15 +168,16 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
-        obj = mesh_build.build_shape_keys(scene.collection, seq, frames, "Chain", "render", "LINEAR")
+        obj = build_shape_keys(scene.collection, seq, frames, "Chain", "render", "LINEAR")
         stage_for_render(scene, obj, size=args.render_size, samples=16, distance=4.6)
         renders = []
         for f in (1, 48, 96):
             scene.frame_set(f)
             px = render_to(scene, out / f"chain_frame_{f:03d}.png")
+            h, w = px.shape[:2]
+            centre = px[h // 3: 2 * h // 3, w // 3: 2 * w // 3, :3].mean((0, 1))
             renders.append({"frame": f, "path": str(out / f"chain_frame_{f:03d}.png"),
-                            "mean_rgb_centre": [round(float(v), 3) for v in px[px.shape[0] // 3: 2 * px.shape[0] // 3,
-                                                                                 px.shape[1] // 3: 2 * px.shape[1] // 3, :3].mean((0, 1))]})
+                            "mean_rgb_centre": [round(float(v), 3) for v in centre]})
         result["renders"] = renders
     print(json.dumps(result, indent=2))
     return 0

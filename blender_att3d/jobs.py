@@ -19,6 +19,12 @@ from .client.base import BackendError, BackendUnavailable, Cancelled, InvalidReq
 
 POLL_S = 0.1
 
+# Job slots: one job at a time in each.
+MAIN = "main"  # generate / regenerate / build chain
+BLEND = "blend"  # the live blend preview
+NEAREST = "nearest"  # the prompt's distance to the training prompts
+BACKEND = "backend"  # Check Backend
+
 
 class Job:
     def __init__(self, slot: str, label: str, work: Callable[[Callable], Any],
@@ -176,7 +182,7 @@ def on_load_pre(*_args) -> None:
     """Another file is opening: drop running jobs (their results belong to the closing file, and
     Blender removes the poll timer with it, which would leave the panel busy for ever)."""
     cancel_all()
-    for slot in [k for k in status if k != "backend"]:
+    for slot in [k for k in status if k != BACKEND]:
         status.pop(slot, None)
 
 

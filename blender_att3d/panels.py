@@ -4,8 +4,10 @@ from __future__ import annotations
 import bpy
 from bpy.types import Panel, UIList
 
-from . import jobs, mesh_build
-from .operators import BLEND, MAIN, prompt_warning
+from . import jobs
+from .builders.objects import PROP_PROMPT, is_single_result
+from .jobs import BLEND, MAIN
+from .live import prompt_warning
 
 
 def _progress(layout, job: jobs.Job) -> None:
@@ -51,9 +53,9 @@ class ATT3D_PT_main(Panel):
             row.operator("att3d.generate", icon="SHADERFX")
         _status(layout, MAIN)
         obj = context.active_object
-        if obj is not None and mesh_build.is_single_result(obj):
+        if obj is not None and is_single_result(obj):
             box = layout.box()
-            box.label(text=f"'{obj[mesh_build.PROP_PROMPT]}'", icon="INFO")
+            box.label(text=f"'{obj[PROP_PROMPT]}'", icon="INFO")
             box.operator("att3d.regenerate", icon="FILE_REFRESH")
 
 
@@ -135,7 +137,7 @@ class ATT3D_PT_backend(Panel):
 
     def draw(self, context):
         layout = self.layout
-        icon, text = jobs.status.get("backend", ("QUESTION", "Not checked yet"))
+        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
         layout.label(text=text, icon=icon)
         layout.operator("att3d.check_backend", icon="FILE_REFRESH")
 

@@ -17,7 +17,7 @@ DEVICES = [("AUTO", "Automatic", "GPU when available"), ("CPU", "CPU", ""), ("CU
 
 
 def _settings_changed(self, context):
-    jobs.status.pop("backend", None)
+    jobs.status.pop(jobs.BACKEND, None)
 
 
 class ATT3D_AddonPreferences(AddonPreferences):
@@ -47,12 +47,12 @@ class ATT3D_AddonPreferences(AddonPreferences):
             layout.prop(self, "device")
         layout.prop(self, "model")
         row = layout.row()
-        job = jobs.active("backend")
+        job = jobs.active(jobs.BACKEND)
         if job is not None:
             row.label(text="Checking the backend...", icon="SORTTIME")
         else:
             row.operator("att3d.check_backend", icon="FILE_REFRESH")
-        icon, text = jobs.status.get("backend", ("QUESTION", "Not checked yet"))
+        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
         layout.label(text=text, icon=icon)
 
 

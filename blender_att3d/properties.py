@@ -13,31 +13,17 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
-COLOR_MODES = [
-    ("VERTEX", "Vertex Colours", "Colours stored per vertex (fast)"),
-    ("TEXTURE", "Baked Texture", "Bake the colours into a UV texture (slower, finer detail)"),
-]
-CHAIN_MODES = [
-    ("SHAPE_KEYS", "Shape Keys", "One object morphing through the steps (consistent topology)"),
-    ("SEQUENCE", "Mesh Sequence", "One object per step, exactly one visible at each frame"),
-]
-INTERPOLATIONS = [
-    ("LINEAR", "Linear", "Morph smoothly between steps"),
-    ("CONSTANT", "Constant", "Jump from step to step"),
-]
+from . import live
+from .choices import CHAIN_MODES, COLOR_MODES, INTERPOLATIONS
 
 
 def _prompt_changed(self, context):
-    from . import operators
-
-    operators.schedule_prompt_check(self.prompt)
+    live.schedule_prompt_check(self.prompt)
 
 
 def _blend_changed(self, context):
-    from . import operators
-
     if self.blend_live:
-        operators.schedule_blend_preview(context.scene)
+        live.schedule_blend_preview(context.scene)
 
 
 class ATT3D_PG_keyframe(PropertyGroup):

@@ -83,17 +83,17 @@ def fake():
 @pytest.fixture
 def scene(bpy_module, addon, fake):
     """A fresh empty scene with the add-on registered and the fake client injected."""
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
     bpy = bpy_module
     bpy.ops.wm.read_factory_settings(use_empty=True)
     jobs.cancel_all()
     jobs.status.clear()
     jobs.nearest_cache.clear()
-    backend_client.set_override(fake)
+    session.set_override(fake)
     yield bpy.context.scene
     jobs.cancel_all()
-    backend_client.set_override(None)
+    session.set_override(None)
 
 
 def run_python(code_or_args, timeout=120, env=None, cwd=None):

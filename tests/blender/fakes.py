@@ -28,7 +28,10 @@ def sphere(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
     ring = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
     pos = np.concatenate([[[0, 0, 1]], ring, [[0, 0, -1]]]).astype(np.float32)
     faces = []
-    idx = lambda r, s: 1 + r * segments + (s % segments)
+
+    def idx(r, s):
+        return 1 + r * segments + (s % segments)
+
     for s in range(segments):
         faces.append([0, idx(0, s), idx(0, s + 1)])
         faces.append([len(pos) - 1, idx(rings - 1, s + 1), idx(rings - 1, s)])
@@ -113,7 +116,8 @@ class FakeClient(Client):
             pos = ((1 - a) * pa + a * pb).astype(np.float32)
             col = ((1 - a) * ca + a * cb).astype(np.float32)
             pos_list.append(keys[k][0] + a * (keys[k + 1][0] - keys[k][0]))
-            label = keys[k][1] if a == 0 else keys[k + 1][1] if a == 1 else f"{keys[k][1]} -> {keys[k + 1][1]} @ {a:.2f}"
+            mid = f"{keys[k][1]} -> {keys[k + 1][1]} @ {a:.2f}"
+            label = keys[k][1] if a == 0 else keys[k + 1][1] if a == 1 else mid
             labels.append(label)
             if consistent:
                 positions.append(pos)

@@ -92,7 +92,7 @@ def test_batch_sequence_chain_exports_every_step_and_keeps_visibility(bpy_module
     """A mesh-sequence chain shows one step at a time: each step gets its own file, all of them
     with geometry, and the saved scene still shows exactly one step per frame."""
     bpy = bpy_module
-    from blender_att3d import batch, logic
+    from blender_att3d import batch, keyframes
 
     prompts, chain = _inputs(tmp_path)
     out, exp = tmp_path / "scene.blend", tmp_path / "exp"
@@ -109,11 +109,11 @@ def test_batch_sequence_chain_exports_every_step_and_keeps_visibility(bpy_module
     bpy.ops.wm.open_mainfile(filepath=str(out))
     root = bpy.data.objects["Red cube to blue ball"]
     kids = sorted(root.children, key=lambda o: o["att3d_chain_position"])
-    frames = logic.step_frames([0.0, 0.5, 1.0], [1, 25])
+    frames = keyframes.step_frames([0.0, 0.5, 1.0], [1, 25])
     for f in (1, 12, 13, 24, 25):
         bpy.context.scene.frame_set(f)
-        assert [i for i, o in enumerate(kids) if not o.hide_viewport] == [logic.visible_step(f, frames)]
-        assert [i for i, o in enumerate(kids) if not o.hide_render] == [logic.visible_step(f, frames)]
+        assert [i for i, o in enumerate(kids) if not o.hide_viewport] == [keyframes.visible_step(f, frames)]
+        assert [i for i, o in enumerate(kids) if not o.hide_render] == [keyframes.visible_step(f, frames)]
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 

@@ -39,16 +39,16 @@ def test_blend_needs_both_prompts(bpy_module, scene):
 def test_slider_schedules_debounced_threaded_update(bpy_module, scene, fake, monkeypatch):
     """Moving the slider (interactive) registers a debounce timer; its tick starts a worker."""
     bpy = bpy_module
-    from blender_att3d import jobs, operators
+    from blender_att3d import jobs, live
 
     monkeypatch.setattr(jobs, "headless", lambda: False)
     s = scene.att3d
     s.blend_a, s.blend_b, s.blend_resolution = "a red cube", "a blue ball", 24
     s.blend_factor = 0.3
     s.blend_factor = 0.6  # a second move before the timer fires: one update, latest value
-    assert bpy.app.timers.is_registered(operators._blend_timer)
-    bpy.app.timers.unregister(operators._blend_timer)
-    operators._blend_timer()  # what the timer would do
+    assert bpy.app.timers.is_registered(live._blend_timer)
+    bpy.app.timers.unregister(live._blend_timer)
+    live._blend_timer()  # what the timer would do
     assert jobs.busy("blend")
     jobs.wait("blend")
     blends = [c for c in fake.calls if c[0] == "blend"]

@@ -20,10 +20,10 @@ def _chain_objects(bpy):
 
 
 def _frames(steps=4):
-    from blender_att3d import logic
+    from blender_att3d import keyframes
 
     positions = [k + s / steps for k in range(len(KEYS) - 1) for s in range(steps)] + [len(KEYS) - 1.0]
-    return logic.step_frames(positions, [f for f, _ in KEYS])
+    return keyframes.step_frames(positions, [f for f, _ in KEYS])
 
 
 def test_keyframe_list_operators(bpy_module, scene):
@@ -39,7 +39,8 @@ def test_keyframe_list_operators(bpy_module, scene):
     bpy.ops.att3d.keyframe_add(frame=30, prompt="a yellow ball")  # same frame: edits it
     assert len(s.keyframes) == 3 and s.keyframes[1].prompt == "a yellow ball" and s.keyframe_index == 1
     bpy.ops.att3d.keyframe_move(direction="UP")  # the prompt moves earlier, frames stay in order
-    assert [(k.frame, k.prompt) for k in s.keyframes] == [(1, "a yellow ball"), (30, "a red cube"), (60, "a green cone")]
+    expected = [(1, "a yellow ball"), (30, "a red cube"), (60, "a green cone")]
+    assert [(k.frame, k.prompt) for k in s.keyframes] == expected
     assert s.keyframe_index == 0
     bpy.ops.att3d.keyframe_move(direction="DOWN")
     assert s.keyframes[1].prompt == "a yellow ball" and s.keyframe_index == 1
@@ -56,7 +57,7 @@ def test_chain_needs_two_distinct_keyframes(bpy_module, scene):
 
 def test_mesh_sequence_shows_exactly_the_right_step(bpy_module, scene, fake):
     bpy = bpy_module
-    from blender_att3d import logic
+    from blender_att3d import keyframes
 
     _set_keyframes(bpy, scene, mode="SEQUENCE")
     assert bpy.ops.att3d.build_chain(synchronous=True) == {"FINISHED"}
@@ -70,7 +71,7 @@ def test_mesh_sequence_shows_exactly_the_right_step(bpy_module, scene, fake):
     for f in (0, 1, 5, 6, 11, 20, 21, 30, 31, 50, 60, 61, 80):
         scene.frame_set(f)
         shown = [i for i, o in enumerate(steps) if not o.hide_viewport]
-        assert shown == [logic.visible_step(f, frames)], f"frame {f}"
+        assert shown == [keyframes.visible_step(f, frames)], f"frame {f}"
         assert [i for i, o in enumerate(steps) if not o.hide_render] == shown
     fc = steps[3].animation_data.action
     assert fc is not None
@@ -82,16 +83,16 @@ def _key_values(obj):
 
 def _eval_colour(bpy, obj):
     """Per-vertex base colour the material computes at the current frame (from evaluated mix factors)."""
-    from blender_att3d import mesh_build
+    from blender_att3d.builders import chain, geometry
 
     dg = bpy.context.evaluated_depsgraph_get()
     mat = obj.active_material.evaluated_get(dg)
     nodes = mat.node_tree.nodes
     n = obj["att3d_steps"]
-    acc = mesh_build.read_color_attribute(obj.data, mesh_build.STEP_ATTR.format(0))
+    acc = geometry.read_color_attribute(obj.data, chain.STEP_ATTR.format(0))
     for i in range(1, n):
         fac = nodes[f"Mix {i}"].inputs[0].default_value
-        col = mesh_build.read_color_attribute(obj.data, mesh_build.STEP_ATTR.format(i))
+        col = geometry.read_color_attribute(obj.data, chain.STEP_ATTR.format(i))
         acc = (1 - fac) * acc + fac * col
     return acc
 
@@ -99,7 +100,7 @@ def _eval_colour(bpy, obj):
 @pytest.mark.parametrize("interpolation", ["LINEAR", "CONSTANT"])
 def test_shape_keys_weights_positions_and_colours(bpy_module, scene, fake, interpolation):
     bpy = bpy_module
-    from blender_att3d import logic
+    from blender_att3d import keyframes
 
     _set_keyframes(bpy, scene, interpolation=interpolation)
     assert bpy.ops.att3d.build_chain(synchronous=True) == {"FINISHED"}
@@ -114,7 +115,7 @@ def test_shape_keys_weights_positions_and_colours(bpy_module, scene, fake, inter
     colours = []
     for f in (1, 3, 6, 16, 21, 26, 40, 61, 70):
         scene.frame_set(f)
-        w = logic.expected_weights(f, frames, interpolation)
+        w = keyframes.expected_weights(f, frames, interpolation)
         assert _key_values(obj) == pytest.approx(w[1:], abs=1e-5), f"frame {f}"
         # the evaluated mesh is the weighted mix of the steps
         ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())

@@ -18,7 +18,7 @@ def test_zip_layout_and_validation(built_zip):
 
     with zipfile.ZipFile(built_zip) as z:
         names = set(z.namelist())
-    assert {"blender_manifest.toml", "__init__.py", "mesh_build.py", "client/base.py", "wire/types.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "builders/geometry.py", "client/base.py", "wire/types.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "build.py" not in names and "bench.py" not in names
     r = build.run_ext(build.find_blender_ext(), "validate", str(built_zip))

@@ -10,7 +10,7 @@ def _att3d_objects(bpy):
 
 def test_generate_sync_at_cursor_with_material_colours_and_provenance(bpy_module, scene, fake):
     bpy = bpy_module
-    from blender_att3d import mesh_build
+    from blender_att3d.builders import geometry
 
     other = bpy.data.objects.new("Other", None)
     scene.collection.objects.link(other)
@@ -38,14 +38,14 @@ def test_generate_sync_at_cursor_with_material_colours_and_provenance(bpy_module
     assert (corners.reshape(-1, 3) == expected.faces).all()
     me.validate()  # no errors to fix: validate() returns True when it changed something
     assert not me.validate() and len(me.edges) == 3 * len(me.polygons) // 2
-    cols = mesh_build.read_color_attribute(me)
+    cols = geometry.read_color_attribute(me)
     assert np.abs(cols - expected.colors).max() < 2e-3
     # material: Color Attribute -> Principled base colour
     mat = obj.active_material
     bsdf = next(n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
     link = bsdf.inputs["Base Color"].links[0]
     assert link.from_node.bl_idname == "ShaderNodeVertexColor"
-    assert link.from_node.layer_name == mesh_build.COLOR_ATTR
+    assert link.from_node.layer_name == geometry.COLOR_ATTR
     # provenance
     assert obj["att3d_prompt"] == "a red sports car"
     assert obj["att3d_model"] == "fake-model"
@@ -78,9 +78,9 @@ def test_empty_prompt_is_an_error(bpy_module, scene, fake):
 
 def test_backend_unavailable_reports_and_sets_status(bpy_module, scene):
     bpy = bpy_module
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
-    backend_client.set_override(make_unavailable())
+    session.set_override(make_unavailable())
     with pytest.raises(RuntimeError, match="Backend unavailable"):
         bpy.ops.att3d.generate(prompt="a chair", synchronous=True)
     assert jobs.status["main"][0] == "ERROR" and "not running" in jobs.status["main"][1]
@@ -99,9 +99,9 @@ def test_check_backend_ok(bpy_module, scene):
 def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, scene, monkeypatch):
     """The interactive path: worker thread, then the timer callback applies (called by hand here)."""
     bpy = bpy_module
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
-    backend_client.set_override(FakeClient(delay=0.3))
+    session.set_override(FakeClient(delay=0.3))
     monkeypatch.setattr(jobs, "headless", lambda: False)
     bpy.ops.ed.undo_push(message="empty")
     scene.collection.objects.link(bpy.data.objects.new("Marker", None))
@@ -128,9 +128,9 @@ def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, 
 
 def test_cancel_threaded_job(bpy_module, scene, monkeypatch):
     bpy = bpy_module
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
-    backend_client.set_override(FakeClient(delay=2.0))
+    session.set_override(FakeClient(delay=2.0))
     monkeypatch.setattr(jobs, "headless", lambda: False)
     bpy.ops.att3d.generate(prompt="a slow thing")
     assert bpy.ops.att3d.cancel(slot="main") == {"FINISHED"}
@@ -152,32 +152,32 @@ def test_regenerate_replaces_mesh_in_place(bpy_module, scene, fake):
 
 
 def test_prompt_warning(bpy_module, scene):
-    from blender_att3d import operators
+    from blender_att3d import live
 
-    assert operators.check_prompt_sync("a red cube")["far"] is False
-    assert operators.prompt_warning("a red cube") is None
-    operators.check_prompt_sync("a  far zebra")
-    assert "Far from what the model was trained on" in operators.prompt_warning("a far zebra")
+    assert live.check_prompt_sync("a red cube")["far"] is False
+    assert live.prompt_warning("a red cube") is None
+    live.check_prompt_sync("a  far zebra")
+    assert "Far from what the model was trained on" in live.prompt_warning("a far zebra")
 
 
 def test_online_access_only_for_remote_non_loopback(bpy_module):
-    from blender_att3d import backend_client
+    from blender_att3d import session
     from blender_att3d.client.base import BackendUnavailable
 
     assert not bpy_module.app.online_access
-    backend_client.check_online_access("remote", "http://127.0.0.1:8765")
-    backend_client.check_online_access("subprocess", "")
+    session.check_online_access("remote", "http://127.0.0.1:8765")
+    session.check_online_access("subprocess", "")
     with pytest.raises(BackendUnavailable, match="Online access"):
-        backend_client.check_online_access("remote", "https://att3d.example.com")
+        session.check_online_access("remote", "https://att3d.example.com")
 
 
 def test_regenerate_textured_object_keeps_a_fresh_texture(bpy_module, scene, fake):
     bpy = bpy_module
-    from blender_att3d import mesh_build
+    from blender_att3d.builders import objects
 
     bpy.ops.att3d.generate(prompt="a wooden crate", resolution=24, color_mode="TEXTURE", synchronous=True)
     obj = bpy.context.active_object
-    assert obj[mesh_build.PROP_COLOR_MODE] == "TEXTURE"
+    assert obj[objects.PROP_COLOR_MODE] == "TEXTURE"
     old_image = next(n for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage").image
     old_name = old_image.name
     assert bpy.ops.att3d.regenerate(synchronous=True) == {"FINISHED"}
@@ -192,7 +192,7 @@ def test_regenerate_textured_object_keeps_a_fresh_texture(bpy_module, scene, fak
 
 def test_regenerate_without_texture_falls_back_to_vertex_colours(bpy_module, scene, fake):
     bpy = bpy_module
-    from blender_att3d import mesh_build
+    from blender_att3d.builders import objects
 
     bpy.ops.att3d.generate(prompt="a wooden crate", resolution=24, color_mode="TEXTURE", synchronous=True)
     obj = bpy.context.active_object
@@ -202,7 +202,7 @@ def test_regenerate_without_texture_falls_back_to_vertex_colours(bpy_module, sce
     bpy.ops.att3d.regenerate(synchronous=True)
     bsdf = next(n for n in obj.active_material.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
     assert bsdf.inputs["Base Color"].links[0].from_node.bl_idname == "ShaderNodeVertexColor"
-    assert obj[mesh_build.PROP_COLOR_MODE] == "VERTEX"
+    assert obj[objects.PROP_COLOR_MODE] == "VERTEX"
     assert len(bpy.data.materials) == 1 and len(bpy.data.images) == 0
 
 
@@ -212,7 +212,7 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
     import time
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
     bpy = bpy_module
     release = threading.Event()
@@ -226,8 +226,8 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
 
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
     monkeypatch.setattr(jobs, "headless", lambda: False)
-    backend_client.set_override(None)
-    backend_client.close()
+    session.set_override(None)
+    session.close()
     try:
         assert bpy.ops.att3d.generate(prompt="a teapot") == {"FINISHED"}
         assert jobs.busy("main")
@@ -241,21 +241,21 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
         assert on_main == [False]
         assert [o.name for o in _att3d_objects(bpy)] == ["Teapot"]
         # the remote/online-access check still answers at once, in the operator
-        monkeypatch.setattr(backend_client, "settings_from_prefs",
-                            lambda prefs: {**backend_client.DEFAULTS, "mode": "remote", "url": "https://x.example"})
+        monkeypatch.setattr(session, "settings_from_prefs",
+                            lambda prefs: {**session.DEFAULTS, "mode": "remote", "url": "https://x.example"})
         with pytest.raises(RuntimeError, match="Online access"):
             bpy.ops.att3d.generate(prompt="a teapot")
         assert not jobs.busy("main") and on_main == [False]
     finally:
         release.set()
-        backend_client.close()
+        session.close()
 
 
 def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
     import threading
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
     bpy = bpy_module
     release = threading.Event()
@@ -268,8 +268,8 @@ def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
 
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
     monkeypatch.setattr(jobs, "headless", lambda: False)
-    backend_client.set_override(None)
-    backend_client.close()
+    session.set_override(None)
+    session.close()
     try:
         bpy.ops.att3d.generate(prompt="a teapot")
         bpy.ops.att3d.cancel(slot="main")
@@ -280,17 +280,17 @@ def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
         assert not _att3d_objects(bpy)
     finally:
         release.set()
-        backend_client.close()
+        session.close()
 
 
 def test_opening_a_file_drops_running_jobs(bpy_module, scene, monkeypatch, tmp_path):
     """Blender removes timers when another file opens; a job left behind would keep the panel busy."""
     bpy = bpy_module
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
 
     path = tmp_path / "other.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True)
-    backend_client.set_override(FakeClient(delay=2.0))
+    session.set_override(FakeClient(delay=2.0))
     monkeypatch.setattr(jobs, "headless", lambda: False)
     bpy.ops.att3d.generate(prompt="a slow thing")
     assert jobs.busy("main")
@@ -302,18 +302,18 @@ def test_opening_a_file_drops_running_jobs(bpy_module, scene, monkeypatch, tmp_p
 
 def test_prompt_check_is_debounced_and_threaded(bpy_module, scene, fake, monkeypatch):
     bpy = bpy_module
-    from blender_att3d import jobs, operators
+    from blender_att3d import jobs, live
 
     monkeypatch.setattr(jobs, "headless", lambda: False)
     scene.att3d.prompt = "a far"
     scene.att3d.prompt = "a far zebra"  # typing: one check, for the latest text
-    assert bpy.app.timers.is_registered(operators._nearest_timer)
-    bpy.app.timers.unregister(operators._nearest_timer)
-    operators._nearest_timer()
+    assert bpy.app.timers.is_registered(live._nearest_timer)
+    bpy.app.timers.unregister(live._nearest_timer)
+    live._nearest_timer()
     assert jobs.busy("nearest")
     jobs.wait("nearest")
     assert [c for c in fake.calls if c[0] == "nearest"] == [("nearest", "a far zebra")]
-    assert "closest: 'a red cube'" in operators.prompt_warning("a far zebra")
+    assert "closest: 'a red cube'" in live.prompt_warning("a far zebra")
 
 
 def test_check_prompt_operator_reports(bpy_module, scene):

@@ -50,14 +50,14 @@ def _draw(bpy, cls, context, **attrs):
 
 def test_panels_draw(bpy_module, scene, addon):
     bpy = bpy_module
-    from blender_att3d import jobs, operators, panels
+    from blender_att3d import jobs, live, operators, panels
 
     ctx = bpy.context
     log = _draw(bpy, panels.ATT3D_PT_main, ctx)
     assert ("operator", "att3d.generate") in log and ("prop", "prompt") in log
     # far prompt -> warning; a running job -> progress bar + cancel instead of the button
     scene.att3d.prompt = "a far zebra"
-    operators.check_prompt_sync("a far zebra")
+    live.check_prompt_sync("a far zebra")
     job = jobs.Job("main", "Generating", lambda p: None)
     job.progress, job.message = 0.4, "step 2/5"
     jobs._jobs["main"] = job
@@ -89,7 +89,13 @@ def test_preferences_draw(bpy_module, addon):
     for mode in ("AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"):
         log = []
         stub = types.SimpleNamespace(layout=Layout(log, bpy), mode=mode, bl_rna=cls.bl_rna)
-        stub.layout.prop = lambda data, name, **k: (log.append(("prop", name)), name in props or pytest.fail(name))
+
+        def prop(data, name, log=log, **k):
+            log.append(("prop", name))
+            if name not in props:
+                pytest.fail(name)
+
+        stub.layout.prop = prop
         cls.draw(stub, bpy.context)
         names = {e[1] for e in log if e[0] == "prop"}
         assert ("url" in names) == (mode == "REMOTE") and "model" in names

@@ -1,20 +1,23 @@
-"""The one place the add-on gets its backend client from (tests inject one with ``set_override``).
+"""The add-on's session with its backend: the one shared client, built from the add-on preferences
+(tests inject one with ``set_override``).
 
 ``current_settings()`` reads the add-on preferences on the main thread (and refuses a remote backend
 Blender may not reach); ``client_for(settings)`` builds the client through
 ``blender_att3d.client.make_client(mode, **settings)`` and caches it while the settings stay the same.
 Building can take long (a local server starting), so interactive operators call ``client_for`` in
-their worker thread; ``get_client()`` does both at once for headless paths.
+their worker thread; ``get_client()`` does both at once for headless paths. :class:`JobBackend`
+carries the settings of one job from the main thread to its worker.
 """
 from __future__ import annotations
 
-import inspect
+import ipaddress
 import os
 import threading
 from typing import Any
+from urllib.parse import urlparse
 
-from . import logic
-from .client.base import BackendUnavailable, Client
+from .client.base import BackendUnavailable, Cancelled, Client
+from .wire import ProgressFn
 
 _lock = threading.Lock()
 _override: Client | None = None
@@ -31,7 +34,8 @@ def set_override(client: Client | None) -> None:
 
 
 def addon_package() -> str:
-    """The add-on's module name: ``bl_ext.<repo>.att3d`` when installed, ``blender_att3d`` in tests."""
+    """The add-on's module name: ``bl_ext.<repo>.att3d`` when installed, ``blender_att3d`` in tests
+    (this module's own package: it must stay at the top level of the add-on)."""
     return __package__
 
 
@@ -62,14 +66,15 @@ def _kwargs_for(mode: str, s: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def _filter_kwargs(fn, kw: dict[str, Any]) -> dict[str, Any]:
+def is_loopback_url(url: str) -> bool:
+    """True for http://localhost..., 127.x, ::1 (Blender's online-access switch does not apply)."""
+    host = (urlparse(url if "//" in url else "//" + url).hostname or "").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return kw
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kw
-    return {k: v for k, v in kw.items() if k in params}
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_online_access(mode: str, url: str) -> None:
@@ -78,7 +83,7 @@ def check_online_access(mode: str, url: str) -> None:
         return
     if not url:
         raise BackendUnavailable("Remote backend: set the server URL in the add-on preferences")
-    if logic.is_loopback_url(url):
+    if is_loopback_url(url):
         return
     try:
         import bpy
@@ -148,7 +153,7 @@ def client_for(settings: dict[str, Any]) -> Client:
             except Exception:
                 pass
         try:
-            client = make_client(mode, **_filter_kwargs(make_client, kw))
+            client = make_client(mode, **kw)
         except BackendUnavailable:
             raise
         except Exception as e:  # a transport that fails to start: say what and where
@@ -188,3 +193,33 @@ def close() -> None:
             except Exception:
                 pass
         _cached = _cached_key = None
+
+
+class JobBackend:
+    """The backend of one job: settings read on the main thread, the client got in the worker.
+
+    Getting the client can start a local server or load a model (seconds to minutes): that must
+    not happen on Blender's main thread, so :meth:`get` runs inside the job's ``work``.
+    """
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self.client: Client | None = None
+
+    def get(self, progress: ProgressFn | None = None) -> Client:
+        if progress is not None:
+            progress(0.0, "connecting to the backend")
+        self.client = client_for(self.settings)
+        if progress is not None and progress(0.0, "working"):  # cancelled while it started
+            raise Cancelled("cancelled")
+        return self.client
+
+    def cancel(self) -> None:
+        if self.client is not None:
+            self.client.cancel()
+
+
+def job_backend() -> JobBackend:
+    """Main thread: the configured backend (raises BackendUnavailable at once for a remote one
+    Blender may not reach)."""
+    return JobBackend(current_settings())

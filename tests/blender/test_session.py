@@ -1,4 +1,4 @@
-"""backend_client.get_client: settings -> make_client(mode, **settings), cached, errors readable."""
+"""session.get_client: settings -> make_client(mode, **settings), cached, errors readable."""
 import types
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture
 def factory(monkeypatch, bpy_module):
     import blender_att3d.client as client_pkg
-    from blender_att3d import backend_client
+    from blender_att3d import session
 
     calls = []
 
@@ -16,10 +16,10 @@ def factory(monkeypatch, bpy_module):
         return types.SimpleNamespace(close=lambda: calls.append(("closed",)))
 
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
-    backend_client.set_override(None)
-    backend_client.close()
+    session.set_override(None)
+    session.close()
     yield calls
-    backend_client.close()
+    session.close()
 
 
 def _prefs(**kw):
@@ -29,42 +29,42 @@ def _prefs(**kw):
 
 
 def test_modes_and_cache(factory):
-    from blender_att3d import backend_client
+    from blender_att3d import session
 
-    c1 = backend_client.get_client(_prefs())
-    assert backend_client.get_client(_prefs()) is c1  # cached while the settings stay the same
+    c1 = session.get_client(_prefs())
+    assert session.get_client(_prefs()) is c1  # cached while the settings stay the same
     assert factory == [("auto", {"model": "demo", "device": "auto"})]
-    backend_client.get_client(_prefs(mode="SUBPROCESS", python_path="/opt/py/bin/python", device="CUDA"))
+    session.get_client(_prefs(mode="SUBPROCESS", python_path="/opt/py/bin/python", device="CUDA"))
     assert factory[-2] == ("closed",)
     assert factory[-1] == ("subprocess", {"model": "demo", "device": "cuda", "python": "/opt/py/bin/python"})
-    backend_client.get_client(_prefs(mode="REMOTE", url="http://127.0.0.1:8765", token="s3cret"))
+    session.get_client(_prefs(mode="REMOTE", url="http://127.0.0.1:8765", token="s3cret"))
     assert factory[-1] == ("remote", {"model": "demo", "url": "http://127.0.0.1:8765", "token": "s3cret"})
 
 
 def test_remote_needs_online_access_and_url(factory):
-    from blender_att3d import backend_client
+    from blender_att3d import session
     from blender_att3d.client.base import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="Online access"):
-        backend_client.get_client(_prefs(mode="REMOTE", url="https://gpu.example.org"))
+        session.get_client(_prefs(mode="REMOTE", url="https://gpu.example.org"))
     with pytest.raises(BackendUnavailable, match="URL"):
-        backend_client.get_client(_prefs(mode="REMOTE"))
+        session.get_client(_prefs(mode="REMOTE"))
     assert factory == []
 
 
 def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
     import blender_att3d.client as client_pkg
-    from blender_att3d import backend_client
+    from blender_att3d import session
     from blender_att3d.client.base import BackendUnavailable
 
     def boom(mode, **kw):
         raise OSError("python not found")
 
     monkeypatch.setattr(client_pkg, "make_client", boom, raising=False)
-    backend_client.set_override(None)
-    backend_client.close()
+    session.set_override(None)
+    session.close()
     with pytest.raises(BackendUnavailable, match="Could not start the embedded backend: python not found"):
-        backend_client.get_client(_prefs(mode="EMBEDDED"))
+        session.get_client(_prefs(mode="EMBEDDED"))
 
 
 def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
@@ -73,7 +73,7 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
     from fakes import FakeClient
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import backend_client, jobs
+    from blender_att3d import jobs, session
     from blender_att3d.client.base import BackendUnavailable
 
     bpy = bpy_module
@@ -85,8 +85,8 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
         return made[-1]
 
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
-    backend_client.set_override(None)
-    backend_client.close()
+    session.set_override(None)
+    session.close()
     try:
         with pytest.raises(RuntimeError, match="already restarted once"):
             bpy.ops.att3d.generate(prompt="a chair", synchronous=True)
@@ -99,15 +99,26 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
         assert bpy.ops.att3d.generate(prompt="a chair", synchronous=True) == {"FINISHED"}
         assert made[1].calls[-1][0] == "generate"
     finally:
-        backend_client.close()
+        session.close()
 
 
 def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch):
     """current_settings() reads the preferences; client_for() (worker thread) reads no Blender data."""
-    from blender_att3d import backend_client
+    from blender_att3d import session
 
-    s = backend_client.current_settings(_prefs(mode="SUBPROCESS", python_path=" /py ", device="CPU"))
+    s = session.current_settings(_prefs(mode="SUBPROCESS", python_path=" /py ", device="CPU"))
     assert s["mode"] == "subprocess" and s["python"] == "/py" and s["device"] == "cpu"
-    monkeypatch.setattr(backend_client, "get_prefs", lambda: pytest.fail("read the preferences off the main thread"))
-    backend_client.client_for(s)
+    monkeypatch.setattr(session, "get_prefs", lambda: pytest.fail("read the preferences off the main thread"))
+    session.client_for(s)
     assert factory[-1] == ("subprocess", {"model": "demo", "device": "cpu", "python": "/py"})
+
+
+def test_loopback():
+    from blender_att3d import session
+
+    assert session.is_loopback_url("http://127.0.0.1:8765")
+    assert session.is_loopback_url("http://localhost:1/x")
+    assert session.is_loopback_url("http://[::1]:80")
+    assert not session.is_loopback_url("https://att3d.example.com")
+    assert not session.is_loopback_url("http://10.0.0.5:8765")
+

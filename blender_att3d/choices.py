@@ -1,0 +1,17 @@
+"""The choices the UI offers (enum items), in one bpy-free place: the scene settings
+(:mod:`.properties`) and the operators both use them, and neither imports the other.
+"""
+from __future__ import annotations
+
+COLOR_MODES = [
+    ("VERTEX", "Vertex Colours", "Colours stored per vertex (fast)"),
+    ("TEXTURE", "Baked Texture", "Bake the colours into a UV texture (slower, finer detail)"),
+]
+CHAIN_MODES = [
+    ("SHAPE_KEYS", "Shape Keys", "One object morphing through the steps (consistent topology)"),
+    ("SEQUENCE", "Mesh Sequence", "One object per step, exactly one visible at each frame"),
+]
+INTERPOLATIONS = [
+    ("LINEAR", "Linear", "Morph smoothly between steps"),
+    ("CONSTANT", "Constant", "Jump from step to step"),
+]

@@ -1,0 +1,49 @@
+"""The add-on's operators, one module per panel concern, and their registration.
+
+* :mod:`.run`: how an operator runs a backend job (worker thread + one undo step, or synchronous),
+  ``att3d.apply_result`` and ``att3d.cancel``;
+* :mod:`.generate`: ``att3d.generate``, ``att3d.regenerate``;
+* :mod:`.checks`: ``att3d.check_backend``, ``att3d.check_prompt``;
+* :mod:`.chain`: ``att3d.keyframe_add/remove/move``, ``att3d.build_chain``;
+* :mod:`.blend`: ``att3d.blend_preview``.
+
+Where results land is :mod:`blender_att3d.placement`; the debounced live updates are
+:mod:`blender_att3d.live`.
+"""
+from __future__ import annotations
+
+import bpy
+
+from .. import jobs, live
+from .blend import ATT3D_OT_blend_preview
+from .chain import ATT3D_OT_build_chain, ATT3D_OT_keyframe_add, ATT3D_OT_keyframe_move, ATT3D_OT_keyframe_remove
+from .checks import ATT3D_OT_check_backend, ATT3D_OT_check_prompt
+from .generate import ATT3D_OT_generate, ATT3D_OT_regenerate
+from .run import ATT3D_OT_apply_result, ATT3D_OT_cancel
+
+CLASSES = (ATT3D_OT_generate, ATT3D_OT_regenerate, ATT3D_OT_apply_result, ATT3D_OT_cancel,
+           ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_keyframe_add, ATT3D_OT_keyframe_remove,
+           ATT3D_OT_keyframe_move, ATT3D_OT_build_chain, ATT3D_OT_blend_preview)
+
+
+def menu_add(self, context):
+    op = self.layout.operator(ATT3D_OT_generate.bl_idname, text="ATT3D from Prompt...", icon="OUTLINER_OB_MESH")
+    op.use_dialog = True
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+    bpy.types.VIEW3D_MT_add.append(menu_add)
+    if jobs.on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(jobs.on_load_pre)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_add.remove(menu_add)
+    if jobs.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(jobs.on_load_pre)
+    jobs.cancel_all()
+    live.cancel_timers()
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

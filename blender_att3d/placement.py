@@ -1,0 +1,108 @@
+"""Where and how a result lands in the scene: the target scene, view layer and collection, the
+location, the object's name, its provenance, and selection. Shared by the operators (through their
+``apply`` on the main thread) and the headless batch; no UI here.
+
+Scenes and collections are passed by name and looked up again when the result is applied: a job's
+result arrives later, and the ID it was started from may be gone by then.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import bpy
+
+from . import session
+from .builders.animation import set_frame_range
+from .builders.chain import build_sequence, build_shape_keys, remove_chain
+from .builders.geometry import replace_geometry
+from .builders.objects import PROP_BLEND, create_object, select_only, set_provenance, update_object
+from .keyframes import step_frames
+from .naming import chain_name, name_from_prompt
+from .wire.types import MeshData, SequenceData
+
+Location = tuple[float, float, float]
+
+
+def model_name(meta: dict) -> str:
+    """The model that made a result: its own metadata, else the one set in the preferences."""
+    if meta.get("model"):
+        return str(meta["model"])
+    return session.settings_from_prefs(session.get_prefs())["model"]
+
+
+def target(scene_name: str, collection_name: str | None) -> tuple[Any, Any, Any]:
+    """Scene, view layer and collection to put a result in (looked up again when applying)."""
+    scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
+    ctx_scene = getattr(bpy.context, "scene", None)
+    view_layer = bpy.context.view_layer if ctx_scene == scene and bpy.context.view_layer else scene.view_layers[0]
+    coll = bpy.data.collections.get(collection_name) if collection_name else None
+    if coll is None or coll.name not in scene.collection.children_recursive and coll != scene.collection:
+        coll = scene.collection
+    return scene, view_layer, coll
+
+
+def active_collection_name(context) -> str | None:
+    """The active collection's name, or None for the scene's own collection."""
+    coll = getattr(context, "collection", None)
+    if coll is None or coll == context.scene.collection:
+        return None
+    return coll.name
+
+
+def place_generated(data: MeshData, prompt: str, resolution: int, color_mode: str, location: Location,
+                    scene_name: str, collection_name: str | None = None):
+    """Main thread: the generated mesh as a new object at ``location``, selected and active."""
+    scene, view_layer, coll = target(scene_name, collection_name)
+    obj = create_object(coll, data, name_from_prompt(prompt), location, color_mode,
+                        prompt=prompt, model=model_name(data.meta), resolution=resolution)
+    select_only(view_layer, obj)
+    return obj
+
+
+def update_generated(object_name: str, data: MeshData, prompt: str, resolution: int, color_mode: str):
+    """Main thread: Regenerate's result into the object (same object and mesh), if it still exists."""
+    obj = bpy.data.objects.get(object_name)
+    if obj is None:
+        return None
+    update_object(obj, data, color_mode)
+    set_provenance(obj, data.meta, prompt=prompt, model=model_name(data.meta), resolution=resolution)
+    return obj
+
+
+def build_chain_objects(seq: SequenceData, key_frames: Sequence[float], mode: str, interpolation: str, chain_id: str,
+                        resolution: int, location: Location, scene_name: str, collection_name: str | None = None):
+    """Main thread: replace the previous chain with this one (mesh sequence or shape keys)."""
+    scene, view_layer, coll = target(scene_name, collection_name)
+    remove_chain(chain_id)
+    frames = step_frames(seq.steps, key_frames)
+    name = chain_name(seq.prompts[0], seq.prompts[-1])
+    kw = dict(location=location, model=model_name(seq.meta), resolution=resolution)
+    if mode == "SHAPE_KEYS":
+        obj = build_shape_keys(coll, seq, frames, name, chain_id, interpolation, **kw)
+    else:
+        obj = build_sequence(coll, seq, frames, name, chain_id, **kw)
+    if scene.frame_end < frames[-1] or scene.frame_start > frames[0]:
+        set_frame_range(scene, frames)
+    select_only(view_layer, obj)
+    scene.frame_set(scene.frame_current)
+    return obj
+
+
+def apply_blend(data: MeshData, scene_name: str, location: Location | None = None):
+    """Main thread: put the blend in the preview object, replacing its mesh geometry in place."""
+    scene, view_layer, coll = target(scene_name, None)
+    s = scene.att3d
+    obj = s.blend_object
+    if obj is None or obj.type != "MESH" or obj.name not in scene.objects:
+        loc = location if location is not None else tuple(scene.cursor.location)
+        obj = create_object(coll, data, "ATT3D Blend", loc, "VERTEX",
+                            model=model_name(data.meta), resolution=s.blend_resolution)
+        obj[PROP_BLEND] = True
+        s.blend_object = obj
+    else:
+        replace_geometry(obj, data)
+        set_provenance(obj, data.meta, model=model_name(data.meta), resolution=s.blend_resolution)
+    obj["att3d_blend_a"], obj["att3d_blend_b"] = s.blend_a, s.blend_b
+    obj["att3d_blend_factor"] = float(s.blend_factor)
+    return obj
