@@ -204,3 +204,19 @@ def test_grid_scale_multiplies_the_hypernetwork_grid_and_nothing_else(variant):
         a, b = plain.modulate(tokens), scaled.modulate(tokens)
     torch.testing.assert_close(b.v, a.v)  # same seed, same weights: only w is scaled
     torch.testing.assert_close(b.params, 32.0 * a.params)
+
+
+def test_distortion_is_the_mip_nerf_360_double_sum_and_prefers_one_thin_surface():
+    from backend.renderer import distortion
+
+    g = torch.Generator().manual_seed(0)
+    s_samples = 16
+    s = (torch.arange(s_samples) + 0.5) / s_samples
+    w = torch.rand(3, 5, s_samples, generator=g) / s_samples
+    brute = (w[..., :, None] * w[..., None, :] * (s[:, None] - s[None, :]).abs()).sum((-1, -2))
+    brute = brute + (w * w).sum(-1) / (3 * s_samples)
+    assert torch.allclose(distortion(w, s, 1 / s_samples)[..., 0], brute, atol=1e-6)
+    thin = torch.zeros(s_samples)
+    thin[8] = 0.9
+    soft = torch.full((s_samples,), 0.9 / s_samples)
+    assert distortion(thin, s, 1 / s_samples) < 0.2 * distortion(soft, s, 1 / s_samples)
