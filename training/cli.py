@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     t0 = time.perf_counter()
     result = train(config, out, resume=args.resume, progress=not args.quiet)
-    from .train import dist_info
+    from .distributed import dist_info
 
     if dist_info()[0] != 0:
         return 0
@@ -105,7 +105,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="a TOML or YAML config (see training/configs/)")
-    t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, pig_interp, …")
+    t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, "
+                                    "pig_interp, …")
     t.add_argument("--out", required=True, help="the run folder (model in OUT/model, checkpoints, logs, previews)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. run.steps=100")
