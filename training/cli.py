@@ -50,30 +50,12 @@ def _first_prompt(out: Path) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.world:
-        if args.world != "shapes":
-            raise ValueError(f"unknown world {args.world!r} (known: shapes)")
-        try:
-            from .shapes import metrics
-        except ImportError as e:
-            raise ValueError(f"the Shapes world is not available ({e})") from None
-        from backend.model import resolve_model_path
-
-        resolve_model_path(args.model)
-        kwargs = {"split": args.split or "unseen", "progress": not args.json}
-        if args.max_prompts is not None:
-            kwargs["max_prompts"] = args.max_prompts
-        if args.seen_fraction is not None:
-            kwargs["fraction"] = args.seen_fraction
-        if args.device != "auto":
-            kwargs["device"] = args.device
-        result = metrics.evaluate(args.model, **kwargs)
-        print(json.dumps(result, indent=None if args.json else 2, default=str))
-        return 0
+        return _eval_world(args)
     if not args.prompts:
         raise ValueError("give --prompts SET (a file, pig or animals) or --world shapes")
     from .config import EvalConfig
     from .evaluate import evaluate_model
-    from .prompts import load_prompt_set, read_prompt_library, read_text_prompts
+    from .prompts import load_prompt_set, read_prompt_file
 
     fraction = 0.5 if args.seen_fraction is None else args.seen_fraction
     ps = load_prompt_set(args.prompts, split=args.split or "all", seen_fraction=fraction, seed=args.split_seed,
@@ -81,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prompts = ps.prompts[:args.max_prompts] if args.max_prompts else ps.prompts
     queries = list(ps.prompts) + list(ps.held_out)
     for d in args.distractors or []:
-        queries += read_prompt_library(d) if d.endswith(".json") else read_text_prompts(d)
+        queries += read_prompt_file(d)
     n = args.views
     ec = EvalConfig(azimuths=[360.0 * i / n for i in range(n)], elevation=args.elevation, size=args.size,
                     n_samples=args.samples)
@@ -92,6 +74,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{len(prompts)} prompts, {res['n_queries']} queries, {n} views: R-precision "
               f"{res['r_precision']:.4f}, R-probability {res['r_probability']:.4f}")
+    return 0
+
+
+def _eval_world(args: argparse.Namespace) -> int:
+    """``att3d eval --world shapes``: the synthetic world's own ground-truth metrics."""
+    if args.world != "shapes":
+        raise ValueError(f"unknown world {args.world!r} (known: shapes)")
+    try:
+        from .shapes import metrics
+    except ImportError as e:
+        raise ValueError(f"the Shapes world is not available ({e})") from None
+    from backend.model import resolve_model_path
+
+    resolve_model_path(args.model)
+    kwargs = {"split": args.split or "unseen", "progress": not args.json}
+    if args.max_prompts is not None:
+        kwargs["max_prompts"] = args.max_prompts
+    if args.seen_fraction is not None:
+        kwargs["fraction"] = args.seen_fraction
+    if args.device != "auto":
+        kwargs["device"] = args.device
+    result = metrics.evaluate(args.model, **kwargs)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
     return 0
 
 

@@ -17,8 +17,6 @@ from backend.cameras import CameraSampler
 from backend.model import ModelConfig
 
 from .guidance.config import GuidanceConfig
-from .modes.finetune import FinetuneConfig
-from .modes.interpolation import InterpolationConfig
 from .prompts import Split
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -71,6 +69,18 @@ class RenderConfig:
 
 
 @dataclass
+class InterpolationConfig:
+    """training/modes/interpolation.py (App. B.1.14)."""
+
+    target: Literal["latent", "loss", "guidance"] = "latent"  # Eq. 8 | Eq. 10 | Eq. 11
+    #: α ~ Beta(κ, κ); the schedule is [[until_step, κ], ...], the last κ holds afterwards
+    kappa: list[list[float]] = field(default_factory=lambda: [[5000, 2.0], [1e12, 0.5]])
+    pairs: list[list[str]] = field(default_factory=list)  # explicit pairs; empty = consecutive prompts
+    scale1: float = 100.0  # ω1 of Eq. 11
+    scale2: float = 100.0  # ω2 of Eq. 11
+
+
+@dataclass
 class EvalConfig:
     clip_model: str = ""  # transformers CLIP folder or hub id; "" = no R-precision during training
     azimuths: list[float] = field(default_factory=lambda: [0.0, 90.0, 180.0, 270.0])
@@ -80,6 +90,14 @@ class EvalConfig:
     n_samples: int = 64
     distractors: str = ""  # a prompt file whose prompts join the query set
     max_prompts: int = 0  # evaluate at most this many prompts per split (0 = all)
+
+
+@dataclass
+class FinetuneConfig:
+    """training/modes/finetune.py (App. B.1.13)."""
+
+    init: str = ""  # the amortized model folder to start from
+    prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
 
 
 @dataclass
@@ -115,10 +133,6 @@ class TrainConfig:
 
 
 # -- reading and overriding ----------------------------------------------------------------------
-
-def _section_types() -> dict[str, type]:
-    return {f.name: f.default_factory().__class__ for f in fields(TrainConfig)}  # type: ignore[misc]
-
 
 def _check_choice(value: Any, typ: Any, where: str) -> Any:
     choices = typing.get_args(typ)

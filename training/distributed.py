@@ -30,6 +30,14 @@ def init_distributed(device: str = "auto") -> bool:
     return True
 
 
+def wrap_ddp(module: torch.nn.Module, device: torch.device, find_unused_parameters: bool) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel (gradients averaged over the ranks at backward)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+
 def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In place over all ranks (``sum``, ``min`` or ``max``); returns ``x``."""
     import torch.distributed as dist

@@ -31,11 +31,11 @@ from backend.text_encoder import TextEncoder
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, to_toml
-from .distributed import all_reduce, dist_info, gather_states
+from .distributed import all_reduce, dist_info, gather_states, wrap_ddp
 from .guidance import Guidance, build_guidance
 from .images import image_grid
 from .modes import MODES, Batch
-from .prompts import PromptSet, load_prompt_set, prompt_hash, read_prompt_library, read_text_prompts
+from .prompts import PromptSet, load_prompt_set, prompt_hash, read_prompt_file
 
 
 class TrainingError(RuntimeError):
@@ -93,6 +93,8 @@ def _is_due(step: int, every: int) -> bool:
 
 
 class Trainer:
+    """One run of a single-model mode in the run folder ``out``: ``Trainer(config, out).run(resume)``."""
+
     def __init__(self, config: TrainConfig, out: str | os.PathLike, *,
                  prompts: Sequence[str] | PromptSet | None = None, targets: Callable | None = None,
                  guidance: Guidance | None = None, progress: bool = True,
@@ -115,12 +117,8 @@ class Trainer:
         self.guidance = guidance if guidance is not None else build_guidance(config.guidance, self.device, targets)
         params = self.mode.setup(self.guidance, mapping_encoder(config.model, self.guidance), self.device)
         self.step_module = self.mode.render_step()
-        self.ddp = None
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DDP(self.step_module, device_ids=ids, find_unused_parameters=not config.render.use_env)
+        # without the environment map its parameters get no gradient: DDP must not wait for them
+        self.ddp = wrap_ddp(self.step_module, self.device, not config.render.use_env) if self.world > 1 else None
         self.optimizer = torch.optim.Adam(params, lr=run.lr, betas=(run.beta1, run.beta2), eps=run.eps)
         # CPU stream (prompts, cameras, α, SDS t and ε) and device stream (stratified ray samples)
         self.rng = torch.Generator().manual_seed(run.seed * 1000003 + self.rank)
@@ -269,8 +267,15 @@ class Trainer:
             return []
         base = {"step": self.step, "frames_per_prompt": self.frames_per_prompt, "mode": self.config.run.mode,
                 "loss": float(np.mean(self.losses[-50:])) if self.losses else None, "time": time.time()}
-        if self.config.eval.clip_model and self.mode.scores_prompts:
-            recs = [{**base, **r} for r in self._clip_scores()]
+        ec, mode = self.config.eval, self.mode
+        if ec.clip_model and mode.scores_prompts:
+            from .evaluate import ClipScorer, evaluate_splits
+
+            self._scorer = self._scorer or ClipScorer(ec.clip_model, self.device)
+            distractors = read_prompt_file(ec.distractors) if ec.distractors else []
+            queries = list(dict.fromkeys(mode.prompts + mode.prompt_set.held_out + mode.queries + distractors))
+            recs = [{**base, **r} for r in evaluate_splits(mode.export_model(), mode.encoder, mode.prompt_set,
+                                                           mode.prompts, queries, self._scorer, ec, self.device)]
         else:
             recs = [{**base, "split": "seen"}]
         with open(self.out / "evals.jsonl", "a") as f:
@@ -283,45 +288,11 @@ class Trainer:
                         self.writer.add_scalar(f"eval/{r['split']}/{k}", r[k], self.step)
         return recs
 
-    def _clip_scores(self) -> list[dict]:
-        """R-precision / R-probability of the trained prompts ("seen", or "all" without a split) and of the
-        held-out ones ("unseen"), the whole set (+ distractors) as query set."""
-        from .evaluate import ClipScorer, evaluate_prompts
-
-        ec, ps, prompts = self.config.eval, self.mode.prompt_set, self.mode.prompts
-        self._scorer = self._scorer or ClipScorer(ec.clip_model, self.device)
-        queries = list(dict.fromkeys(prompts + ps.held_out + self.mode.queries + self._distractors()))
-        splits = [("seen" if ps.held_out or ps.split == "seen" else "all", prompts)]
-        if ps.held_out:
-            splits.append(("unseen", ps.held_out))
-        model = self.mode.export_model()
-        recs = []
-        for name, split in splits:
-            split = split[:ec.max_prompts] if ec.max_prompts else split
-            res = evaluate_prompts(model, self.mode.encoder, split, queries, self._scorer, ec, self.device)
-            recs.append({"split": name, "r_precision": res["r_precision"], "r_probability": res["r_probability"],
-                         "n_prompts": len(split), "n_queries": res["n_queries"]})
-        return recs
-
-    def _distractors(self) -> list[str]:
-        d = self.config.eval.distractors
-        if not d:
-            return []
-        return read_prompt_library(d) if d.endswith(".json") else read_text_prompts(d)
-
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
         """Train to ``run.steps`` (from the last checkpoint with ``resume``), then write ``out/model``."""
         c = self.config
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "train_config.toml", to_toml(c))
-            atomic_write_text(self.out / "prompts.txt", "\n".join(self.mode.prompts) + "\n")
-        resumed = self.resume() if resume else False
-        if self.is_main:
-            self.writer = _open_tensorboard(self.out / "logs", self.step if resumed else None)
-            if not resumed:
-                self.evaluate()  # the budget-0 point of the quality curve
+        self._start(resume)
         old = _install_signal_handlers(self._on_signal)
         from tqdm import tqdm
 
@@ -362,6 +333,18 @@ class Trainer:
             self.writer.close()
         return TrainResult(self.out, model_dir, self.step, self.losses, self.skipped, self.frames_per_prompt,
                            time.perf_counter() - self.t0, stopped, self.last_checkpoint)
+
+    def _start(self, resume: bool) -> None:
+        """The run folder's config and prompts, the resumed state, TensorBoard, the budget-0 evaluation."""
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "train_config.toml", to_toml(self.config))
+            atomic_write_text(self.out / "prompts.txt", "\n".join(self.mode.prompts) + "\n")
+        resumed = self.resume() if resume else False
+        if self.is_main:
+            self.writer = _open_tensorboard(self.out / "logs", self.step if resumed else None)
+            if not resumed:
+                self.evaluate()  # the budget-0 point of the quality curve
 
     def _on_signal(self, name: str) -> None:
         self._stop = name

@@ -109,6 +109,11 @@ def read_prompt_library(path: str | Path, key: str | None = None) -> list[str]:
     return dedupe(items)
 
 
+def read_prompt_file(path: str | Path) -> list[str]:
+    """A ``.json`` prompt library (all its lists) or a text file of prompts (distractor files, …)."""
+    return read_prompt_library(path) if str(path).endswith(".json") else read_text_prompts(path)
+
+
 # -- compositional sets ----------------------------------------------------------------------------
 
 def pig_prompts() -> tuple[list[str], list[str]]:

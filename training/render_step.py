@@ -9,13 +9,13 @@ from backend.cameras import Cameras
 from backend.mapping_network import Modulation
 from backend.model import ATT3D
 
+from .config import RenderConfig
+
 
 class RenderStep(nn.Module):
-    """Renders ``height × width`` images with ``n_samples`` stratified samples per ray.
+    """Renders ``height × width`` images with ``n_samples`` stratified samples per ray (``[render]``)."""
 
-    ``render`` is the ``[render]`` config section (height, width, n_samples, use_env, normals)."""
-
-    def __init__(self, model: ATT3D, render) -> None:
+    def __init__(self, model: ATT3D, render: RenderConfig) -> None:
         super().__init__()
         self.model = model
         self.size = (render.height, render.width)

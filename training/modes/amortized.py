@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,12 +16,10 @@ from backend.cameras import Cameras
 from backend.model import ATT3D, build_model, load_model
 from backend.text_encoder import TextEncoder
 
+from ..config import TrainConfig
 from ..guidance import Guidance
 from ..prompts import PromptSet
 from ..render_step import RenderStep
-
-if TYPE_CHECKING:
-    from ..config import TrainConfig
 
 
 @dataclass

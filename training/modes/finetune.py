@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -18,27 +17,19 @@ from backend.mapping_network import Modulation
 from backend.model import ATT3D, load_model
 from backend.text_encoder import TextEncoder
 
+from ..config import RenderConfig, TrainConfig
 from ..guidance import Guidance
 from ..prompts import PromptSet, slug
 from ..render_step import RenderStep
 from .amortized import Amortized
 
-if TYPE_CHECKING:
-    from ..config import TrainConfig
-
 OFFSET_FILE = "offset.safetensors"
-
-
-@dataclass
-class FinetuneConfig:
-    init: str = ""  # the amortized model folder to start from
-    prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
 
 
 class OffsetRenderStep(RenderStep):
     """The render step with ``m(c) + δ``: the mapping network is frozen, only the offset learns."""
 
-    def __init__(self, model: ATT3D, render, offset: nn.Parameter) -> None:
+    def __init__(self, model: ATT3D, render: RenderConfig, offset: nn.Parameter) -> None:
         super().__init__(model, render)
         self.offset = offset
 

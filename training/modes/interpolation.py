@@ -3,7 +3,8 @@ between the two of each pair. Every paper equation of the mode is here:
 
 - the mapping network reads ``c' = (1−α)c1 + αc2`` (Eq. 8 on its own tokens) with
   ``α ~ Dir(κ) = Beta(κ, κ)`` and a κ schedule (κ = 2 for 5000 steps, then 0.5);
-- ``interpolation.target`` says what the guidance is asked for:
+- ``interpolation.target`` (``[interpolation]`` in ``training/config.py``) says what the guidance is
+  asked for:
 
   - ``latent`` (Eq. 8): guidance on the interpolated embedding ``(1−α)e1 + αe2``;
   - ``loss`` (Eq. 10): guidance on prompt 2 with probability α, ``c' = (1−Z)c1 + Z c2, Z ~ Bern(α)``
@@ -18,30 +19,14 @@ two prompts). Rendered frames per prompt count pairs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..config import TrainConfig
 from ..prompts import PromptSet
 from .amortized import Amortized, Batch
-
-if TYPE_CHECKING:
-    from ..config import TrainConfig
-
-#: latent (Eq. 8) | loss (Eq. 10) | guidance (Eq. 11)
-Target = Literal["latent", "loss", "guidance"]
-
-
-@dataclass
-class InterpolationConfig:
-    target: Target = "latent"
-    #: α ~ Beta(κ, κ); the schedule is [[until_step, κ], ...], the last κ holds afterwards
-    kappa: list[list[float]] = field(default_factory=lambda: [[5000, 2.0], [1e12, 0.5]])
-    pairs: list[list[str]] = field(default_factory=list)  # explicit pairs; empty = consecutive prompts
-    scale1: float = 100.0  # ω1 of Eq. 11
-    scale2: float = 100.0  # ω2 of Eq. 11
 
 
 def sample_beta(kappa: float, n: int, generator: torch.Generator) -> torch.Tensor:

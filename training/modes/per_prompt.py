@@ -9,18 +9,15 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from backend.device import pick_device
 from backend.fileio import atomic_write_text
 
+from ..config import TrainConfig
 from ..distributed import dist_info
 from ..guidance import Guidance, build_guidance
 from ..loop import Trainer, TrainResult, run_prompt_set
 from ..prompts import PromptSet, slug
-
-if TYPE_CHECKING:
-    from ..config import TrainConfig
 
 
 def train_per_prompt(config: TrainConfig, out: Path, *, prompts: Sequence[str] | None = None, resume: bool = False,
