@@ -1,2 +1,3 @@
-"""ATT3D training: SDS guidance, prompt sets, the amortized / interpolation / per-prompt /
-finetuning loops, evaluation (CLIP R-precision) and plots. Imports ``backend``, never ``bpy``."""
+"""ATT3D training: guidance (``guidance/``), prompt sets, the loop (``loop.py``) and its modes
+(``modes/``: amortized, interpolation, per-prompt, finetune), evaluation (CLIP R-precision) and
+plots; ``train.train`` is the entry point. Imports ``backend``, never ``bpy``."""

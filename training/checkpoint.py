@@ -5,6 +5,7 @@ Layout of ``RUN/checkpoints/step_0000100/``::
     model/                 a normal model folder (config.json + model.safetensors): `att3d generate` loads it
     optimizer.safetensors  optimizer tensors; param groups in trainer.json
     rng.safetensors        generator states (per rank)
+    offset.safetensors …   what a mode adds (finetuning: the raw offset δ)
     trainer.json           step, counters, prompt-set hash, config — written last
 
 Everything goes to a hidden temp folder first, which is renamed into place; ``latest.json`` is then
@@ -14,7 +15,6 @@ replaced atomically. A kill at any point leaves either the previous checkpoint o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,20 +22,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.fileio import write_folder_atomically
+from backend.fileio import atomic_write_json, write_folder_atomically
 from backend.model import save_model
 
 LATEST = "latest.json"
 STATE = "trainer.json"
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as safetensors-ready tensors (``state.{param}.{key}``) plus JSON metadata
+    (param groups, non-tensor state); :func:`optimizer_from_flat` restores it exactly."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -60,7 +56,9 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer: torch.optim.Optimizer,
                     rng: dict[str, torch.Tensor], state: dict[str, Any], provenance: dict[str, Any],
-                    keep: int = 3) -> Path:
+                    keep: int = 3, extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``RUN/checkpoints/step_N/`` atomically, point ``latest.json`` at it and keep the newest
+    ``keep``; ``extra`` maps more safetensors file names to their tensors."""
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:07d}"
@@ -70,10 +68,12 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer: torch.optim.Opti
         tensors, meta = optimizer_to_flat(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        for name, more in (extra or {}).items():
+            save_file(more, str(tmp / name))
         (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": meta}, indent=2) + "\n")
 
     write_folder_atomically(final, write)
-    _write_json_atomic(ckdir / LATEST, {"step": step, "path": final.name})
+    atomic_write_json(ckdir / LATEST, {"step": step, "path": final.name})
     _prune(ckdir, keep, final)
     return final
 

@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     t0 = time.perf_counter()
     result = train(config, out, resume=args.resume, progress=not args.quiet)
-    from .train import dist_info
+    from .distributed import dist_info
 
     if dist_info()[0] != 0:
         return 0
@@ -50,30 +50,12 @@ def _first_prompt(out: Path) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.world:
-        if args.world != "shapes":
-            raise ValueError(f"unknown world {args.world!r} (known: shapes)")
-        try:
-            from .shapes import metrics
-        except ImportError as e:
-            raise ValueError(f"the Shapes world is not available ({e})") from None
-        from backend.model import resolve_model_path
-
-        resolve_model_path(args.model)
-        kwargs = {"split": args.split or "unseen", "progress": not args.json}
-        if args.max_prompts is not None:
-            kwargs["max_prompts"] = args.max_prompts
-        if args.seen_fraction is not None:
-            kwargs["fraction"] = args.seen_fraction
-        if args.device != "auto":
-            kwargs["device"] = args.device
-        result = metrics.evaluate(args.model, **kwargs)
-        print(json.dumps(result, indent=None if args.json else 2, default=str))
-        return 0
+        return _eval_world(args)
     if not args.prompts:
         raise ValueError("give --prompts SET (a file, pig or animals) or --world shapes")
     from .config import EvalConfig
     from .evaluate import evaluate_model
-    from .prompts import load_prompt_set, read_prompt_library, read_text_prompts
+    from .prompts import load_prompt_set, read_prompt_file
 
     fraction = 0.5 if args.seen_fraction is None else args.seen_fraction
     ps = load_prompt_set(args.prompts, split=args.split or "all", seen_fraction=fraction, seed=args.split_seed,
@@ -81,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prompts = ps.prompts[:args.max_prompts] if args.max_prompts else ps.prompts
     queries = list(ps.prompts) + list(ps.held_out)
     for d in args.distractors or []:
-        queries += read_prompt_library(d) if d.endswith(".json") else read_text_prompts(d)
+        queries += read_prompt_file(d)
     n = args.views
     ec = EvalConfig(azimuths=[360.0 * i / n for i in range(n)], elevation=args.elevation, size=args.size,
                     n_samples=args.samples)
@@ -95,6 +77,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_world(args: argparse.Namespace) -> int:
+    """``att3d eval --world shapes``: the synthetic world's own ground-truth metrics."""
+    if args.world != "shapes":
+        raise ValueError(f"unknown world {args.world!r} (known: shapes)")
+    try:
+        from .shapes import metrics
+    except ImportError as e:
+        raise ValueError(f"the Shapes world is not available ({e})") from None
+    from backend.model import resolve_model_path
+
+    resolve_model_path(args.model)
+    kwargs = {"split": args.split or "unseen", "progress": not args.json}
+    if args.max_prompts is not None:
+        kwargs["max_prompts"] = args.max_prompts
+    if args.seen_fraction is not None:
+        kwargs["fraction"] = args.seen_fraction
+    if args.device != "auto":
+        kwargs["device"] = args.device
+    result = metrics.evaluate(args.model, **kwargs)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_runs
 
@@ -105,7 +110,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="a TOML or YAML config (see training/configs/)")
-    t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, pig_interp, …")
+    t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, "
+                                    "pig_interp, …")
     t.add_argument("--out", required=True, help="the run folder (model in OUT/model, checkpoints, logs, previews)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. run.steps=100")

@@ -6,24 +6,27 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from backend.cameras import CameraSampler
 from backend.model import ModelConfig
 
-from .guidance import GuidanceConfig
+from .guidance.config import GuidanceConfig
+from .prompts import Split
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-MODES = ("amortized", "interpolation", "per_prompt", "finetune")
+#: run.mode (training/modes/)
+Mode = Literal["amortized", "interpolation", "per_prompt", "finetune"]
 
 
 @dataclass
 class RunConfig:
-    mode: str = "amortized"  # amortized | interpolation | per_prompt | finetune
+    mode: Mode = "amortized"
     steps: int = 10000  # optimizer steps (per prompt for per_prompt mode)
     batch_size: int = 8  # prompts (= rendered frames) per step and per process
     seed: int = 0
@@ -50,7 +53,7 @@ class PromptsConfig:
     set: str = ""  # pig | animals | a .txt file | a prompt_library.json
     list: list[str] = field(default_factory=list)  # inline prompts (used when set is empty)
     key: str = ""  # the list in a prompt_library.json (e.g. "dreamfusion"; "" = all lists)
-    split: str = "all"  # all | seen | unseen: the part trained on
+    split: Split = "all"  # the part trained on
     seen_fraction: float = 0.5
     split_seed: int = 0
 
@@ -62,12 +65,14 @@ class RenderConfig:
     n_samples: int = 32  # App. B.1.9 (128 for interpolation runs)
     use_env: bool = True
     #: normals of lit renders: autograd (exact; a second derivative in the backward) | finite_difference
-    normals: str = "autograd"
+    normals: Literal["autograd", "finite_difference"] = "autograd"
 
 
 @dataclass
 class InterpolationConfig:
-    target: str = "latent"  # latent | loss | guidance (App. B.1.14, Eq. 8, 10, 11)
+    """training/modes/interpolation.py (App. B.1.14)."""
+
+    target: Literal["latent", "loss", "guidance"] = "latent"  # Eq. 8 | Eq. 10 | Eq. 11
     #: α ~ Beta(κ, κ); the schedule is [[until_step, κ], ...], the last κ holds afterwards
     kappa: list[list[float]] = field(default_factory=lambda: [[5000, 2.0], [1e12, 0.5]])
     pairs: list[list[str]] = field(default_factory=list)  # explicit pairs; empty = consecutive prompts
@@ -89,6 +94,8 @@ class EvalConfig:
 
 @dataclass
 class FinetuneConfig:
+    """training/modes/finetune.py (App. B.1.13)."""
+
     init: str = ""  # the amortized model folder to start from
     prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
 
@@ -109,17 +116,17 @@ class TrainConfig:
         return json.loads(json.dumps(asdict(self)))
 
     def validate(self) -> TrainConfig:
-        if self.run.mode not in MODES:
-            raise ValueError(f"run.mode {self.run.mode!r}: choose from {', '.join(MODES)}")
-        if self.interpolation.target not in ("latent", "loss", "guidance"):
-            raise ValueError(f"interpolation.target {self.interpolation.target!r}: choose latent, loss or guidance")
+        """Checks what a config file cannot say by its types (and the choices of a config built in Python)."""
+        for section in fields(self):
+            obj = getattr(self, section.name)
+            for name, typ in typing.get_type_hints(type(obj)).items():
+                if typing.get_origin(typ) is Literal:
+                    _check_choice(getattr(obj, name), typ, f"{section.name}.{name}")
         for k in ("steps", "batch_size"):
             if getattr(self.run, k) < 1:
                 raise ValueError(f"run.{k} must be at least 1")
         if self.render.height < 4 or self.render.width < 4 or self.render.n_samples < 1:
             raise ValueError("render.height/width must be ≥ 4 and render.n_samples ≥ 1")
-        if self.render.normals not in ("autograd", "finite_difference"):
-            raise ValueError(f"render.normals {self.render.normals!r}: choose autograd or finite_difference")
         if self.run.init and self.run.mode == "finetune":
             raise ValueError("run.init starts an amortized or interpolation run; a finetune starts from finetune.init")
         return self
@@ -127,12 +134,17 @@ class TrainConfig:
 
 # -- reading and overriding ----------------------------------------------------------------------
 
-def _section_types() -> dict[str, type]:
-    return {f.name: f.default_factory().__class__ for f in fields(TrainConfig)}  # type: ignore[misc]
+def _check_choice(value: Any, typ: Any, where: str) -> Any:
+    choices = typing.get_args(typ)
+    if value not in choices:
+        raise ValueError(f"{where} {value!r}: choose from {', '.join(map(str, choices))}")
+    return value
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
+    if origin is Literal:
+        return _check_choice(value, typ, where)
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -269,7 +281,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
-        return repr(v) if not (isinstance(v, float) and v in (float("inf"), float("-inf"))) else ("inf" if v > 0 else "-inf")
+        if isinstance(v, float) and math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, (list, tuple)):

@@ -117,6 +117,22 @@ def evaluate_prompts(model, encoder, prompts: Sequence[str], queries: Sequence[s
             "n_prompts": len(per_prompt), "n_queries": len(queries), "views": azimuths, "per_prompt": per_prompt}
 
 
+def evaluate_splits(model, encoder, prompt_set, prompts: Sequence[str], queries: Sequence[str],
+                    scorer: ClipScorer, ec: Any, device="cpu") -> list[dict[str, Any]]:
+    """During training: the trained ``prompts`` ("seen", or "all" when the set has no split) and the
+    set's held-out prompts ("unseen"), each scored against ``queries``; at most ``ec.max_prompts`` each."""
+    splits = [("seen" if prompt_set.held_out or prompt_set.split == "seen" else "all", list(prompts))]
+    if prompt_set.held_out:
+        splits.append(("unseen", prompt_set.held_out))
+    recs = []
+    for name, split in splits:
+        split = split[:ec.max_prompts] if ec.max_prompts else split
+        res = evaluate_prompts(model, encoder, split, queries, scorer, ec, device)
+        recs.append({"split": name, "r_precision": res["r_precision"], "r_probability": res["r_probability"],
+                     "n_prompts": len(split), "n_queries": res["n_queries"]})
+    return recs
+
+
 def evaluate_model(model_path: str, prompts: Sequence[str], queries: Sequence[str] = (), clip: str = DEFAULT_CLIP,
                    device: str = "auto", ec: Any = None) -> dict[str, Any]:
     """Load a model folder and its text encoder, then :func:`evaluate_prompts`."""

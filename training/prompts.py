@@ -10,9 +10,11 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 PIG_ACTIVITIES = ["riding a bicycle", "sitting on a chair", "playing the guitar", "holding a shovel",
                   "holding a blue balloon", "holding a book", "wielding a katana", "riding a bike"]
@@ -29,7 +31,9 @@ ANIMAL_HATS = ["wearing a party hat", "wearing a sombrero", "wearing a helmet", 
                "wearing a backpack", "wearing a baseball cap"]
 
 BUILTIN = ("pig", "animals")
-SPLITS = ("all", "seen", "unseen")
+#: the part of a set a run trains on
+Split = Literal["all", "seen", "unseen"]
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 def normalize(prompt: str) -> str:
@@ -39,6 +43,11 @@ def normalize(prompt: str) -> str:
 def dedupe(prompts: Iterable[str]) -> list[str]:
     """Whitespace-normalised, empty lines dropped, duplicates removed keeping first-occurrence order."""
     return list(dict.fromkeys(p for p in (normalize(p) for p in prompts) if p))
+
+
+def slug(text: str, n: int = 40) -> str:
+    """A prompt as a short folder-safe name (``"a red cube!"`` → ``"a-red-cube"``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 
 def prompt_hash(prompts: Sequence[str]) -> str:
@@ -51,7 +60,7 @@ class PromptSet:
     name: str
     prompts: list[str]
     held_out: list[str] = field(default_factory=list)  # the other part of a split (evaluated, never trained)
-    split: str = "all"  # which part `prompts` is: all | seen | unseen
+    split: Split = "all"  # which part `prompts` is
 
     def __post_init__(self) -> None:
         self.prompts = dedupe(self.prompts)
@@ -100,6 +109,11 @@ def read_prompt_library(path: str | Path, key: str | None = None) -> list[str]:
     return dedupe(items)
 
 
+def read_prompt_file(path: str | Path) -> list[str]:
+    """A ``.json`` prompt library (all its lists) or a text file of prompts (distractor files, …)."""
+    return read_prompt_library(path) if str(path).endswith(".json") else read_text_prompts(path)
+
+
 # -- compositional sets ----------------------------------------------------------------------------
 
 def pig_prompts() -> tuple[list[str], list[str]]:
@@ -135,7 +149,7 @@ def split_seen(prompts: Sequence[str], seen_fraction: float, seed: int = 0) -> t
 
 
 def load_prompt_set(source: str | Sequence[str] | None = None, *, prompts: Sequence[str] = (),
-                    split: str = "all", seen_fraction: float = 0.5, seed: int = 0, key: str = "") -> PromptSet:
+                    split: Split = "all", seen_fraction: float = 0.5, seed: int = 0, key: str = "") -> PromptSet:
     """A prompt set from a name (``pig``, ``animals``), a ``.txt`` / ``.json`` file, or a list.
 
     ``split``: ``all`` trains on everything; ``seen`` / ``unseen`` pick a part (pig: the diagonal is
@@ -169,8 +183,6 @@ def load_prompt_set(source: str | Sequence[str] | None = None, *, prompts: Seque
             return PromptSet(name, items, [], "all")
         seen, unseen = split_seen(items, seen_fraction, seed)
         name += f"@{seen_fraction:g}/seed{seed}"
-    if split == "all":
-        return PromptSet(name, seen + unseen, [], "all")
     if split == "seen":
         return PromptSet(name, seen, unseen, "seen")
     return PromptSet(name, unseen, seen, "unseen")

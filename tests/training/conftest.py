@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import config_from_dict
+from training.config import TrainConfig, config_from_dict
 
 TINY_MODEL = {"resolutions": [6, 8], "features": 2, "v_dim": 4, "hidden": 8}
 PROMPTS = ["a red cube", "a blue sphere", "a green cone"]
 
 
-def tiny_config(**sections) -> TrainConfig:  # noqa: F821
+def tiny_config(**sections) -> TrainConfig:
     base = {
         "run": {"steps": 6, "batch_size": 2, "lr": 1e-2, "device": "cpu", "log_every": 1, "checkpoint_every": 0,
                 "preview_every": 0, "eval_every": 0, "seed": 0},
@@ -33,8 +33,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture
-def tiny():
-    return tiny_config

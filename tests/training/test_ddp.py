@@ -38,13 +38,13 @@ def _worker(rank: int, out: str, port: int) -> None:
         "camera": {"shading_probs": [1.0, 0.0, 0.0]},
     })
     seen = []
-    train(cfg, out, progress=False, hook=lambda t, s, l: seen.append(list(t.last_batch["prompts"])))
-    import training.train as tt
+    train(cfg, out, progress=False, hook=lambda t, s, l: seen.append(list(t.last_batch.prompts)))
+    from training.distributed import dist_info
 
     trainer_shard = sorted({p for batch in seen for p in batch})
     state = {k: v.detach().contiguous() for k, v in _last_model[0].state_dict().items()} if _last_model else {}
     save_file(state, os.path.join(out, f"rank{rank}.safetensors"), metadata={"prompts": "|".join(trainer_shard),
-                                                                             "world": str(tt.dist_info()[1])})
+                                                                             "world": str(dist_info()[1])})
     dist.destroy_process_group()
 
 
@@ -94,13 +94,13 @@ def test_gloo_ddp_ranks_stay_in_sync(tmp_path):
 
 
 def _worker_with_capture(rank: int, out: str, port: int) -> None:
-    import training.train as tt
+    from training.loop import Trainer
 
-    real_run = tt.Trainer.run
+    real_run = Trainer.run
 
     def run(self, *a, **kw):
         _last_model.append(self.model)
         return real_run(self, *a, **kw)
 
-    tt.Trainer.run = run
+    Trainer.run = run
     _worker(rank, out, port)

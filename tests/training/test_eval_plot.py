@@ -104,8 +104,8 @@ def test_eval_errors(tiny_model_dir, capsys):
 def test_plot(tmp_path, capsys):
     amort, pp = tmp_path / "amortized", tmp_path / "pp"
     amort.mkdir()
-    lines = [{"step": s, "frames_per_prompt": s * 4.0, "split": sp, "r_probability": 0.1 + 0.01 * s, "mode": "amortized"}
-             for s in (0, 10, 20) for sp in ("seen", "unseen")]
+    lines = [{"step": s, "frames_per_prompt": s * 4.0, "split": sp, "r_probability": 0.1 + 0.01 * s,
+              "mode": "amortized"} for s in (0, 10, 20) for sp in ("seen", "unseen")]
     (amort / "evals.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n{truncated")
     for i in range(2):
         d = pp / "per_prompt" / f"{i:04d}-x"

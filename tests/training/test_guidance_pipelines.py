@@ -44,8 +44,9 @@ def sd_like(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sd_like")
     tok = _bert_tokenizer()
-    CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=77)).save_pretrained(root / "text_encoder")
+    clip = CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=77)
+    CLIPTextModel(clip).save_pretrained(root / "text_encoder")
     tok.save_pretrained(root / "tokenizer")
     UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -1,6 +1,7 @@
 """SDS and classifier-free guidance on hand-checkable cases (a stub UNet with known ε)."""
 from __future__ import annotations
 
+import typing
 from types import SimpleNamespace
 
 import pytest
@@ -223,3 +224,42 @@ def test_dtype_fp16_on_cuda_fp32_on_cpu():
     assert GuidanceConfig().dtype == "auto" and GuidanceConfig().scale == 100.0
     assert (GuidanceConfig().t_min, GuidanceConfig().t_max) == (0.02, 0.98)
     assert GuidanceConfig().weighting == "one_minus_alpha_bar"
+
+
+def test_every_guidance_has_one_call_signature():
+    """The loop calls every guidance the same way; reconstruction reads prompts= and cams=, diffusion the terms."""
+    import inspect
+
+    from backend.cameras import CameraSampler
+    from training.guidance import Guidance, ReconstructionGuidance, sds_loss, sphere_targets
+
+    sig = inspect.signature(Guidance.forward)
+    for cls in (PixelDiffusionGuidance, LatentDiffusionGuidance, ReconstructionGuidance):
+        assert inspect.signature(cls.forward) == sig, cls.__name__
+    g = ReconstructionGuidance(sphere_targets)
+    cams = CameraSampler().sample(2, torch.Generator().manual_seed(0))
+    prompts = ["a red cube", "a blue sphere"]
+    conds = [g.embed(g.prompts_for(prompts, cams.view_labels))]  # placeholders: it reads no text
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    out = g(images, conds, None, prompts=prompts, cams=cams, generator=torch.Generator().manual_seed(0))
+    target = sphere_targets(prompts, cams, 8, 8)
+    assert torch.allclose(out.grad, images.detach() - target)
+    assert torch.allclose(out.loss, sds_loss(images, images.detach() - target))
+    with pytest.raises(ValueError, match="prompts="):
+        g(images, conds)
+    # a diffusion guidance reads the terms and ignores prompts / cams
+    d = make()
+    a = d(torch.rand(1, 3, 8, 8), [emb(1.0)], uncond=emb(0.0), t=torch.tensor([500]), noise=torch.zeros(1, 3, 8, 8))
+    b = d(torch.rand(1, 3, 8, 8), [emb(1.0)], uncond=emb(0.0), t=torch.tensor([500]), noise=torch.zeros(1, 3, 8, 8),
+          prompts=["ignored"], cams=cams)
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_build_guidance_by_kind():
+    from training.guidance import GUIDANCES, ReconstructionGuidance, build_guidance
+    from training.guidance.config import GuidanceKind
+
+    assert set(GUIDANCES) == set(typing.get_args(GuidanceKind))
+    assert isinstance(build_guidance(GuidanceConfig(kind="reconstruction")), ReconstructionGuidance)
+    with pytest.raises(ValueError, match="unknown guidance kind 'nope'; choose pixel, latent"):
+        build_guidance(GuidanceConfig(kind="nope"))

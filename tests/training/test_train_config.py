@@ -72,3 +72,33 @@ def test_yaml_config_equals_toml(tmp_path):
     (tmp_path / "lr.yaml").write_text("run:\n  lr: fast\n")
     with pytest.raises(ValueError, match="expected float"):
         load_config(tmp_path / "lr.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("guidance.kind=diffusion", "guidance.kind 'diffusion': choose from pixel, latent, reconstruction, tiny-pixel"),
+    ("guidance.weighting=snr", "guidance.weighting 'snr': choose from one_minus_alpha_bar"),
+    ("guidance.dtype=fp8", "guidance.dtype 'fp8': choose from auto, float32"),
+    ("render.normals=analytic", "render.normals 'analytic': choose from autograd, finite_difference"),
+    ("prompts.split=held_out", "prompts.split 'held_out': choose from all, seen, unseen"),
+    ("interpolation.target=alpha", "interpolation.target 'alpha': choose from latent, loss, guidance"),
+    ("run.mode=3", "run.mode 3: choose from amortized"),
+])
+def test_choices_are_checked_with_the_field_and_its_choices(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(preset="smoke", overrides=[override])
+
+
+def test_choices_of_a_config_built_in_python_are_validated():
+    cfg = load_config(preset="smoke")
+    cfg.interpolation.target = "bogus"
+    with pytest.raises(ValueError, match="interpolation.target 'bogus': choose from latent, loss, guidance"):
+        cfg.validate()
+
+
+def test_every_mode_has_a_module():
+    import typing
+
+    from training.config import Mode
+    from training.modes import MODES
+
+    assert set(MODES) | {"per_prompt"} == set(typing.get_args(Mode))

@@ -1,5 +1,5 @@
 """The training loop: reconstruction converges, exact resume, atomic checkpoints, signals,
-non-finite steps, interpolation targets, finetuning and the per-prompt baseline."""
+non-finite steps, warm starts."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,9 @@ from conftest import PROMPTS, tiny_config
 
 from backend.model import load_model
 from training import checkpoint as ckpt
-from training.guidance import SDSOutput
-from training.train import Trainer, TrainingError, kappa_at, train
+from training.guidance import ReconstructionGuidance, SDSOutput
+from training.loop import Trainer, TrainingError
+from training.train import train
 
 
 def test_reconstruction_loss_decreases(tmp_path):
@@ -119,28 +120,21 @@ def test_signal_checkpoints_and_stops(tmp_path, signum):
     assert r2.step == 5 and len(r2.losses) == 2
 
 
-class NaNGuidance(torch.nn.Module):
+class NaNGuidance(ReconstructionGuidance):
     """Reconstruction-like guidance whose loss is NaN from a given call on."""
 
-    kind = "reconstruction"
-
     def __init__(self, start):
-        super().__init__()
-        self.calls, self.start, self.encoder = 0, start, None
+        super().__init__(lambda prompts, cams, h, w: torch.full((len(prompts), 3, h, w), 0.5))
+        self.calls, self.start = 0, start
 
-    def targets(self, prompts, cams, h, w):
-        return torch.full((len(prompts), 3, h, w), 0.5)
-
-    def forward(self, images, target):
+    def forward(self, images, conds, weights=None, *, prompts=(), cams=None, **_):
         self.calls += 1
+        target = self.targets(prompts, cams, *images.shape[-2:])
         loss = ((images - target) ** 2).sum() * (float("nan") if self.calls >= self.start else 1.0)
         return SDSOutput(loss, images.detach(), torch.zeros(1), torch.ones(1))
 
 
-def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
-    from training import train as train_mod
-
-    monkeypatch.setattr(train_mod, "ReconstructionGuidance", NaNGuidance)
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
     cfg = tiny_config(run={"steps": 30, "max_nonfinite": 3, "checkpoint_every": 2})
     g = NaNGuidance(start=4)
     with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
@@ -151,33 +145,6 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch):
     assert state["skipped"] == 3 and state["step"] == 6
     model, _ = load_model(latest / "model")
     assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_kappa_schedule():
-    sched = [[5000, 2.0], [1e12, 0.5]]
-    assert kappa_at(sched, 0) == 2.0 and kappa_at(sched, 5000) == 2.0 and kappa_at(sched, 5001) == 0.5
-
-
-@pytest.mark.parametrize("grid_scale", [1.0, 32.0])
-def test_finetune_offset_folds_into_a_normal_model_folder(tmp_path, grid_scale):
-    base = train(tiny_config(run={"steps": 3}, model={"grid_scale": grid_scale}), tmp_path / "base", progress=False)
-    cfg = tiny_config(run={"mode": "finetune", "steps": 4, "lr": 5e-2}, model={"grid_scale": grid_scale},
-                      finetune={"init": str(base.model_dir), "prompt": PROMPTS[1]})
-    trainer = Trainer(cfg, tmp_path / "ft", progress=False)
-    r = trainer.run()
-    assert trainer.offset.abs().sum() > 0
-    ft, conf = load_model(r.model_dir)
-    b, _ = load_model(base.model_dir)
-    tokens, mask = trainer.tokens[:1], trainer.mask[:1]
-    with torch.no_grad():
-        want = b.modulate(tokens, mask).params + trainer.offset
-        got = ft.modulate(tokens, mask).params
-    assert torch.allclose(got, want, atol=1e-4)
-    # only the offset was trained: everything but the mapping's output layer is unchanged
-    for (k, v), w in zip(b.state_dict().items(), ft.state_dict().values()):
-        if "to_w" not in k:
-            assert torch.equal(v, w), k
-    assert conf["provenance"]["mode"] == "finetune"
 
 
 def test_init_starts_from_a_model_of_the_same_architecture(tmp_path):
@@ -197,51 +164,3 @@ def test_init_starts_from_a_model_of_the_same_architecture(tmp_path):
                 progress=False)
     with pytest.raises(ValueError, match="a finetune starts from finetune.init"):
         tiny_config(run={"mode": "finetune", "init": str(base.model_dir)}).validate()
-
-
-def test_per_prompt_baseline(tmp_path):
-    cfg = tiny_config(run={"mode": "per_prompt", "steps": 2}, prompts={"list": PROMPTS[:2]})
-    r = train(cfg, tmp_path / "pp", progress=False)
-    assert len(r.per_prompt) == 2
-    models = [load_model(p["model"])[0] for p in r.per_prompt]
-    w0, w1 = (next(m.nerf.parameters()) for m in models)
-    assert not torch.equal(w0, w1)  # freshly (differently) initialised per prompt
-    evals = sorted((tmp_path / "pp" / "per_prompt").glob("*/evals.jsonl"))
-    assert len(evals) == 2
-    last = json.loads(evals[0].read_text().splitlines()[-1])
-    assert last["frames_per_prompt"] == 2 * 2
-
-
-def test_per_prompt_and_finetune_evaluations_score_against_the_whole_set(tmp_path, monkeypatch):
-    """A per-prompt model (or a finetuned one) is scored with the whole prompt set as CLIP query set,
-    like the amortized model: a query set of its own prompt alone would make R-precision always 1."""
-    import training.evaluate as ev
-
-    calls = []
-
-    class FakeScorer:
-        def __init__(self, *a, **kw):
-            pass
-
-    def fake_evaluate(model, encoder, prompts, queries, scorer, ec, device):
-        calls.append((list(prompts), list(queries)))
-        return {"r_precision": 0.5, "r_probability": 0.25, "n_queries": len(queries)}
-
-    monkeypatch.setattr(ev, "ClipScorer", FakeScorer)
-    monkeypatch.setattr(ev, "evaluate_prompts", fake_evaluate)
-    cfg = tiny_config(run={"mode": "per_prompt", "steps": 1}, prompts={"list": PROMPTS, "split": "seen",
-                                                                       "seen_fraction": 0.67},
-                      eval={"clip_model": "fake"})
-    r = train(cfg, tmp_path / "pp", progress=False)
-    assert len(r.per_prompt) == 2
-    assert calls and all(len(p) == 1 and sorted(q) == sorted(PROMPTS) for p, q in calls)
-    recs = [json.loads(l) for f in sorted((tmp_path / "pp" / "per_prompt").glob("*/evals.jsonl"))
-            for l in f.read_text().splitlines()]
-    assert {r["split"] for r in recs} == {"seen"} and {r["n_queries"] for r in recs} == {3}
-
-    calls.clear()
-    base = train(tiny_config(run={"steps": 1}), tmp_path / "base", progress=False)
-    ft = tiny_config(run={"mode": "finetune", "steps": 1}, eval={"clip_model": "fake"},
-                     finetune={"init": str(base.model_dir), "prompt": PROMPTS[1]})
-    train(ft, tmp_path / "ft", progress=False)
-    assert calls and all(p == [PROMPTS[1]] and sorted(q) == sorted(PROMPTS) for p, q in calls)

@@ -1,0 +1,136 @@
+"""Amortized training (paper Alg. 1): one model for all prompts. Each step samples ``run.batch_size``
+prompts of this rank's shard, one camera + light + shading each, and guides every render towards its
+prompt (", front/side/back/overhead view" appended to the guidance prompt, never to the mapping
+input). The other single-model modes derive from this one and replace what they change."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from backend.cameras import Cameras
+from backend.model import ATT3D, build_model, load_model
+from backend.text_encoder import TextEncoder
+
+from ..config import TrainConfig
+from ..guidance import Guidance
+from ..prompts import PromptSet
+from ..render_step import RenderStep
+
+
+@dataclass
+class Batch:
+    """One step's inputs: what the mapping network reads, what is rendered, what the guidance reads."""
+
+    prompts: list[str]  # per image, a label of what it is (logs, hooks)
+    tokens: torch.Tensor  # [B, L, D] mapping-network input
+    mask: torch.Tensor  # [B, L]
+    cams: Cameras
+    views: list[str | None]  # the view label appended to each guidance prompt (None: not appended)
+    conds: list[torch.Tensor]  # classifier-free guidance terms [B, L', D'] (diffusion guidance)
+    weights: list[torch.Tensor | float] | None  # their weights; None = guidance.scale
+    shown: list[str]  # per image, the one prompt it should show (reconstruction renders its ground truth)
+
+    def scalars(self) -> dict[str, float]:
+        """Per-step values the loop logs beside the loss."""
+        return {}
+
+
+def shard(n_items: int, rank: int, world: int) -> list[int]:
+    """The items this rank trains on: every ``world``-th (all of them when there are too few)."""
+    return list(range(rank, n_items, world)) if n_items >= world else list(range(n_items))
+
+
+def load_init(model: ATT3D, path: str, device: torch.device) -> dict[str, Any]:
+    """``run.init``: copy the weights of a model (or run / checkpoint) folder of the same architecture
+    into ``model``; returns what the provenance records of it."""
+    inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
+    init, cfg = load_model(inner if (inner / "config.json").is_file() else path, device)
+    theirs, ours = asdict(init.config), asdict(model.config)
+    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+    if diff:
+        raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
+    model.load_state_dict(init.state_dict())
+    prov = cfg.get("provenance", {})
+    return {"path": str(path), "step": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
+            "prompt_set": prov.get("prompt_set"), "guidance": prov.get("guidance"), "init": prov.get("init")}
+
+
+class Amortized:
+    """The mode the loop drives: prompts, model and trainable parameters, each step's batch, and the
+    model a checkpoint or the run folder holds."""
+
+    name = "amortized"
+    #: evaluations score CLIP R-precision of each prompt (interpolation has no one prompt per render)
+    scores_prompts = True
+
+    def __init__(self, config: TrainConfig, prompt_set: PromptSet, rank: int = 0, world: int = 1,
+                 queries: Sequence[str] = ()) -> None:
+        """``queries``: more prompts for the CLIP query set of the evaluations."""
+        self.config = config
+        self.prompt_set = prompt_set
+        self.prompts: list[str] = list(prompt_set.prompts)  # what the mapping network reads, encoded once
+        self.queries = list(queries)
+        self.init_record: dict[str, Any] | None = None  # provenance of run.init
+        self.shard = shard(self.n_items, rank, world)
+
+    @property
+    def n_items(self) -> int:
+        """What a step samples from (prompts here); rendered frames per prompt count these."""
+        return len(self.prompts)
+
+    def encode(self, encoder: TextEncoder, device: torch.device) -> None:
+        self.encoder = encoder
+        emb = encoder(self.prompts)
+        self.tokens, self.mask = emb.tokens.to(device), emb.mask.to(device)
+        self.index = {p: i for i, p in enumerate(self.prompts)}
+
+    def setup(self, guidance: Guidance, encoder: TextEncoder, device: torch.device) -> list[nn.Parameter]:
+        """Encode the prompts, build the model; → the parameters the optimizer trains."""
+        self.guidance, self.device = guidance, device
+        self.encode(encoder, device)
+        # every (prompt, view) guidance embedding once, then the (large) text encoder is released
+        guidance.precompute(self.prompts)
+        self.arch = replace(self.config.model, text_encoder=encoder.encoder_id, token_dim=encoder.dim,
+                            max_length=encoder.max_length)
+        self.model = build_model(self.arch, self.config.run.seed).to(device).train()
+        if self.config.run.init:
+            self.init_record = load_init(self.model, self.config.run.init, device)
+        return list(self.model.parameters())
+
+    def render_step(self) -> RenderStep:
+        return RenderStep(self.model, self.config.render)
+
+    def sample_cameras(self, generator: torch.Generator) -> tuple[torch.Tensor, Cameras, list[str | None]]:
+        """→ (indices into the shard, cameras, view labels) of one step; draws from ``generator``."""
+        b = self.config.run.batch_size
+        pick = torch.randint(0, len(self.shard), (b,), generator=generator)
+        cams = self.config.camera.sample(b, generator, device=self.device)
+        views = cams.view_labels if self.config.guidance.view_prompts else [None] * b
+        return pick, cams, views
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        pick, cams, views = self.sample_cameras(generator)
+        prompts = [self.prompts[self.shard[int(i)]] for i in pick]
+        idx = torch.tensor([self.index[p] for p in prompts], device=self.device)
+        g = self.guidance
+        return Batch(prompts, self.tokens[idx], self.mask[idx], cams, views,
+                     conds=[g.embed(g.prompts_for(prompts, views))], weights=None, shown=prompts)
+
+    # -- what is saved ---------------------------------------------------------------------------
+    def export_model(self) -> ATT3D:
+        """The model a checkpoint's and the run's model folder hold."""
+        return self.model
+
+    def checkpoint_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """More safetensors files for a checkpoint (file name → tensors)."""
+        return {}
+
+    def load_checkpoint(self, path: Path, data: dict[str, Any]) -> None:
+        """Restore the trained weights from a checkpoint (:func:`training.checkpoint.load_checkpoint`)."""
+        model, _ = load_model(data["model_dir"], self.device)
+        self.model.load_state_dict(model.state_dict())

@@ -1,0 +1,110 @@
+"""Interpolation amortization (paper §3.2.2, App. B.1.14): one model for a continuum of prompts
+between the two of each pair. Every paper equation of the mode is here:
+
+- the mapping network reads ``c' = (1−α)c1 + αc2`` (Eq. 8 on its own tokens) with
+  ``α ~ Dir(κ) = Beta(κ, κ)`` and a κ schedule (κ = 2 for 5000 steps, then 0.5);
+- ``interpolation.target`` (``[interpolation]`` in ``training/config.py``) says what the guidance is
+  asked for:
+
+  - ``latent`` (Eq. 8): guidance on the interpolated embedding ``(1−α)e1 + αe2``;
+  - ``loss`` (Eq. 10): guidance on prompt 2 with probability α, ``c' = (1−Z)c1 + Z c2, Z ~ Bern(α)``
+    — the one-sample estimate of Eq. 9's ``L = (1−α)L1 + αL2`` at the cost of one guidance pass;
+  - ``guidance`` (Eq. 11): ``ε̂ = ε_u + (1−α)ω1(ε_1 − ε_u) + αω2(ε_2 − ε_u)`` (the paper writes
+    ``ε_prompt i`` for the guidance direction ``ε_i − ε_u``: plain CFG on prompt 1 at α = 0, on
+    prompt 2 at α = 1), as two CFG terms whose sum the guidance takes (``training.guidance.sds.cfg``).
+
+Reconstruction guidance renders Eq. 10's pick whatever the target (there is no ground truth between
+two prompts). Rendered frames per prompt count pairs.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..prompts import PromptSet
+from .amortized import Amortized, Batch
+
+
+def sample_beta(kappa: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """α ~ Beta(κ, κ) = Dir(κ, κ), reproducibly from a torch generator."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    return torch.from_numpy(np.random.default_rng(seed).beta(kappa, kappa, size=n)).float()
+
+
+def kappa_at(schedule: Sequence[Sequence[float]], step: int) -> float:
+    """κ of a ``[[until_step, κ], ...]`` schedule (the last κ holds afterwards)."""
+    if not schedule:
+        return 1.0
+    for until, k in schedule:
+        if step <= until:
+            return float(k)
+    return float(schedule[-1][1])
+
+
+def make_pairs(prompts: Sequence[str], pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    if pairs:
+        out = []
+        for p in pairs:
+            if len(p) != 2:
+                raise ValueError(f"interpolation.pairs: each pair needs two prompts, got {p!r}")
+            out.append((str(p[0]), str(p[1])))
+        return out
+    if len(prompts) < 2:
+        raise ValueError("interpolation needs at least two prompts")
+    return [(prompts[i], prompts[i + 1]) for i in range(len(prompts) - 1)]
+
+
+@dataclass
+class InterpolationBatch(Batch):
+    alpha: torch.Tensor | None = None  # [B] interpolation coefficients
+    kappa: float = 1.0  # the concentration they were drawn with
+    z: torch.Tensor | None = None  # [B] Eq. 10's Z ~ Bern(α): True = prompt 2
+
+    def scalars(self) -> dict[str, float]:
+        return {"kappa": self.kappa}
+
+
+class Interpolation(Amortized):
+    name = "interpolation"
+    scores_prompts = False
+
+    def __init__(self, config: TrainConfig, prompt_set: PromptSet, rank: int = 0, world: int = 1,
+                 queries: Sequence[str] = ()) -> None:
+        self.pairs = make_pairs(prompt_set.prompts, config.interpolation.pairs)
+        super().__init__(config, prompt_set, rank, world, queries)
+        self.prompts = list(dict.fromkeys([p for pair in self.pairs for p in pair]))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.pairs)
+
+    def batch(self, step: int, generator: torch.Generator) -> InterpolationBatch:
+        ic, b = self.config.interpolation, self.config.run.batch_size
+        pick, cams, views = self.sample_cameras(generator)
+        pairs = [self.pairs[self.shard[int(i)]] for i in pick]
+        first, second = [p for p, _ in pairs], [q for _, q in pairs]
+        kappa = kappa_at(ic.kappa, step)
+        alpha = sample_beta(kappa, b, generator)
+        # the mapping network's input, c' = (1−α)c1 + αc2 (Eq. 8)
+        i1 = torch.tensor([self.index[p] for p in first], device=self.device)
+        i2 = torch.tensor([self.index[q] for q in second], device=self.device)
+        a = alpha.to(self.device).view(b, 1, 1)
+        tokens, mask = (1 - a) * self.tokens[i1] + a * self.tokens[i2], self.mask[i1] | self.mask[i2]
+        z = torch.rand(b, generator=generator) < alpha  # Eq. 10: Z ~ Bern(α), drawn for every target
+        shown = [q if zz else p for p, q, zz in zip(first, second, z.tolist())]
+        g = self.guidance
+        e1, e2 = g.embed(g.prompts_for(first, views)), g.embed(g.prompts_for(second, views))
+        weights = None
+        if ic.target == "latent":  # Eq. 8: guidance on the interpolated embedding
+            ag = alpha.to(e1.device, e1.dtype).view(b, 1, 1)
+            conds = [(1 - ag) * e1 + ag * e2]
+        elif ic.target == "loss":  # Eq. 10: guidance on prompt 2 with probability α
+            conds = [torch.where(z.to(e1.device).view(b, 1, 1), e2, e1)]
+        else:  # Eq. 11: ε̂ = ε_u + (1−α)ω1(ε_1 − ε_u) + αω2(ε_2 − ε_u)
+            conds, weights = [e1, e2], [(1 - alpha) * ic.scale1, alpha * ic.scale2]
+        return InterpolationBatch([f"{p} → {q}" for p, q in pairs], tokens, mask, cams, views, conds, weights, shown,
+                                  alpha=alpha, kappa=kappa, z=z)
