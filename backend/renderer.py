@@ -43,7 +43,8 @@ def camera_rays(cams: Cameras, height: int, width: int) -> tuple[torch.Tensor, t
     return cams.eye[:, None, :].expand_as(dirs), dirs
 
 
-def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Near/far distances of each ray inside the sphere, and whether it hits it at all."""
     b = (origins * dirs).sum(-1)
     c = (origins * origins).sum(-1) - radius ** 2

@@ -18,6 +18,7 @@ from backend.model import ModelConfig
 
 from .guidance.config import GuidanceConfig
 from .prompts import Split
+from .regularizers import RegularizerConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: run.mode (training/modes/)
@@ -43,6 +44,9 @@ class RunConfig:
     preview_every: int = 1000
     eval_every: int = 0  # 0 = only at the end
     threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is fastest on a busy, shared CPU)
+    #: stop after this many seconds of training in this call (0 = no limit) and finish as if run.steps
+    #: were reached (last checkpoint, model folder); --resume goes on later. For runs on a lent machine.
+    time_limit_s: float = 0.0
     #: amortized / interpolation: start from this model's weights (a model, run or checkpoint folder
     #: of the same architecture), e.g. to go on training on a larger prompt set; fresh optimizer
     init: str = ""
@@ -76,6 +80,9 @@ class InterpolationConfig:
     #: α ~ Beta(κ, κ); the schedule is [[until_step, κ], ...], the last κ holds afterwards
     kappa: list[list[float]] = field(default_factory=lambda: [[5000, 2.0], [1e12, 0.5]])
     pairs: list[list[str]] = field(default_factory=list)  # explicit pairs; empty = consecutive prompts
+    #: draw each step's pairs at random from the whole prompt set (two different prompts) instead of
+    #: a fixed list: chains between any keyframes of the set (what the add-on's users make)
+    random_pairs: bool = False
     scale1: float = 100.0  # ω1 of Eq. 11
     scale2: float = 100.0  # ω2 of Eq. 11
 
@@ -111,6 +118,7 @@ class TrainConfig:
     interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -122,11 +130,16 @@ class TrainConfig:
             for name, typ in typing.get_type_hints(type(obj)).items():
                 if typing.get_origin(typ) is Literal:
                     _check_choice(getattr(obj, name), typ, f"{section.name}.{name}")
+        if self.run.time_limit_s < 0:
+            raise ValueError("run.time_limit_s must be ≥ 0 (0 = no limit)")
         for k in ("steps", "batch_size"):
             if getattr(self.run, k) < 1:
                 raise ValueError(f"run.{k} must be at least 1")
         if self.render.height < 4 or self.render.width < 4 or self.render.n_samples < 1:
             raise ValueError("render.height/width must be ≥ 4 and render.n_samples ≥ 1")
+        for k in ("distortion", "grid_tv", "opacity"):
+            if getattr(self.regularizers, k) < 0:
+                raise ValueError(f"regularizers.{k} must be ≥ 0 (a weight), got {getattr(self.regularizers, k)}")
         if self.run.init and self.run.mode == "finetune":
             raise ValueError("run.init starts an amortized or interpolation run; a finetune starts from finetune.init")
         return self

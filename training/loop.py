@@ -51,7 +51,7 @@ class TrainResult:
     skipped: int = 0  # non-finite steps skipped
     frames_per_prompt: float = 0.0
     seconds: float = 0.0
-    stopped: str = "done"  # done | signal
+    stopped: str = "done"  # done | time (run.time_limit_s reached; finished like done) | signal
     checkpoint: Path | None = None
     per_prompt: list[dict] = field(default_factory=list)
 
@@ -128,6 +128,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self.losses: list[float] = []
         self.last_batch: Batch | None = None
+        self.last_terms: dict[str, float] = {}  # the regularisers' weighted values at the last step
         self.last_checkpoint: Path | None = None
         self.writer = None
         self._scorer = None
@@ -206,11 +207,13 @@ class Trainer:
     def train_step(self) -> tuple[float, float, int]:
         """One optimizer step: → (loss, gradient norm, non-finite SDS elements). Skips non-finite steps."""
         batch = self.batch()
+        self.guidance.step = self.step
         module = self.ddp or self.step_module
-        rgb, _ = module(batch.tokens, batch.mask, batch.cams, self.device_rng)
+        rgb, _, terms = module(batch.tokens, batch.mask, batch.cams, self.device_rng)
         out = self.guidance(rgb, batch.conds, batch.weights, prompts=batch.shown, cams=batch.cams,
                             generator=self.rng)
-        loss = out.loss
+        loss = out.loss + sum(terms.values()) if terms else out.loss
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
         ok = torch.tensor([1.0 if bool(torch.isfinite(loss)) else 0.0], device=self.device)
         all_reduce(ok, "min")  # every rank skips together, or DDP's gradient all-reduce would hang
         self.optimizer.zero_grad(set_to_none=True)
@@ -320,6 +323,9 @@ class Trainer:
                     stopped = "signal"
                     self.save_checkpoint()
                     break
+                if self._out_of_time(t_start):
+                    stopped = "time"
+                    break
                 if _is_due(self.step, c.run.checkpoint_every) and self.step < c.run.steps:
                     self.save_checkpoint()
         finally:
@@ -328,7 +334,7 @@ class Trainer:
                 metrics.close()
             for s, h in old.items():
                 signal.signal(s, h)
-        model_dir = self._finish() if stopped == "done" else None
+        model_dir = self._finish() if stopped in ("done", "time") else None
         if self.writer is not None:
             self.writer.close()
         return TrainResult(self.out, model_dir, self.step, self.losses, self.skipped, self.frames_per_prompt,
@@ -345,6 +351,15 @@ class Trainer:
             self.writer = _open_tensorboard(self.out / "logs", self.step if resumed else None)
             if not resumed:
                 self.evaluate()  # the budget-0 point of the quality curve
+
+    def _out_of_time(self, t_start: float) -> bool:
+        """Whether run.time_limit_s has passed (rank 0's clock decides, so all ranks stop together)."""
+        limit = self.config.run.time_limit_s
+        if limit <= 0:
+            return False
+        late = torch.tensor([1.0 if self.is_main and time.perf_counter() - t_start >= limit else 0.0],
+                            device=self.device)
+        return all_reduce(late, "max").item() > 0
 
     def _on_signal(self, name: str) -> None:
         self._stop = name
@@ -363,7 +378,8 @@ class Trainer:
 
     def _log(self, metrics, bar, loss: float, gnorm: float, nonfinite: int, seconds: float) -> None:
         rec = {"step": self.step, "loss": loss, "grad_norm": gnorm, "frames_per_prompt": self.frames_per_prompt,
-               "skipped": self.skipped, "nonfinite_sds": nonfinite, "time": seconds, **self.last_batch.scalars()}
+               "skipped": self.skipped, "nonfinite_sds": nonfinite, "time": seconds, **self.last_batch.scalars(),
+               **{f"reg_{k}": v for k, v in self.last_terms.items()}}
         metrics.write(json.dumps(rec) + "\n")
         metrics.flush()
         bar.set_postfix(loss=f"{loss:.4g}", fpp=f"{self.frames_per_prompt:.0f}")

@@ -24,6 +24,10 @@ class GuidanceConfig:
     scale: float = 100.0  # classifier-free guidance weight s
     t_min: float = 0.02
     t_max: float = 0.98
+    #: anneal the upper end of t linearly from t_max to t_max_end over t_anneal_steps training steps
+    #: (0 = off): late training sees less noise and refines detail (DreamTime, ProlificDreamer)
+    t_max_end: float = 0.0
+    t_anneal_steps: int = 0
     weighting: Weighting = "one_minus_alpha_bar"
     grad_clip: float = 0.0  # clamp each element of w(t)(ε̂ − ε) to ±grad_clip (0 = off)
     image_size: int = 0  # pixel: the model's resolution (0 = the UNet's sample_size)

@@ -126,6 +126,10 @@ class DiffusionGuidance(Guidance):
         self._emb: dict[str, torch.Tensor] = {}
         if config.t_min < 0 or config.t_max > 1 or config.t_min >= config.t_max:
             raise ValueError(f"need 0 ≤ t_min < t_max ≤ 1, got {config.t_min}, {config.t_max}")
+        if config.t_max_end and not (config.t_min < config.t_max_end <= 1 and config.t_anneal_steps > 0):
+            raise ValueError(f"guidance.t_max_end {config.t_max_end} needs t_min < t_max_end ≤ 1 and "
+                             f"guidance.t_anneal_steps > 0")
+        self.step: int | None = None  # the training step (the loop sets it; t_max anneals with it)
         if config.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown SDS weighting {config.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
@@ -176,10 +180,19 @@ class DiffusionGuidance(Guidance):
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
 
+    def t_range(self, step: int | None = None) -> tuple[float, float]:
+        """``(t_min, t_max)`` at training ``step`` (t_max anneals towards t_max_end when configured)."""
+        c = self.config
+        t_max = c.t_max
+        if c.t_max_end and c.t_anneal_steps and step is not None:
+            t_max = c.t_max + (c.t_max_end - c.t_max) * min(1.0, step / c.t_anneal_steps)
+        return c.t_min, max(t_max, c.t_min)
+
     def sample_t(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         T = self.num_train_timesteps
-        lo = int(self.config.t_min * T)
-        hi = max(lo + 1, min(T, int(self.config.t_max * T) + 1))
+        t_min, t_max = self.t_range(self.step)
+        lo = int(t_min * T)
+        hi = max(lo + 1, min(T, int(t_max * T) + 1))
         return torch.randint(lo, hi, (n,), generator=generator)
 
     def forward(self, images: torch.Tensor, conds: Sequence[torch.Tensor],

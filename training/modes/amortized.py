@@ -103,7 +103,7 @@ class Amortized:
         return list(self.model.parameters())
 
     def render_step(self) -> RenderStep:
-        return RenderStep(self.model, self.config.render)
+        return RenderStep(self.model, self.config.render, self.config.regularizers)
 
     def sample_cameras(self, generator: torch.Generator) -> tuple[torch.Tensor, Cameras, list[str | None]]:
         """→ (indices into the shard, cameras, view labels) of one step; draws from ``generator``."""

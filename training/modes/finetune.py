@@ -20,6 +20,7 @@ from backend.text_encoder import TextEncoder
 from ..config import RenderConfig, TrainConfig
 from ..guidance import Guidance
 from ..prompts import PromptSet, slug
+from ..regularizers import RegularizerConfig
 from ..render_step import RenderStep
 from .amortized import Amortized
 
@@ -29,8 +30,9 @@ OFFSET_FILE = "offset.safetensors"
 class OffsetRenderStep(RenderStep):
     """The render step with ``m(c) + δ``: the mapping network is frozen, only the offset learns."""
 
-    def __init__(self, model: ATT3D, render: RenderConfig, offset: nn.Parameter) -> None:
-        super().__init__(model, render)
+    def __init__(self, model: ATT3D, render: RenderConfig, offset: nn.Parameter,
+                 regularizers: RegularizerConfig | None = None) -> None:
+        super().__init__(model, render, regularizers)
         self.offset = offset
 
     def modulation(self, tokens: torch.Tensor, mask: torch.Tensor) -> Modulation:
@@ -97,7 +99,7 @@ class Finetune(Amortized):
         return [self.offset]
 
     def render_step(self) -> RenderStep:
-        return OffsetRenderStep(self.model, self.config.render, self.offset)
+        return OffsetRenderStep(self.model, self.config.render, self.offset, self.config.regularizers)
 
     def export_model(self) -> ATT3D:
         return fold_offset(self.model, self.offset, self.tokens[:1], self.mask[:1])

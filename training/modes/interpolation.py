@@ -74,18 +74,39 @@ class Interpolation(Amortized):
 
     def __init__(self, config: TrainConfig, prompt_set: PromptSet, rank: int = 0, world: int = 1,
                  queries: Sequence[str] = ()) -> None:
-        self.pairs = make_pairs(prompt_set.prompts, config.interpolation.pairs)
+        ic = config.interpolation
+        if ic.random_pairs and ic.pairs:
+            raise ValueError("interpolation: give either pairs or random_pairs = true, not both")
+        if ic.random_pairs and len(prompt_set.prompts) < 2:
+            raise ValueError("interpolation.random_pairs needs at least two prompts")
+        self.random_pairs = ic.random_pairs
+        self.pairs = [] if ic.random_pairs else make_pairs(prompt_set.prompts, ic.pairs)
         super().__init__(config, prompt_set, rank, world, queries)
-        self.prompts = list(dict.fromkeys([p for pair in self.pairs for p in pair]))
+        if not ic.random_pairs:
+            self.prompts = list(dict.fromkeys([p for pair in self.pairs for p in pair]))
 
     @property
     def n_items(self) -> int:
-        return len(self.pairs)
+        """Pairs of a fixed list; prompts when pairs are drawn at random."""
+        return len(self.prompts) if self.random_pairs else len(self.pairs)
+
+    def draw_pairs(self, pick: torch.Tensor, generator: torch.Generator) -> list[tuple[str, str]]:
+        """The step's pairs: the picked ones of the list, or (random pairs) each picked prompt of the
+        shard with a different prompt of the whole set."""
+        if not self.random_pairs:
+            return [self.pairs[self.shard[int(i)]] for i in pick]
+        n = len(self.prompts)
+        other = torch.randint(0, n - 1, (len(pick),), generator=generator)
+        out = []
+        for i, j in zip(pick.tolist(), other.tolist()):
+            a = self.shard[i]
+            out.append((self.prompts[a], self.prompts[j + (j >= a)]))  # j skips a: never a prompt with itself
+        return out
 
     def batch(self, step: int, generator: torch.Generator) -> InterpolationBatch:
         ic, b = self.config.interpolation, self.config.run.batch_size
         pick, cams, views = self.sample_cameras(generator)
-        pairs = [self.pairs[self.shard[int(i)]] for i in pick]
+        pairs = self.draw_pairs(pick, generator)
         first, second = [p for p, _ in pairs], [q for _, q in pairs]
         kappa = kappa_at(ic.kappa, step)
         alpha = sample_beta(kappa, b, generator)

@@ -1,0 +1,176 @@
+"""Interpolation quality on the Shapes world (``att3d eval-interpolation --world shapes --model M``).
+
+An interpolation has no single true answer, but it has measurable failures (paper Fig. 16/18):
+a midpoint more mottled than its ends (a dissolve), change bunched into one step (popping), and
+endpoints that get worse when interpolants are trained. For pairs of prompts that differ in one
+thing — the colour, the shape, or the accessory — the model is evaluated along α = 0, 1/K, …, 1 of
+the mapping input ``(1 − α) c₁ + α c₂`` (what ``att3d interpolate`` and the add-on's chains use):
+
+* ``midpoint_mottling``: the midpoint mesh's colour variation across edges over the mean of the two
+  endpoints' (:func:`surface.color_variation`; 1 = as clean as the ends, the dissolve of an
+  untrained interpolant is > 1);
+* ``smoothness``: how evenly the change is spread along α: the largest step's change over the mean
+  step's (1 = perfectly even; K = everything happens in one step). A step's change is
+  ``1 − IoU`` of the occupancies (shape and accessory pairs) or the mean |Δ| of the albedo renders
+  from the four evaluation views (colour pairs);
+* ``midpoint_realism``: the midpoint's distance to the nearest ground-truth render of any world
+  prompt over the endpoints' distance to their own nearest (1 = the midpoint looks as much like
+  some object of the world as the endpoints do);
+* ``endpoint_iou`` / ``endpoint_retrieved``: the endpoints' GT occupancy IoU and whether their
+  nearest GT render is their own prompt (α = 0 and 1 are single prompts: interpolant training must
+  not make them worse).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world
+
+PAIR_KINDS = ("color", "shape", "accessory")
+DEFAULT_STEPS = 8
+DEFAULT_PAIRS_PER_KIND = 6
+RESOLUTION = 96
+OCC_GRID = 64
+EVAL_SIZE = 32
+EVAL_SAMPLES = 64
+
+
+def differs_in(world: ShapesWorld, i: int, j: int) -> str | None:
+    """Which one thing prompts ``i`` and ``j`` differ in (``color`` / ``shape`` / ``accessory``), else None."""
+    a, b = world.prompts[i], world.prompts[j]
+    same_acc = (a.accessory, a.accessory_color) == (b.accessory, b.accessory_color)
+    diff = [a.color != b.color, a.shape != b.shape, not same_acc]
+    if sum(diff) != 1:
+        return None
+    return PAIR_KINDS[diff.index(True)]
+
+
+def pick_pairs(world: ShapesWorld, indices: Sequence[int], per_kind: int = DEFAULT_PAIRS_PER_KIND,
+               seed: int = 0) -> list[tuple[str, int, int]]:
+    """``per_kind`` pairs of each kind among ``indices``, drawn reproducibly, no prompt used twice
+    within a kind (so the pairs spread over the world)."""
+    rng = np.random.default_rng(seed)
+    pool = sorted(set(int(i) for i in indices))
+    by_key: dict[tuple[str, Any], list[int]] = {}
+    for i in pool:
+        p = world.prompts[i]
+        acc = (p.accessory, p.accessory_color)
+        by_key.setdefault(("color", (p.shape, acc)), []).append(i)
+        by_key.setdefault(("shape", (p.color, acc)), []).append(i)
+        by_key.setdefault(("accessory", (p.shape, p.color)), []).append(i)
+    out = []
+    for kind in PAIR_KINDS:
+        groups = [g for (k, _), g in by_key.items() if k == kind and len(g) >= 2]
+        rng.shuffle(groups)
+        used: set[int] = set()
+        picked = 0
+        for g in groups:
+            cand = [i for i in g if i not in used]
+            rng.shuffle(cand)
+            for a in cand:
+                b = next((j for j in cand if j != a and j not in used and differs_in(world, a, j) == kind), None)
+                if b is not None:
+                    out.append((kind, a, b))
+                    used.update((a, b))
+                    picked += 1
+                    break
+            if picked >= per_kind:
+                break
+    return out
+
+
+def _ratio_max_mean(changes: Sequence[float]) -> float:
+    c = np.asarray(changes, dtype=np.float64)
+    return float(c.max() / c.mean()) if len(c) and c.mean() > 1e-12 else float("nan")
+
+
+@torch.no_grad()
+def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float | str | None = None,
+                           pairs_per_kind: int = DEFAULT_PAIRS_PER_KIND, steps: int = DEFAULT_STEPS,
+                           resolution: int = RESOLUTION, device: str = "cpu", encoder=None,
+                           world_seed: int = 0, seed: int = 0, progress: bool = True,
+                           pairs: Sequence[tuple[str, int, int]] | None = None) -> dict[str, Any]:
+    """The interpolation measures of the module docstring for ``model`` (folder, name or ``ATT3D``)."""
+    from tqdm import tqdm
+
+    from backend.mesh import density_lattice, field_colors, marching_cubes
+    from backend.text_encoder import TextEncoder
+
+    from .metrics import _load, _trained_split, gt_eval_renders
+    from .surface import color_variation
+    from .world import parse_fraction
+
+    t0 = time.perf_counter()
+    world = get_world(world_seed)
+    model, cfg = _load(model, device)
+    model.eval()
+    prov = cfg.get("provenance", {}) if isinstance(cfg, dict) else {}
+    frac = parse_fraction(fraction if fraction is not None else _trained_split(prov))
+    pool = list(range(len(world))) if split == "all" else world.split(frac)[split]
+    pairs = list(pairs) if pairs is not None else pick_pairs(world, pool, pairs_per_kind, seed)
+    arch = model.config
+    encoder = encoder or TextEncoder(arch.text_encoder, arch.max_length)
+    gt = gt_eval_renders(world, progress=progress).reshape(len(world), -1)
+    cams = eval_cameras(1).to(device)
+    nv = len(EVAL_AZIMUTHS)
+    alphas = [k / steps for k in range(steps + 1)]
+    occ_idx = np.linspace(0, resolution - 1, OCC_GRID).round().astype(int)
+    rows = []
+    for kind, i, j in tqdm(pairs, desc="interpolations", disable=not progress, file=sys.stderr, leave=False):
+        emb = encoder([world.texts[i], world.texts[j]])
+        tok, mask = emb.tokens.to(device), emb.mask.to(device)
+        occs, imgs, variation, nearest = [], [], [], []
+        for a in alphas:
+            mod = model.modulate((1 - a) * tok[:1] + a * tok[1:], mask[:1] | mask[1:])
+            vol = density_lattice(model, mod, resolution)
+            occs.append(vol[np.ix_(occ_idx, occ_idx, occ_idx)] > arch.iso_density)
+            v, f = marching_cubes(vol, arch.iso_density, arch.bound)
+            variation.append(color_variation(f, field_colors(model, mod, v)) if len(f) else float("nan"))
+            modb = type(mod)(None if mod.params is None else mod.params.expand(nv, -1), mod.v.expand(nv, -1))
+            img = model.render(modb, cams, EVAL_SIZE, EVAL_SIZE, n_samples=EVAL_SAMPLES, stratified=False,
+                               use_env=False).albedo.clamp(0, 1).cpu().reshape(-1)
+            imgs.append(img)
+            nearest.append(((gt - img[None]) ** 2).mean(-1))
+        if kind == "color":
+            changes = [float((imgs[k + 1] - imgs[k]).abs().mean()) for k in range(steps)]
+        else:
+            changes = []
+            for k in range(steps):
+                union = (occs[k] | occs[k + 1]).sum()
+                changes.append(float(1 - (occs[k] & occs[k + 1]).sum() / union) if union else 0.0)
+        mid = steps // 2
+        ends_var = np.nanmean([variation[0], variation[-1]])
+        d_end = [float(nearest[0][i]), float(nearest[-1][j])]
+        rows.append({"kind": kind, "prompt_a": world.texts[i], "prompt_b": world.texts[j],
+                     "midpoint_mottling": float(variation[mid] / ends_var) if ends_var > 0 else float("nan"),
+                     "smoothness": _ratio_max_mean(changes),
+                     "midpoint_realism": float(nearest[mid].min() / max(np.mean(d_end), 1e-12)),
+                     "endpoint_retrieved": float(np.mean([int(nearest[0].argmin()) == i,
+                                                          int(nearest[-1].argmin()) == j])),
+                     "changes": changes, "color_variation": variation})
+    # the endpoints' GT occupancy IoU, as `att3d eval --world shapes` measures it
+    from .metrics import evaluate
+
+    ends = sorted({i for _, i, _ in pairs} | {j for _, _, j in pairs})
+    gt_ends = evaluate(model, prompts=ends, max_prompts=0, device=device, encoder=encoder, progress=False)
+    iou = {r["index"]: r["iou"] for r in gt_ends["per_prompt"]}
+    for r, (_, i, j) in zip(rows, pairs):
+        r["endpoint_iou"] = float(np.mean([iou[i], iou[j]]))
+
+    keys = ("midpoint_mottling", "smoothness", "midpoint_realism", "endpoint_iou", "endpoint_retrieved")
+
+    def mean(rs, k):
+        vals = [r[k] for r in rs if r[k] == r[k]]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    by_kind = {kind: {k: mean([r for r in rows if r["kind"] == kind], k) for k in keys} for kind in PAIR_KINDS}
+    return {"world": "shapes", "split": split, "split_fraction": frac, "steps": steps, "resolution": resolution,
+            "n_pairs": len(rows), **{k: mean(rows, k) for k in keys}, "by_kind": by_kind,
+            "shape_smoothness": mean([r for r in rows if r["kind"] != "color"], "smoothness"),
+            "pairs": rows, "model": prov.get("name", ""), "seconds": time.perf_counter() - t0}
