@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import DEFAULT_DATA_DIR, save_npy_atomically
 from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
 
 GRID = 64
@@ -34,8 +35,6 @@ DEFAULT_MAX_PROMPTS = 128
 
 
 def _cache_dir() -> Path:
-    from .teacher import DEFAULT_DATA_DIR
-
     return Path(os.environ.get("ATT3D_SHAPES_DATA", DEFAULT_DATA_DIR))
 
 
@@ -59,10 +58,7 @@ def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = Tru
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, path)
+            save_npy_atomically(path, arr)
         except OSError:
             pass
     return torch.from_numpy(arr).float() / 255
