@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
 # What the teacher can be *trained* to predict: a subset of what the guidance can read
 # (``training.guidance.PREDICTION_TYPES`` also has "sample", which :func:`diffusion_loss` has no target for).
@@ -61,7 +64,7 @@ def config_from_dict(d: dict[str, Any]) -> TeacherConfig:
     return TeacherConfig(**{**legacy, **d, "block_out_channels": tuple(d["block_out_channels"])})
 
 
-def build_unet(cfg: TeacherConfig):
+def build_unet(cfg: TeacherConfig) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.block_out_channels)
@@ -74,7 +77,7 @@ def build_unet(cfg: TeacherConfig):
                                 norm_num_groups=cfg.norm_num_groups)
 
 
-def build_scheduler(cfg: TeacherConfig):
+def build_scheduler(cfg: TeacherConfig) -> DDPMScheduler:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,

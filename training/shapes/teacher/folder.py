@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,6 +14,9 @@ from training.guidance import TEACHER_JSON
 
 from ..world import VIEW_LABELS, ShapesWorld
 from .config import TeacherConfig, build_scheduler, config_dict
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
 #: the teacher that ships with the repository (fp16, no checkpoint): what the demo model was trained from
 SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "weights" / "teacher"
@@ -69,7 +72,8 @@ def ship_teacher(src: str | Path, dest: str | Path = SHIPPED_TEACHER) -> Path:
     return dest
 
 
-def load_teacher(folder: str | Path, device="cpu"):
+def load_teacher(folder: str | Path,
+                 device: str | torch.device = "cpu") -> tuple[UNet2DConditionModel, DDPMScheduler, dict[str, Any]]:
     """→ (unet, scheduler, meta) from a teacher folder (the guidance's own loader may be used instead)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 

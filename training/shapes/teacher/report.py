@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.cameras import Cameras, CameraSampler
 from backend.fileio import atomic_write_bytes, atomic_write_text
 from training.images import image_grid
 
@@ -30,12 +31,12 @@ REPORT_VIEW_SEED = 12345
 REPORT_VIEWS = 24
 
 
-def _report_sampler():
+def _report_sampler() -> CameraSampler:
     """The training camera distribution narrowed to front-ish views (the report asks for "front view")."""
     return replace(camera_sampler(), azimuth=(-40.0, 40.0), elevation=(-5.0, 45.0))
 
 
-def report_cameras(n_views: int = REPORT_VIEWS):
+def report_cameras(n_views: int = REPORT_VIEWS) -> Cameras:
     """The fixed view set of the teacher report: ``n_views`` front-view cameras drawn once (seeded)
     from the training distribution (azimuth within ±45°), albedo and lit alike."""
     return _report_sampler().sample(n_views, generator=torch.Generator().manual_seed(REPORT_VIEW_SEED))
