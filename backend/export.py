@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .mesh import Mesh
+from .fileio import atomic_write_bytes
+from .mesh_type import Mesh
 
 FORMATS = (".glb", ".obj", ".ply")
 Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float32)
@@ -43,12 +44,7 @@ def export_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
         tm.export(str(path), include_normals=False)
         return path
     data = tm.export(file_type=suffix[1:])
-    if isinstance(data, str):
-        data = data.encode()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
 def export_sequence_glb(faces: np.ndarray, positions: list[np.ndarray], colors: list[np.ndarray],
@@ -125,7 +121,4 @@ def export_sequence_glb(faces: np.ndarray, positions: list[np.ndarray], colors: 
     total = 12 + 8 + len(js) + 8 + len(binary)
     out = (struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(js), b"JSON") + js
            + struct.pack("<I4s", len(binary), b"BIN\0") + binary)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(out)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, out)

@@ -1,12 +1,9 @@
 """Mesh extraction: density on an N³ lattice → marching cubes → vertex colours from the colour
 field; optional simplification and UV-atlas texture bake; consistent-topology sequences.
 
-Meshes are plain numpy (:class:`Mesh`), in the model's world frame (Z up, front −Y).
+Meshes are plain numpy (:class:`Mesh`, in ``mesh_type``), in the model's world frame (Z up, front −Y).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,18 +11,9 @@ import torch
 from blender_att3d.wire import MAX_RESOLUTION, MIN_RESOLUTION
 
 from .mapping_network import Modulation
+from .mesh_type import Mesh
 from .model import ATT3D
-from .point_encoder import lattice_xy, lattice_z, lerp_weights
-
-
-@dataclass
-class Mesh:
-    vertices: np.ndarray  # float32 [V, 3]
-    faces: np.ndarray  # int64 [F, 3], counter-clockwise seen from outside
-    colors: np.ndarray  # float32 [V, 3] in [0, 1]
-    uvs: np.ndarray | None = None  # float32 [V, 2] when a texture was baked
-    texture: np.ndarray | None = None  # uint8 [H, W, 3]
-    meta: dict[str, Any] = field(default_factory=dict)
+from .texture import bake_texture
 
 
 def check_resolution(resolution: int) -> int:
@@ -34,49 +22,27 @@ def check_resolution(resolution: int) -> int:
     return int(resolution)
 
 
-def lattice_points(resolution: int, bound: float) -> np.ndarray:
-    return np.linspace(-bound, bound, resolution, dtype=np.float32)
-
-
 @torch.no_grad()
 def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
                     max_points: int = 1 << 16) -> np.ndarray:
     """Density of one prompt on an ``N³`` lattice over [-bound, bound]³, indexed ``[x, y, z]``.
 
-    Dense levels are interpolated separably (bilinear in x, y once, then z a slab at a time), which
-    is exactly the trilinear lookup at lattice points and far cheaper than per-point sampling; the
-    MLP runs as matrix products on channel-first slabs of at most ``max_points`` points.
+    The point encoder gives the features of a slab of z rows at a time, channel-first
+    (:meth:`PointEncoder.lattice_slabs`: separable interpolation, exact at lattice points), and the
+    NeRF MLP turns them into densities as matrix products (:meth:`NeRFMLP.density_channels_first`),
+    at most ``max_points`` points at a time: the same density as ``model.density`` there, far cheaper.
     """
-    cfg, pe, nerf = model.config, model.point_encoder, model.nerf
+    cfg = model.config
     n = check_resolution(resolution)
     dev = mod.v.device
     one = mod.select([0])
-    levels = pe.levels(one.params, 1)
-    gxy = [lattice_xy(g[0], n) for g in levels[: len(pe.resolutions)]]
-    rows = [lerp_weights(n, r, dev) for r in pe.resolutions]
     coords = torch.linspace(-cfg.bound, cfg.bound, n, device=dev)
     r2_xy = (coords[None, :] ** 2 + coords[:, None] ** 2).reshape(-1)  # [n*n] (y, x)
-    w1, b1 = nerf.hidden.weight, nerf.hidden.bias
-    if cfg.mapping == "concat":  # v is constant over the lattice: fold it into the hidden bias
-        b1 = b1 + w1[:, pe.out_dim:] @ one.v[0]
-        w1 = w1[:, : pe.out_dim]
-    w2, b2 = nerf.out.weight[0], nerf.out.bias[0]
-    slab = max(1, max_points // (n * n))
+    v = one.v[0] if cfg.mapping == "concat" else None  # v is constant over the lattice
     out = torch.empty(n, n * n, device=dev)  # [z, y*x]
-    for z0 in range(0, n, slab):
-        z1 = min(n, z0 + slab)
-        feats = [lattice_z(g, tuple(t[z0:z1] for t in rw)).reshape(pe.features, -1) for g, rw in zip(gxy, rows)]
-        if pe.hash_resolutions:
-            zz, yy, xx = torch.meshgrid(coords[z0:z1], coords, coords, indexing="ij")
-            pts = torch.stack([xx, yy, zz], dim=-1).reshape(1, -1, 3)
-            hf = pe(one.params, pts)[0, :, len(pe.resolutions) * pe.features:]
-            feats.append(hf.T)
-        x = torch.cat(feats, dim=0)  # [C, P]
-        h = torch.nn.functional.silu(torch.addmm(b1[:, None], w1, x), inplace=True)
-        raw = (w2 @ h).view(z1 - z0, -1) + b2
+    for z0, z1, feats in model.point_encoder.lattice_slabs(one.params, n, max(1, max_points // (n * n))):
         radius = (r2_xy[None, :] + coords[z0:z1, None] ** 2).sqrt()
-        bias = nerf.bias_scale * (1 - radius / nerf.bias_radius)
-        out[z0:z1] = torch.nn.functional.softplus(raw + bias)
+        out[z0:z1] = model.nerf.density_channels_first(feats, radius.reshape(-1), v).view(z1 - z0, -1)
     return out.view(n, n, n).permute(2, 1, 0).contiguous().cpu().numpy()
 
 
@@ -116,8 +82,10 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     try:
         import fast_simplification
     except ImportError:
-        raise RuntimeError("simplification needs the 'fast-simplification' package: pip install 'att3d[mesh]'") from None
-    v, f = fast_simplification.simplify(vertices, faces.astype(np.int32), target_reduction=1 - target_faces / len(faces))
+        raise RuntimeError("simplification needs the 'fast-simplification' package: "
+                           "pip install 'att3d[mesh]'") from None
+    v, f = fast_simplification.simplify(vertices, faces.astype(np.int32),
+                                        target_reduction=1 - target_faces / len(faces))
     return v.astype(np.float32), f.astype(np.int64)
 
 
@@ -131,8 +99,6 @@ def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_
         verts, faces = simplify(verts, faces, simplify_to)
     mesh = Mesh(verts, faces, field_colors(model, mod, verts), meta={"resolution": resolution})
     if texture_size:
-        from .texture import bake_texture
-
         mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size)
     return mesh
 

@@ -21,7 +21,11 @@ class NeRFMLP(nn.Module):
         self.bias_radius = float(bias_radius)
 
     def density_bias(self, points: torch.Tensor) -> torch.Tensor:
-        return self.bias_scale * (1 - points.norm(dim=-1) / self.bias_radius)
+        return self.radial_density_bias(points.norm(dim=-1))
+
+    def radial_density_bias(self, radius: torch.Tensor) -> torch.Tensor:
+        """The density bias at points of norm ``radius`` (a lattice knows its norms without the points)."""
+        return self.bias_scale * (1 - radius / self.bias_radius)
 
     def forward(self, features: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """→ density ``[..., N]`` (≥ 0) and albedo ``[..., N, 3]`` in (0, 1)."""
@@ -34,3 +38,21 @@ class NeRFMLP(nn.Module):
         h = F.silu(self.hidden(features))
         raw = h @ self.out.weight[0] + self.out.bias[0]
         return F.softplus(raw + self.density_bias(points))
+
+    def density_channels_first(self, features: torch.Tensor, radius: torch.Tensor,
+                               constant: torch.Tensor | None = None) -> torch.Tensor:
+        """Density from channel-first features ``[C, P]`` at points of norm ``radius`` ``[P]`` → ``[P]``.
+
+        The same as :meth:`density_only`, as matrix products on the layout mesh extraction's lattice
+        slabs come in (no transposes). ``constant``: features every point shares, following
+        ``features`` in the MLP's input (the concatenation variant's ``v``), folded into the hidden
+        bias once instead of being repeated per point.
+        """
+        w1, b1 = self.hidden.weight, self.hidden.bias
+        if constant is not None:
+            b1 = b1 + w1[:, features.shape[0]:] @ constant
+            w1 = w1[:, : features.shape[0]]
+        # in place where no backward needs the pre-activation: one [hidden, P] buffer fewer
+        h = F.silu(torch.addmm(b1[:, None], w1, features), inplace=not torch.is_grad_enabled())
+        raw = self.out.weight[0] @ h + self.out.bias[0]
+        return F.softplus(raw + self.radial_density_bias(radius))

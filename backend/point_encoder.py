@@ -8,7 +8,7 @@ The grid spans the box [-bound, bound]^3; outside it features are zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +60,38 @@ class PointEncoder(nn.Module):
             feats.append(sample_hash(table, u, res))
         return torch.cat(feats, dim=-1)
 
+    # -- lattice queries (mesh extraction) -----------------------------------------------------
+    def lattice_slabs(self, params: torch.Tensor | None, n: int,
+                      rows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Features of one prompt at the points of an ``n³`` lattice over the box, ``rows`` z rows at
+        a time: ``(z0, z1, features [out_dim, (z1 − z0)·n·n])``, channel-first, points in (z, y, x)
+        order. ``params``: ``[1, n_params]`` (None for the shared grid).
+
+        Dense levels are interpolated separably (bilinear in x, y once, then z a slab at a time), which
+        is exactly the trilinear lookup at lattice points and far cheaper than per-point sampling;
+        hash levels are looked up per point. Memory stays bounded by the slab, for large lattices.
+        """
+        levels = self.levels(params, 1)
+        dense, tables = levels[: len(self.resolutions)], levels[len(self.resolutions):]
+        device = levels[0].device
+        gxy = [lattice_xy(g[0], n) for g in dense]
+        weights = [lerp_weights(n, r, device) for r in self.resolutions]
+        coords = torch.linspace(-self.bound, self.bound, n, device=device)
+        for z0 in range(0, n, rows):
+            z1 = min(n, z0 + rows)
+            feats = [lattice_z(g, tuple(t[z0:z1] for t in w)).reshape(self.features, -1)
+                     for g, w in zip(gxy, weights)]
+            if tables:
+                zz, yy, xx = torch.meshgrid(coords[z0:z1], coords, coords, indexing="ij")
+                u = torch.stack([xx, yy, zz], dim=-1).reshape(1, -1, 3) / self.bound
+                feats += [sample_hash(t, u, r)[0].T for t, r in zip(tables, self.hash_resolutions)]
+            yield z0, z1, torch.cat(feats, dim=0)
+
 
 def _split_factor(batch: int, n: int, device: torch.device) -> int:
     # grid_sample on the CPU parallelises over the batch only (forward and backward): spread
-    # points over more batch entries so every core works (≈2.5× faster with 2 cores, DESIGN.md §4).
+    # points over more batch entries so every core works (≈2.5× faster with 2 cores, measured on the
+    # 2-core CPU of the development machine).
     if device.type != "cpu":
         return 1
     threads = torch.get_num_threads()

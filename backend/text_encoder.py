@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from .fileio import atomic_write_bytes
 
 MINILM = "minilm"
 
@@ -163,9 +165,7 @@ class TextEncoder:
         f = self._cache_file(prompt)
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous()}, str(tmp))
-            os.replace(tmp, f)
+            atomic_write_bytes(f, save({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous()}))
         except OSError:
             pass  # a read-only cache only costs speed
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .mesh import Mesh
+from .mesh_type import Mesh
 
 
 def _rasterize(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -304,7 +304,7 @@ def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_p
         meta["training"].pop(k)
     meta.pop("prediction_type")
     (out / "att3d_teacher.json").write_text(json.dumps(meta))
-    assert T._cfg_from_dict(meta["training"]).prediction_type == "epsilon"
+    assert T.config_from_dict(meta["training"]).prediction_type == "epsilon"
     start = 1
     v = T.train_teacher(tmp_path / "v", steps=start + 2, init=out, data_dir=root / "data", prompts=idx,
                         save_every=1, progress=False, recipe={"prediction_type": "v_prediction", "snr_gamma": 5.0})
@@ -320,7 +320,7 @@ def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_p
 
     enc = TextEncoder("minilm", 32)
     img = T.sample(unet, enc._encode(PROMPTS[:1]).tokens, enc._encode([""]).tokens, guidance=3.0, steps=3,
-                   cfg=T._cfg_from_dict(meta["training"]))
+                   cfg=T.config_from_dict(meta["training"]))
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
     with pytest.raises(ValueError, match="prediction_type='v_prediction'.*keeps its recipe"):
         T.train_teacher(v, steps=start + 3, resume=True, data_dir=root / "data", prompts=idx, progress=False,

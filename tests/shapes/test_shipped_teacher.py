@@ -33,7 +33,7 @@ def test_shipped_teacher_draws_the_prompt_on_white():
     enc = TextEncoder("minilm", 32)
     tokens = enc._encode([view_caption(p, "front") for p in PROMPTS]).tokens
     img = T.sample(unet, tokens, enc._encode([""]).tokens, guidance=1.0, steps=25, seed=0,
-                   cfg=T._cfg_from_dict(meta["training"]), eta=1.0)
+                   cfg=T.config_from_dict(meta["training"]), eta=1.0)
     names = [c for c in COLORS if c != "black"]
     for p, im in zip(PROMPTS, img):
         border = torch.cat([im[:, :2].reshape(3, -1), im[:, -2:].reshape(3, -1)], 1)

@@ -116,10 +116,11 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import claim_lines, run_bench
+    from .amortization_bench import claim_lines, run_bench
     from .teacher import resolve_teacher
 
-    res = run_bench(args.out, teacher=str(resolve_teacher(args.teacher)), size=args.size, resume=args.resume, progress=not args.quiet)
+    res = run_bench(args.out, teacher=str(resolve_teacher(args.teacher)), size=args.size, resume=args.resume,
+                    progress=not args.quiet)
     for line in claim_lines(res["summary"]["claim"]):
         print(line)
     print(f"wrote {res['json']} and {res['png']}")

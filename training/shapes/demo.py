@@ -2,19 +2,10 @@
 loss anywhere) on a seen split (the shipped one: 12.5 %, then 50 % from those weights; see the
 README for the runs), then saved in fp16 as ``backend/models/demo``.
 
-Sizes (smaller than the paper's defaults so that it trains on a CPU and ships in < 32 MB):
-
-* point encoder resolutions [9, 14, 22, 36] × 4 features (the paper adds 58; its 58³ level alone
-  would make the hypernetwork's output layer 25 M parameters); ``v`` size 32;
-* ``grid_scale`` 32 on the hypernetwork's output (the paper has none): spectral norm keeps the grid
-  values at ~0.05 after 2700 steps, too small for the NeRF MLP to read colours from, and a run
-  without it learnt shapes but left every object brown;
-* renders 32×32 (the teacher's resolution; the paper renders 64×64), 32 samples per ray in a
-  bounding sphere of radius 1 (the world's objects lie inside |x| < 0.8; the paper uses radius 2);
-* a plain white background instead of the paper's learned environment map: the teacher only ever
-  saw white backgrounds, and a learnable background gives SDS a place to put the object's colour;
-* cameras from the world's distribution (:func:`training.shapes.world.camera_sampler`), view prompts
-  "…, front/side/back view", SDS with CFG ``GUIDANCE_SCALE``, Adam β1 = 0.
+The recipe (sizes, renders, CFG, optimizer; and why each differs from the paper) is the preset
+``training/configs/shapes/demo.toml``; :func:`demo_config` adds the teacher folder and the world's
+camera distribution (:func:`training.shapes.world.camera_sampler`, the one the teacher saw: view
+prompts "…, front/side/back view").
 
 Run (resumable; ``python -m training.shapes.demo`` takes the same arguments)::
 
@@ -30,33 +21,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.config import read_config_file
+from training.guidance import TEACHER_JSON
+
 from ..prompts import prompt_hash
 from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
 
 SPLIT = 0.125
-# The teacher is sharp without guidance (its CFG-1 samples are right 83 % of the time) and CFG
-# exaggerates it (oversized, oversaturated samples at 3). SDS inherits that: CFG 30 drew four
-# identical brown blobs in a 150-step check, CFG 5 right but fat objects (1.6× the true volume,
-# unseen IoU 0.58), and 500 steps at CFG 2.5 from that model raised the IoU to 0.63.
-GUIDANCE_SCALE = 2.5
-MODEL = {"resolutions": [9, 14, 22, 36], "features": 4, "v_dim": 32, "grid_scale": 32.0, "hidden": 32, "sphere_radius": 1.0,
-         "text_encoder": "minilm", "max_length": 32}
-RENDER = {"height": 32, "width": 32, "n_samples": 32, "use_env": False, "normals": "finite_difference"}
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "shapes" / "demo.toml"
+_PRESET = read_config_file(PRESET)
+MODEL: dict[str, Any] = _PRESET["model"]
+RENDER: dict[str, Any] = _PRESET["render"]
+GUIDANCE_SCALE: float = _PRESET["guidance"]["scale"]  # why 2.5: see the preset
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIP_DIR = REPO_ROOT / "backend" / "models" / "demo"
 
 
-def demo_config(teacher: str, steps: int = 3000, batch_size: int = 8, scale: float = GUIDANCE_SCALE,
-                lr: float = 1e-3, model: dict | None = None, render: dict | None = None,
-                checkpoint_every: int = 100, device: str = "cpu", init: str = "") -> dict[str, Any]:
-    """The training config (``training.config.config_from_dict`` format) of the demo model."""
+def demo_config(teacher: str, steps: int | None = None, batch_size: int | None = None, scale: float | None = None,
+                lr: float | None = None, model: dict | None = None, render: dict | None = None,
+                checkpoint_every: int | None = None, device: str | None = None,
+                init: str | None = None) -> dict[str, Any]:
+    """The training config (``training.config.config_from_dict`` format) of the demo model: the
+    preset's, with ``teacher`` as the guidance model, the world's cameras, and any argument given
+    here (``model`` / ``render``: keys over :data:`MODEL` / :data:`RENDER`)."""
     cam = camera_sampler()
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
+             "device": device, "init": init}
     return {
-        "run": {"mode": "amortized", "steps": steps, "batch_size": batch_size, "lr": lr, "beta1": 0.0,
-                "checkpoint_every": checkpoint_every, "keep_checkpoints": 2, "preview_every": 250,
-                "log_every": 10, "eval_every": 0, "device": device, "init": init},
-        "guidance": {"kind": "pixel", "model": str(teacher), "scale": scale, "t_min": 0.02, "t_max": 0.98,
-                     "view_prompts": True},
+        "run": {**_PRESET["run"], **{k: v for k, v in given.items() if v is not None}},
+        "guidance": {**_PRESET["guidance"], "model": str(teacher), "scale": GUIDANCE_SCALE if scale is None else scale},
         "model": {**MODEL, **(model or {})},
         "render": {**RENDER, **(render or {})},
         "camera": {"distance": list(cam.distance), "focal": list(cam.focal), "elevation": list(cam.elevation),
@@ -71,14 +64,15 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
     return [world.texts[i] for i in world.split(fraction)["seen"]]
 
 
-def train_demo(teacher: str, out: str | Path, steps: int = 3000, resume: bool = False, fraction: float = SPLIT,
-               progress: bool = True, scale: float | None = None, **kw):
+def train_demo(teacher: str, out: str | Path, steps: int | None = None, resume: bool = False,
+               fraction: float = SPLIT, progress: bool = True, scale: float | None = None, **kw):
     """Train (or ``resume``) the demo run in ``out`` on the seen split of ``fraction``; ``kw`` goes to
-    :func:`demo_config` (``init``: start from a model trained before, e.g. on the smaller split)."""
+    :func:`demo_config` (``init``: start from a model trained before, e.g. on the smaller split); ``None``
+    (``steps``, ``scale``) keeps the preset's value."""
     from training.config import config_from_dict
     from training.train import train
 
-    cfg = config_from_dict(demo_config(teacher, steps, scale=GUIDANCE_SCALE if scale is None else scale, **kw))
+    cfg = config_from_dict(demo_config(teacher, steps, scale=scale, **kw))
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
@@ -106,8 +100,8 @@ def shapes_provenance(run_dir: Path, teacher: str | None = None) -> dict:
     conf = prov.get("config", {})
     teacher = teacher or conf.get("guidance", {}).get("model")
     teacher_meta = {}
-    if teacher and (Path(teacher) / "att3d_teacher.json").is_file():  # what it was, not just where it lay
-        m = json.loads((Path(teacher) / "att3d_teacher.json").read_text())
+    if teacher and (Path(teacher) / TEACHER_JSON).is_file():  # what it was, not just where it lay
+        m = json.loads((Path(teacher) / TEACHER_JSON).read_text())
         teacher_meta = {k: m.get(k) for k in ("steps", "prediction_type", "n_params", "image_size")}
     return {"world": "shapes", "world_prompt_hash": world.prompt_hash, "split": split_name(fraction),
             "split_fraction": fraction, "split_seed": world.seed, "n_seen": len(seen_prompts(fraction)),

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import DEFAULT_DATA_DIR, save_npy_atomically
 from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
 
 GRID = 64
@@ -34,8 +35,6 @@ DEFAULT_MAX_PROMPTS = 128
 
 
 def _cache_dir() -> Path:
-    from .teacher import DEFAULT_DATA_DIR
-
     return Path(os.environ.get("ATT3D_SHAPES_DATA", DEFAULT_DATA_DIR))
 
 
@@ -59,10 +58,7 @@ def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = Tru
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, path)
+            save_npy_atomically(path, arr)
         except OSError:
             pass
     return torch.from_numpy(arr).float() / 255
@@ -104,6 +100,62 @@ def _trained_split(prov: dict) -> float:
         return 0.125
 
 
+def _scored_prompts(world: ShapesWorld, split: str, fraction: float | str | None, prompts: Sequence[int | str] | None,
+                    prov: dict) -> tuple[list[int], str, float | None]:
+    """The prompts to score (before the ``max_prompts`` subset), the split's label and fraction."""
+    if prompts is not None:
+        return [p if isinstance(p, int) else world.index(p) for p in prompts], "custom", None
+    if split not in ("seen", "unseen", "all"):
+        raise ValueError(f"unknown split {split!r}; choose seen, unseen or all")
+    frac = parse_fraction(fraction if fraction is not None else _trained_split(prov))
+    return (list(range(len(world))) if split == "all" else world.split(frac)[split]), split, frac
+
+
+def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None,
+               progress: bool) -> tuple[list[int], torch.Tensor]:
+    """The retrieval query prompts and their GT renders ``[Q, V, 3, S, S]``: all world prompts
+    (cached), or the subset ``queries`` (rendered now), which must hold every scored prompt."""
+    if queries is None:
+        return list(range(len(world))), gt_eval_renders(world, progress=progress)
+    qidx = sorted(set(int(q) for q in queries))
+    if not set(idx) <= set(qidx):
+        raise ValueError("the query set must contain every scored prompt")
+    return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES)
+
+
+def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float]:
+    """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``) and the
+    mean albedo error at the GT surface points (within half a voxel of the surface)."""
+    device = pts.device
+    voxel = 2.0 / (grid - 1)
+    # occupancy IoU
+    dens = torch.cat([model.density(mod, c[None])[0] for c in pts.split(65536)])
+    occ = dens > model.config.iso_density
+    sdf, col = scene.sdf_and_color(pts.cpu())
+    gocc = (sdf < 0).to(device)
+    inter = (occ & gocc).sum().item()
+    union = (occ | gocc).sum().item()
+    iou = inter / union if union else 1.0
+    # colour error at GT surface points
+    surf = sdf.abs() < voxel / 2
+    sp = pts[surf.to(device)]
+    _, alb = model.field(mod, sp[None])
+    color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
+    return iou, color_err
+
+
+def _gt_distances(model: Any, mod, gt_flat: torch.Tensor, device: str) -> torch.Tensor:
+    """Mean squared image distance of the model's renders from the evaluation views (albedo, white
+    background) to each query prompt's GT renders ``[Q]``."""
+    nv = len(EVAL_AZIMUTHS)
+    cams = eval_cameras(1).to(device)
+    modb = type(mod)(**{k: (v.expand(nv, *v.shape[1:]) if torch.is_tensor(v) else v)
+                        for k, v in mod.__dict__.items()}) if hasattr(mod, "__dict__") else mod
+    img = model.render(modb, cams, EVAL_SIZE, EVAL_SIZE, n_samples=EVAL_SAMPLES, stratified=False,
+                       use_env=False).rgb.clamp(0, 1).cpu()
+    return ((gt_flat - img.reshape(1, -1)) ** 2).mean(-1)
+
+
 @torch.no_grad()
 def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None = None, world_seed: int = 0,
              prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
@@ -112,8 +164,8 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
-    trained on, from its provenance, else 12.5 %); ``prompts`` overrides it with explicit prompts (indices or
-    texts). At most ``max_prompts`` (an evenly spread subset; 0 = all) are scored; the retrieval
+    trained on, from its provenance, else 12.5 %); ``prompts`` overrides it with explicit prompts (indices
+    or texts). At most ``max_prompts`` (an evenly spread subset; 0 = all) are scored; the retrieval
     query set is every world prompt (``queries``: a subset of prompt indices instead, which must
     contain the scored prompts — for quick checks; the GT renders of a subset are not cached).
     """
@@ -126,58 +178,22 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     model, cfg = _load(model, device)
     model.eval()
     prov = cfg.get("provenance", {}) if isinstance(cfg, dict) else {}
-    if prompts is not None:
-        idx = [p if isinstance(p, int) else world.index(p) for p in prompts]
-        split_label, frac = "custom", None
-    else:
-        if split not in ("seen", "unseen", "all"):
-            raise ValueError(f"unknown split {split!r}; choose seen, unseen or all")
-        frac = parse_fraction(fraction if fraction is not None else _trained_split(prov))
-        idx = list(range(len(world))) if split == "all" else world.split(frac)[split]
-        split_label = split
+    idx, split_label, frac = _scored_prompts(world, split, fraction, prompts, prov)
     idx = pick_prompts(idx, max_prompts)
     arch = model.config
     if encoder is None:
         encoder = TextEncoder(arch.text_encoder, arch.max_length)
-    if queries is None:
-        qidx = list(range(len(world)))
-        gt = gt_eval_renders(world, progress=progress)  # [P, V, 3, S, S]
-    else:
-        qidx = sorted(set(int(q) for q in queries))
-        if not set(idx) <= set(qidx):
-            raise ValueError("the query set must contain every scored prompt")
-        gt = render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES)
+    qidx, gt = _query_set(world, idx, queries, progress)
     gt_flat = gt.reshape(len(qidx), -1)
     qpos = {q: k for k, q in enumerate(qidx)}
     pts = grid_points(grid).to(device)
-    voxel = 2.0 / (grid - 1)
-    nv = len(EVAL_AZIMUTHS)
     rows = []
     for i in tqdm(idx, desc="GT eval", disable=not progress, file=sys.stderr, leave=False):
         p = world.prompts[i]
         emb = encoder([p.text])
         mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
-        scene = world.scene(i)
-        # occupancy IoU
-        dens = torch.cat([model.density(mod, c[None])[0] for c in pts.split(65536)])
-        occ = dens > arch.iso_density
-        sdf, col = scene.sdf_and_color(pts.cpu())
-        gocc = (sdf < 0).to(device)
-        inter = (occ & gocc).sum().item()
-        union = (occ | gocc).sum().item()
-        iou = inter / union if union else 1.0
-        # colour error at GT surface points
-        surf = sdf.abs() < voxel / 2
-        sp = pts[surf.to(device)]
-        _, alb = model.field(mod, sp[None])
-        color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
-        # GT R-precision over all prompts
-        cams = eval_cameras(1).to(device)
-        modb = type(mod)(**{k: (v.expand(nv, *v.shape[1:]) if torch.is_tensor(v) else v)
-                            for k, v in mod.__dict__.items()}) if hasattr(mod, "__dict__") else mod
-        img = model.render(modb, cams, EVAL_SIZE, EVAL_SIZE, n_samples=EVAL_SAMPLES, stratified=False,
-                           use_env=False).rgb.clamp(0, 1).cpu()
-        d = ((gt_flat - img.reshape(1, -1)) ** 2).mean(-1)
+        iou, color_err = _shape_scores(model, mod, world.scene(i), pts, grid)
+        d = _gt_distances(model, mod, gt_flat, device)  # GT R-precision over the query set
         nn_i = qidx[int(d.argmin())]
         q = world.prompts[nn_i]
         rank = int((d < d[qpos[i]]).sum())

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from backend.fileio import atomic_write_text
+
 SHAPES = ("sphere", "cube", "cylinder", "cone", "torus", "capsule", "pyramid", "diamond")
 COLORS = {
     "red": (0.85, 0.10, 0.10),
@@ -309,7 +311,10 @@ class ShapesWorld:
             raise ValueError(f"{text!r} is not a Shapes-world prompt") from None
 
     def scene(self, prompt: int | str | Prompt) -> Scene:
-        p = prompt if isinstance(prompt, Prompt) else self.prompts[prompt if isinstance(prompt, int) else self.index(prompt)]
+        if isinstance(prompt, Prompt):
+            p = prompt
+        else:
+            p = self.prompts[prompt if isinstance(prompt, int) else self.index(prompt)]
         (kind, params), _ = _MAIN[p.shape]
         parts = [Part(kind, dict(params), (0.0, 0.0, 0.0), COLORS[p.color], p.shape)]
         if p.accessory != NONE:
@@ -374,19 +379,19 @@ class ShapesWorld:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = [folder / "prompts.txt", folder / "splits.json", folder / "scenes.json"]
-        files[0].write_text("\n".join(self.texts) + "\n")
+        atomic_write_text(files[0], "\n".join(self.texts) + "\n")
         splits = {"seed": self.seed, "n_prompts": len(self), "prompt_hash": self.prompt_hash, "splits": {}}
         for f in SPLIT_FRACTIONS:
             sp = self.split(f)
             splits["splits"][split_name(f)] = {"fraction": f, "n_seen": len(sp["seen"]),
                                                "n_unseen": len(sp["unseen"]), **sp}
-        files[1].write_text(json.dumps(splits, indent=1) + "\n")
+        atomic_write_text(files[1], json.dumps(splits, indent=1) + "\n")
         scenes = {"frame": "Z up, front faces -Y, units of the model box (|x| < 0.8)",
                   "density": "max_density * sigmoid(-sdf / eps)",
                   "scenes": [{"index": p.index, "prompt": p.text, "shape": p.shape, "color": p.color,
                               "accessory": p.accessory, "accessory_color": p.accessory_color,
                               **self.scene(p).to_dict()} for p in self.prompts]}
-        files[2].write_text(json.dumps(scenes, indent=1) + "\n")
+        atomic_write_text(files[2], json.dumps(scenes, indent=1) + "\n")
         return files
 
 

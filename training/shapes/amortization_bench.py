@@ -12,7 +12,8 @@ Quality (GT R-precision over all world prompts, occupancy IoU, colour error) is 
 rendered frames per prompt (``step × batch / #prompts``) in ``OUT/results.jsonl``; ``OUT/bench.json``
 summarises and ``OUT/bench.png`` plots them like Fig. 6. Every sub-run is resumable (``--resume``).
 
-Sizes (``--size``; times for the 2-core CPU of the development machine):
+Sizes (``--size``; presets ``training/configs/shapes/bench_{tiny,small,full}.toml``; times for the
+2-core CPU of the development machine):
 
 =======  ==========================  ==========================  ===========================
 size     model / render              amortized runs              per-prompt baseline
@@ -35,22 +36,27 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from backend.fileio import atomic_write_text
+from training.config import read_config_file
+from training.guidance import TEACHER_JSON
+
 from .world import get_world, split_name
 
-SIZES = {
-    "tiny": dict(model={"resolutions": [6, 10], "v_dim": 4}, render={"height": 16, "width": 16, "n_samples": 12},
-                 batch=4, amortized_steps=20, eval_every=10, n_eval=4, per_prompt=4, pp_steps=10, pp_batch=1,
-                 pp_evals=[5, 10], grid=24),
-    "small": dict(model={"resolutions": [8, 12, 16, 24], "v_dim": 16},
-                  render={"height": 24, "width": 24, "n_samples": 24}, batch=8, amortized_steps=800,
-                  eval_every=100, n_eval=24, per_prompt=16, pp_steps=100, pp_batch=1, pp_evals=[25, 50, 100],
-                  grid=32),
-    "full": dict(model={}, render={}, batch=8, amortized_steps=4000, eval_every=500, n_eval=64, per_prompt=32,
-                 pp_steps=500, pp_batch=1, pp_evals=[50, 100, 250, 500], grid=64),
-}
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
+SIZE_NAMES = ("tiny", "small", "full")
+
+
+def read_size(name: str) -> dict[str, Any]:
+    """A size preset: ``model`` and ``render`` (keys over the demo's config), then the ``[bench]`` settings."""
+    d = read_config_file(PRESET_DIR / f"bench_{name}.toml")
+    return {"model": d.get("model", {}), "render": d.get("render", {}), **d["bench"]}
+
+
+SIZES = {name: read_size(name) for name in SIZE_NAMES}
 FRACTIONS = (0.125, 0.5)
 # CFG of every run (the same for all, so the comparison is fair); the measured table in the README
 # used 5, the demo's scale at the time (the demo now trains at 2.5: less oversized objects)
@@ -88,18 +94,39 @@ def _done(path: Path) -> set:
     return keys
 
 
+def _train_config(teacher: str, S: dict[str, Any], scale: float, steps: int, batch: int):
+    """The demo's training config at this size and CFG (no previews; a log line every 10 steps)."""
+    from training.config import config_from_dict
+
+    from .demo import demo_config
+
+    c = demo_config(teacher, steps, batch_size=batch, scale=scale, model=S["model"], render=S["render"],
+                    checkpoint_every=S.get("eval_every", 100))
+    c["run"]["preview_every"] = 0
+    c["run"]["log_every"] = 10
+    return config_from_dict(c)
+
+
+def _metrics(trainer, idx: list[int], grid: int) -> dict[str, Any]:
+    """GT metrics of a training run's model on the prompts ``idx``; the run goes on training after."""
+    from .metrics import evaluate
+
+    model = trainer.model
+    was_training = model.training
+    m = evaluate(model, prompts=idx, encoder=trainer.encoder, grid=grid, progress=False, per_prompt=False)
+    model.train(was_training)
+    keys = ("r_precision", "iou", "color_error", "shape_acc", "color_acc", "accessory_acc", "n_prompts")
+    return {k: m[k] for k in keys}
+
+
 def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool = False, progress: bool = True,
               scale: float | None = None) -> dict:
-    from training.config import config_from_dict
     from training.guidance import GuidanceConfig, build_guidance
     from training.train import train
 
-    from .demo import demo_config
-    from .metrics import evaluate
-
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose {', '.join(SIZES)}")
-    if not (Path(teacher) / "att3d_teacher.json").is_file():
+    if not (Path(teacher) / TEACHER_JSON).is_file():
         raise ValueError(f"{teacher}: not a teacher folder; train one with att3d train-teacher")
     S = SIZES[size]
     out = Path(out)
@@ -111,31 +138,18 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
     results = out / "results.jsonl"
     done = _done(results)
     scale = scale or BENCH_GUIDANCE_SCALE
-    (out / "bench_config.json").write_text(json.dumps({"size": size, "sizes": S, "teacher": str(teacher),
-                                                       "guidance_scale": scale, "eval_sets": {
-                                                           k: [world.texts[i] for i in v] for k, v in sets.items()},
-                                                       "world_prompt_hash": world.prompt_hash}, indent=1))
+    eval_sets = {k: [world.texts[i] for i in v] for k, v in sets.items()}
+    atomic_write_text(out / "bench_config.json", json.dumps({
+        "size": size, "sizes": S, "teacher": str(teacher), "guidance_scale": scale, "eval_sets": eval_sets,
+        "world_prompt_hash": world.prompt_hash}, indent=1))
     guidance = build_guidance(GuidanceConfig(kind="pixel", model=str(teacher), scale=scale))
     t0 = time.perf_counter()
-
-    def cfg_for(steps: int, batch: int):
-        c = demo_config(str(teacher), steps, batch_size=batch, scale=scale, model=S["model"],
-                        render=S["render"], checkpoint_every=S.get("eval_every", 100))
-        c["run"]["preview_every"] = 0
-        c["run"]["log_every"] = 10
-        return config_from_dict(c)
 
     def score(run: str, trainer, step: int, split: str, idx: list[int]):
         if (run, step, split) in done:
             return
-        model = trainer.model
-        was_training = model.training
-        m = evaluate(model, prompts=idx, encoder=trainer.encoder, grid=S["grid"], progress=False, per_prompt=False)
-        model.train(was_training)
         rec = {"run": run, "split": split, "step": step, "frames_per_prompt": trainer.frames_per_prompt,
-               "r_precision": m["r_precision"], "iou": m["iou"], "color_error": m["color_error"],
-               "shape_acc": m["shape_acc"], "color_acc": m["color_acc"], "accessory_acc": m["accessory_acc"],
-               "n_prompts": m["n_prompts"], "time": time.perf_counter() - t0}
+               **_metrics(trainer, idx, S["grid"]), "time": time.perf_counter() - t0}
         _append(results, rec)
         done.add((run, step, split))
 
@@ -154,8 +168,8 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
             continue
         if progress:
             print(f"[bench] {run}: {len(seen)} prompts, {S['amortized_steps']} steps", file=sys.stderr)
-        train(cfg_for(S["amortized_steps"], S["batch"]), rdir, prompts=seen, resume=resume and rdir.exists(), guidance=guidance,
-              progress=progress, hook=hook)
+        train(_train_config(str(teacher), S, scale, S["amortized_steps"], S["batch"]), rdir, prompts=seen,
+              resume=resume and rdir.exists(), guidance=guidance, progress=progress, hook=hook)
 
     # per-prompt baseline
     for k, i in enumerate(sets["per_prompt"]):
@@ -170,13 +184,13 @@ def run_bench(out: str | Path, teacher: str, size: str = "small", resume: bool =
 
         if progress:
             print(f"[bench] per-prompt {k + 1}/{len(sets['per_prompt'])}: {world.texts[i]}", file=sys.stderr)
-        train(cfg_for(S["pp_steps"], S["pp_batch"]), rdir, prompts=[world.texts[i]], resume=resume and rdir.exists(),
-              guidance=guidance, progress=progress, hook=hook)
+        train(_train_config(str(teacher), S, scale, S["pp_steps"], S["pp_batch"]), rdir, prompts=[world.texts[i]],
+              resume=resume and rdir.exists(), guidance=guidance, progress=progress, hook=hook)
 
     summary = summarize(results)
     summary.update(size=size, sizes=S, teacher=str(teacher), seconds_this_call=time.perf_counter() - t0)
     js = out / "bench.json"
-    js.write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(js, json.dumps(summary, indent=1) + "\n")
     png = plot(summary, out / "bench.png")
     return {"json": js, "png": png, "summary": summary}
 
@@ -224,9 +238,9 @@ def amortization_claim(curves: dict[str, list[dict]], metrics: tuple[str, ...] =
         entry: dict = {}
         for m in metrics:
             hit = next((p for p in pts if p[m] >= final[m]), None)
+            fraction = hit["frames_per_prompt"] / final["frames_per_prompt"] if hit else None
             entry[m] = {"frames_per_prompt": hit["frames_per_prompt"] if hit else None,
-                        "fraction_of_per_prompt": hit["frames_per_prompt"] / final["frames_per_prompt"] if hit else None,
-                        "best": max(p[m] for p in pts)}
+                        "fraction_of_per_prompt": fraction, "best": max(p[m] for p in pts)}
         entry["within_quarter"] = all(entry[m]["fraction_of_per_prompt"] is not None
                                       and entry[m]["fraction_of_per_prompt"] <= 0.25 for m in metrics)
         claim[name.removesuffix(" (seen)")] = entry
@@ -250,7 +264,8 @@ def claim_lines(claim: dict) -> list[str]:
             parts.append(f"{m} best {r['best']:.3f}, " + (f"matched at {r['frames_per_prompt']:.1f} frames/prompt "
                          f"({r['fraction_of_per_prompt']:.3f} of per-prompt)" if r["frames_per_prompt"] is not None
                          else "never matched"))
-        lines.append(f"{name} (seen): " + "; ".join(parts) + (" -> within 1/4: yes" if e["within_quarter"] else " -> within 1/4: no"))
+        verdict = "yes" if e["within_quarter"] else "no"
+        lines.append(f"{name} (seen): " + "; ".join(parts) + f" -> within 1/4: {verdict}")
     return lines
 
 

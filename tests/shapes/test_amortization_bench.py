@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from training.shapes.bench import SIZES, amortization_claim, claim_lines, plot, summarize
+from training.shapes.amortization_bench import SIZES, amortization_claim, claim_lines, plot, summarize
 
 
 def _rec(run, split, step, fpp, r, iou):
@@ -12,8 +12,10 @@ def _rec(run, split, step, fpp, r, iou):
 
 
 def test_claim_finds_where_amortized_matches_the_per_prompt_final(tmp_path):
-    recs = [_rec("amortized_12.5%", "seen", 100, 5.0, 0.2, 0.5), _rec("amortized_12.5%", "seen", 200, 10.0, 0.7, 0.7),
-            _rec("amortized_12.5%", "seen", 300, 15.0, 0.9, 0.8), _rec("amortized_12.5%", "unseen", 300, 15.0, 0.9, 0.9),
+    recs = [_rec("amortized_12.5%", "seen", 100, 5.0, 0.2, 0.5),
+            _rec("amortized_12.5%", "seen", 200, 10.0, 0.7, 0.7),
+            _rec("amortized_12.5%", "seen", 300, 15.0, 0.9, 0.8),
+            _rec("amortized_12.5%", "unseen", 300, 15.0, 0.9, 0.9),
             _rec("amortized_50%", "seen", 100, 1.0, 0.1, 0.6), _rec("amortized_50%", "seen", 200, 2.0, 0.3, 0.9)]
     # two per-prompt runs, averaged per step: final r 0.6, iou 0.65 at 40 frames
     recs += [_rec("per_prompt_000", "own", 20, 20.0, 0.0, 0.5), _rec("per_prompt_001", "own", 20, 20.0, 1.0, 0.3),
