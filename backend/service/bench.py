@@ -56,27 +56,68 @@ def _status(pid: int, key: str) -> int:
     return 0
 
 
-def _start_service(model: str, device: str) -> tuple[subprocess.Popen[str], dict[str, Any], str]:
-    """``att3d serve`` on a free loopback port with a fresh token: (process, ready line, token)."""
-    token = secrets.token_urlsafe(32)
-    env = {**os.environ, TOKEN_ENV: token, "ATT3D_DATA_DIR": tempfile.mkdtemp(), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", model, "--device", device,
-                             "--host", "127.0.0.1", "--port", "0"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if is_ready_line(line):
-            return proc, parse_ready_line(line), token
-    raise RuntimeError(f"att3d serve exited with status {proc.wait()} before it was ready")
+class _Service:
+    """A local ``att3d serve`` (free loopback port, fresh token, as the add-on's subprocess client
+    starts it) and the requests the benchmark sends it."""
 
+    def __init__(self, model: str, device: str) -> None:
+        token = secrets.token_urlsafe(32)
+        env = {**os.environ, TOKEN_ENV: token, "ATT3D_DATA_DIR": tempfile.mkdtemp(), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", model, "--device",
+                                      device, "--host", "127.0.0.1", "--port", "0"], cwd=ROOT, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        ready = None
+        for line in self.proc.stdout or ():
+            if is_ready_line(line):
+                ready = parse_ready_line(line)
+                break
+        if ready is None:
+            raise RuntimeError(f"att3d serve exited with status {self.proc.wait()} before it was ready")
+        self.host, self.port = ready["host"], ready["port"]
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                        "Accept": f"{payload.CONTENT_TYPE}, application/json"}
 
-def _stop_service(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    def request(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes, str]:
+        """(status, body, Server-Timing header) of one request on a fresh connection."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=600)
+        try:
+            c.request(method, path, data, self.headers)
+            r = c.getresponse()
+            return r.status, r.read(), r.getheader("Server-Timing", "")
+        finally:
+            c.close()
+
+    def _ok(self, method: str, path: str, data: bytes | None = None) -> bytes:
+        status, content, _ = self.request(method, path, data)
+        assert status < 400, content[:200]
+        return content
+
+    def generate_sync(self, body: bytes) -> tuple[bytes, float]:
+        """``POST /v1/generate``: (the payload, the server's compute seconds from Server-Timing)."""
+        status, data, timing = self.request("POST", routes.GENERATE, body)
+        assert status == 200, data[:200]
+        return data, float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else float("nan")
+
+    def generate_job(self, body: bytes) -> float:
+        """Submit, long-poll, fetch and decode, forget (the add-on's HTTP client's requests); returns
+        the server's compute seconds."""
+        st = json.loads(self._ok("POST", routes.submit_job("generate"), body))
+        job_id, version = st["id"], -1
+        while st["status"] in (JobState.QUEUED, JobState.RUNNING):
+            st = json.loads(self._ok("GET", f"{routes.job(job_id)}?wait={POLL_WAIT_S}&since={version}"))
+            version = int(st.get("version", -1))
+        assert st["status"] == JobState.DONE, st
+        payload.decode(self._ok("GET", routes.job_result(job_id)))
+        self._ok("DELETE", routes.job(job_id))
+        return float(st.get("compute_s") or float("nan"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def run(model: str | None = None, device: str = "cpu", resolution: int = 128, repeats: int = 7,
@@ -107,53 +148,21 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
 
         _log("starting the service")
         t0 = time.perf_counter()
-        proc, ready, token = _start_service(model, device)
+        service = _Service(model, device)
         out["service_start_s"] = round(time.perf_counter() - t0, 3)
         try:
-            pid = proc.pid
+            pid = service.proc.pid
             rss_idle = _status(pid, "VmRSS")
-            host, port = ready["host"], ready["port"]
             body = json.dumps({"prompt": PROMPT, "resolution": resolution}).encode()
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                       "Accept": f"{payload.CONTENT_TYPE}, application/json"}
-
             server_compute: list[float] = []
 
-            def request(method: str, path: str, data: bytes | None = None) -> bytes:
-                c = http.client.HTTPConnection(host, port, timeout=600)
-                try:
-                    c.request(method, path, data, headers)
-                    r = c.getresponse()
-                    content = r.read()
-                    assert r.status < 400, content[:200]
-                    return content
-                finally:
-                    c.close()
-
             def sync_call() -> bytes:
-                c = http.client.HTTPConnection(host, port, timeout=600)
-                try:
-                    c.request("POST", routes.GENERATE, body, headers)
-                    r = c.getresponse()
-                    data = r.read()
-                    assert r.status == 200, data[:200]
-                    timing = r.getheader("Server-Timing", "")
-                    server_compute.append(float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else float("nan"))
-                    return data
-                finally:
-                    c.close()
+                data, compute_s = service.generate_sync(body)
+                server_compute.append(compute_s)
+                return data
 
             def jobs_call() -> None:
-                """Submit, long-poll, fetch and decode, forget: the add-on's HTTP client's requests."""
-                st = json.loads(request("POST", routes.submit_job("generate"), body))
-                job_id, version = st["id"], -1
-                while st["status"] in (JobState.QUEUED, JobState.RUNNING):
-                    st = json.loads(request("GET", f"{routes.job(job_id)}?wait={POLL_WAIT_S}&since={version}"))
-                    version = int(st.get("version", -1))
-                assert st["status"] == JobState.DONE, st
-                payload.decode(request("GET", routes.job_result(job_id)))
-                request("DELETE", routes.job(job_id))
-                server_compute.append(float(st.get("compute_s") or float("nan")))
+                server_compute.append(service.generate_job(body))
 
             calls = {"embedded": lambda: pool.submit(engine.generate, PROMPT, resolution).result(),
                      "http_jobs": jobs_call, "http_sync": sync_call}
@@ -191,17 +200,12 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
 
             def client() -> None:
                 for _ in range(per_client):
-                    c = http.client.HTTPConnection(host, port, timeout=600)
                     try:
-                        c.request("POST", routes.GENERATE, tb, headers)
-                        r = c.getresponse()
-                        r.read()
-                        if r.status != 200:
-                            errors.append(str(r.status))
+                        status = service.request("POST", routes.GENERATE, tb)[0]
+                        if status != 200:
+                            errors.append(str(status))
                     except Exception as e:  # noqa: BLE001
                         errors.append(repr(e))
-                    finally:
-                        c.close()
 
             threads = [threading.Thread(target=client) for _ in range(clients)]
             t0 = time.perf_counter()
@@ -217,7 +221,7 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
             out["service_rss_now_mib"] = round(_status(pid, "VmRSS") / 1024, 1)
             out["service_peak_rss_mib"] = round(_status(pid, "VmHWM") / 1024, 1)
         finally:
-            _stop_service(proc)
+            service.stop()
         pool.shutdown()
     finally:
         if tmp is not None:
