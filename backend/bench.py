@@ -32,39 +32,39 @@ def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False) -> dict[str, Any]:
     from .export import export_mesh
-    from .inference import Generator
+    from .inference import Pipeline
     from .mesh import density_lattice, marching_cubes
 
     def log(msg: str) -> None:
         if not quiet:
             print(f"bench: {msg}", file=sys.stderr)
 
-    gen = Generator(model, device=device)
-    cfg = gen.model.config
-    gen.embed(PROMPTS)  # warms the on-disk embedding cache
-    one = gen.embed(PROMPTS[0])
-    mod = gen.modulate(one)
-    res: dict[str, Any] = {"model": gen.model_id, "device": str(gen.device), "torch": torch.__version__,
+    pipe = Pipeline(model, device=device)
+    cfg = pipe.model.config
+    pipe.embed(PROMPTS)  # warms the on-disk embedding cache
+    one = pipe.embed(PROMPTS[0])
+    mod = pipe.modulate(one)
+    res: dict[str, Any] = {"model": pipe.model_id, "device": str(pipe.device), "torch": torch.__version__,
                            "threads": torch.get_num_threads(),
-                           "parameters": sum(p.numel() for p in gen.model.parameters()),
+                           "parameters": sum(p.numel() for p in pipe.model.parameters()),
                            "repeats": repeats}
     log("mapping")
-    res["mapping"] = _median(lambda: gen.modulate(one), repeats)
+    res["mapping"] = _median(lambda: pipe.modulate(one), repeats)
     log("lattice_128")
-    res["lattice_128"] = _median(lambda: density_lattice(gen.model, mod, 128), repeats)
-    vol = density_lattice(gen.model, mod, 128)
+    res["lattice_128"] = _median(lambda: density_lattice(pipe.model, mod, 128), repeats)
+    vol = density_lattice(pipe.model, mod, 128)
     log("marching_cubes_128")
     res["marching_cubes_128"] = _median(lambda: marching_cubes(vol, cfg.iso_density, cfg.bound), repeats)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.glb"
         log("generate_glb_128")
-        res["generate_glb_128"] = _median(lambda: export_mesh(gen.generate(PROMPTS[0], 128), out), repeats)
+        res["generate_glb_128"] = _median(lambda: export_mesh(pipe.generate(PROMPTS[0], 128), out), repeats)
         res["glb_bytes"] = out.stat().st_size
     log("chain16_consistent")
     # 4 keyframes, 5 meshes per segment + the last keyframe = 16 meshes on one set of faces.
-    res["chain16_consistent"] = _median(lambda: gen.chain(PROMPTS, steps=5, resolution=128, consistent=True),
+    res["chain16_consistent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True),
                                         max(1, repeats // 2))
-    seq = gen.chain(PROMPTS, steps=5, resolution=128, consistent=True)
+    seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
     res["chain16_vertices"] = int(len(seq["vertices"][0]))
     res["chain16_converged"] = round(min(seq["converged"]), 4)
     return res

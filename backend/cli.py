@@ -26,7 +26,8 @@ class CLIError(Exception):
 def _writable_output(path: str, suffixes: tuple[str, ...] | None = None) -> Path:
     p = Path(path)
     if suffixes and p.suffix.lower() not in suffixes:
-        raise CLIError(f"unsupported output format {p.suffix or '(none)'!r} for {path}; use one of {', '.join(suffixes)}")
+        raise CLIError(f"unsupported output format {p.suffix or '(none)'!r} for {path}; "
+                       f"use one of {', '.join(suffixes)}")
     parent = p.parent if str(p.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def _stages(names: list[str], quiet: bool):
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .export import FORMATS, export_mesh
-    from .inference import Generator, check_prompt
+    from .inference import Pipeline, check_prompt
     from .mesh import check_resolution
 
     prompt = check_prompt(args.prompt)
@@ -57,24 +58,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     preview = _writable_output(args.preview, (".png",)) if args.preview else None
     bar = _stages(["load", "embed", "map", "mesh", "export", "preview"], args.quiet)
     t0 = time.perf_counter()
-    gen = Generator(args.model, device=args.device)
-    bar.set_description("embed"); bar.update()
-    emb = gen.embed(prompt)
-    bar.set_description("map"); bar.update()
-    mod = gen.modulate(emb)
-    bar.set_description("mesh"); bar.update()
-    mesh = gen.mesh(mod, args.resolution, args.simplify, args.texture or False)
-    mesh.meta.update(prompt=prompt, model=gen.model_id)
+    pipe = Pipeline(args.model, device=args.device)
+    bar.set_description("embed")
+    bar.update()
+    emb = pipe.embed(prompt)
+    bar.set_description("map")
+    bar.update()
+    mod = pipe.modulate(emb)
+    bar.set_description("mesh")
+    bar.update()
+    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False)
+    mesh.meta.update(prompt=prompt, model=pipe.model_id)
     if len(mesh.faces) == 0:
         raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
-    bar.set_description("export"); bar.update()
+    bar.set_description("export")
+    bar.update()
     export_mesh(mesh, out)
     if preview:
-        bar.set_description("preview"); bar.update()
+        bar.set_description("preview")
+        bar.update()
         from PIL import Image
 
         radius = float(np.linalg.norm(mesh.vertices, axis=1).max()) * 1.05 + 0.05
-        Image.fromarray(gen.preview(mod, radius=radius)).save(preview)
+        Image.fromarray(pipe.preview(mod, radius=radius)).save(preview)
     bar.close()
     print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces) in "
           f"{time.perf_counter() - t0:.2f} s" + (f"; preview {preview}" if preview else ""))
@@ -85,7 +91,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .export import export_mesh
-    from .inference import Generator
+    from .inference import Pipeline
     from .mesh import Mesh, check_resolution
 
     if len(args.prompts) < 2:
@@ -95,7 +101,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise CLIError("--steps must be at least 1")
     out = Path(args.out)
     _writable_output(str(out / "x.glb"))
-    gen = Generator(args.model, device=args.device)
+    pipe = Pipeline(args.model, device=args.device)
     total = (len(args.prompts) - 1) * args.steps + 1
     bar = tqdm(total=total, desc="chain", disable=args.quiet, file=sys.stderr, leave=False)
 
@@ -103,7 +109,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         bar.n = round(frac * total)
         bar.refresh()
 
-    seq = gen.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
+    seq = pipe.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
                     progress=progress)
     bar.close()
     files = []
@@ -120,7 +126,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
         export_sequence_glb(seq["faces"], seq["vertices"], seq["colors"], out / "sequence.glb")
     manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
-                "resolution": args.resolution, "model": gen.model_id, "steps": files}
+                "resolution": args.resolution, "model": pipe.model_id, "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} meshes to {out}" +
           (" (shared faces; sequence.glb holds them as morph targets)" if args.consistent else ""))

@@ -1,6 +1,7 @@
 """Inference: prompt → ``m(c)`` once → meshes, previews, blends and prompt chains.
 
-:class:`Generator` is what the CLI, the service and the embedded client use.
+:class:`Pipeline` (a loaded model with its text encoder) is what the CLI, the service and the embedded
+client use. (Not `torch.Generator`: instances are `pipe` or `pipeline`.)
 """
 from __future__ import annotations
 
@@ -108,8 +109,8 @@ def shade_from_depth(out, cams, bg: float, ambient: float = 0.45) -> torch.Tenso
     return obj * lam + (1 - out.opacity) * bg
 
 
-class Generator:
-    """A loaded model with its text encoder. ``Generator("demo")`` or a model folder path."""
+class Pipeline:
+    """A loaded model with its text encoder. ``Pipeline("demo")`` or a model folder path."""
 
     def __init__(self, model: str | os.PathLike = "demo", device: str = "auto",
                  cache_dir: str | os.PathLike | None = None) -> None:

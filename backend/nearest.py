@@ -66,8 +66,8 @@ class PromptIndex:
             self.threshold = DEFAULT_THRESHOLD
 
     @classmethod
-    def from_generator(cls, generator, margin: float = MARGIN) -> PromptIndex:
-        return cls(generator.embed, training_prompts(generator.config), margin)
+    def from_pipeline(cls, pipeline, margin: float = MARGIN) -> PromptIndex:
+        return cls(pipeline.embed, training_prompts(pipeline.config), margin)
 
     def _pool(self, prompts: Sequence[str]) -> np.ndarray:
         emb = self._embed(list(prompts))

@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def generator(tiny_model_dir):
-    from backend.inference import Generator
+def pipeline(tiny_model_dir):
+    from backend.inference import Pipeline
 
-    return Generator(str(tiny_model_dir), device="cpu")
+    return Pipeline(str(tiny_model_dir), device="cpu")

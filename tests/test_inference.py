@@ -14,8 +14,8 @@ def test_chain_schedule_positions():
         chain_schedule([0], 2)
 
 
-def test_generate_is_closed_and_coloured(generator):
-    mesh = generator.generate("a red cube", resolution=48)
+def test_generate_is_closed_and_coloured(pipeline):
+    mesh = pipeline.generate("a red cube", resolution=48)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     assert tm.is_watertight and tm.volume > 0
     assert mesh.colors.shape == mesh.vertices.shape
@@ -23,20 +23,20 @@ def test_generate_is_closed_and_coloured(generator):
     assert mesh.meta["prompt"] == "a red cube" and mesh.meta["model"] == "tiny"
 
 
-def test_blend_endpoints_equal_the_prompts(generator):
-    a = generator.generate("a red cube", resolution=32)
-    b0 = generator.blend("a red cube", "a blue sphere", 0.0, resolution=32)
+def test_blend_endpoints_equal_the_prompts(pipeline):
+    a = pipeline.generate("a red cube", resolution=32)
+    b0 = pipeline.blend("a red cube", "a blue sphere", 0.0, resolution=32)
     np.testing.assert_allclose(a.vertices, b0.vertices, atol=1e-5)
     with pytest.raises(ValueError, match="alpha"):
-        generator.blend("a", "b", 1.5)
+        pipeline.blend("a", "b", 1.5)
 
 
-def test_consistent_chain_shares_faces_and_lies_on_each_isosurface(generator):
-    seq = generator.chain(["a red cube", "a blue sphere"], steps=4, resolution=48, consistent=True)
+def test_consistent_chain_shares_faces_and_lies_on_each_isosurface(pipeline):
+    seq = pipeline.chain(["a red cube", "a blue sphere"], steps=4, resolution=48, consistent=True)
     assert len(seq["vertices"]) == 5 and seq["faces"] is not None
-    model = generator.model
-    emb = generator.embed(["a red cube", "a blue sphere"])
-    for i, (k, a, _) in enumerate(chain_schedule([0, 1], 4)):
+    model = pipeline.model
+    emb = pipeline.embed(["a red cube", "a blue sphere"])
+    for i, (_k, a, _) in enumerate(chain_schedule([0, 1], 4)):
         tokens = (1 - a) * emb.tokens[:1] + a * emb.tokens[1:]
         with torch.no_grad():
             mod = model.modulate(tokens)
@@ -47,7 +47,7 @@ def test_consistent_chain_shares_faces_and_lies_on_each_isosurface(generator):
     assert not np.allclose(seq["colors"][0], seq["colors"][-1])
 
 
-def test_chain_can_be_cancelled(generator):
+def test_chain_can_be_cancelled(pipeline):
     calls = []
 
     def progress(frac, msg):
@@ -55,12 +55,12 @@ def test_chain_can_be_cancelled(generator):
         return len(calls) >= 2
 
     with pytest.raises(CancelledError):
-        generator.chain(["a red cube", "a blue sphere"], steps=4, resolution=32, progress=progress)
+        pipeline.chain(["a red cube", "a blue sphere"], steps=4, resolution=32, progress=progress)
     assert len(calls) == 2
 
 
-def test_generate_with_simplify_and_texture(generator, tmp_path):
-    mesh = generator.generate("a red cube", resolution=48, simplify=300, texture=128)
+def test_generate_with_simplify_and_texture(pipeline, tmp_path):
+    mesh = pipeline.generate("a red cube", resolution=48, simplify=300, texture=128)
     assert len(mesh.faces) <= 330
     assert mesh.texture.shape == (128, 128, 3) and mesh.uvs.shape == (len(mesh.vertices), 2)
     # the texture holds the field's colours: sampled at each vertex's UV it gives the vertex colour

@@ -25,12 +25,11 @@ anything the request got wrong, 503 when the queue is full or the server is stop
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,17 +37,18 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blender_att3d.wire import payload
+from blender_att3d.wire import payload, routes
+from blender_att3d.wire.job_state import JobState
 from blender_att3d.wire.types import MeshData, SequenceData
 
-from .ops import Engine
+from .engine import Engine
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
-from .worker import CANCELLED, DONE, Job, QueueFull, ShuttingDown, Worker
+from .worker import Job, QueueFull, ShuttingDown, Worker
 
 log = logging.getLogger("att3d.service")
 
 GLB_TYPE = "model/gltf-binary"
-FmtT = Optional[Literal["att3d", "glb"]]
+FmtT = Literal["att3d", "glb"] | None
 ColT = Literal["f32", "u8"]
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_S = 30.0
@@ -170,7 +170,7 @@ class BearerAuth:
     same 401 and nothing else. The token is compared in constant time.
     """
 
-    OPEN_PATHS = ("/v1/health",)
+    OPEN_PATHS = (routes.HEALTH,)
 
     def __init__(self, app, token: str, hint: str = "") -> None:
         self.app, self.expected, self.hint = app, token.encode(), hint
@@ -229,8 +229,9 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        msg = {404: f"no such endpoint: {request.method} {request.url.path} (the API is under /v1)",
-               405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        msg = {404: f"no such endpoint: {request.method} {request.url.path} (the API is under {routes.PREFIX})",
+               405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                        str(exc.detail))
         return error(exc.status_code, msg, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -241,17 +242,17 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
     app.add_middleware(BodyLimit)
     app.add_middleware(BearerAuth, token=token, hint=hint)  # added last: runs first, before any body is read
 
-    @app.get("/v1/health", tags=["service"])
+    @app.get(routes.HEALTH, tags=["service"])
     async def health() -> dict[str, bool]:
         return {"ok": True}
 
-    v1 = APIRouter(prefix="/v1")  # every route here is behind BearerAuth
+    v1 = APIRouter()  # every route here is behind BearerAuth
 
-    @v1.get("/info", tags=["service"])
+    @v1.get(routes.INFO, tags=["service"])
     async def get_info() -> dict[str, Any]:
         return {**info, "queue": worker.stats()}
 
-    @v1.get("/openapi.json", include_in_schema=False)
+    @v1.get(routes.OPENAPI, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
@@ -273,13 +274,13 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
                 raise ApiError(499, "client closed the request")
 
     def job_error(job: Job) -> ApiError:
-        if job.status == CANCELLED:
+        if job.status == JobState.CANCELLED:
             return ApiError(409, "the job was cancelled")
         status, msg = job.error or (500, "the job failed")
         return ApiError(status, msg)
 
     async def result_response(job: Job, fmt: str, colors: str) -> Response:
-        if job.status != DONE:
+        if job.status != JobState.DONE:
             raise job_error(job)
         if isinstance(job.result, (dict, list)):
             return JSONResponse(job.result)
@@ -295,7 +296,7 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
         job = submit(kind, params, priority)
         try:
             await wait_done(request, job)
-            if job.status == CANCELLED:
+            if job.status == JobState.CANCELLED:
                 raise ApiError(503, "the job was cancelled (the server is stopping)")
             return await result_response(job, fmt, colors)
         finally:
@@ -307,24 +308,24 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
                             "description": "the mesh: ATT3D payload or GLB"}}
 
     # -- synchronous endpoints ------------------------------------------------------------------
-    @v1.post("/generate", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def generate(req: GenerateRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
         return await run_sync(request, "generate", _params("generate", req), _format(request, format), colors)
 
-    @v1.post("/blend", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    @v1.post(routes.BLEND, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def blend(req: BlendRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
         return await run_sync(request, "blend", _params("blend", req), _format(request, format), colors)
 
-    @v1.post("/chain", tags=["mesh"], response_class=Response, responses=mesh_responses)
+    @v1.post(routes.CHAIN, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def chain(req: ChainRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
         return await run_sync(request, "chain", _params("chain", req), _format(request, format), colors)
 
-    @v1.post("/nearest", tags=["prompts"])
+    @v1.post(routes.NEAREST, tags=["prompts"])
     async def nearest(req: NearestRequest, request: Request) -> dict[str, Any]:
         job = submit("nearest", req.model_dump(), priority=0)
         try:
             await wait_done(request, job)
-            if job.status != DONE:
+            if job.status != JobState.DONE:
                 raise job_error(job)
             return job.result
         finally:
@@ -333,17 +334,17 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
     # -- jobs -------------------------------------------------------------------------------------
     def accepted(job: Job) -> JSONResponse:
         return JSONResponse(job.describe(worker.queue_position(job)), status_code=202,
-                            headers={"Location": f"/v1/jobs/{job.id}"})
+                            headers={"Location": routes.job(job.id)})
 
-    @v1.post("/jobs/generate", tags=["jobs"], status_code=202)
+    @v1.post(routes.submit_job("generate"), tags=["jobs"], status_code=202)
     async def job_generate(req: GenerateRequest):
         return accepted(submit("generate", _params("generate", req)))
 
-    @v1.post("/jobs/blend", tags=["jobs"], status_code=202)
+    @v1.post(routes.submit_job("blend"), tags=["jobs"], status_code=202)
     async def job_blend(req: BlendRequest):
         return accepted(submit("blend", _params("blend", req)))
 
-    @v1.post("/jobs/chain", tags=["jobs"], status_code=202)
+    @v1.post(routes.submit_job("chain"), tags=["jobs"], status_code=202)
     async def job_chain(req: ChainRequest):
         return accepted(submit("chain", _params("chain", req)))
 
@@ -353,7 +354,7 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
             raise ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
         return job
 
-    @v1.get("/jobs/{job_id}", tags=["jobs"])
+    @v1.get(routes.JOB, tags=["jobs"])
     async def job_status(job_id: str, since: int = Query(-1, ge=-1, description="the version you last saw"),
                          wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, allow_inf_nan=False)):
         job = find(job_id)
@@ -361,25 +362,21 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
             await job.wait_change(job.version if since < 0 else since, wait)
         return {**job.describe(worker.queue_position(job)), "version": job.version}
 
-    @v1.get("/jobs/{job_id}/result", tags=["jobs"], response_class=Response, responses=mesh_responses)
+    @v1.get(routes.JOB_RESULT, tags=["jobs"], response_class=Response, responses=mesh_responses)
     async def job_result(job_id: str, request: Request, format: FmtT = Fmt, colors: ColT = Col):
         job = find(job_id)
         if not job.finished:
-            raise ApiError(409, f"job {job.id} is still {job.status}; poll GET /v1/jobs/{job.id}?wait=10")
+            raise ApiError(409, f"job {job.id} is still {job.status}; poll GET {routes.job(job.id)}?wait=10")
         return await result_response(job, _format(request, format), colors)
 
-    @v1.delete("/jobs/{job_id}", tags=["jobs"])
+    @v1.delete(routes.JOB, tags=["jobs"])
     async def job_cancel(job_id: str):
         job = find(job_id)
         if job.finished:
             worker.forget(job_id)
         else:
             worker.cancel(job_id)  # it stays, to report "cancelled" to whoever polls it
-        return {**job.describe(), "cancel_requested": not job.finished or job.status == CANCELLED}
+        return {**job.describe(), "cancel_requested": not job.finished or job.status == JobState.CANCELLED}
 
     app.include_router(v1)
     return app
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -1,4 +1,5 @@
-"""The service's bearer token and where it lives.
+"""The service's bearer token: written, checked and reused here; its location is the wire's
+(:mod:`blender_att3d.wire.token`), shared with the clients that read it.
 
 ``ATT3D_TOKEN`` (environment) wins; otherwise the token file (``--token-file``, default
 ``$ATT3D_DATA_DIR/token``, else ``$XDG_DATA_HOME/att3d/token``, else ``~/.local/share/att3d/token``)
@@ -13,18 +14,9 @@ import secrets
 import stat
 from pathlib import Path
 
+from blender_att3d.wire.token import TOKEN_ENV, default_token_file
+
 MIN_TOKEN_CHARS = 16
-
-
-def data_dir() -> Path:
-    if os.environ.get("ATT3D_DATA_DIR"):
-        return Path(os.environ["ATT3D_DATA_DIR"])
-    root = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(root) / "att3d"
-
-
-def default_token_file() -> Path:
-    return data_dir() / "token"
 
 
 def _private(path: Path) -> bool:
@@ -62,7 +54,7 @@ def write_token_file(path: Path, token: str) -> None:
 
 def resolve_token(token_file: str | None = None, rotate: bool = False) -> tuple[str, Path | None]:
     """(token, the file it is in, or None when it came from ATT3D_TOKEN)."""
-    env = os.environ.get("ATT3D_TOKEN", "").strip()
+    env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         if len(env) < MIN_TOKEN_CHARS:
             raise ValueError(f"ATT3D_TOKEN is too short: use at least {MIN_TOKEN_CHARS} random characters")

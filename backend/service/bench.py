@@ -1,10 +1,13 @@
 """``python -m backend.service.bench``: service figures as one JSON object on stdout.
 
-* median latency of ``generate`` at 128³ embedded (in-process) vs through HTTP (the
-  :class:`~blender_att3d.client.http.SubprocessClient` the add-on uses: jobs API with long polls,
-  and the one-request ``POST /v1/generate``), and the difference = what the transport adds;
+* median latency of ``generate`` at 128³ embedded (in-process: the :class:`~.engine.Engine` on one
+  worker thread, as the add-on's embedded client runs it) vs through HTTP (a local ``att3d serve``,
+  started as the add-on's subprocess client starts it; the jobs API with long polls, as that client
+  uses it, and the one-request ``POST /v1/generate``), and the difference = what the transport adds;
 * throughput with 16 concurrent HTTP clients;
 * peak RSS of the service process (VmHWM).
+
+It speaks the protocol through :mod:`blender_att3d.wire` only, like the rest of the backend.
 
 Without ``--model`` it benchmarks a randomly initialised paper-size model (``att3d init-model``
 default preset) written to a temporary folder. Progress goes to stderr.
@@ -12,17 +15,29 @@ default preset) written to a temporary folder. Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import http.client
 import json
 import os
+import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from blender_att3d.wire import payload, routes
+from blender_att3d.wire.job_state import JobState
+from blender_att3d.wire.ready import is_ready_line, parse_ready_line
+from blender_att3d.wire.token import TOKEN_ENV
+
 PROMPT = "a red cube wearing a party hat"
+POLL_WAIT_S = 2.0  # the add-on's HTTP client's long poll
+ROOT = Path(__file__).resolve().parents[2]  # holds the backend package
 
 
 def _log(msg: str) -> None:
@@ -41,12 +56,75 @@ def _status(pid: int, key: str) -> int:
     return 0
 
 
+class _Service:
+    """A local ``att3d serve`` (free loopback port, fresh token, as the add-on's subprocess client
+    starts it) and the requests the benchmark sends it."""
+
+    def __init__(self, model: str, device: str) -> None:
+        token = secrets.token_urlsafe(32)
+        env = {**os.environ, TOKEN_ENV: token, "ATT3D_DATA_DIR": tempfile.mkdtemp(), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", model, "--device",
+                                      device, "--host", "127.0.0.1", "--port", "0"], cwd=ROOT, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        ready = None
+        for line in self.proc.stdout or ():
+            if is_ready_line(line):
+                ready = parse_ready_line(line)
+                break
+        if ready is None:
+            raise RuntimeError(f"att3d serve exited with status {self.proc.wait()} before it was ready")
+        self.host, self.port = ready["host"], ready["port"]
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                        "Accept": f"{payload.CONTENT_TYPE}, application/json"}
+
+    def request(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes, str]:
+        """(status, body, Server-Timing header) of one request on a fresh connection."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=600)
+        try:
+            c.request(method, path, data, self.headers)
+            r = c.getresponse()
+            return r.status, r.read(), r.getheader("Server-Timing", "")
+        finally:
+            c.close()
+
+    def _ok(self, method: str, path: str, data: bytes | None = None) -> bytes:
+        status, content, _ = self.request(method, path, data)
+        assert status < 400, content[:200]
+        return content
+
+    def generate_sync(self, body: bytes) -> tuple[bytes, float]:
+        """``POST /v1/generate``: (the payload, the server's compute seconds from Server-Timing)."""
+        status, data, timing = self.request("POST", routes.GENERATE, body)
+        assert status == 200, data[:200]
+        return data, float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else float("nan")
+
+    def generate_job(self, body: bytes) -> float:
+        """Submit, long-poll, fetch and decode, forget (the add-on's HTTP client's requests); returns
+        the server's compute seconds."""
+        st = json.loads(self._ok("POST", routes.submit_job("generate"), body))
+        job_id, version = st["id"], -1
+        while st["status"] in (JobState.QUEUED, JobState.RUNNING):
+            st = json.loads(self._ok("GET", f"{routes.job(job_id)}?wait={POLL_WAIT_S}&since={version}"))
+            version = int(st.get("version", -1))
+        assert st["status"] == JobState.DONE, st
+        payload.decode(self._ok("GET", routes.job_result(job_id)))
+        self._ok("DELETE", routes.job(job_id))
+        return float(st.get("compute_s") or float("nan"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run(model: str | None = None, device: str = "cpu", resolution: int = 128, repeats: int = 7,
         clients: int = 16, per_client: int = 4, throughput_resolution: int = 128) -> dict[str, Any]:
     import torch
 
-    from blender_att3d.client.embedded import EmbeddedClient
-    from blender_att3d.client.http import SubprocessClient
+    from .engine import Engine
 
     tmp = None
     if model is None:
@@ -61,43 +139,33 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
                            "cpu_count": os.cpu_count()}
     try:
         _log("embedded (warm-up)")
-        emb = EmbeddedClient(model, device=device)
-        out["parameters"] = sum(p.numel() for p in emb.engine.gen.model.parameters())
-        mesh = emb.generate(PROMPT, resolution)
+        engine = Engine.load(model, device=device)
+        # one worker thread owns the model, as in the embedded client: torch runs off the caller's thread
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="att3d-embedded")
+        out["parameters"] = sum(p.numel() for p in engine.pipeline.model.parameters())
+        mesh = pool.submit(engine.generate, PROMPT, resolution).result()
         out["vertices"], out["faces"] = int(len(mesh.positions)), int(len(mesh.faces))
 
         _log("starting the service")
         t0 = time.perf_counter()
-        sub = SubprocessClient(model=model, device=device, env={"ATT3D_DATA_DIR": tempfile.mkdtemp()})
+        service = _Service(model, device)
         out["service_start_s"] = round(time.perf_counter() - t0, 3)
         try:
-            pid = sub.pid
+            pid = service.proc.pid
             rss_idle = _status(pid, "VmRSS")
-            host, port = sub.ready_info["host"], sub.ready_info["port"]
             body = json.dumps({"prompt": PROMPT, "resolution": resolution}).encode()
-            headers = {"Authorization": f"Bearer {sub.token}", "Content-Type": "application/json"}
-
             server_compute: list[float] = []
 
             def sync_call() -> bytes:
-                c = http.client.HTTPConnection(host, port, timeout=600)
-                try:
-                    c.request("POST", "/v1/generate", body, headers)
-                    r = c.getresponse()
-                    data = r.read()
-                    assert r.status == 200, data[:200]
-                    timing = r.getheader("Server-Timing", "")
-                    server_compute.append(float(timing.split("dur=")[1]) / 1000 if "dur=" in timing else float("nan"))
-                    return data
-                finally:
-                    c.close()
+                data, compute_s = service.generate_sync(body)
+                server_compute.append(compute_s)
+                return data
 
             def jobs_call() -> None:
-                sub.generate(PROMPT, resolution)
-                server_compute.append(float(sub.last_compute_s or float("nan")))
+                server_compute.append(service.generate_job(body))
 
-            calls = {"embedded": lambda: emb.generate(PROMPT, resolution), "http_jobs": jobs_call,
-                     "http_sync": sync_call}
+            calls = {"embedded": lambda: pool.submit(engine.generate, PROMPT, resolution).result(),
+                     "http_jobs": jobs_call, "http_sync": sync_call}
             for fn in calls.values():  # warm-up
                 fn()
             # Interleaved rounds (the order rotates) so that load from elsewhere on the machine hits
@@ -132,17 +200,12 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
 
             def client() -> None:
                 for _ in range(per_client):
-                    c = http.client.HTTPConnection(host, port, timeout=600)
                     try:
-                        c.request("POST", "/v1/generate", tb, headers)
-                        r = c.getresponse()
-                        r.read()
-                        if r.status != 200:
-                            errors.append(str(r.status))
+                        status = service.request("POST", routes.GENERATE, tb)[0]
+                        if status != 200:
+                            errors.append(str(status))
                     except Exception as e:  # noqa: BLE001
                         errors.append(repr(e))
-                    finally:
-                        c.close()
 
             threads = [threading.Thread(target=client) for _ in range(clients)]
             t0 = time.perf_counter()
@@ -158,8 +221,8 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
             out["service_rss_now_mib"] = round(_status(pid, "VmRSS") / 1024, 1)
             out["service_peak_rss_mib"] = round(_status(pid, "VmHWM") / 1024, 1)
         finally:
-            sub.close()
-        emb.close()
+            service.stop()
+        pool.shutdown()
     finally:
         if tmp is not None:
             tmp.cleanup()

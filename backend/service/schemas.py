@@ -5,9 +5,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..inference import MAX_PROMPT_CHARS, check_prompt
-from ..mesh import MAX_RESOLUTION, MIN_RESOLUTION
-from . import ops
+from blender_att3d.wire.limits import (
+    MAX_CHAIN_MESHES,
+    MAX_KEYFRAMES,
+    MAX_NEIGHBORS,
+    MAX_PROMPT_CHARS,
+    MAX_RESOLUTION,
+    MAX_SIMPLIFY,
+    MIN_RESOLUTION,
+    TEXTURE_SIZE,
+    check_prompt,
+)
+
+from .engine import check_chain, check_simplify, check_texture
 
 
 class Strict(BaseModel):
@@ -24,20 +34,20 @@ PROMPT_DOC = f"1–{MAX_PROMPT_CHARS} characters after collapsing whitespace"
 class GenerateRequest(Strict):
     prompt: str = Field(description=PROMPT_DOC)
     resolution: int = Field(128, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="marching-cubes lattice size")
-    simplify: int | None = Field(None, ge=4, le=ops.MAX_SIMPLIFY, description="simplify to about this many faces")
-    texture: bool = Field(False, description=f"bake a {ops.TEXTURE_SIZE}² UV texture")
+    simplify: int | None = Field(None, ge=4, le=MAX_SIMPLIFY, description="simplify to about this many faces")
+    texture: bool = Field(False, description=f"bake a {TEXTURE_SIZE}² UV texture")
 
     _p = field_validator("prompt")(_prompt)
 
     @field_validator("simplify")
     @classmethod
     def _simplify(cls, v: int | None) -> int | None:
-        return ops.check_simplify(v)
+        return check_simplify(v)
 
     @field_validator("texture")
     @classmethod
     def _texture(cls, v: bool) -> bool:
-        return ops.check_texture(v)
+        return check_texture(v)
 
 
 class BlendRequest(Strict):
@@ -45,14 +55,14 @@ class BlendRequest(Strict):
     prompt_b: str = Field(description=PROMPT_DOC)
     alpha: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="0 = prompt_a, 1 = prompt_b")
     resolution: int = Field(96, ge=MIN_RESOLUTION, le=MAX_RESOLUTION)
-    simplify: int | None = Field(None, ge=4, le=ops.MAX_SIMPLIFY)
+    simplify: int | None = Field(None, ge=4, le=MAX_SIMPLIFY)
 
     _p = field_validator("prompt_a", "prompt_b")(_prompt)
 
     @field_validator("simplify")
     @classmethod
     def _simplify(cls, v: int | None) -> int | None:
-        return ops.check_simplify(v)
+        return check_simplify(v)
 
 
 class Keyframe(Strict):
@@ -63,15 +73,16 @@ class Keyframe(Strict):
 
 
 class ChainRequest(Strict):
-    keyframes: list[Keyframe] = Field(min_length=2, max_length=ops.MAX_KEYFRAMES,
+    keyframes: list[Keyframe] = Field(min_length=2, max_length=MAX_KEYFRAMES,
                                       description="(position, prompt) pairs, positions strictly increasing")
-    steps: int = Field(4, ge=1, description=f"meshes per segment between keyframes; (keyframes − 1) · steps + 1 ≤ {ops.MAX_CHAIN_MESHES}")
+    steps: int = Field(4, ge=1, description="meshes per segment between keyframes; "
+                                            f"(keyframes − 1) · steps + 1 ≤ {MAX_CHAIN_MESHES}")
     resolution: int = Field(96, ge=MIN_RESOLUTION, le=MAX_RESOLUTION)
     consistent: bool = Field(True, description="one shared set of faces for every step")
 
     @model_validator(mode="after")
     def _check(self) -> ChainRequest:
-        ops.check_chain([(k.position, k.prompt) for k in self.keyframes], self.steps)
+        check_chain([(k.position, k.prompt) for k in self.keyframes], self.steps)
         return self
 
     def keyframe_pairs(self) -> list[tuple[float, str]]:
@@ -80,6 +91,6 @@ class ChainRequest(Strict):
 
 class NearestRequest(Strict):
     prompt: str = Field(description=PROMPT_DOC)
-    k: int = Field(5, ge=1, le=ops.MAX_NEIGHBORS)
+    k: int = Field(5, ge=1, le=MAX_NEIGHBORS)
 
     _p = field_validator("prompt")(_prompt)

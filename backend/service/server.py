@@ -5,11 +5,11 @@ The ready line is the one line the service writes on stdout (flushed)::
     ATT3D_READY {"host": "127.0.0.1", "port": 40123, "url": "http://127.0.0.1:40123",
                  "token_file": "/home/me/.local/share/att3d/token", "pid": 1234, "api": 1, "model": "..."}
 
-(one line; ``token_file`` is null when the token came from ``ATT3D_TOKEN``). Logs go to stderr.
+(one line, :func:`blender_att3d.wire.ready.format_ready_line`; ``token_file`` is null when the token
+came from ``ATT3D_TOKEN``). Logs go to stderr.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,9 +19,12 @@ import threading
 import time
 from typing import Any
 
+from blender_att3d.wire import limits
+from blender_att3d.wire.ready import format_ready_line
+from blender_att3d.wire.routes import API_VERSION
+
 from .auth import is_loopback, resolve_token
 
-READY_PREFIX = "ATT3D_READY "
 log = logging.getLogger("att3d.service")
 
 
@@ -91,33 +94,33 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     import uvicorn
 
     from ..model import ModelFolderError
-    from . import ops
     from .app import OPERATIONS, create_app
+    from .engine import Engine
     from .worker import Worker
 
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        engine = ops.Engine.load(model, device=device)
+        engine = Engine.load(model, device=device)
     except ModelFolderError as e:
         sock.close()
         raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by `att3d init-model DIR`)") \
             from None
     engine.warm()
-    info: dict[str, Any] = {**engine.info(), "limits": ops.limits(max_queue)}
+    info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
     app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN")
     bound_host, bound_port = sock.getsockname()[:2]
     ready = {"host": bound_host, "port": bound_port,
              "url": f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}",
-             "token_file": str(path) if path else None, "pid": os.getpid(), "api": ops.API_VERSION,
-             "model": engine.gen.model_id}
+             "token_file": str(path) if path else None, "pid": os.getpid(), "api": API_VERSION,
+             "model": engine.pipeline.model_id}
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
-                sys.stdout.write(READY_PREFIX + json.dumps(ready, separators=(",", ":")) + "\n")
+                sys.stdout.write(format_ready_line(ready) + "\n")
                 sys.stdout.flush()
 
         def handle_exit(self, sig, frame) -> None:

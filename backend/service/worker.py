@@ -1,4 +1,4 @@
-"""One worker thread owns the :class:`~backend.service.ops.Engine` (one device, one model); requests
+"""One worker thread owns the :class:`~backend.service.engine.Engine` (one device, one model); requests
 become :class:`Job` objects in a bounded priority queue (quick lookups such as ``nearest`` jump the
 queue). Jobs report progress, can be cancelled, and finished ones are forgotten after a while so
 memory stays bounded however many clients come and go.
@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from blender_att3d.wire.job_state import FINISHED, JobState
+
 from ..inference import CancelledError
-from .ops import Engine
+from .engine import Engine
 
 log = logging.getLogger("att3d.service")
-
-QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
-FINISHED = (DONE, ERROR, CANCELLED)
 
 
 class QueueFull(RuntimeError):
@@ -43,7 +42,7 @@ class Job:
         self.kind = kind
         self.params = params
         self.priority = priority
-        self.status = QUEUED
+        self.status = JobState.QUEUED
         self.progress = 0.0
         self.message = "queued"
         self.error: tuple[int, str] | None = None  # (HTTP status, message)
@@ -84,9 +83,10 @@ class Job:
             with self._lock:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
 
-    def _finish(self, status: str, message: str, result: Any = None, error: tuple[int, str] | None = None) -> None:
+    def _finish(self, status: JobState, message: str, result: Any = None,
+                error: tuple[int, str] | None = None) -> None:
         self.status, self.message, self.result, self.error = status, message, result, error
-        if status == DONE:
+        if status == JobState.DONE:
             self.progress = 1.0
         self.finished_at = time.monotonic()
         self.done.set()
@@ -101,7 +101,7 @@ class Job:
                              "progress": round(float(self.progress), 4), "message": self.message}
         if self.error:
             d["error"], d["error_status"] = self.error[1], self.error[0]
-        if queue_position is not None and self.status == QUEUED:
+        if queue_position is not None and self.status == JobState.QUEUED:
             d["queue_position"] = queue_position
         if self.compute_s is not None:
             d["compute_s"] = round(self.compute_s, 6)
@@ -164,10 +164,10 @@ class Worker:
             return self.jobs.get(job_id)
 
     def queue_position(self, job: Job) -> int | None:
-        if job.status != QUEUED:
+        if job.status != JobState.QUEUED:
             return None
         with self._lock:
-            ahead = [j for j in self.jobs.values() if j.status == QUEUED and not j.cancel_requested.is_set()
+            ahead = [j for j in self.jobs.values() if j.status == JobState.QUEUED and not j.cancel_requested.is_set()
                      and (j.priority, j.created) < (job.priority, job.created)]
         return len(ahead)
 
@@ -178,14 +178,14 @@ class Worker:
             return None
         job.cancel_requested.set()
         with self._lock:
-            if job.status == QUEUED:
-                job.status = CANCELLED  # the worker skips it
+            if job.status == JobState.QUEUED:
+                job.status = JobState.CANCELLED  # the worker skips it
                 self._pending -= 1
                 queued = True
             else:
                 queued = False
         if queued:
-            job._finish(CANCELLED, "cancelled")
+            job._finish(JobState.CANCELLED, "cancelled")
         return job
 
     def forget(self, job_id: str) -> Job | None:
@@ -217,10 +217,10 @@ class Worker:
             if job is None:
                 return
             with self._lock:
-                if job.status != QUEUED:  # cancelled while waiting
+                if job.status != JobState.QUEUED:  # cancelled while waiting
                     continue
                 self._pending -= 1
-                job.status = RUNNING
+                job.status = JobState.RUNNING
                 job.started_at = time.monotonic()
                 self.current = job
             job.message = "running"
@@ -237,18 +237,18 @@ class Worker:
                     raise CancelledError("cancelled")
                 result = self.operations[job.kind](self.engine, job.params, progress)
             except CancelledError:
-                job._finish(CANCELLED, "cancelled")
+                job._finish(JobState.CANCELLED, "cancelled")
             except (ValueError, TypeError) as e:  # the request's content, not the server
-                job._finish(ERROR, str(e), error=(400, str(e)))
+                job._finish(JobState.ERROR, str(e), error=(400, str(e)))
             except MemoryError:
                 msg = "out of memory: try a lower resolution"
-                job._finish(ERROR, msg, error=(507, msg))
+                job._finish(JobState.ERROR, msg, error=(507, msg))
             except Exception as e:  # a bug or a device failure: keep serving
                 log.exception("job %s (%s) failed", job.id, job.kind)
                 msg = f"internal error in {job.kind}: {type(e).__name__}: {e}"
-                job._finish(ERROR, msg, error=(500, msg))
+                job._finish(JobState.ERROR, msg, error=(500, msg))
             else:
-                job._finish(DONE, "done", result=result)
+                job._finish(JobState.DONE, "done", result=result)
             finally:
                 job.params = {}
                 with self._lock:

@@ -5,6 +5,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+from ..wire.limits import Limits
 from ..wire.types import MeshData, ProgressFn, SequenceData
 
 
@@ -30,6 +31,10 @@ class Client(abc.ABC):
     ``progress`` callbacks may be called from the thread running the job.
     """
 
+    #: The limits of the backend this client talks to (prompt length, resolutions ...): a server's
+    #: own, read from ``GET /v1/info``, for the HTTP clients; this version's for the embedded one.
+    limits: Limits = Limits()
+
     @abc.abstractmethod
     def info(self) -> dict[str, Any]: ...
 
@@ -53,5 +58,5 @@ class Client(abc.ABC):
     @abc.abstractmethod
     def cancel(self) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default no-op: not every transport holds something)
         """Release resources (stop a server subprocess the client started)."""

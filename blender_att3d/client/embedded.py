@@ -1,5 +1,6 @@
 """The embedded client: the backend runs in this process (Blender's Python needs torch and the
-``backend`` package). ``backend`` is imported in the constructor, never at module import.
+``backend`` package). The one place where the add-on calls the backend in-process: ``backend`` is
+imported in the constructor (the engine) and when a call fails, never at module import.
 """
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 from ..wire.types import MeshData, ProgressFn, SequenceData
+from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
 
 class EmbeddedClient(Client):
@@ -23,7 +24,7 @@ class EmbeddedClient(Client):
                  engine: Any = None) -> None:
         if engine is None:
             try:
-                from backend.service.ops import Engine
+                from backend.service.engine import Engine
             except ImportError as e:
                 raise BackendUnavailable(
                     f"The embedded ATT3D backend cannot run in this Python ({e}); it needs torch and the att3d "
@@ -44,7 +45,8 @@ class EmbeddedClient(Client):
         self._closed = False
 
     @property
-    def engine(self):
+    def engine(self) -> Any:
+        """The :class:`backend.service.engine.Engine` (typed loosely: this module must import without torch)."""
         return self._engine
 
     def _call(self, fn: Callable[..., Any], progress: ProgressFn | None, with_progress: bool = True) -> Any:

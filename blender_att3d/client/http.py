@@ -7,6 +7,10 @@
 
 Long operations go through the jobs API (``POST /v1/jobs/{kind}``, long polls of
 ``GET /v1/jobs/{id}?wait=``) so that progress callbacks work and :meth:`cancel` can stop them.
+
+On connecting, the client reads ``GET /v1/info``: it refuses a server that speaks another API
+version (:data:`~blender_att3d.wire.routes.API_VERSION`), and checks prompts and resolutions
+against that server's limits (:attr:`HTTPClient.limits`) before sending them.
 """
 from __future__ import annotations
 
@@ -30,11 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from ..wire import payload
-from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
+from ..wire import payload, routes
+from ..wire.job_state import JobState
+from ..wire.limits import Limits
+from ..wire.ready import is_ready_line, parse_ready_line
+from ..wire.routes import API_VERSION
+from ..wire.token import TOKEN_ENV, read_default_token
 from ..wire.types import MeshData, ProgressFn, SequenceData
+from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
-READY_PREFIX = "ATT3D_READY "
 POLL_WAIT_S = 2.0
 
 
@@ -46,18 +54,18 @@ class _NotAnATT3DServer(BackendUnavailable):
     """Something answers at the URL, but not in HTTP (a wrong port, say)."""
 
 
-def _read_default_token() -> str | None:
-    env = os.environ.get("ATT3D_TOKEN", "").strip()
-    if env:
-        return env
-    if os.environ.get("ATT3D_DATA_DIR"):
-        root = Path(os.environ["ATT3D_DATA_DIR"])
+def _version_mismatch(url: str, server_api: Any) -> str:
+    """What to tell an artist whose add-on and server speak different API versions."""
+    if isinstance(server_api, int) and not isinstance(server_api, bool):
+        if server_api > API_VERSION:
+            todo = "update the ATT3D add-on to the release of that server"
+        else:
+            todo = "update att3d where the server runs (pip install -U att3d) and restart it"
+        theirs = f"API version {server_api}"
     else:
-        root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "att3d"
-    try:
-        return (root / "token").read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+        todo = "check the backend URL, or update both to the same release"
+        theirs = f"an unknown API version ({server_api!r})"
+    return f"The ATT3D backend at {url} speaks {theirs}; this add-on speaks API version {API_VERSION}: {todo}"
 
 
 def _json_scalar(obj: Any) -> Any:
@@ -69,15 +77,19 @@ def _json_scalar(obj: Any) -> Any:
 
 
 class HTTPClient(Client):
-    """A client of a running ``att3d serve`` at ``url`` (``http://`` or ``https://``)."""
+    """A client of a running ``att3d serve`` at ``url`` (``http://`` or ``https://``).
+
+    ``check``: reach the server now (health, API version, limits); without it the first request
+    finds out, and :attr:`limits` stay this version's until :meth:`info` is called.
+    """
 
     #: seconds the server spent computing the last job's result (what the rest of the latency is not)
     last_compute_s: float | None = None
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, check: bool = True, **_ignored: Any) -> None:
+                 connect_timeout: float = 10.0, check: bool = True) -> None:
         self._set_url(url)
-        self.token = (token or "").strip() or _read_default_token()
+        self.token = (token or "").strip() or read_default_token()
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self._active: dict[str, threading.Event] = {}
@@ -161,7 +173,7 @@ class HTTPClient(Client):
 
     def _check_server(self) -> dict[str, Any]:
         try:
-            health = self._json("GET", "/v1/health", auth=False, timeout=self.connect_timeout)
+            health = self._json("GET", routes.HEALTH, auth=False, timeout=self.connect_timeout)
         except _NotAnATT3DServer:
             raise
         except BackendUnavailable as e:
@@ -172,33 +184,53 @@ class HTTPClient(Client):
         if not (isinstance(health, dict) and health.get("ok") is True):
             raise BackendUnavailable(f"{self.url} is not an ATT3D backend (its /v1/health answered: "
                                      f"{str(health)[:100]}); check the backend URL in the add-on preferences")
-        return self._json("GET", "/v1/info", timeout=self.connect_timeout)
+        return self._adopt(self._json("GET", routes.INFO, timeout=self.connect_timeout))
+
+    def _adopt(self, info: Any) -> dict[str, Any]:
+        """``info`` of a server this client can talk to (its limits become :attr:`limits`), or
+        BackendUnavailable saying which API version each side speaks and what to update."""
+        api = info.get("api") if isinstance(info, dict) else None
+        if api != API_VERSION or isinstance(api, bool):
+            raise BackendUnavailable(_version_mismatch(self.url, api))
+        server_limits = info.get("limits")
+        self.limits = Limits.from_dict(server_limits if isinstance(server_limits, dict) else {})
+        return info
+
+    def _check_request(self, prompts: Sequence[Any], resolution: Any = None) -> None:
+        """Refuse at once what this server's limits refuse anyway (the same messages, no round trip)."""
+        try:
+            for prompt in prompts:
+                self.limits.check_prompt(prompt)
+            if resolution is not None:
+                self.limits.check_resolution(resolution)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
 
     # -- jobs ----------------------------------------------------------------------------------------
     def _job(self, kind: str, body: dict[str, Any], progress: ProgressFn | None) -> Any:
-        st = self._json("POST", f"/v1/jobs/{kind}", body)
+        st = self._json("POST", routes.submit_job(kind), body)
         job_id = st["id"]
         stop = threading.Event()
         with self._active_lock:
             self._active[job_id] = stop
         try:
             version = -1
-            while st["status"] in ("queued", "running"):
+            while st["status"] in (JobState.QUEUED, JobState.RUNNING):
                 if progress is not None and progress(float(st.get("progress", 0.0)), str(st.get("message", ""))):
                     self._delete(job_id)
                     raise Cancelled("cancelled")
                 if stop.is_set():
                     raise Cancelled("cancelled")
-                st = self._json("GET", f"/v1/jobs/{job_id}", query={"wait": POLL_WAIT_S, "since": version},
+                st = self._json("GET", routes.job(job_id), query={"wait": POLL_WAIT_S, "since": version},
                                 timeout=POLL_WAIT_S + 60)
                 version = int(st.get("version", -1))
-            if stop.is_set() or st["status"] == "cancelled":
+            if stop.is_set() or st["status"] == JobState.CANCELLED:
                 raise Cancelled("cancelled")
-            if st["status"] == "error":
+            if st["status"] == JobState.ERROR:
                 self._raise(int(st.get("error_status") or 500),
                             json.dumps({"error": st.get("error") or "the job failed"}).encode())
             self.last_compute_s = st.get("compute_s")  # the server's own time on the job (for benchmarks)
-            status, ctype, content = self._request("GET", f"/v1/jobs/{job_id}/result")
+            status, ctype, content = self._request("GET", routes.job_result(job_id))
             if status >= 400:
                 self._raise(status, content)
             self._delete(job_id)
@@ -216,7 +248,7 @@ class HTTPClient(Client):
 
     def _delete(self, job_id: str) -> None:
         try:
-            self._request("DELETE", f"/v1/jobs/{job_id}", timeout=10)
+            self._request("DELETE", routes.job(job_id), timeout=10)
         except BackendError:
             pass
 
@@ -226,10 +258,12 @@ class HTTPClient(Client):
 
     # -- the interface ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return {**self._run(lambda: self._json("GET", "/v1/info", timeout=30)), "transport": "http", "url": self.url}
+        info = self._adopt(self._run(lambda: self._json("GET", routes.INFO, timeout=30)))
+        return {**info, "transport": "http", "url": self.url}
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None) -> MeshData:
+        self._check_request([prompt], resolution)
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
         return self._run(lambda: self._job("generate", body, progress))
 
@@ -239,16 +273,19 @@ class HTTPClient(Client):
             kf = [{"position": float(p), "prompt": q} for p, q in keyframes]
         except (TypeError, ValueError):
             raise InvalidRequest("keyframes must be (position, prompt) pairs") from None
+        self._check_request([k["prompt"] for k in kf], resolution)
         body = {"keyframes": kf, "steps": steps, "resolution": resolution, "consistent": bool(consistent)}
         return self._run(lambda: self._job("chain", body, progress))
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
               progress: ProgressFn | None = None) -> MeshData:
+        self._check_request([prompt_a, prompt_b], resolution)
         body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}
         return self._run(lambda: self._job("blend", body, progress))
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
-        return self._run(lambda: self._json("POST", "/v1/nearest", {"prompt": prompt, "k": k}, timeout=120))
+        self._check_request([prompt])
+        return self._run(lambda: self._json("POST", routes.NEAREST, {"prompt": prompt, "k": k}, timeout=120))
 
     def cancel(self) -> None:
         with self._active_lock:
@@ -292,7 +329,7 @@ class SubprocessClient(HTTPClient):
 
     def __init__(self, python: str | None = None, model: str = "demo", device: str = "auto",
                  start_timeout: float = 300.0, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 restarts: int = 1, timeout: float = 600.0, **_ignored: Any) -> None:
+                 restarts: int = 1, timeout: float = 600.0) -> None:
         self.python = (python or "").strip() or sys.executable
         self.model, self.device = model or "demo", device or "auto"
         self.start_timeout = float(start_timeout)
@@ -329,7 +366,7 @@ class SubprocessClient(HTTPClient):
         return BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {what}: {detail} — {hint}")
 
     def _start(self) -> None:
-        env = {**os.environ, **self.extra_env, "ATT3D_TOKEN": self.token, "PYTHONUNBUFFERED": "1",
+        env = {**os.environ, **self.extra_env, TOKEN_ENV: self.token, "PYTHONUNBUFFERED": "1",
                "PYTHONIOENCODING": "utf-8"}
         root = _project_root()
         if root:
@@ -351,8 +388,8 @@ class SubprocessClient(HTTPClient):
 
         def pump_stdout() -> None:
             for line in proc.stdout:
-                if line.startswith(READY_PREFIX):
-                    ready.put(line[len(READY_PREFIX):])
+                if is_ready_line(line):
+                    ready.put(line)
             ready.put(None)
 
         def pump_stderr() -> None:
@@ -388,7 +425,7 @@ class SubprocessClient(HTTPClient):
             time.sleep(0.1)  # let the stderr pump catch up
             raise self._failure(f"it exited with status {proc.returncode}")
         try:
-            ready_info = json.loads(line)
+            ready_info = parse_ready_line(line)
             self._set_url(ready_info["url"])
         except (ValueError, KeyError, TypeError) as e:
             self._kill(proc)
@@ -397,7 +434,11 @@ class SubprocessClient(HTTPClient):
         self.proc = proc
         self.ready_info = ready_info
         self._generation += 1
-        self._check_server()
+        try:
+            self._check_server()
+        except BackendError:  # e.g. another API version: leave no server of ours running
+            self._kill(proc)
+            raise
 
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 10.0) -> None:

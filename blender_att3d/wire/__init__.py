@@ -1,19 +1,26 @@
 """The wire protocol between the add-on and the backend: the one bpy-free, torch-free home of the
-mesh types, the binary payload codec, the API version and routes, job states, limits, the prompt
-check, the ready line and the token's location. The backend imports nothing else from the add-on.
+mesh types (:mod:`.types`), the binary payload codec (:mod:`.payload`), the API version and routes
+(:mod:`.routes`), job states (:mod:`.job_state`), limits and the prompt check (:mod:`.limits`), the
+ready line (:mod:`.ready`) and the token's location (:mod:`.token`). Standard library + numpy only.
+The backend imports nothing else from the add-on (``tests/test_boundaries.py``).
 """
+from .job_state import FINISHED, JobState
 from .limits import (
-                     MAX_CHAIN_MESHES,
-                     MAX_KEYFRAMES,
-                     MAX_NEIGHBORS,
-                     MAX_PROMPT_CHARS,
-                     MAX_RESOLUTION,
-                     MAX_SIMPLIFY,
-                     MIN_RESOLUTION,
-                     TEXTURE_SIZE,
-                     check_prompt,
+    MAX_CHAIN_MESHES,
+    MAX_KEYFRAMES,
+    MAX_NEIGHBORS,
+    MAX_PROMPT_CHARS,
+    MAX_RESOLUTION,
+    MAX_SIMPLIFY,
+    MIN_RESOLUTION,
+    TEXTURE_SIZE,
+    Limits,
+    check_prompt,
 )
+from .ready import READY_PREFIX, format_ready_line, parse_ready_line
+from .routes import API_VERSION
 from .types import MeshData, ProgressFn, SequenceData
 
-__all__ = ["MeshData", "SequenceData", "ProgressFn", "check_prompt", "MAX_PROMPT_CHARS", "MIN_RESOLUTION",
-           "MAX_RESOLUTION", "MAX_KEYFRAMES", "MAX_CHAIN_MESHES", "MAX_NEIGHBORS", "MAX_SIMPLIFY", "TEXTURE_SIZE"]
+__all__ = ["MeshData", "SequenceData", "ProgressFn", "check_prompt", "Limits", "MAX_PROMPT_CHARS", "MIN_RESOLUTION",
+           "MAX_RESOLUTION", "MAX_KEYFRAMES", "MAX_CHAIN_MESHES", "MAX_NEIGHBORS", "MAX_SIMPLIFY", "TEXTURE_SIZE",
+           "API_VERSION", "JobState", "FINISHED", "READY_PREFIX", "format_ready_line", "parse_ready_line"]

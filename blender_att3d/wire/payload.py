@@ -45,6 +45,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .types import MeshData, SequenceData
 
@@ -52,7 +53,7 @@ MAGIC = b"A3DM"
 VERSION = 1
 CONTENT_TYPE = "application/vnd.att3d.mesh"
 _PREFIX = struct.Struct("<4sHHI")
-_DTYPES = {"<f4": np.dtype("<f4"), "<u4": np.dtype("<u4"), "|u1": np.dtype("u1")}
+_DTYPES: dict[str, np.dtype[Any]] = {"<f4": np.dtype("<f4"), "<u4": np.dtype("<u4"), "|u1": np.dtype("u1")}
 MAX_HEADER_BYTES = 64 << 20
 
 
@@ -66,7 +67,7 @@ class _Writer:
         self.chunks: list[bytes] = []
         self.size = 0
 
-    def add(self, name: str, array: np.ndarray, dtype: str) -> None:
+    def add(self, name: str, array: NDArray[Any], dtype: str) -> None:
         a = np.ascontiguousarray(array, dtype=_DTYPES[dtype])
         data = a.tobytes()
         self.arrays[name] = {"dtype": dtype, "shape": list(a.shape), "offset": self.size, "nbytes": len(data)}
@@ -81,7 +82,7 @@ class _Writer:
         return b"".join([_PREFIX.pack(MAGIC, VERSION, 0, len(js)), js, *self.chunks])
 
 
-def _colors(c: np.ndarray, colors: str) -> tuple[np.ndarray, str]:
+def _colors(c: NDArray[Any], colors: str) -> tuple[NDArray[Any], str]:
     if colors == "f32":
         return np.asarray(c, np.float32), "<f4"
     if colors == "u8":
@@ -162,12 +163,14 @@ def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
     return header, buf[_PREFIX.size + hlen:]
 
 
-def _array(header: dict[str, Any], body: memoryview, name: str, required: bool = True) -> np.ndarray | None:
+def _optional_array(header: dict[str, Any], body: memoryview, name: str) -> NDArray[Any] | None:
+    return None if header["arrays"].get(name) is None else _array(header, body, name)
+
+
+def _array(header: dict[str, Any], body: memoryview, name: str) -> NDArray[Any]:
     spec = header["arrays"].get(name)
     if spec is None:
-        if required:
-            raise PayloadError(f"ATT3D payload has no {name!r} array")
-        return None
+        raise PayloadError(f"ATT3D payload has no {name!r} array")
     try:
         dtype = _DTYPES[spec["dtype"]]
         shape = tuple(int(s) for s in spec["shape"])
@@ -179,10 +182,11 @@ def _array(header: dict[str, Any], body: memoryview, name: str, required: bool =
     if offset + nbytes > len(body):
         raise PayloadError(f"truncated ATT3D payload (array {name!r})")
     # copy: the result owns writable, native-endian memory
-    return np.frombuffer(body[offset:offset + nbytes], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    a: NDArray[Any] = np.frombuffer(body[offset:offset + nbytes], dtype=dtype)
+    return a.reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _colors_back(c: np.ndarray) -> np.ndarray:
+def _colors_back(c: NDArray[Any]) -> NDArray[Any]:
     return c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32, copy=False)
 
 
@@ -190,8 +194,8 @@ def _mesh(header: dict[str, Any], body: memoryview, prefix: str, meta: dict[str,
     try:
         return MeshData(_array(header, body, prefix + "positions"), _array(header, body, prefix + "faces"),
                         _colors_back(_array(header, body, prefix + "colors")),
-                        _array(header, body, prefix + "uvs", False), _array(header, body, prefix + "texture", False),
-                        meta=dict(meta or {}))
+                        _optional_array(header, body, prefix + "uvs"),
+                        _optional_array(header, body, prefix + "texture"), meta=dict(meta or {}))
     except ValueError as e:
         if isinstance(e, PayloadError):
             raise
@@ -202,7 +206,7 @@ def decode(data: bytes) -> MeshData | SequenceData:
     """Payload bytes → :class:`MeshData` or :class:`SequenceData` (raises :class:`PayloadError`)."""
     header, body = read_header(data)
     kind = header.get("kind")
-    meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
+    meta: dict[str, Any] = header["meta"] if isinstance(header.get("meta"), dict) else {}
     if kind == "mesh":
         return _mesh(header, body, "", meta)
     if kind != "sequence":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 #: ``progress(fraction_done, message)``; returning True asks the job to stop early.
 ProgressFn = Callable[[float, str], bool | None]
@@ -19,12 +20,12 @@ ProgressFn = Callable[[float, str], bool | None]
 
 @dataclass
 class MeshData:
-    positions: np.ndarray
-    faces: np.ndarray
-    colors: np.ndarray
+    positions: NDArray[Any]
+    faces: NDArray[Any]
+    colors: NDArray[Any]
     #: Optional baked texture: ``uvs`` float32 [V, 2] per vertex and ``texture`` uint8 [H, W, 3].
-    uvs: np.ndarray | None = None
-    texture: np.ndarray | None = None
+    uvs: NDArray[Any] | None = None
+    texture: NDArray[Any] | None = None
     #: Provenance: prompt, model id, resolution, chain position ... (JSON-serialisable).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -56,9 +57,9 @@ class SequenceData:
 
     steps: list[float]
     prompts: list[str]
-    faces: np.ndarray | None = None
-    positions: list[np.ndarray] = field(default_factory=list)
-    colors: list[np.ndarray] = field(default_factory=list)
+    faces: NDArray[Any] | None = None
+    positions: list[NDArray[Any]] = field(default_factory=list)
+    colors: list[NDArray[Any]] = field(default_factory=list)
     meshes: list[MeshData] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -71,7 +72,7 @@ class SequenceData:
 
     def mesh(self, i: int) -> MeshData:
         """Step ``i`` as a standalone mesh, whichever the topology mode."""
-        if self.consistent:
+        if self.faces is not None:  # consistent topology
             return MeshData(self.positions[i], self.faces, self.colors[i],
                             meta={**self.meta, "chain_position": self.steps[i], "prompt": self.prompts[i]})
         return self.meshes[i]

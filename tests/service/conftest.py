@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from blender_att3d.wire.ready import is_ready_line, parse_ready_line
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a wooden chair",
            "a stone statue of a cat"]
@@ -113,12 +115,12 @@ def start_server(model_dir: Path, data_dir: Path, *args: str, env: dict[str, str
             line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
             proc.kill()
-            raise RuntimeError("the server did not print its ready line in time")
+            raise RuntimeError("the server did not print its ready line in time") from None
         if line is None:
             proc.wait()
             raise RuntimeError(f"the server exited ({proc.returncode}): {''.join(stderr)[-2000:]}")
-        if line.startswith("ATT3D_READY "):
-            ready = json.loads(line[len("ATT3D_READY "):])
+        if is_ready_line(line):
+            ready = parse_ready_line(line)
             break
     token = (env or {}).get("ATT3D_TOKEN") or Path(ready["token_file"]).read_text().strip()
     return Server(proc, ready, token, Api(ready["host"], ready["port"], token), data_dir, stderr)
@@ -149,9 +151,40 @@ def api(server) -> Api:
 
 @pytest.fixture(scope="session")
 def engine(service_model_dir):
-    from backend.service.ops import Engine
+    from backend.service.engine import Engine
 
     return Engine.load(str(service_model_dir), device="cpu")
+
+
+@pytest.fixture()
+def serve_app():
+    """``serve_app(app) -> url``: serve an ASGI app (e.g. ``create_app`` with a fake engine and made-up
+    ``info``) with uvicorn on a free loopback port, in a thread of this process; stopped afterwards."""
+    import socket
+
+    import uvicorn
+
+    running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
+
+    def serve(app) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        running.append((server, thread, sock))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the in-process server did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield serve
+    for server, thread, sock in running:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 @pytest.fixture()

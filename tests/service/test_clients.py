@@ -101,7 +101,8 @@ def test_errors_are_invalid_request(request, client_name):
 
 def test_numpy_scalars_work_on_both_transports(embedded, remote):
     """Batch jobs pass numpy numbers: both transports accept them and agree."""
-    same(embedded.generate("a red cube", resolution=np.int64(20)), remote.generate("a red cube", resolution=np.int64(20)))
+    same(embedded.generate("a red cube", resolution=np.int64(20)),
+         remote.generate("a red cube", resolution=np.int64(20)))
     same(embedded.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)),
          remote.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)))
 
@@ -200,7 +201,8 @@ def test_subprocess_python_without_att3d(tmp_path):
 
 def test_subprocess_missing_model(tmp_path):
     with pytest.raises(BackendUnavailable, match="model 'no-such-model' not found.*check the model"):
-        SubprocessClient(python=sys.executable, model="no-such-model", device="cpu", env={"ATT3D_DATA_DIR": str(tmp_path)})
+        SubprocessClient(python=sys.executable, model="no-such-model", device="cpu",
+                         env={"ATT3D_DATA_DIR": str(tmp_path)})
 
 
 def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, tmp_path):
@@ -311,3 +313,90 @@ def test_subprocess_start_up_timeout(tmp_path):
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running
         os.kill(pid, 0)
+
+
+# -- the API version and the server's limits, against the app in-process with a fake engine --------
+
+class RecordingEngine:
+    """Answers ``generate`` with a one-triangle mesh and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None):
+        self.calls.append((prompt, resolution))
+        return MeshData(np.eye(3, dtype=np.float32), [[0, 1, 2]], np.full((3, 3), 0.5, np.float32),
+                        meta={"prompt": prompt})
+
+
+@pytest.fixture()
+def fake_service(serve_app):
+    """``fake_service(info) -> (url, token, engine)``: the real app and worker, a fake engine, made-up info."""
+    from backend.service.app import OPERATIONS, create_app
+    from backend.service.worker import Worker
+
+    workers = []
+
+    def start(info):
+        engine = RecordingEngine()
+        worker = Worker(engine, OPERATIONS).start()
+        workers.append(worker)
+        token = "t" * 32
+        return serve_app(create_app(worker, token, info)), token, engine
+
+    yield start
+    for w in workers:
+        w.shutdown()
+
+
+@pytest.mark.parametrize("server_api, advice", [(2, "update the ATT3D add-on"),
+                                                (0, r"update att3d where the server runs"),
+                                                (None, "unknown API version")])
+def test_client_refuses_another_api_version(fake_service, server_api, advice):
+    from blender_att3d.wire.routes import API_VERSION
+
+    info = {"model": "fake", "limits": {}} if server_api is None else {"model": "fake", "api": server_api}
+    url, token, _ = fake_service(info)
+    with pytest.raises(BackendUnavailable, match=advice) as e:
+        HTTPClient(url, token)
+    if server_api is not None:
+        assert f"speaks API version {server_api}" in str(e.value)
+    assert f"this add-on speaks API version {API_VERSION}" in str(e.value) and url in str(e.value)
+
+
+def test_client_checks_requests_against_the_server_limits(fake_service):
+    from blender_att3d.wire.limits import Limits
+    from blender_att3d.wire.routes import API_VERSION
+
+    server_limits = {**Limits().as_dict(), "max_prompt_chars": 20, "max_resolution": 64, "max_queue": 3}
+    url, token, engine = fake_service({"model": "fake", "api": API_VERSION, "limits": server_limits})
+    c = HTTPClient(url, token)
+    try:
+        assert c.limits.max_prompt_chars == 20 and c.limits.max_resolution == 64
+        assert c.limits.min_resolution == Limits().min_resolution  # the rest as the server said
+        with pytest.raises(InvalidRequest, match="limit is 20"):
+            c.generate("a prompt longer than twenty characters")
+        with pytest.raises(InvalidRequest, match="16–64"):
+            c.generate("a red cube", resolution=128)
+        with pytest.raises(InvalidRequest, match="limit is 20"):
+            c.chain([(0, "a red cube"), (1, "a blue sphere on a long plate")])
+        with pytest.raises(InvalidRequest, match="limit is 20"):
+            c.blend("a red cube", "a blue sphere on a long plate", 0.5, resolution=32)
+        assert engine.calls == []  # refused here, never sent
+        m = c.generate("a red cube", resolution=np.int64(64))
+        assert engine.calls == [("a red cube", 64)] and m.meta["prompt"] == "a red cube"
+    finally:
+        c.close()
+
+
+def test_embedded_client_limits_are_this_versions(embedded):
+    from blender_att3d.wire.limits import Limits
+
+    assert embedded.limits == Limits()
+    assert embedded.info()["limits"] == Limits().as_dict()
+
+
+@pytest.mark.parametrize("mode, setting", [("subprocess", "modle"), ("remote", "tiemout"), ("embedded", "cache")])
+def test_make_client_names_a_misspelled_setting(mode, setting):
+    with pytest.raises(InvalidRequest, match=f"unknown setting '{setting}' for the {mode} backend"):
+        make_client(mode, url="http://127.0.0.1:9", **{setting: "x"})

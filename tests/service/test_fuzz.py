@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.service import ops
+from backend.service.engine import check_chain, check_simplify, check_texture
 
 scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=20)
-anything = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+anything = st.recursive(scalars,
+                        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                         max_leaves=12)
 prompts = st.sampled_from(["a red cube", "", "  ", "x" * 501, "a blue sphere"]) | st.text(max_size=30) | anything
 small_ints = st.sampled_from([-1, 0, 1, 2, 3, 4, 15, 16, 17, 24, 513, 10**30]) | anything
@@ -41,7 +42,7 @@ class CheapEngine:
         self.e = engine
 
     def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None):
-        ops.check_simplify(simplify), ops.check_texture(texture)
+        check_simplify(simplify), check_texture(texture)
         from backend.mesh import check_resolution
 
         check_resolution(resolution)
@@ -51,13 +52,13 @@ class CheapEngine:
         from backend.mesh import check_resolution
 
         check_resolution(resolution)
-        ops.check_simplify(simplify)
+        check_simplify(simplify)
         return self.e.blend(prompt_a, prompt_b, alpha, 16, progress=progress)
 
     def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None):
         from backend.mesh import check_resolution
 
-        ops.check_chain(keyframes, steps)
+        check_chain(keyframes, steps)
         check_resolution(resolution)
         return self.e.chain(list(keyframes)[:2], 1, 16, consistent, progress=progress)
 

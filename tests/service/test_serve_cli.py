@@ -78,12 +78,6 @@ def test_token_from_env(monkeypatch):
         auth.resolve_token()
 
 
-def test_xdg_data_home(monkeypatch, tmp_path):
-    monkeypatch.delenv("ATT3D_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    assert auth.default_token_file() == tmp_path / "att3d" / "token"
-
-
 def test_stops_when_its_parent_is_gone(service_model_dir, tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "pass"])
     parent.wait()  # gone (and reaped) before the server even starts

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from backend.inference import CancelledError
-from backend.service.worker import CANCELLED, DONE, ERROR, QueueFull, ShuttingDown, Worker
+from backend.service.worker import QueueFull, ShuttingDown, Worker
+from blender_att3d.wire.job_state import JobState
 
 TOKEN = "k" * 32
 
@@ -43,7 +44,7 @@ def test_bounded_queue_and_priority():
         w.cancel(running.id)
         assert a.done.wait(5) and b.done.wait(5)
         assert b.finished_at <= a.finished_at and a.result == {"ok": "a"}
-        assert running.status == CANCELLED
+        assert running.status == JobState.CANCELLED
     finally:
         w.shutdown()
 
@@ -56,9 +57,9 @@ def test_errors_are_kept_apart():
         ok = w.submit("slow", {"n": 1, "tag": 1})
         for j in (v, b, ok):
             assert j.done.wait(5)
-        assert v.status == ERROR and v.error == (400, "the prompt is empty")
-        assert b.status == ERROR and b.error[0] == 500
-        assert ok.status == DONE  # the worker survived the bug
+        assert v.status == JobState.ERROR and v.error == (400, "the prompt is empty")
+        assert b.status == JobState.ERROR and b.error[0] == 500
+        assert ok.status == JobState.DONE  # the worker survived the bug
     finally:
         w.shutdown()
 
@@ -80,7 +81,7 @@ def test_shutdown_cancels_and_refuses():
     j = w.submit("slow", {"n": 1000})
     q = w.submit("slow", {"n": 1})
     w.shutdown(timeout=5)
-    assert j.status == CANCELLED and q.status == CANCELLED
+    assert j.status == JobState.CANCELLED and q.status == JobState.CANCELLED
     with pytest.raises(ShuttingDown):
         w.submit("slow", {})
 
@@ -119,4 +120,4 @@ def test_shutdown_twice_still_joins_the_thread():
     w.shutdown(timeout=0)
     assert w._thread.is_alive()  # still inside its 0.3 s step
     w.shutdown(timeout=5)
-    assert not w._thread.is_alive() and j.status == CANCELLED
+    assert not w._thread.is_alive() and j.status == JobState.CANCELLED

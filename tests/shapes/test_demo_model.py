@@ -13,10 +13,10 @@ pytestmark = pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reas
 
 
 @pytest.fixture(scope="module")
-def gen():
-    from backend.inference import Generator
+def pipe():
+    from backend.inference import Pipeline
 
-    return Generator("demo", device="cpu")
+    return Pipeline("demo", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,14 @@ def _seen_plain_prompts(config, n=4):
     return out[:n]
 
 
-def test_generates_closed_meshes_of_the_right_colour(gen, config):
+def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     import trimesh
 
     prompts = _seen_plain_prompts(config)
     assert len(prompts) >= 3
     right = 0
     for p in prompts:
-        mesh = gen.generate(p.text, resolution=48)
+        mesh = pipe.generate(p.text, resolution=48)
         tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
         assert len(mesh.faces) > 100 and tm.is_watertight and tm.volume > 0, p.text
         assert np.abs(mesh.vertices).max() < 1.0

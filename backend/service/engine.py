@@ -1,6 +1,7 @@
 """The operations behind the service and the embedded client, on one :class:`Engine` (a loaded
-:class:`~backend.inference.Generator`): results are the client's plain-numpy types, so the HTTP
-and the embedded transports give byte-identical meshes for the same request.
+:class:`~backend.inference.Pipeline` plus the training-prompt index): results are the wire's
+plain-numpy types, so the HTTP and the embedded transports give byte-identical meshes for the same
+request. The checks here are the ones both transports share.
 
 No web framework here: the embedded client imports this module inside Blender.
 """
@@ -8,25 +9,28 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blender_att3d.wire.types import MeshData, SequenceData
+from blender_att3d.wire import limits
+from blender_att3d.wire.limits import (
+    MAX_CHAIN_MESHES,
+    MAX_KEYFRAMES,
+    MAX_NEIGHBORS,
+    MAX_SIMPLIFY,
+    TEXTURE_SIZE,
+    check_prompt,
+)
+from blender_att3d.wire.routes import API_VERSION
+from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
 
-from ..inference import MAX_PROMPT_CHARS, CancelledError, Generator, check_prompt
-from ..mesh import MAX_RESOLUTION, MIN_RESOLUTION, Mesh, check_resolution
+from ..inference import CancelledError, Pipeline
+from ..mesh import Mesh, check_resolution
 
-API_VERSION = 1
-MAX_KEYFRAMES = 64
-MAX_CHAIN_MESHES = 256
-MAX_NEIGHBORS = 50
-MAX_SIMPLIFY = 10_000_000
-TEXTURE_SIZE = 1024
-
-ProgressFn = Callable[[float, str], bool | None]
+if TYPE_CHECKING:
+    from ..nearest import PromptIndex
 
 
 def att3d_version() -> str:
@@ -41,16 +45,6 @@ def att3d_version() -> str:
 def features() -> dict[str, bool]:
     return {"texture": importlib.util.find_spec("xatlas") is not None,
             "simplify": importlib.util.find_spec("fast_simplification") is not None}
-
-
-def limits(max_queue: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"max_prompt_chars": MAX_PROMPT_CHARS, "min_resolution": MIN_RESOLUTION,
-                           "max_resolution": MAX_RESOLUTION, "max_keyframes": MAX_KEYFRAMES,
-                           "max_chain_meshes": MAX_CHAIN_MESHES, "max_neighbors": MAX_NEIGHBORS,
-                           "max_simplify": MAX_SIMPLIFY, "texture_size": TEXTURE_SIZE}
-    if max_queue is not None:
-        out["max_queue"] = max_queue
-    return out
 
 
 # -- validation shared by both transports ------------------------------------------------------
@@ -139,30 +133,30 @@ def _check(progress: ProgressFn | None, frac: float, msg: str) -> None:
 
 
 class Engine:
-    """A Generator plus the training-prompt index; not thread-safe: one caller at a time."""
+    """A Pipeline plus the training-prompt index; not thread-safe: one caller at a time (the service's
+    worker thread, or the embedded client's)."""
 
-    def __init__(self, generator: Generator) -> None:
-        self.gen = generator
-        self._index = None
-        self._lock = threading.Lock()
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._index: PromptIndex | None = None
 
     @classmethod
     def load(cls, model: str = "demo", device: str = "auto", cache_dir: str | None = None) -> Engine:
-        return cls(Generator(model, device=device, cache_dir=cache_dir))
+        return cls(Pipeline(model, device=device, cache_dir=cache_dir))
 
     # -- helpers ----------------------------------------------------------------------------
     def warm(self) -> None:
         """Load the text encoder and index the training prompts now rather than on the first request."""
-        _ = self.gen.encoder.model
-        self.gen.embed("a warm-up prompt")
+        _ = self.pipeline.encoder.model
+        self.pipeline.embed("a warm-up prompt")
         _ = self.index
 
     @property
-    def index(self):
+    def index(self) -> PromptIndex:
         if self._index is None:
             from ..nearest import PromptIndex
 
-            self._index = PromptIndex.from_generator(self.gen)
+            self._index = PromptIndex.from_pipeline(self.pipeline)
         return self._index
 
     def info(self) -> dict[str, Any]:
@@ -170,14 +164,14 @@ class Engine:
 
         from ..nearest import training_prompts
 
-        prompts = training_prompts(self.gen.config)
-        return {"model": self.gen.model_id, "text_encoder": self.gen.encoder.encoder_id,
-                "device": str(self.gen.device), "version": att3d_version(), "api": API_VERSION,
+        prompts = training_prompts(self.pipeline.config)
+        return {"model": self.pipeline.model_id, "text_encoder": self.pipeline.encoder.encoder_id,
+                "device": str(self.pipeline.device), "version": att3d_version(), "api": API_VERSION,
                 "versions": {"att3d": att3d_version(), "torch": torch.__version__, "numpy": np.__version__,
                              "python": platform.python_version(), "api": API_VERSION},
                 "training_prompts": len(prompts) if prompts else 0,
                 "training_prompts_known": bool(prompts),
-                "features": features(), "limits": limits()}
+                "features": features(), "limits": limits.as_dict()}
 
     # -- operations ---------------------------------------------------------------------------
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
@@ -187,12 +181,12 @@ class Engine:
         simplify = check_simplify(simplify)
         texture = check_texture(texture)
         _check(progress, 0.0, "encoding the prompt")
-        emb = self.gen.embed(prompt)
+        emb = self.pipeline.embed(prompt)
         _check(progress, 0.2, "mapping")
-        mod = self.gen.modulate(emb)
+        mod = self.pipeline.modulate(emb)
         _check(progress, 0.3, "extracting the mesh")
-        mesh = self.gen.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False)
-        mesh.meta.update(prompt=prompt, model=self.gen.model_id)
+        mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False)
+        mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
         _check(progress, 1.0, "done")
         return mesh_data(mesh)
 
@@ -203,10 +197,10 @@ class Engine:
         check_resolution(resolution)
         simplify = check_simplify(simplify)
         _check(progress, 0.0, "encoding the prompts")
-        mod = self.gen.blend_modulation(prompt_a, prompt_b, alpha)
+        mod = self.pipeline.blend_modulation(prompt_a, prompt_b, alpha)
         _check(progress, 0.3, "extracting the mesh")
-        mesh = self.gen.mesh(mod, resolution, simplify)
-        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.gen.model_id, alpha=alpha,
+        mesh = self.pipeline.mesh(mod, resolution, simplify)
+        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.pipeline.model_id, alpha=alpha,
                          prompts=[prompt_a, prompt_b])
         _check(progress, 1.0, "done")
         return mesh_data(mesh)
@@ -217,9 +211,9 @@ class Engine:
         check_resolution(resolution)
         if not isinstance(consistent, bool):
             raise ValueError(f"consistent must be true or false, got {consistent!r}")
-        out = self.gen.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
+        out = self.pipeline.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
                              progress=progress)
-        meta = {"model": self.gen.model_id, "resolution": resolution, "keyframes": [
+        meta = {"model": self.pipeline.model_id, "resolution": resolution, "keyframes": [
             {"position": p, "prompt": q} for p, q in zip(positions, prompts)], "steps_per_segment": steps,
             "converged": [float(c) for c in out["converged"]]}
         steps_pos = [float(s) for s in out["steps"]]

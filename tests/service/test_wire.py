@@ -1,0 +1,87 @@
+"""The wire protocol's small pieces: routes, job states, limits, the ready line and the token's
+location. (The payload codec has its own file, test_payload.py.)"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blender_att3d.wire import limits, routes, token
+from blender_att3d.wire.job_state import FINISHED, JobState
+from blender_att3d.wire.limits import Limits
+from blender_att3d.wire.ready import READY_PREFIX, format_ready_line, parse_ready_line
+
+
+def test_every_route_is_served_by_the_app():
+    from backend.service.app import create_app
+    from backend.service.worker import Worker
+
+    app = create_app(Worker(None, {}), "t" * 32, {})
+    served = set(app.openapi()["paths"])  # all but the schema itself (routes.OPENAPI: test_api.py)
+    expected = {routes.HEALTH, routes.INFO, routes.GENERATE, routes.BLEND, routes.CHAIN, routes.NEAREST,
+                routes.JOB, routes.JOB_RESULT} | {routes.submit_job(k) for k in routes.JOB_KINDS}
+    assert served == expected, served ^ expected
+    assert routes.job("abc") == "/v1/jobs/abc" and routes.job_result("abc") == "/v1/jobs/abc/result"
+    assert routes.submit_job("chain") == "/v1/jobs/chain"
+
+
+def test_job_states_are_their_strings():
+    assert json.dumps({"status": JobState.DONE}) == '{"status": "done"}'
+    assert f"{JobState.RUNNING}" == "running" and JobState("cancelled") is JobState.CANCELLED
+    assert {s.value for s in JobState} == {"queued", "running", "done", "error", "cancelled"}
+    assert FINISHED == {JobState.DONE, JobState.ERROR, JobState.CANCELLED}
+    assert JobState.ERROR.finished and not JobState.QUEUED.finished
+
+
+def test_limits_as_the_service_reports_them():
+    assert list(limits.as_dict().items()) == [
+        ("max_prompt_chars", 500), ("min_resolution", 16), ("max_resolution", 512), ("max_keyframes", 64),
+        ("max_chain_meshes", 256), ("max_neighbors", 50), ("max_simplify", 10_000_000), ("texture_size", 1024)]
+
+
+def test_service_info_limits_are_the_wires(api):
+    assert api.get("/v1/info").json()["limits"] == {**limits.as_dict(), "max_queue": 64}
+
+
+def test_limits_from_a_server():
+    lim = Limits.from_dict({"max_prompt_chars": 20, "max_queue": 3, "max_resolution": "64", "min_resolution": True})
+    assert lim == Limits(max_prompt_chars=20)  # unknown keys ignored, non-integers keep this version's value
+    assert Limits.from_dict({}) == Limits()
+    assert lim.check_prompt("  a   red cube ") == "a red cube"
+    with pytest.raises(ValueError, match="limit is 20"):
+        lim.check_prompt("x" * 21)
+
+
+@pytest.mark.parametrize("resolution", [15, 513, 32.0, "32", True, None])
+def test_limits_check_resolution(resolution):
+    with pytest.raises(ValueError, match="resolution must be an integer in 16–512"):
+        Limits().check_resolution(resolution)
+
+
+def test_ready_line_round_trip():
+    info = {"host": "127.0.0.1", "port": 40123, "url": "http://127.0.0.1:40123", "token_file": None, "api": 1}
+    line = format_ready_line(info)
+    assert line == READY_PREFIX + json.dumps(info, separators=(",", ":")) and "\n" not in line
+    assert parse_ready_line(line + "\n") == info
+    for bad in ("hello", READY_PREFIX + "{not json", READY_PREFIX + "[1, 2]"):
+        with pytest.raises(ValueError):
+            parse_ready_line(bad)
+
+
+def test_xdg_data_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("ATT3D_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert token.default_token_file() == tmp_path / "att3d" / "token"
+
+
+def test_the_service_and_the_client_agree_on_the_token(monkeypatch, tmp_path):
+    from backend.service import auth
+
+    monkeypatch.delenv("ATT3D_TOKEN", raising=False)
+    monkeypatch.setenv("ATT3D_DATA_DIR", str(tmp_path))
+    assert token.read_default_token() is None  # no file yet
+    written, path = auth.resolve_token()
+    assert path == token.default_token_file() == tmp_path / "token"
+    assert token.read_default_token() == written
+    monkeypatch.setenv("ATT3D_TOKEN", "an-environment-token-of-some-length")
+    assert token.read_default_token() == "an-environment-token-of-some-length"
