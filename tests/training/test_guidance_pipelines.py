@@ -114,7 +114,7 @@ def test_train_with_an_if_like_folder(if_like, tmp_path):
 def test_model_can_reuse_the_pipelines_own_text_encoder(if_like, tmp_path):
     """model.text_encoder = "guidance": the mapping network reads the pipeline's T5 tokens (as the
     paper reuses its diffusion model's tokens) and inference loads that encoder by the same id."""
-    from backend.inference import Generator
+    from backend.inference import Pipeline
 
     cfg = config_from_dict({"run": {"steps": 1, "batch_size": 1, "device": "cpu", "preview_every": 0},
                             "prompts": {"list": ["a cat"]},
@@ -122,17 +122,17 @@ def test_model_can_reuse_the_pipelines_own_text_encoder(if_like, tmp_path):
                             "model": {**TINY_MODEL, "text_encoder": "guidance"},
                             "render": {"height": 12, "width": 12, "n_samples": 8}})
     r = train(cfg, tmp_path / "run", progress=False)
-    gen = Generator(str(r.model_dir), device="cpu")
-    assert gen.model.config.text_encoder == f"{if_like}#text_encoder"
-    assert gen.encoder.kind == "t5" and gen.model.config.token_dim == 16
-    assert len(gen.generate("a cat", resolution=16).vertices) > 0
+    pipe = Pipeline(str(r.model_dir), device="cpu")
+    assert pipe.model.config.text_encoder == f"{if_like}#text_encoder"
+    assert pipe.encoder.kind == "t5" and pipe.model.config.token_dim == 16
+    assert len(pipe.generate("a cat", resolution=16).vertices) > 0
 
 
 def test_teacher_folder_trains_a_model_generate_loads(tmp_path):
     """The Shapes-world teacher layout: unet/, scheduler/ and att3d_teacher.json naming the encoder."""
     from diffusers import DDPMScheduler
 
-    from backend.inference import Generator
+    from backend.inference import Pipeline
 
     teacher = tmp_path / "teacher"
     tiny_unet(16, token_dim=384, seed=2).save_pretrained(teacher / "unet")
@@ -146,7 +146,7 @@ def test_teacher_folder_trains_a_model_generate_loads(tmp_path):
         "render": {"height": 12, "width": 12, "n_samples": 8},
     })
     r = train(cfg, tmp_path / "run", prompts=["a red cube", "a blue ball"], progress=False)
-    gen = Generator(str(r.model_dir), device="cpu")
-    assert gen.model.config.text_encoder == "minilm" and gen.model.config.max_length == 16
-    mesh = gen.generate("a red cube", resolution=16)
+    pipe = Pipeline(str(r.model_dir), device="cpu")
+    assert pipe.model.config.text_encoder == "minilm" and pipe.model.config.max_length == 16
+    mesh = pipe.generate("a red cube", resolution=16)
     assert mesh.meta["prompt"] == "a red cube"
