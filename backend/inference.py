@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,8 @@ from .mesh import (
     project_to_isosurface,
 )
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
+from .progress import CancelledError, ProgressFn  # noqa: F401 (re-exported: the service and clients use them)
 from .text_encoder import TextEmbedding, TextEncoder
-
-ProgressFn = Callable[[float, str], bool | None]
-
-
-class CancelledError(RuntimeError):
-    """A progress callback asked the job to stop."""
-
-
-
-
 
 
 def chain_schedule(positions: Sequence[float], steps: int) -> list[tuple[int, float, float]]:
@@ -143,25 +134,31 @@ class Pipeline:
 
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
-             texture: bool | int = False) -> Mesh:
+             texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",
+             progress: ProgressFn | None = None) -> Mesh:
+        """``extract``: ``sparse`` (default) or ``dense`` (the reference, same mesh); ``mc``: ``skimage``
+        (default) or ``pymcubes``; ``progress(fraction, message)`` returning True stops it
+        (:class:`CancelledError`) within one step of the extraction."""
         check_resolution(resolution)
         tex = (1024 if texture is True else int(texture)) if texture else None
         if tex and not simplify:
             simplify = 20000  # xatlas is slow on dense meshes: simplify first
-        return extract_mesh(self.model, mod, resolution, simplify, tex)
+        return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress)
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool | int = False) -> Mesh:
+                 texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",
+                 progress: ProgressFn | None = None) -> Mesh:
         prompt = check_prompt(prompt)
-        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture)
+        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress)
         mesh.meta.update(prompt=prompt, model=self.model_id)
         return mesh
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None) -> Mesh:
+              simplify: int | None = None, mc: str = "skimage", progress: ProgressFn | None = None) -> Mesh:
         if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-        mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify)
+        mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify,
+                         mc=mc, progress=progress)
         mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.model_id, alpha=float(alpha))
         return mesh
 

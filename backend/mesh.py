@@ -1,19 +1,40 @@
-"""Mesh extraction: density on an N³ lattice → marching cubes → vertex colours from the colour
-field; optional simplification and UV-atlas texture bake; consistent-topology sequences.
+"""Mesh extraction: density → marching cubes → vertex colours from the colour field; optional
+simplification and UV-atlas texture bake; consistent-topology sequences.
 
+Two ways to the surface, the same mesh (``tests/test_sparse_extraction.py``):
+
+- ``sparse`` (the default): bound the density over blocks of the lattice, evaluate only the blocks the
+  surface can cross, march those (:mod:`backend.sparse_lattice`, which says how the bound works);
+- ``dense`` (the reference): the density at every node of the ``N³`` lattice, one marching cubes.
+
+Marching cubes is scikit-image's (Lewiner; the default, faster) or PyMCubes' (``mc="pymcubes"``).
 Meshes are plain numpy (:class:`Mesh`, in ``mesh_type``), in the model's world frame (Z up, front −Y).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from blender_att3d.wire import MAX_RESOLUTION, MIN_RESOLUTION
+from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
 
+from . import sparse_lattice
 from .mapping_network import Modulation
 from .mesh_type import Mesh
 from .model import ATT3D
+from .progress import Checkpoint, ProgressFn
 from .texture import bake_texture
+
+__all__ = ["EXTRACT_METHODS", "MC_METHODS", "Mesh", "check_resolution", "density_lattice", "extract_mesh",
+           "extract_surface", "field_colors", "marching_cubes", "project_to_isosurface", "simplify"]
+
+Check = Callable[[float], None]
+
+
+def _no_check(fraction: float = 0.0) -> None:
+    return None
 
 
 def check_resolution(resolution: int) -> int:
@@ -24,13 +45,14 @@ def check_resolution(resolution: int) -> int:
 
 @torch.no_grad()
 def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
-                    max_points: int = 1 << 16) -> np.ndarray:
+                    max_points: int = 1 << 16, check: Check = _no_check) -> np.ndarray:
     """Density of one prompt on an ``N³`` lattice over [-bound, bound]³, indexed ``[x, y, z]``.
 
     The point encoder gives the features of a slab of z rows at a time, channel-first
     (:meth:`PointEncoder.lattice_slabs`: separable interpolation, exact at lattice points), and the
     NeRF MLP turns them into densities as matrix products (:meth:`NeRFMLP.density_channels_first`),
-    at most ``max_points`` points at a time: the same density as ``model.density`` there, far cheaper.
+    2¹⁴ points at a time so its activations stay in cache: the same density as ``model.density``
+    there, far cheaper. ``check(fraction)`` is called after every slab (a cancel point).
     """
     cfg = model.config
     n = check_resolution(resolution)
@@ -42,27 +64,79 @@ def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
     out = torch.empty(n, n * n, device=dev)  # [z, y*x]
     for z0, z1, feats in model.point_encoder.lattice_slabs(one.params, n, max(1, max_points // (n * n))):
         radius = (r2_xy[None, :] + coords[z0:z1, None] ** 2).sqrt()
-        out[z0:z1] = model.nerf.density_channels_first(feats, radius.reshape(-1), v).view(z1 - z0, -1)
+        sparse_lattice.mlp_density(model.nerf, feats, radius.reshape(-1), v, out[z0:z1].view(-1))
+        check(z1 / n)
     return out.view(n, n, n).permute(2, 1, 0).contiguous().cpu().numpy()
 
 
-def marching_cubes(volume: np.ndarray, level: float, bound: float) -> tuple[np.ndarray, np.ndarray]:
-    """Isosurface of an ``[x, y, z]`` lattice spanning [-bound, bound]³; closed (the volume is padded)."""
-    from skimage.measure import marching_cubes as mc
+# a single marching-cubes call up to this many voxels (256³: about 0.3 s); larger volumes go in
+# slabs, so a cancelled job stops between them
+SLAB_VOXELS = 1 << 24
 
+
+def marching_cubes(volume: np.ndarray, level: float, bound: float, method: str = "skimage",
+                   check: Check = _no_check, slab_voxels: int = SLAB_VOXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Isosurface of an ``[x, y, z]`` lattice spanning [-bound, bound]³; closed (the volume is padded),
+    faces counter-clockwise seen from outside. ``method``: ``skimage`` or ``pymcubes``."""
+    method = check_mc(method)
     n = volume.shape[0]
     if not (volume.max() > level):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, float(volume.min())))
-    verts, faces, _, _ = mc(padded, level=level, gradient_direction="descent", allow_degenerate=False)
+    if padded.size <= slab_voxels:
+        verts, faces = _march(padded, level, method)
+        check(1.0)
+    else:
+        verts, faces = _march_slabs(padded, level, method, max(2, slab_voxels // padded[0].size), check)
     step = 2 * bound / (n - 1)
-    verts = (verts - 1) * step - bound
+    return ((verts - 1) * step - bound).astype(np.float32), faces
+
+
+def _march(volume: np.ndarray, level: float, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """One marching-cubes call: vertices in index units, faces outward (for high-inside values)."""
+    if not (volume.max() > level and volume.min() < level):
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    if method == "pymcubes":
+        mcubes = import_pymcubes()
+        verts, faces = mcubes.marching_cubes(np.ascontiguousarray(volume, np.float64), float(level))
+        # PyMCubes already winds faces outward for high-inside values
+        return verts.astype(np.float32), faces.astype(np.int64)
+    from skimage.measure import marching_cubes as mc
+
+    verts, faces, _, _ = mc(volume, level=level, gradient_direction="descent", allow_degenerate=False)
     # skimage orients faces for 'descent' inward-facing for a density (high inside): flip to outward.
-    return verts.astype(np.float32), faces[:, ::-1].astype(np.int64).copy()
+    return verts, faces[:, ::-1].astype(np.int64).copy()
+
+
+def import_pymcubes():
+    try:
+        import mcubes
+    except ImportError:
+        raise RuntimeError("--mc pymcubes needs the 'PyMCubes' package: pip install 'att3d[mesh]'") from None
+    return mcubes
+
+
+def _march_slabs(volume: np.ndarray, level: float, method: str, layers: int,
+                 check: Check) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes on x slabs sharing their boundary layer, welded by the lattice edge each
+    vertex lies on: the same mesh as one call, with a cancel point between slabs."""
+    size = max(volume.shape)
+    pieces, faces, n_v = [], [], 0
+    for x0 in range(0, volume.shape[0] - 1, layers):
+        v, f = _march(volume[x0:x0 + layers + 1], level, method)
+        if len(v):
+            pieces.append(v.astype(np.float64) + [x0, 0, 0])
+            faces.append(f + n_v)
+            n_v += len(v)
+        check(min(1.0, (x0 + layers) / volume.shape[0]))
+    if not pieces:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    return sparse_lattice.weld(np.concatenate(pieces), np.concatenate(faces), size)
 
 
 @torch.no_grad()
-def field_colors(model: ATT3D, mod: Modulation, vertices: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+def field_colors(model: ATT3D, mod: Modulation, vertices: np.ndarray, chunk: int = 1 << 16,
+                 check: Check = _no_check) -> np.ndarray:
     """Albedo of the colour field at the given points (one prompt)."""
     if len(vertices) == 0:
         return np.zeros((0, 3), np.float32)
@@ -72,6 +146,7 @@ def field_colors(model: ATT3D, mod: Modulation, vertices: np.ndarray, chunk: int
     for s in range(0, len(vertices), chunk):
         pts = torch.from_numpy(np.ascontiguousarray(vertices[s:s + chunk])).to(dev)[None]
         out.append(model.field(one, pts)[1][0].cpu())
+        check(min(1.0, (s + chunk) / len(vertices)))
     return torch.cat(out).numpy().astype(np.float32)
 
 
@@ -89,17 +164,50 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return v.astype(np.float32), f.astype(np.int64)
 
 
-def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
-                 texture_size: int | None = None, level: float | None = None) -> Mesh:
-    """The whole path: lattice → marching cubes → (simplify) → colours (→ texture)."""
+def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
+                    extract: str = "sparse", mc: str = "skimage",
+                    check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
+    """The isosurface of one prompt's density: ``(vertices [V, 3] float32, faces [F, 3] int64)``.
+
+    ``extract="sparse"`` evaluates only the blocks of the lattice the surface can cross (the same mesh
+    as ``"dense"``, which evaluates every node); models the bound does not know, and levels ≤ 0 (no
+    padding can close those surfaces), take the dense path. ``check(fraction)``: cancel points.
+    """
     cfg = model.config
-    vol = density_lattice(model, mod, resolution)
-    verts, faces = marching_cubes(vol, cfg.iso_density if level is None else level, cfg.bound)
+    n = check_resolution(resolution)
+    extract, mc = check_extract(extract), check_mc(mc)
+    level = cfg.iso_density if level is None else float(level)
+    if extract == "dense" or level <= 0 or not sparse_lattice.supports_sparse(model):
+        # the lattice is most of the dense path's time (0.27 s of 0.31 s at 128³)
+        vol = density_lattice(model, mod, n, check=lambda f: check(0.85 * f))
+        return marching_cubes(vol, level, cfg.bound, mc, check=lambda f: check(0.85 + 0.15 * f))
+    grid = sparse_lattice.BlockGrid(n, sparse_lattice.default_block_size(n), cfg.bound)
+    surface, lower = sparse_lattice.surface_blocks(model, mod, grid, level, check=lambda f: check(0.15 * f))
+    blocks, values = sparse_lattice.block_densities(model, mod, grid, surface, check=lambda f: check(0.15 + 0.6 * f))
+    if mc == "pymcubes":
+        return sparse_lattice.march_filled(blocks, values, lower, grid, level, import_pymcubes(),
+                                           check=lambda f: check(0.75 + 0.25 * f))
+    return sparse_lattice.march_blocks(values.cpu().numpy(), blocks.cpu().numpy(), grid, level,
+                                       check=lambda f: check(0.75 + 0.25 * f))
+
+
+def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
+                 texture_size: int | None = None, level: float | None = None, extract: str = "sparse",
+                 mc: str = "skimage", progress: ProgressFn | None = None) -> Mesh:
+    """The whole path: surface → (simplify) → colours (→ texture). ``progress(fraction, message)``
+    is told how far it got, and may stop it (returning True raises :class:`CancelledError`)."""
+    check = Checkpoint(progress, 0.0, 1.0, "extracting the mesh")
+    share = (0.0, 0.8, 0.9) if texture_size else (0.0, 0.9, 1.0)
+    verts, faces = extract_surface(model, mod, resolution, level, extract, mc, check=check.part(0, share[1]))
     if simplify_to:
+        check(share[1], "simplifying", force=True)
         verts, faces = simplify(verts, faces, simplify_to)
-    mesh = Mesh(verts, faces, field_colors(model, mod, verts), meta={"resolution": resolution})
+    colours = check.part(share[1], share[2], "colouring")
+    mesh = Mesh(verts, faces, field_colors(model, mod, verts, check=colours), meta={"resolution": resolution})
     if texture_size:
-        mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size)
+        bake = check.part(share[2], 1.0, "baking the texture")
+        mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size, check=bake)
+    check(1.0, force=True)
     return mesh
 
 

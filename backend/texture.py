@@ -48,8 +48,11 @@ def _dilate(img: np.ndarray, filled: np.ndarray, passes: int = 4) -> np.ndarray:
     return img
 
 
-def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size: int = 1024) -> Mesh:
-    """Unwrap with xatlas and bake ``color_fn(points) → rgb`` into a ``size``² texture."""
+def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size: int = 1024,
+                 check: Callable[..., None] | None = None) -> Mesh:
+    """Unwrap with xatlas and bake ``color_fn(points) → rgb`` into a ``size``² texture. ``check(fraction)``
+    is called between the steps (a cancel point)."""
+    check = check or (lambda fraction=0.0: None)
     try:
         import xatlas
     except ImportError:
@@ -57,12 +60,15 @@ def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size:
     if len(mesh.faces) == 0:
         raise ValueError("cannot bake a texture for an empty mesh")
     vmap, faces, uvs = xatlas.parametrize(mesh.vertices, mesh.faces.astype(np.uint32))
+    check(0.5)
     verts = mesh.vertices[vmap]
     ty, tx, fid, bary = _rasterize(uvs, faces.astype(np.int64), size)
     pts = (verts[faces[fid]] * bary[..., None]).sum(1).astype(np.float32)
+    check(0.7)
     img = np.zeros((size, size, 3), np.float32)
     filled = np.zeros((size, size), bool)
     img[ty, tx] = color_fn(pts)
+    check(0.9)
     filled[ty, tx] = True
     img = _dilate(img, filled)
     tex = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)

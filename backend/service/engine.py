@@ -23,6 +23,7 @@ from blender_att3d.wire.limits import (
     TEXTURE_SIZE,
     check_prompt,
 )
+from blender_att3d.wire.options import check_mc
 from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
 
@@ -44,7 +45,8 @@ def att3d_version() -> str:
 
 def features() -> dict[str, bool]:
     return {"texture": importlib.util.find_spec("xatlas") is not None,
-            "simplify": importlib.util.find_spec("fast_simplification") is not None}
+            "simplify": importlib.util.find_spec("fast_simplification") is not None,
+            "pymcubes": importlib.util.find_spec("mcubes") is not None}
 
 
 # -- validation shared by both transports ------------------------------------------------------
@@ -65,6 +67,20 @@ def check_texture(texture: Any) -> bool:
     if texture and not features()["texture"]:
         raise ValueError("this backend cannot bake textures: install 'att3d[mesh]' where it runs")
     return texture
+
+
+def check_mc_available(mc: Any) -> str:
+    mc = check_mc(mc)
+    if mc == "pymcubes" and not features()["pymcubes"]:
+        raise ValueError("this backend has no PyMCubes: install 'att3d[mesh]' where it runs, or use mc 'skimage'")
+    return mc
+
+
+def _from(progress: ProgressFn | None, start: float) -> ProgressFn | None:
+    """The rest of a job's progress, [start, 1], for a step that reports its own fractions."""
+    if progress is None:
+        return None
+    return lambda frac, msg: progress(start + (1 - start) * frac, msg)
 
 
 def chain_length(n_keyframes: int, steps: int) -> int:
@@ -175,31 +191,34 @@ class Engine:
 
     # -- operations ---------------------------------------------------------------------------
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
-                 progress: ProgressFn | None = None) -> MeshData:
+                 mc: str = "skimage", progress: ProgressFn | None = None) -> MeshData:
         prompt = check_prompt(prompt)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
         texture = check_texture(texture)
+        mc = check_mc_available(mc)
         _check(progress, 0.0, "encoding the prompt")
         emb = self.pipeline.embed(prompt)
         _check(progress, 0.2, "mapping")
         mod = self.pipeline.modulate(emb)
         _check(progress, 0.3, "extracting the mesh")
-        mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False)
+        mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
+                                  progress=_from(progress, 0.3))
         mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
         _check(progress, 1.0, "done")
         return mesh_data(mesh)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None, progress: ProgressFn | None = None) -> MeshData:
+              simplify: int | None = None, mc: str = "skimage", progress: ProgressFn | None = None) -> MeshData:
         prompt_a, prompt_b = check_prompt(prompt_a), check_prompt(prompt_b)
         alpha = check_alpha(alpha)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
+        mc = check_mc_available(mc)
         _check(progress, 0.0, "encoding the prompts")
         mod = self.pipeline.blend_modulation(prompt_a, prompt_b, alpha)
         _check(progress, 0.3, "extracting the mesh")
-        mesh = self.pipeline.mesh(mod, resolution, simplify)
+        mesh = self.pipeline.mesh(mod, resolution, simplify, mc=mc, progress=_from(progress, 0.3))
         mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.pipeline.model_id, alpha=alpha,
                          prompts=[prompt_a, prompt_b])
         _check(progress, 1.0, "done")
