@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
+
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
 PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
 
@@ -67,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mod = pipe.modulate(emb)
     bar.set_description("mesh")
     bar.update()
-    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False)
+    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False, extract=args.extract, mc=args.mc)
     mesh.meta.update(prompt=prompt, model=pipe.model_id)
     if len(mesh.faces) == 0:
         raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
@@ -188,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet)
+                            quiet=args.quiet, extract="sparse", mc="skimage")
     return cmd_generate(ns)
 
 
@@ -209,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preview", help="also write a turntable preview PNG")
     g.add_argument("--simplify", type=int, help="simplify to about this many faces")
     g.add_argument("--texture", type=int, nargs="?", const=1024, help="bake a UV texture of this size (default 1024)")
+    g.add_argument("--extract", choices=EXTRACT_METHODS, default="sparse",
+                   help="sparse: evaluate the density only where the surface can be (default); "
+                        "dense: at every lattice node (the reference, the same mesh)")
+    g.add_argument("--mc", choices=MC_METHODS, default="skimage",
+                   help="marching cubes: skimage (default, faster) or pymcubes")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("interpolate", help="a chain of prompts → a sequence of meshes")

@@ -11,6 +11,10 @@ CHAIN_MODES = [
     ("SHAPE_KEYS", "Shape Keys", "One object morphing through the steps (consistent topology)"),
     ("SEQUENCE", "Mesh Sequence", "One object per step, exactly one visible at each frame"),
 ]
+MC_METHODS = [  # the wire's MC_METHODS, labelled
+    ("skimage", "scikit-image", "Lewiner marching cubes (faster, the default)"),
+    ("pymcubes", "PyMCubes", "Classic marching cubes from PyMCubes (the backend needs it installed)"),
+]
 INTERPOLATIONS = [
     ("LINEAR", "Linear", "Morph smoothly between steps"),
     ("CONSTANT", "Constant", "Jump from step to step"),

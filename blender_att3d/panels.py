@@ -44,6 +44,7 @@ class ATT3D_PT_main(Panel):
         col = layout.column(align=True)
         col.prop(s, "resolution")
         col.prop(s, "color_mode", text="")
+        col.prop(s, "mc", text="")
         job = jobs.active(MAIN)
         if job is not None:
             _progress(layout, job)

@@ -14,7 +14,7 @@ from bpy.props import (
 from bpy.types import PropertyGroup
 
 from . import live
-from .choices import CHAIN_MODES, COLOR_MODES, INTERPOLATIONS
+from .choices import CHAIN_MODES, COLOR_MODES, INTERPOLATIONS, MC_METHODS
 
 
 def _prompt_changed(self, context):
@@ -37,6 +37,8 @@ class ATT3D_PG_settings(PropertyGroup):
     resolution: IntProperty(name="Resolution", description="Marching-cubes grid size (detail vs time)",
                             default=128, min=16, max=512, soft_max=256)
     color_mode: EnumProperty(name="Colour", items=COLOR_MODES, default="VERTEX")
+    mc: EnumProperty(name="Marching Cubes", description="Which marching cubes turns the density into a mesh",
+                     items=MC_METHODS, default="skimage")
 
     keyframes: CollectionProperty(type=ATT3D_PG_keyframe)
     keyframe_index: IntProperty(name="Active Keyframe", default=0)

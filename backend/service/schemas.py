@@ -17,7 +17,7 @@ from blender_att3d.wire.limits import (
     check_prompt,
 )
 
-from .engine import check_chain, check_simplify, check_texture
+from .engine import check_chain, check_mc_available, check_simplify, check_texture
 
 
 class Strict(BaseModel):
@@ -36,8 +36,10 @@ class GenerateRequest(Strict):
     resolution: int = Field(128, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="marching-cubes lattice size")
     simplify: int | None = Field(None, ge=4, le=MAX_SIMPLIFY, description="simplify to about this many faces")
     texture: bool = Field(False, description=f"bake a {TEXTURE_SIZE}² UV texture")
+    mc: str = Field("skimage", description="marching cubes: skimage (faster) or pymcubes")
 
     _p = field_validator("prompt")(_prompt)
+    _mc = field_validator("mc")(check_mc_available)
 
     @field_validator("simplify")
     @classmethod

@@ -40,7 +40,8 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData: ...
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
+        """``mc``: the marching cubes, one of ``wire.options.MC_METHODS``."""
 
     @abc.abstractmethod
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,

@@ -90,8 +90,9 @@ class EmbeddedClient(Client):
         return {**self._call(lambda p: self._engine.info(), None, False), "transport": "embedded"}
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData:
-        return self._call(lambda p: self._engine.generate(prompt, resolution, simplify, texture, progress=p), progress)
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
+        return self._call(lambda p: self._engine.generate(prompt, resolution, simplify, texture, mc=mc, progress=p),
+                          progress)
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
               consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:

@@ -37,6 +37,7 @@ import numpy as np
 from ..wire import payload, routes
 from ..wire.job_state import JobState
 from ..wire.limits import Limits
+from ..wire.options import check_mc
 from ..wire.ready import is_ready_line, parse_ready_line
 from ..wire.routes import API_VERSION
 from ..wire.token import TOKEN_ENV, read_default_token
@@ -262,9 +263,11 @@ class HTTPClient(Client):
         return {**info, "transport": "http", "url": self.url}
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None) -> MeshData:
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
         self._check_request([prompt], resolution)
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
+        if mc != "skimage":  # sent only when chosen: servers before the option refuse unknown fields
+            body["mc"] = check_mc(mc)
         return self._run(lambda: self._job("generate", body, progress))
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,

@@ -62,9 +62,11 @@ class ATT3D_OT_generate(Operator):
         loc = tuple(context.scene.cursor.location)
         scene_name, coll_name = context.scene.name, active_collection_name(context)
 
+        mc = {"mc": settings.mc} if settings.mc != "skimage" else {}  # the default: clients of any age
+
         def work(progress):
             return backend.get(progress).generate(prompt, resolution=res, texture=(mode == "TEXTURE"),
-                                                  progress=progress)
+                                                  progress=progress, **mc)
 
         def apply(data):
             place_generated(data, prompt, res, mode, loc, scene_name, coll_name)

@@ -83,9 +83,10 @@ class FakeClient(Client):
             raise self.fail
         return {"model": self.model, "device": "cpu", "version": "fake"}
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None) -> MeshData:
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None, mc="skimage") -> MeshData:
         p = self._check(prompt)
         self.calls.append(("generate", (p, resolution, texture)))
+        self.mc = mc
         self._progress(progress)
         pos, faces, colors = shape_of(p, resolution)
         uvs = tex = None

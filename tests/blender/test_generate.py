@@ -323,3 +323,13 @@ def test_check_prompt_operator_reports(bpy_module, scene):
     scene.att3d.prompt = ""
     with pytest.raises(RuntimeError, match="prompt is empty"):
         bpy.ops.att3d.check_prompt(synchronous=True)
+
+
+def test_the_marching_cubes_setting_reaches_the_backend(bpy_module, scene, fake):
+    bpy = bpy_module
+    assert scene.att3d.mc == "skimage"
+    assert bpy.ops.att3d.generate(prompt="a red cube", synchronous=True) == {"FINISHED"}
+    assert fake.mc == "skimage"
+    scene.att3d.mc = "pymcubes"
+    assert bpy.ops.att3d.generate(prompt="a red cube", synchronous=True) == {"FINISHED"}
+    assert fake.mc == "pymcubes"
