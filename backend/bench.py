@@ -1,6 +1,14 @@
-"""``att3d bench``: medians of the inference stages, in seconds, as one JSON object."""
+"""``att3d bench``: medians of the inference stages, in seconds, as one JSON object.
+
+Every generate key is measured twice in the same run, sparse extraction (the default) and the dense
+reference, and reported with their ratio (``*_vs_dense``), so a figure from a loaded machine still
+says how much the sparse path saves. On CUDA every timing synchronises the device before reading
+the clock. ``serve_ready`` and ``http_overhead_128`` start an ``att3d serve`` on the same model and
+device (skip them with ``--no-service``).
+"""
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -15,29 +23,38 @@ PROMPTS = ["a red cube wearing a party hat", "a blue sphere on a plate", "a gree
            "a yellow torus"]
 
 
-def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _times(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _sync()
         t = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _sync()
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return ts
 
 
-def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False) -> dict[str, Any]:
+def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    return statistics.median(_times(fn, repeats, warmup))
+
+
+def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False,
+              service: bool = True, dense_512: bool = True) -> dict[str, Any]:
     from .export import export_mesh
     from .inference import Pipeline
-    from .mesh import density_lattice, marching_cubes
+    from .mesh import density_lattice, marching_cubes, simplify
+    from .texture import bake_texture
 
     def log(msg: str) -> None:
         if not quiet:
-            print(f"bench: {msg}", file=sys.stderr)
+            print(f"bench: {msg}", file=sys.stderr, flush=True)
 
     pipe = Pipeline(model, device=device)
     cfg = pipe.model.config
@@ -48,6 +65,8 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
                            "threads": torch.get_num_threads(),
                            "parameters": sum(p.numel() for p in pipe.model.parameters()),
                            "repeats": repeats}
+    if pipe.device.type == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(pipe.device)
     log("mapping")
     res["mapping"] = _median(lambda: pipe.modulate(one), repeats)
     log("lattice_128")
@@ -57,9 +76,29 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["marching_cubes_128"] = _median(lambda: marching_cubes(vol, cfg.iso_density, cfg.bound), repeats)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.glb"
-        log("generate_glb_128")
-        res["generate_glb_128"] = _median(lambda: export_mesh(pipe.generate(PROMPTS[0], 128), out), repeats)
-        res["glb_bytes"] = out.stat().st_size
+        for n in (128, 256, 512):
+            # 512³ dense is ~60× the 128³ lattice: once, without a warm-up
+            plans = [("", "sparse", repeats, 1), ("_dense", "dense", repeats, 1)]
+            if n == 512:
+                plans = [("", "sparse", max(1, repeats // 2), 1)] + ([("_dense", "dense", 1, 0)] if dense_512 else [])
+            for suffix, extract, reps, warm in plans:
+                key = f"generate_glb_{n}{suffix}"
+                log(key)
+                res[key] = _median(lambda n=n, e=extract: export_mesh(pipe.generate(PROMPTS[0], n, extract=e), out),
+                                   reps, warm)
+                if n == 128 and not suffix:
+                    res["glb_bytes"] = out.stat().st_size
+            if f"generate_glb_{n}_dense" in res:
+                res[f"generate_glb_{n}_vs_dense"] = round(res[f"generate_glb_{n}"] / res[f"generate_glb_{n}_dense"], 4)
+    log("texture_1024")
+    mesh = pipe.generate(PROMPTS[0], 128)
+    verts, faces = simplify(mesh.vertices, mesh.faces, 20000)
+    from .mesh import Mesh, field_colors
+
+    low = Mesh(verts, faces, field_colors(pipe.model, mod, verts))
+    res["texture_faces"] = int(len(faces))
+    res["texture_1024"] = _median(lambda: bake_texture(low, lambda p: field_colors(pipe.model, mod, p), 1024),
+                                  max(1, repeats // 2))
     log("chain16_consistent")
     # 4 keyframes, 5 meshes per segment + the last keyframe = 16 meshes on one set of faces.
     res["chain16_consistent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True),
@@ -67,4 +106,51 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
     res["chain16_vertices"] = int(len(seq["vertices"][0]))
     res["chain16_converged"] = round(min(seq["converged"]), 4)
+    if service:
+        res.update(service_bench(pipe, model, device, repeats, log))
     return res
+
+
+def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """``serve_ready``: median seconds from starting ``att3d serve`` to its ready line (3 starts);
+    ``http_overhead_128``: median latency of ``POST /v1/generate`` at 128³ over the median of the same
+    request in-process (the service's Engine on this process's Pipeline), interleaved rounds."""
+    from blender_att3d.wire.routes import GENERATE
+
+    from .service.bench import _Service
+    from .service.engine import Engine
+
+    out: dict[str, Any] = {}
+    starts = []
+    for i in range(3):
+        log(f"serve_ready {i + 1}/3")
+        t = time.perf_counter()
+        svc = _Service(model, device)
+        starts.append(time.perf_counter() - t)
+        if i < 2:
+            svc.stop()
+    out["serve_ready"] = statistics.median(starts)
+    try:
+        engine = Engine(pipe)
+        body = json.dumps({"prompt": PROMPTS[0], "resolution": 128}).encode()
+
+        def http() -> None:
+            status, data, _ = svc.request("POST", GENERATE, body)
+            assert status == 200, data[:200]
+
+        def local() -> None:
+            engine.generate(PROMPTS[0], 128)
+
+        http()  # warm-up: the service loads its text encoder on its own thread after the ready line
+        local()
+        t_http, t_local = [], []
+        for i in range(max(3, repeats)):
+            log(f"http_overhead_128 round {i + 1}")
+            for fn, acc in ((http, t_http), (local, t_local))[:: 1 if i % 2 else -1]:
+                acc.extend(_times(fn, 1, 0))
+        out["http_generate_128"] = statistics.median(t_http)
+        out["inprocess_generate_128"] = statistics.median(t_local)
+        out["http_overhead_128"] = round(out["http_generate_128"] / out["inprocess_generate_128"], 4)
+    finally:
+        svc.stop()
+    return out

@@ -173,7 +173,8 @@ def cmd_init_model(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    result = run_bench(args.model, device=args.device, repeats=args.repeats, quiet=args.quiet or args.json)
+    result = run_bench(args.model, device=args.device, repeats=args.repeats, quiet=args.quiet or args.json,
+                       service=not args.no_service, dense_512=not args.no_dense_512)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(b)
     b.add_argument("--json", action="store_true", help="one JSON object on one line")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--no-service", action="store_true", help="skip serve_ready and http_overhead_128")
+    b.add_argument("--no-dense-512", action="store_true", help="skip the dense 512³ reference (slow on a CPU)")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="generate a demo asset into a folder (what `make demo` runs)")
@@ -266,14 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .model import ModelFolderError
-
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("att3d: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ModelFolderError, ValueError, FileNotFoundError, RuntimeError) as e:
+    # (ModelFolderError is a ValueError: importing it here would import torch before every command)
+    except (CLIError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"att3d: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -8,10 +8,14 @@ keyed by a hash of (encoder id, max length, prompt), so a prompt is never encode
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
@@ -59,6 +63,30 @@ def resolve_encoder_path(encoder_id: str) -> tuple[str, str | None, str | None]:
     return root, None, None
 
 
+def _kind_and_dim(path: str, sub: str | None) -> tuple[str, int]:
+    """The encoder's kind and token size, from its ``config.json`` read directly when it is a local folder
+    (importing transformers takes seconds, and a warm embedding cache needs nothing else from it);
+    through ``AutoConfig`` for a hub id or a config that leaves these to transformers' defaults."""
+    local = Path(path).expanduser() / (sub or "") / "config.json"
+    if local.is_file():
+        try:
+            config = json.loads(local.read_text(), object_hook=lambda d: SimpleNamespace(**d))
+            return _kind_of(config), _dim_of(config)
+        except (AttributeError, ValueError):
+            pass
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, **({"subfolder": sub} if sub else {}))
+    return _kind_of(config), _dim_of(config)
+
+
+def _dim_of(config: Any) -> int:
+    kind = _kind_of(config)
+    if kind == "clip":
+        return int(config.text_config.hidden_size if hasattr(config, "text_config") else config.hidden_size)
+    return int(config.d_model if kind == "t5" else config.hidden_size)
+
+
 def _kind_of(config) -> str:
     model_type = getattr(config, "model_type", "")
     if model_type in ("clip", "clip_text_model"):
@@ -78,37 +106,51 @@ class TextEncoder:
     def __init__(self, encoder_id: str = MINILM, max_length: int | None = None,
                  device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
         self.encoder_id = encoder_id
         path, sub, tok_sub = resolve_encoder_path(encoder_id)
         sub_kw = {"subfolder": sub} if sub else {}
-        config = AutoConfig.from_pretrained(path, **sub_kw)
-        self.kind = _kind_of(config)
+        self.kind, self.dim = _kind_and_dim(path, sub)
         self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
         self.device = torch.device(device)
         self.dtype = dtype
-        self._path, self._sub_kw = path, sub_kw
-        self._model = None  # loaded lazily: a warm cache needs no model at all
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **({"subfolder": tok_sub} if tok_sub else {}))
-        if self.kind == "clip":
-            self.dim = config.text_config.hidden_size if hasattr(config, "text_config") else config.hidden_size
-        else:
-            self.dim = config.d_model if self.kind == "t5" else config.hidden_size
+        self._path, self._sub_kw, self._tok_kw = path, sub_kw, ({"subfolder": tok_sub} if tok_sub else {})
+        # loaded lazily (transformers alone takes seconds to import): a warm cache needs neither
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.RLock()  # one loader, one encoding at a time (fast tokenizers are not re-entrant)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     # -- model -----------------------------------------------------------------------------
     @property
-    def model(self) -> torch.nn.Module:
-        if self._model is None:
-            from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+    def tokenizer(self):
+        with self._lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
 
-            cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
-            self._model = cls.from_pretrained(self._path, **self._sub_kw).to(self.device, self.dtype).eval()
-        return self._model
+                self._tokenizer = AutoTokenizer.from_pretrained(self._path, **self._tok_kw)
+            return self._tokenizer
+
+    @property
+    def model(self) -> torch.nn.Module:
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+
+                cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
+                self._model = cls.from_pretrained(self._path, **self._sub_kw).to(self.device, self.dtype).eval()
+            return self._model
+
+    def load(self) -> TextEncoder:
+        """Load the tokenizer and the model now (the service does it in the background after startup)."""
+        _ = self.tokenizer, self.model
+        return self
 
     @torch.no_grad()
     def _encode(self, prompts: Sequence[str]) -> TextEmbedding:
+        with self._lock:
+            return self._encode_locked(prompts)
+
+    def _encode_locked(self, prompts: Sequence[str]) -> TextEmbedding:
         tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
                              max_length=self.max_length, return_tensors="pt")
         ids = tok["input_ids"].to(self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,7 @@ class Engine:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self._index: PromptIndex | None = None
+        self._index_lock = threading.Lock()  # the service warms the index on its own thread
 
     @classmethod
     def load(cls, model: str = "demo", device: str = "auto", cache_dir: str | None = None) -> Engine:
@@ -162,18 +164,20 @@ class Engine:
 
     # -- helpers ----------------------------------------------------------------------------
     def warm(self) -> None:
-        """Load the text encoder and index the training prompts now rather than on the first request."""
-        _ = self.pipeline.encoder.model
+        """Load the text encoder and index the training prompts now rather than on the first request
+        (safe to run beside requests: loading and encoding are locked in the encoder, the index here)."""
+        self.pipeline.encoder.load()
         self.pipeline.embed("a warm-up prompt")
         _ = self.index
 
     @property
     def index(self) -> PromptIndex:
-        if self._index is None:
-            from ..nearest import PromptIndex
+        with self._index_lock:
+            if self._index is None:
+                from ..nearest import PromptIndex
 
-            self._index = PromptIndex.from_pipeline(self.pipeline)
-        return self._index
+                self._index = PromptIndex.from_pipeline(self.pipeline)
+            return self._index
 
     def info(self) -> dict[str, Any]:
         import torch

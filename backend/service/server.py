@@ -6,7 +6,12 @@ The ready line is the one line the service writes on stdout (flushed)::
                  "token_file": "/home/me/.local/share/att3d/token", "pid": 1234, "api": 1, "model": "..."}
 
 (one line, :func:`blender_att3d.wire.ready.format_ready_line`; ``token_file`` is null when the token
-came from ``ATT3D_TOKEN``). Logs go to stderr.
+came from ``ATT3D_TOKEN``). Logs go to stderr; ``--log-level info`` shows how long each startup stage took.
+
+Startup does only what the first request needs: importing torch and the web stack, loading the model
+(the text encoder reads its config, nothing more: a warm embedding cache needs no transformers). The
+encoder's tokenizer and model and the training-prompt index load on a background thread after the
+ready line; a request that needs them first waits for them.
 """
 from __future__ import annotations
 
@@ -50,6 +55,51 @@ def _watch_parent(pid: int, server) -> None:
             return
 
 
+class _Stages:
+    """Startup stage timings for the log, from the process start (Python's own import included)."""
+
+    def __init__(self) -> None:
+        self.start = _process_start()
+        self.last = self.start
+        self.times: list[tuple[str, float]] = [("start Python", time.monotonic() - self.start)]
+        self.last = time.monotonic()
+
+    def done(self, stage: str) -> None:
+        now = time.monotonic()
+        self.times.append((stage, now - self.last))
+        log.info("%s: %.2f s", stage, now - self.last)
+        self.last = now
+
+    def total(self) -> float:
+        return time.monotonic() - self.start
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {t:.2f} s" for name, t in self.times)
+
+
+def _process_start() -> float:
+    """When this process started, on the monotonic clock (Linux: /proc; elsewhere: now)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        started_ago = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return time.monotonic() - max(0.0, started_ago)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+
+
+def _warm(engine) -> None:
+    t = time.monotonic()
+    try:
+        engine.warm()
+    except Exception:  # the first request will load (and report) what failed here
+        log.exception("warming up failed")
+        return
+    log.info("warm (text encoder, training-prompt index): %.2f s", time.monotonic() - t)
+
+
 def check_host(host: str, allow_remote: bool) -> None:
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"refusing to listen on {host!r}: that is reachable from other computers. "
@@ -89,8 +139,11 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
                         format="att3d serve: %(levelname)s %(message)s")
     token, path = resolve_token(token_file, rotate_token)
     sock = bind(host, port)
+    stages = _Stages()
 
     import torch
+
+    stages.done("import torch")
     import uvicorn
 
     from ..model import ModelFolderError
@@ -98,6 +151,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     from .engine import Engine
     from .worker import Worker
 
+    stages.done("import the web stack")
     if threads:
         torch.set_num_threads(int(threads))
     try:
@@ -106,7 +160,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
         sock.close()
         raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by `att3d init-model DIR`)") \
             from None
-    engine.warm()
+    stages.done("load the model")
     info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
     app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN")
@@ -120,8 +174,11 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
+                stages.done("start the server")
                 sys.stdout.write(format_ready_line(ready) + "\n")
                 sys.stdout.flush()
+                log.info("ready in %.2f s (%s)", stages.total(), stages.summary())
+                threading.Thread(target=_warm, args=(engine,), daemon=True, name="att3d-warm").start()
 
         def handle_exit(self, sig, frame) -> None:
             super().handle_exit(sig, frame)
