@@ -69,7 +69,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mod = pipe.modulate(emb)
     bar.set_description("mesh")
     bar.update()
-    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False, extract=args.extract, mc=args.mc)
+    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False, extract=args.extract, mc=args.mc,
+                     unwrap=args.unwrap)
     mesh.meta.update(prompt=prompt, model=pipe.model_id)
     if len(mesh.faces) == 0:
         raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
@@ -191,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet, extract="sparse", mc="skimage")
+                            quiet=args.quiet, extract="sparse", mc="skimage", unwrap="box")
     return cmd_generate(ns)
 
 
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "dense: at every lattice node (the reference, the same mesh)")
     g.add_argument("--mc", choices=MC_METHODS, default="skimage",
                    help="marching cubes: skimage (default, faster) or pymcubes")
+    g.add_argument("--unwrap", choices=["box", "xatlas"], default="box",
+                   help="UV charts for --texture: box (default, 0.1 s) or xatlas (rounder charts, seconds)")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("interpolate", help="a chain of prompts → a sequence of meshes")

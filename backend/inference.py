@@ -135,15 +135,17 @@ class Pipeline:
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
              texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",
-             progress: ProgressFn | None = None) -> Mesh:
+             progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
         """``extract``: ``sparse`` (default) or ``dense`` (the reference, same mesh); ``mc``: ``skimage``
-        (default) or ``pymcubes``; ``progress(fraction, message)`` returning True stops it
-        (:class:`CancelledError`) within one step of the extraction."""
+        (default) or ``pymcubes``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
+        ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`) within one
+        step of the extraction."""
         check_resolution(resolution)
         tex = (1024 if texture is True else int(texture)) if texture else None
         if tex and not simplify:
-            simplify = 20000  # xatlas is slow on dense meshes: simplify first
-        return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress)
+            simplify = 20000  # the texture carries the detail; xatlas is slow on dense meshes
+        return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress,
+                            unwrap=unwrap)
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",

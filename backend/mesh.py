@@ -193,9 +193,10 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
                  texture_size: int | None = None, level: float | None = None, extract: str = "sparse",
-                 mc: str = "skimage", progress: ProgressFn | None = None) -> Mesh:
-    """The whole path: surface → (simplify) → colours (→ texture). ``progress(fraction, message)``
-    is told how far it got, and may stop it (returning True raises :class:`CancelledError`)."""
+                 mc: str = "skimage", progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
+    """The whole path: surface → (simplify) → colours (→ texture, ``unwrap``: ``box`` or ``xatlas``).
+    ``progress(fraction, message)`` is told how far it got, and may stop it (returning True raises
+    :class:`CancelledError`)."""
     check = Checkpoint(progress, 0.0, 1.0, "extracting the mesh")
     share = (0.0, 0.8, 0.9) if texture_size else (0.0, 0.9, 1.0)
     verts, faces = extract_surface(model, mod, resolution, level, extract, mc, check=check.part(0, share[1]))
@@ -206,7 +207,7 @@ def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_
     mesh = Mesh(verts, faces, field_colors(model, mod, verts, check=colours), meta={"resolution": resolution})
     if texture_size:
         bake = check.part(share[2], 1.0, "baking the texture")
-        mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size, check=bake)
+        mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size, check=bake, unwrap=unwrap)
     check(1.0, force=True)
     return mesh
 
