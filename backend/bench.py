@@ -78,9 +78,9 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
         out = Path(tmp) / "bench.glb"
         for n in (128, 256, 512):
             # 512³ dense is ~60× the 128³ lattice: once, without a warm-up
-            plans = [("", "sparse", repeats, 1), ("_dense", "dense", repeats, 1)]
+            plans = [("", "auto", repeats, 1), ("_dense", "dense", repeats, 1)]
             if n == 512:
-                plans = [("", "sparse", max(1, repeats // 2), 1)] + ([("_dense", "dense", 1, 0)] if dense_512 else [])
+                plans = [("", "auto", max(1, repeats // 2), 1)] + ([("_dense", "dense", 1, 0)] if dense_512 else [])
             for suffix, extract, reps, warm in plans:
                 key = f"generate_glb_{n}{suffix}"
                 log(key)

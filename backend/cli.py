@@ -192,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet, extract="sparse", mc="skimage", unwrap="box")
+                            quiet=args.quiet, extract="auto", mc="skimage", unwrap="box")
     return cmd_generate(ns)
 
 
@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preview", help="also write a turntable preview PNG")
     g.add_argument("--simplify", type=int, help="simplify to about this many faces")
     g.add_argument("--texture", type=int, nargs="?", const=1024, help="bake a UV texture of this size (default 1024)")
-    g.add_argument("--extract", choices=EXTRACT_METHODS, default="sparse",
-                   help="sparse: evaluate the density only where the surface can be (default); "
-                        "dense: at every lattice node (the reference, the same mesh)")
+    g.add_argument("--extract", choices=EXTRACT_METHODS, default="auto",
+                   help="sparse: evaluate the density only where the surface can be; dense: at every lattice "
+                        "node (the reference, the same mesh); auto (default): sparse from 96³, dense below")
     g.add_argument("--mc", choices=MC_METHODS, default="skimage",
                    help="marching cubes: skimage (default, faster) or pymcubes")
     g.add_argument("--unwrap", choices=["box", "xatlas"], default="box",

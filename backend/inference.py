@@ -134,9 +134,10 @@ class Pipeline:
 
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
-             texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",
+             texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
              progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
-        """``extract``: ``sparse`` (default) or ``dense`` (the reference, same mesh); ``mc``: ``skimage``
+        """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
+        the same mesh); ``mc``: ``skimage``
         (default) or ``pymcubes``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
         ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`) within one
         step of the extraction."""
@@ -148,7 +149,7 @@ class Pipeline:
                             unwrap=unwrap)
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool | int = False, extract: str = "sparse", mc: str = "skimage",
+                 texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
                  progress: ProgressFn | None = None) -> Mesh:
         prompt = check_prompt(prompt)
         mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress)

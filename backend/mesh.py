@@ -3,9 +3,10 @@ simplification and UV-atlas texture bake; consistent-topology sequences.
 
 Two ways to the surface, the same mesh (``tests/test_sparse_extraction.py``):
 
-- ``sparse`` (the default): bound the density over blocks of the lattice, evaluate only the blocks the
-  surface can cross, march those (:mod:`backend.sparse_lattice`, which says how the bound works);
-- ``dense`` (the reference): the density at every node of the ``N³`` lattice, one marching cubes.
+- ``sparse``: bound the density over blocks of the lattice, evaluate only the blocks the surface can
+  cross, march those (:mod:`backend.sparse_lattice`, which says how the bound works);
+- ``dense`` (the reference): the density at every node of the ``N³`` lattice, one marching cubes;
+- ``auto`` (the default): sparse from 96³ on, dense below (cheaper there).
 
 Marching cubes is scikit-image's (Lewiner; the default, faster) or PyMCubes' (``mc="pymcubes"``).
 Meshes are plain numpy (:class:`Mesh`, in ``mesh_type``), in the model's world frame (Z up, front −Y).
@@ -165,17 +166,20 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
 
 
 def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
-                    extract: str = "sparse", mc: str = "skimage",
+                    extract: str = "auto", mc: str = "skimage",
                     check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
     """The isosurface of one prompt's density: ``(vertices [V, 3] float32, faces [F, 3] int64)``.
 
     ``extract="sparse"`` evaluates only the blocks of the lattice the surface can cross (the same mesh
-    as ``"dense"``, which evaluates every node); models the bound does not know, and levels ≤ 0 (no
+    as ``"dense"``, which evaluates every node); ``"auto"`` is sparse from 96³ on and dense below, where
+    the whole lattice costs less than the bound. Models the bound does not know, and levels ≤ 0 (no
     padding can close those surfaces), take the dense path. ``check(fraction)``: cancel points.
     """
     cfg = model.config
     n = check_resolution(resolution)
     extract, mc = check_extract(extract), check_mc(mc)
+    if extract == "auto":
+        extract = "sparse" if n >= sparse_lattice.SPARSE_FROM else "dense"
     level = cfg.iso_density if level is None else float(level)
     if extract == "dense" or level <= 0 or not sparse_lattice.supports_sparse(model):
         # the lattice is most of the dense path's time (0.27 s of 0.31 s at 128³)
@@ -192,7 +196,7 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 
 
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
-                 texture_size: int | None = None, level: float | None = None, extract: str = "sparse",
+                 texture_size: int | None = None, level: float | None = None, extract: str = "auto",
                  mc: str = "skimage", progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
     """The whole path: surface → (simplify) → colours (→ texture, ``unwrap``: ``box`` or ``xatlas``).
     ``progress(fraction, message)`` is told how far it got, and may stop it (returning True raises

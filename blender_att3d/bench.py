@@ -4,7 +4,10 @@ Prints JSON: the median (and all runs) of
 * ``insert_100k_s``: a ~100k-vertex coloured mesh -> a new object with its material;
 * ``shape_keys_16_s``: a 16-step consistent-topology chain -> one object with shape keys, key
   animation and the driven colour mix (generation excluded);
-* ``sequence_16_s``: the same as a 16-object mesh sequence.
+* ``sequence_16_s``: the same as a 16-object mesh sequence;
+* ``live_blend_64``: the live blend as the slider moves, at 64³: the blend from the backend (embedded,
+  in this process, when torch imports here; ``--backend http`` starts an ``att3d serve``) plus the
+  preview object's mesh replaced, with the two parts apart (``backend_s``, ``blender_s``).
 ``--renders DIR`` also renders a few frames of the 16-step chain (Cycles, small) into DIR.
 """
 from __future__ import annotations
@@ -105,6 +108,42 @@ def render_to(scene, path: Path) -> np.ndarray:
     return out
 
 
+def live_blend(scene, client, runs: int, resolution: int = 64,
+               prompts: tuple[str, str] = ("a red cube", "a blue sphere wearing a party hat")) -> dict:
+    """Slider moves: blend at alphas 0.30, 0.33, ... and put each into the preview object, as the live
+    blend's timer does (``live._blend_timer`` → ``placement.apply_blend``)."""
+    from .placement import apply_blend
+
+    s = scene.att3d
+    s.blend_a, s.blend_b, s.blend_resolution = prompts[0], prompts[1], resolution
+    apply_blend(client.blend(*prompts, 0.25, resolution=resolution), scene.name)  # the preview object exists
+    total, backend, blender = [], [], []
+    for i in range(runs + 1):
+        alpha = 0.3 + 0.03 * i
+        t0 = time.perf_counter()
+        data = client.blend(*prompts, alpha, resolution=resolution)
+        t1 = time.perf_counter()
+        apply_blend(data, scene.name)
+        t2 = time.perf_counter()
+        if i:  # the first one warms the caches of this resolution
+            total.append(t2 - t0)
+            backend.append(t1 - t0)
+            blender.append(t2 - t1)
+    return {"resolution": resolution, "vertices": int(data.n_vertices), "median_s": round(statistics.median(total), 4),
+            "backend_s": round(statistics.median(backend), 4), "blender_s": round(statistics.median(blender), 4),
+            "runs_s": [round(t, 4) for t in total]}
+
+
+def _blend_client(kind: str, model: str):
+    if kind == "embedded":
+        from .client.embedded import EmbeddedClient
+
+        return EmbeddedClient(model)
+    from .client.http import SubprocessClient
+
+    return SubprocessClient(sys.executable, model=model)
+
+
 def _median_runs(fn, runs: int) -> dict:
     times = [fn() for _ in range(runs)]
     return {"median_s": round(statistics.median(times), 4), "runs_s": [round(t, 4) for t in times]}
@@ -117,6 +156,9 @@ def main(argv=None) -> int:
     ap.add_argument("--render-size", type=int, default=160)
     ap.add_argument("--chain-rings", type=int, default=128,
                     help="chain mesh detail: 128 rings = 32,770 vertices per step (a 96^3-ish marching-cubes mesh)")
+    ap.add_argument("--backend", choices=["embedded", "http", "none"], default="embedded",
+                    help="where live_blend_64's blends come from (none: skip it)")
+    ap.add_argument("--model", default="demo", help="the backend's model for live_blend_64")
     args = ap.parse_args(argv)
 
     import bpy
@@ -163,6 +205,19 @@ def main(argv=None) -> int:
         "shape_keys_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(shape_keys, args.runs)},
         "sequence_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(sequence, args.runs)},
     }
+    if args.backend != "none":
+        from . import register
+
+        register()  # scene.att3d: the live blend's settings and preview object
+        try:
+            client = _blend_client(args.backend, args.model)
+        except Exception as e:  # noqa: BLE001 (no torch here, no server: say so, keep the other figures)
+            result["live_blend_64"] = {"skipped": f"{type(e).__name__}: {e}"}
+        else:
+            try:
+                result["live_blend_64"] = {"backend": args.backend, **live_blend(scene, client, args.runs)}
+            finally:
+                client.close()
     if args.renders:
         out = Path(args.renders)
         out.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,7 @@ def test_an_empty_field_gives_an_empty_mesh_both_ways():
 
 def test_unknown_methods_are_refused():
     model, mod = _random_model("hyper", [])
-    with pytest.raises(ValueError, match="extract must be one of sparse, dense"):
+    with pytest.raises(ValueError, match="extract must be one of auto, sparse, dense"):
         extract_surface(model, mod, 32, extract="fast")
     with pytest.raises(ValueError, match="mc must be one of skimage, pymcubes"):
         extract_surface(model, mod, 32, mc="mcubes")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: how the density is sampled: only where the surface can be (the default), or every lattice node
-#: (the reference; the same mesh)
-EXTRACT_METHODS = ("sparse", "dense")
+#: how the density is sampled: only where the surface can be (sparse), or at every lattice node (dense,
+#: the reference); the same mesh. auto (the default): sparse from 96³, dense below (cheaper there)
+EXTRACT_METHODS = ("auto", "sparse", "dense")
 #: marching cubes: scikit-image (Lewiner, the default: 32 ms at 128³ vs 61 ms) or PyMCubes
 MC_METHODS = ("skimage", "pymcubes")
 
