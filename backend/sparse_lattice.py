@@ -50,7 +50,7 @@ def _no_check(fraction: float = 0.0) -> None:
 
 def supports_sparse(model: ATT3D) -> bool:
     """The bound knows this architecture: dense (and hash) grid levels, then the one-hidden-layer NeRF MLP."""
-    return type(model.point_encoder) is PointEncoder and type(model.nerf) is NeRFMLP
+    return type(getattr(model, "point_encoder", None)) is PointEncoder and type(getattr(model, "nerf", None)) is NeRFMLP
 
 
 # below this lattice size the whole lattice costs less than the bound (demo model, 1 thread: 64³
