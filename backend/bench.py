@@ -8,7 +8,6 @@ device (skip them with ``--no-service``).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import statistics
 import sys
@@ -48,14 +47,6 @@ def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False,
               service: bool = True, dense_512: bool = True) -> dict[str, Any]:
-    # On a secondary thread, as the service's worker and the embedded client run the model: on a
-    # loaded CPU, OpenMP work from the main thread can be many times slower (measured here: the
-    # 128³ lattice 27 s from the main thread vs 0.3 s from a worker, with 6 other jobs on 2 cores).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="att3d-bench") as pool:
-        return pool.submit(_run_bench, model, device, repeats, quiet, service, dense_512).result()
-
-
-def _run_bench(model: str, device: str, repeats: int, quiet: bool, service: bool, dense_512: bool) -> dict[str, Any]:
     from .export import export_mesh
     from .inference import Pipeline
     from .mesh import density_lattice, marching_cubes, simplify

@@ -10,13 +10,18 @@ import importlib
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
+
+# OpenMP threads that wait at a barrier sleep instead of spinning (set before torch loads OpenMP; an
+# explicit OMP_WAIT_POLICY wins). Spinning threads starve each other when the cores are shared (Blender
+# running beside the service, other jobs): the 128³ density lattice took 7–9 s with the default policy
+# and 0.31 s with PASSIVE on the 2-core development machine under load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
 PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
@@ -267,30 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Inference commands run the model on a worker thread, as the service and the embedded client do: on
-# some machines OpenMP work from the main thread is many times slower (the 2-core development VM:
-# the 128³ lattice 7.7 s from the main thread vs 0.23 s from a worker, 2 torch threads).
-OFF_MAIN_THREAD = ("generate", "interpolate", "demo")
-
-
-def _on_worker_thread(fn):
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # handed back to the main thread as is
-            box["error"] = e
-
-    worker = threading.Thread(target=run, name="att3d-cli", daemon=True)  # Ctrl-C leaves it behind
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)  # short joins: the main thread still gets KeyboardInterrupt
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -298,8 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command in OFF_MAIN_THREAD:
-            return int(_on_worker_thread(lambda: args.func(args)) or 0)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("att3d: interrupted", file=sys.stderr)

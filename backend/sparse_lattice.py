@@ -250,7 +250,7 @@ class NodeField:
         p = torch.arange(nb * s + 1, device=dev)
         for g, r in zip(self.levels[:n_dense], pe.resolutions):
             i0, w = _lerp_table(grid, r, dev)
-            gl = g[0].permute(1, 2, 3, 0)[:, :, :, :]  # [z, y, x, C]
+            gl = g[0].permute(1, 2, 3, 0)  # [z, y, x, C]
             wz = w[:nb * s, None, None, None]
             zt = gl[i0[:nb * s]] + (gl[i0[:nb * s] + 1] - gl[i0[:nb * s]]) * wz  # [nb·s, y, x, C]
             c = zt.shape[-1]
