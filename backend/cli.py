@@ -17,12 +17,6 @@ import numpy as np
 
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
 
-# OpenMP threads that wait at a barrier sleep instead of spinning (set before torch loads OpenMP; an
-# explicit OMP_WAIT_POLICY wins). Spinning threads starve each other when the cores are shared (Blender
-# running beside the service, other jobs): the 128³ density lattice took 7–9 s with the default policy
-# and 0.31 s with PASSIVE on the 2-core development machine under load.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
 PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
 
