@@ -95,8 +95,13 @@ def _eval_world(args: argparse.Namespace) -> int:
         kwargs["fraction"] = args.seen_fraction
     if args.device != "auto":
         kwargs["device"] = args.device
+    if args.surface_prompts is not None:
+        kwargs["surface"] = args.surface_prompts
     result = metrics.evaluate(args.model, **kwargs)
-    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(metrics.format_report(result))
     return 0
 
 
@@ -138,6 +143,8 @@ def register(sub) -> None:
     e.add_argument("--size", type=int, default=64, help="render size before CLIP's resize")
     e.add_argument("--samples", type=int, default=64, help="samples per ray")
     e.add_argument("--max-prompts", type=int, help="score at most this many prompts (0 = all; --world default: 128)")
+    e.add_argument("--surface-prompts", type=int, help="--world: measure the extracted surface against the true "
+                                                       "SDF on this many of them (default 16; 0 = none)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.set_defaults(func=cmd_eval)

@@ -76,6 +76,7 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     pkg = types.ModuleType("training.shapes")
     metrics = types.ModuleType("training.shapes.metrics")
     metrics.evaluate = evaluate
+    metrics.format_report = lambda result: f"report of the {result['split']} split"
     pkg.metrics = metrics
     monkeypatch.setitem(sys.modules, "training.shapes", pkg)
     monkeypatch.setitem(sys.modules, "training.shapes.metrics", metrics)
@@ -87,6 +88,10 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "3"]) == 0
     assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 3, "progress": True}
+    assert capsys.readouterr().out.strip() == "report of the unseen split"  # without --json: the readable report
+    calls.clear()
+    assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--surface-prompts", "0"]) == 0
+    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "surface": 0, "progress": True}
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--seen-fraction", "0.5"]) == 0
     assert calls == {"model": str(tiny_model_dir), "split": "unseen", "fraction": 0.5, "progress": True}
