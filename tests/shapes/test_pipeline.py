@@ -100,14 +100,13 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     from training.shapes import demo
 
     out, _, idx = tiny_teacher
-    small = dict(demo.MODEL, resolutions=[6, 10], v_dim=4)
-    monkeypatch.setattr(demo, "MODEL", small)
-    monkeypatch.setattr(demo, "RENDER", dict(demo.RENDER, height=16, width=16, n_samples=8))
+    small = ["--set", "model.resolutions=[6, 10]", "--set", "model.v_dim=4", "--set", "render.height=16",
+             "--set", "render.width=16", "--set", "render.n_samples=8"]
     monkeypatch.setattr(demo, "SHIP_DIR", tmp_path / "models" / "demo")
     # the "12.5 %" split is 2 prompts, the "50 %" one all 4
     monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[:2 if fraction < 0.5 else 4])
     run = tmp_path / "run"
-    args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet"]
+    args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet", *small]
     assert main(args + ["--steps", "2"]) == 0
     assert "stopped at step 2 (done)" in capsys.readouterr().out
     assert main(args + ["--steps", "3", "--resume"]) == 0
@@ -140,7 +139,7 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     save_model(first, tmp_path / "init", first_cfg["provenance"])
     run50 = tmp_path / "run50"
     args50 = ["train-demo", "--teacher", str(out), "--out", str(run50), "--batch-size", "2", "--quiet",
-              "--split", "50%", "--init", str(tmp_path / "init")]
+              "--split", "50%", "--init", str(tmp_path / "init"), *small]
     assert main(args50 + ["--steps", "1"]) == 0
     after, _ = load_model(run50 / "model")
     moved = [(a - b).abs().max().item() for a, b in zip(after.parameters(), first.parameters())]
@@ -171,6 +170,10 @@ def test_train_demo_cli_errors(tmp_path, capsys):
     assert "use one of 12.5%, 50%" in capsys.readouterr().err
     assert main(["train-demo", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "nope")]) == 2
     assert "no such model, run or checkpoint folder" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--set", "regularizers.distortoin=1"]) == 2
+    assert "did you mean regularizers.distortion" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--time-limit", "0"]) == 2
+    assert "--time-limit must be a positive" in capsys.readouterr().err
 
 
 def test_eval_defaults_to_the_split_the_model_trained_on():

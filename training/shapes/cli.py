@@ -93,8 +93,10 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
             metrics = {k: v for k, v in metrics.items() if k != "per_prompt"}
         print(f"shipped (fp16) to {demo.ship(args.ship, metrics=metrics)}")
         return 0
-    if args.steps < 1 or args.batch_size < 1:
+    if args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise _error("--steps and --batch-size must be at least 1")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise _error("--time-limit must be a positive number of seconds")
     if args.threads:
         import torch
 
@@ -108,8 +110,15 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
         raise _error(str(e)) from None
     if args.init and not Path(args.init).exists():
         raise _error(f"--init {args.init}: no such model, run or checkpoint folder")
-    r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume, fraction=fraction,
-                        batch_size=args.batch_size, scale=args.scale, init=args.init or "", progress=not args.quiet)
+    overrides = list(args.set or [])
+    if args.time_limit:
+        overrides.append(f"run.time_limit_s={args.time_limit}")
+    try:
+        r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume,
+                            fraction=fraction, batch_size=args.batch_size, scale=args.scale, init=args.init or "",
+                            progress=not args.quiet, recipe=args.recipe, overrides=overrides, device=args.device)
+    except ValueError as e:  # a bad --set or recipe: one line
+        raise _error(str(e)) from None
     print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
           f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
     return 0
@@ -177,7 +186,14 @@ def register(sub) -> None:
     d.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
     d.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
     d.add_argument("--steps", type=int, default=3000)
-    d.add_argument("--batch-size", type=int, default=8, help="prompts per step")
+    d.add_argument("--batch-size", type=int, help="prompts per step (default: the recipe's: 8 for v1, 32 for v2)")
+    d.add_argument("--recipe", default="v1", choices=["v1", "v2"],
+                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU)")
+    d.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override the recipe's training config, e.g. --set regularizers.distortion=0 (repeatable)")
+    d.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop after this much training and finish the run (resume later with --resume)")
+    d.add_argument("--device", help="auto, cpu or cuda (default: the recipe's)")
     d.add_argument("--scale", type=float, help="classifier-free guidance scale (default: the demo's)")
     d.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     d.add_argument("--split", default="12.5%", help="the seen split trained on: 12.5%% (default) or 50%%")
