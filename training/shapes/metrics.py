@@ -44,9 +44,9 @@ def _cache_dir() -> Path:
 
 
 def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = True,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, device: str | torch.device = "cpu") -> torch.Tensor:
     """GT albedo renders of every world prompt from the evaluation views ``[P, V, 3, S, S]`` (float,
-    cached as uint8 in the data dir, keyed by the prompt hash)."""
+    cached as uint8 in the data dir, keyed by the prompt hash), rendered on ``device``."""
     path = _cache_dir() / f"eval_views_{size}px_{world.prompt_hash[:12]}.npy"
     if cache and path.is_file():
         try:
@@ -54,9 +54,11 @@ def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = Tru
         except (OSError, ValueError):
             pass
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: faster on one thread on a shared CPU
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)  # many tiny ops: faster on one thread on a shared CPU
     try:
-        imgs = render_eval_views(world, range(len(world)), size, EVAL_SAMPLES, progress=progress)
+        imgs = render_eval_views(world, range(len(world)), size, EVAL_SAMPLES, progress=progress, device=device,
+                                 batch=64 if torch.device(device).type == "cpu" else 1024)
     finally:
         torch.set_num_threads(threads)
     arr = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
@@ -117,15 +119,15 @@ def _scored_prompts(world: ShapesWorld, split: str, fraction: float | str | None
 
 
 def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None,
-               progress: bool) -> tuple[list[int], torch.Tensor]:
+               progress: bool, device: str | torch.device = "cpu") -> tuple[list[int], torch.Tensor]:
     """The retrieval query prompts and their GT renders ``[Q, V, 3, S, S]``: all world prompts
     (cached), or the subset ``queries`` (rendered now), which must hold every scored prompt."""
     if queries is None:
-        return list(range(len(world))), gt_eval_renders(world, progress=progress)
+        return list(range(len(world))), gt_eval_renders(world, progress=progress, device=device)
     qidx = sorted(set(int(q) for q in queries))
     if not set(idx) <= set(qidx):
         raise ValueError("the query set must contain every scored prompt")
-    return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES)
+    return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES, device=device)
 
 
 def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float]:
@@ -194,7 +196,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     arch = model.config
     if encoder is None:
         encoder = TextEncoder(arch.text_encoder, arch.max_length)
-    qidx, gt = _query_set(world, idx, queries, progress)
+    qidx, gt = _query_set(world, idx, queries, progress, device)
     gt_flat = gt.reshape(len(qidx), -1)
     qpos = {q: k for k, q in enumerate(qidx)}
     pts = grid_points(grid).to(device)
