@@ -99,9 +99,10 @@ def run_variant(out: str | Path, name: str, size: str = "small", teacher: str | 
     queries = None if S["gallery"] == "all" else sorted({k for _, a, b in pairs for k in (a, b)} | set(scored))
     interp = evaluate_interpolation(str(model), split="unseen", fraction=0.5, pairs=pairs,
                                     steps=S["alpha_steps"], resolution=S["resolution"], device=device,
-                                    progress=progress, queries=queries)
+                                    progress=progress, queries=queries, grid=S.get("grid", 64))
     single = evaluate(str(model), prompts=scored, device=device, progress=progress, surface=S["n_surface"],
-                      per_prompt=False, queries=queries, max_prompts=0)
+                      surface_resolution=S.get("surface_resolution", 128), per_prompt=False, queries=queries,
+                      max_prompts=0, grid=S.get("grid", 64))
     res = {"variant": name, **VARIANTS[name], "size": size, "steps": r.step, "stopped": r.stopped,
            "frames_per_prompt": r.frames_per_prompt, "train_seconds": train_s,
            "interpolation": {k: v for k, v in interp.items() if k != "pairs"}, "single": single}

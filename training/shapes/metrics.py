@@ -249,28 +249,36 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
 def _surface_scores(model: Any, mod, scene, resolution: int) -> tuple[dict[str, float], dict[str, float]]:
     """The :mod:`.surface` measures of the model's extracted mesh (the path ``att3d generate`` takes,
     without simplification) and of the floor mesh, at the same resolution."""
-    from backend.mesh import extract_mesh, marching_cubes
-    from backend.model import ATT3D
-
     from .surface import floor_mesh, mesh_metrics, mesh_volume
 
     fv, ff, fc = floor_mesh(scene, resolution)
     true_volume = mesh_volume(fv, ff)
-    if isinstance(model, ATT3D):
-        mesh = extract_mesh(model, mod, resolution)
-        v, f, c = mesh.vertices, mesh.faces, mesh.colors
-    else:  # anything with density() and field() (tests' oracles): the plain lattice
-        pts = grid_points(resolution).to(mod_device(mod))
-        dens = torch.cat([model.density(mod, chunk[None])[0] for chunk in pts.split(1 << 16)]).cpu()
-        v, f = marching_cubes(dens.reshape(resolution, resolution, resolution).numpy(), model.config.iso_density,
-                              model.config.bound)
-        c = model.field(mod, torch.from_numpy(v)[None])[1][0].cpu().numpy() if len(v) else np.zeros((0, 3))
+    _, v, f, c = lattice_and_mesh(model, mod, resolution)
     return (mesh_metrics(v, f, c, scene, resolution, true_volume=true_volume),
             mesh_metrics(fv, ff, fc, scene, resolution, true_volume=true_volume))
 
 
-def mod_device(mod) -> torch.device:
-    return next(t.device for t in vars(mod).values() if torch.is_tensor(t))
+def lattice_and_mesh(model: Any, mod, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The density lattice ``[x, y, z]`` of one prompt and its extracted mesh (vertices, faces,
+    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification), the plain
+    lattice for anything else with ``density`` and ``field`` (the tests' oracles)."""
+    from backend.mesh import density_lattice, field_colors, marching_cubes
+    from backend.model import ATT3D
+
+    cfg = model.config
+    if isinstance(model, ATT3D):
+        vol = density_lattice(model, mod, resolution)
+    else:
+        pts = grid_points(resolution).to(mod.v.device)
+        vol = torch.cat([model.density(mod, chunk[None])[0] for chunk in pts.split(1 << 16)]).cpu()
+        vol = vol.reshape(resolution, resolution, resolution).numpy()
+    v, f = marching_cubes(vol, cfg.iso_density, cfg.bound)
+    if isinstance(model, ATT3D):
+        c = field_colors(model, mod, v)
+    else:
+        c = model.field(mod, torch.from_numpy(v).to(mod.v.device)[None])[1][0].cpu().numpy() if len(v) \
+            else np.zeros((0, 3), np.float32)
+    return vol, v, f, c
 
 
 def format_report(result: dict[str, Any]) -> str:
