@@ -122,7 +122,8 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     shapes = cfg["provenance"]["shapes"]
     assert shapes["split"] == "12.5%" and shapes["steps"] == 3 and shapes["metrics"] == {"iou": 0.5}
     assert shapes["guidance"]["loss"] == "SDS only" and shapes["guidance"]["scale"] == demo.GUIDANCE_SCALE
-    assert shapes["guidance"]["teacher"] == str(out)  # a teacher outside the repository keeps its path
+    assert shapes["guidance"]["teacher"] == out.name  # a teacher outside the repository: by its name
+    assert not _machine_paths(cfg), _machine_paths(cfg)  # no path of the machine that trained it
     assert demo._repo_relative(str(T.resolve_teacher("shipped"))) == "training/shapes/weights/teacher"
     teacher_meta = json.loads((out / "att3d_teacher.json").read_text())
     assert shapes["guidance"]["teacher_meta"]["steps"] == teacher_meta["steps"]
@@ -150,10 +151,35 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     assert shapes["split"] == "50%" and shapes["n_seen"] == 4 and shapes["steps"] == 1
     assert shapes["init"] == {"split": "12.5%", "n_prompts": 2, "steps": 3, "frames_per_prompt": 3.0,
                               "guidance_scale": demo.GUIDANCE_SCALE, "init": None}
+    init = cfg["provenance"]["init"]  # the run it started from, by name and weights hash
+    assert init["name"] == "init" and len(init["sha256"]) == 64 and "path" not in init
+    assert cfg["provenance"]["config"]["run"]["init"] == "init" and not _machine_paths(cfg)
     # a run on prompts that are no seen split cannot ship as the demo
     monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[1:3])
     assert main(["train-demo", "--ship", str(run50)]) == 2
     assert "did not train on a seen split" in capsys.readouterr().err
+
+
+def _machine_paths(obj) -> list[str]:
+    """Every string in a JSON document that is an absolute path."""
+    if isinstance(obj, dict):
+        return [p for v in obj.values() for p in _machine_paths(v)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _machine_paths(v)]
+    return [obj] if isinstance(obj, str) and obj.startswith("/") else []
+
+
+def test_portable_provenance_rewrites_the_paths_of_older_records():
+    from training.shapes.demo import portable_provenance
+
+    old = {"init": {"path": "/work/demo_run50/checkpoints/step_0001053", "guidance": {"model": "/x/teacher"},
+                    "init": {"path": "/work/demo_run2/checkpoints/step_0003983"}},
+           "config": {"run": {"init": "/work/demo_run50/checkpoints/step_0001053"}}}
+    new = portable_provenance(old)
+    assert new["init"]["name"] == "demo_run50/step_0001053" and new["init"]["guidance"]["model"] == "teacher"
+    assert new["init"]["init"]["name"] == "demo_run2/step_0003983"
+    assert new["config"]["run"]["init"] == "demo_run50/step_0001053" and not _machine_paths(new)
+    assert old["init"]["path"].startswith("/")  # the input is left alone
 
 
 def test_train_demo_cli_errors(tmp_path, capsys):

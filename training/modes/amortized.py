@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from backend.cameras import Cameras
-from backend.model import ATT3D, build_model, load_model
+from backend.model import ATT3D, build_model, load_model, resolve_model_path
 from backend.text_encoder import TextEncoder
 
 from ..config import TrainConfig
@@ -45,19 +45,40 @@ def shard(n_items: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n_items, world)) if n_items >= world else list(range(n_items))
 
 
+def run_name(path: str | Path) -> str:
+    """A portable name for a model, run or checkpoint folder (no machine path): ``run/step_0001000``
+    for a checkpoint, the folder's name otherwise."""
+    p = Path(path).resolve()
+    if p.name == "model":
+        p = p.parent
+    if p.parent.name == "checkpoints":
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name
+
+
 def load_init(model: ATT3D, path: str, device: torch.device) -> dict[str, Any]:
     """``run.init``: copy the weights of a model (or run / checkpoint) folder of the same architecture
-    into ``model``; returns what the provenance records of it."""
+    into ``model``; returns what the provenance records of it: its name and the SHA-256 of its
+    weights (never the path on this machine), and what it had trained on."""
+    import hashlib
+
     inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
-    init, cfg = load_model(inner if (inner / "config.json").is_file() else path, device)
+    folder = resolve_model_path(inner if (inner / "config.json").is_file() else path)
+    init, cfg = load_model(folder, device)
     theirs, ours = asdict(init.config), asdict(model.config)
     diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
     if diff:
         raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
     model.load_state_dict(init.state_dict())
     prov = cfg.get("provenance", {})
-    return {"path": str(path), "step": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
-            "prompt_set": prov.get("prompt_set"), "guidance": prov.get("guidance"), "init": prov.get("init")}
+    digest = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": prov.get("name") if prov.get("name") == "demo" else run_name(path),
+            "sha256": digest.hexdigest(), "step": prov.get("step"),
+            "frames_per_prompt": prov.get("frames_per_prompt"), "prompt_set": prov.get("prompt_set"),
+            "guidance": prov.get("guidance"), "init": prov.get("init")}
 
 
 class Amortized:

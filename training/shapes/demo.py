@@ -154,18 +154,44 @@ def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | No
     model, cfg = load_model(run_dir / "model")
     prov = dict(cfg.get("provenance", {}))
     prov.pop("prompts", None)  # the seen prompts are recoverable from the world + split
-    if prov.get("init"):
-        prov["init"]["path"] = _repo_relative(prov["init"]["path"])
     prov["name"] = "demo"
     prov["shapes"] = shapes_provenance(run_dir)
-    # a teacher inside this repository is recorded relative to it, not by this machine's path
-    for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
-                   (prov["shapes"]["guidance"], "teacher")):
-        if g and g.get(key):
-            g[key] = _repo_relative(g[key])
     if metrics:
         prov["shapes"]["metrics"] = metrics
-    return save_model(model, dest or SHIP_DIR, prov, dtype=torch.float16)
+    return save_model(model, dest or SHIP_DIR, portable_provenance(prov), dtype=torch.float16)
+
+
+def portable_provenance(prov: dict) -> dict:
+    """The provenance with no path of the machine that trained it: a teacher inside this repository
+    by its repository-relative path, any other folder (a teacher elsewhere, the runs a model started
+    from) by its name; runs started from are recorded by name and weights hash (``load_init``)."""
+    from training.modes.amortized import run_name
+
+    def folder(p: str) -> str:
+        rel = _repo_relative(p)
+        return rel if not Path(rel).is_absolute() else run_name(rel)
+
+    def chain(init: dict | None) -> dict | None:
+        if not init:
+            return init
+        init = dict(init)
+        if "path" in init:  # recorded before runs were named by name and hash
+            init.setdefault("name", run_name(init.pop("path")))
+        if (init.get("guidance") or {}).get("model"):
+            init["guidance"] = {**init["guidance"], "model": folder(init["guidance"]["model"])}
+        init["init"] = chain(init.get("init"))
+        return init
+
+    prov = json.loads(json.dumps(prov))  # a deep copy
+    prov["init"] = chain(prov.get("init"))
+    for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
+                   (prov.get("shapes", {}).get("guidance"), "teacher")):
+        if g and g.get(key):
+            g[key] = folder(g[key])
+    run = prov.get("config", {}).get("run", {})
+    if run.get("init"):
+        run["init"] = (prov.get("init") or {}).get("name") or run_name(run["init"])
+    return prov
 
 
 def main(argv=None) -> int:
