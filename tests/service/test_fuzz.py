@@ -75,7 +75,7 @@ def app_client(engine):
 
     worker = Worker(CheapEngine(engine), OPERATIONS, max_queue=1000).start()
     app = create_app(worker, "t" * 32, {"model": "x"})
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
         c.headers["Authorization"] = "Bearer " + "t" * 32
         yield c
     worker.shutdown()
