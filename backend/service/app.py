@@ -66,9 +66,10 @@ class ApiError(Exception):
 
 
 def text(value: Any) -> str:
-    """``value`` as text that UTF-8 can encode: an unpaired surrogate that came in as ``"\\ud800"`` (in
-    an exception message, say) must not turn a 4xx answer into a serialisation error."""
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    """``value`` as readable text that UTF-8 can encode: control characters, and unpaired surrogates
+    that came in as ``"\\ud800"`` (echoed in a field name, say), are written as escapes; a surrogate
+    must not turn a 4xx answer into a serialisation error."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(value))
 
 
 def header_value(value: Any, limit: int = 200) -> str:
@@ -139,8 +140,9 @@ class BodyLimit:
     ``timeout`` seconds after their headers with 408 (a client sending one byte at a time would
     hold its connection forever), before anything parses them."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_S) -> None:
-        self.app, self.limit, self.timeout = app, limit, timeout
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, timeout: float | None = None) -> None:
+        self.app, self.limit = app, limit
+        self.timeout = BODY_TIMEOUT_S if timeout is None else timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -41,6 +41,15 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\n\r\n").encode() + body
 
 
+def accept_batch() -> int:
+    """How many connections the event loop accepts in one go (uvicorn's ``backlog``: asyncio accepts up
+    to that many sockets before any of them is served or shed). Its default, 2048, runs a process with
+    128 descriptors out of them in one burst, and asyncio then stops accepting for a second each time.
+    Measured, one request behind 300 silent connections, ``ulimit -n 128``: plain uvicorn never answers
+    (30 s client timeout); with the cap on idle connections alone 4.3 s; with this as well 0.03 s."""
+    return max(8, min(64, max_idle_connections() // 2))
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on request headers and a cap on waiting connections."""
 
@@ -64,7 +73,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._waiting_since = time.monotonic()  # idle until the next request (keep-alive timer runs)
+        if not self.transport.is_closing():
+            # waiting for the next request: uvicorn's keep-alive timer closes an idle connection, this
+            # deadline one that sent part of its next request (in the same packet as the last, say)
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

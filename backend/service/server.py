@@ -102,7 +102,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
 
     from ..model import ModelFolderError
     from .app import OPERATIONS, create_app
-    from .connections import KEEP_ALIVE_S, GuardedH11Protocol
+    from .connections import KEEP_ALIVE_S, GuardedH11Protocol, accept_batch
     from .engine import Engine
     from .worker import Worker
 
@@ -139,7 +139,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", http=GuardedH11Protocol,
                             timeout_graceful_shutdown=GRACEFUL_S, timeout_keep_alive=KEEP_ALIVE_S,
-                            server_header=False)
+                            backlog=accept_batch(), server_header=False)
     server = Server(config)
     if parent_pid:
         threading.Thread(target=_watch_parent, args=(parent_pid, server), daemon=True,

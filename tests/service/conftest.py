@@ -161,19 +161,20 @@ def engine(service_model_dir):
 
 @pytest.fixture()
 def serve_app():
-    """``serve_app(app) -> url``: serve an ASGI app (e.g. ``create_app`` with a fake engine and made-up
-    ``info``) with uvicorn on a free loopback port, in a thread of this process; stopped afterwards."""
+    """``serve_app(app, **uvicorn_config) -> url``: serve an ASGI app (e.g. ``create_app`` with a fake engine
+    and made-up ``info``) with uvicorn on a free loopback port, in a thread of this process; stopped
+    afterwards."""
     import socket
 
     import uvicorn
 
     running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
-    def serve(app) -> str:
+    def serve(app, **config) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **config))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread, sock))
