@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line (``att3d generate: error: …``) and exit code 2 like every
     other error of this command line, rather than the usage block and then the message."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

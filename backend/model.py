@@ -250,8 +250,8 @@ def check_config(config: Any) -> None:
     Unicode (JSON's ``"\\ud800"`` is not)."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
-    version = config.get("format_version")
-    check_type(version, int, "format_version")
+    check_type(config.get("format_version"), int, "format_version")
+    version = int(config["format_version"])
     if version > FORMAT_VERSION:
         raise ValueError(f"format version {version} is newer than this att3d supports ({FORMAT_VERSION}); "
                          "upgrade att3d")

@@ -59,7 +59,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
         self._waiting_since: float | None = None
-        self._cycle_at_arm = None
+        self._cycle_at_arm: object = None
         super().connection_made(transport)
         self._arm()
         self._shed_idle()
