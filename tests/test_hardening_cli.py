@@ -110,6 +110,7 @@ def test_more_bounds_and_argparse_errors_are_one_line(argv, message, tmp_path, c
     assert e.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_quiet_silences_the_libraries_bars(tiny_model_dir, tmp_path):
     """A cold cache loads MiniLM: transformers draws its "Loading weights" bar unless --quiet, which
     also works after the command."""

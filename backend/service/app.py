@@ -226,7 +226,7 @@ class BearerAuth:
 class HostCheck:
     """Answer only requests whose ``Host`` header names this server (DNS rebinding: a web page whose
     name an attacker re-points at 127.0.0.1 would otherwise reach the service from a browser; the
-    token is then the only guard). ``allowed``: :func:`backend.service.auth.host_allowed`."""
+    token is then the only guard). ``allowed``: a :class:`backend.service.auth.HostPolicy`."""
 
     def __init__(self, app, allowed: Callable[[str], bool]) -> None:
         self.app, self.allowed = app, allowed

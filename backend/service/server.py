@@ -154,7 +154,8 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
         for s, h in previous.items():
             signal.signal(s, h)
         sock.close()
-        _stop(worker)
+        worker.shutdown(timeout=0)
+    _stop(worker)
     print("att3d serve: stopped", file=sys.stderr)
     return 0
 

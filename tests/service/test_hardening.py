@@ -108,6 +108,7 @@ def test_dns_rebinding_is_refused_on_the_real_server(server, api):
     assert api.get("/v1/info", headers={"Host": f"127.0.0.1:{server.ready['port']}"}).status == 200
 
 
+@pytest.mark.slow
 def test_allow_host_lets_a_name_in(launch, service_model_dir):
     srv = launch("--allow-host", "my-alias.test", model_dir=service_model_dir)
     assert srv.api.get("/v1/info", headers={"Host": "my-alias.test:1234"}).status == 200
@@ -182,6 +183,7 @@ def _low_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
 
+@pytest.mark.slow
 def test_hundreds_of_stalled_sockets_do_not_starve_a_server_with_few_descriptors(launch, service_model_dir):
     """300 silent connections to a server limited to 128 descriptors: a real client is still answered
     at once (without the cap it waited until the stalled ones were dropped, or forever)."""

@@ -74,6 +74,7 @@ def _cleanup(case, response, call) -> None:
         call(data["id"])
 
 
+@pytest.mark.slow
 def test_schema_fuzz_in_process(fuzz_app):
     app, worker = fuzz_app
     schema = schemathesis.openapi.from_asgi("/v1/openapi.json", app, headers=AUTH)
