@@ -43,7 +43,7 @@ from blender_att3d.wire import payload, routes
 from blender_att3d.wire.job_state import JobState
 from blender_att3d.wire.types import MeshData, SequenceData
 
-from .auth import HostPolicy
+from .auth import HostPolicy, host_name
 from .engine import Engine
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
 from .worker import Job, QueueFull, ShuttingDown, Worker
@@ -241,8 +241,10 @@ class HostCheck:
                 break
         if not host or self.allowed(host):  # HTTP/1.0 may omit it; browsers never do
             return await self.app(scope, receive, send)
-        response = error(421, f"this server does not answer to the host name {header_value(host, 80)!r}: "
-                              "connect by its address, or start it with --allow-host NAME")
+        # short: the add-on quotes the first 100 characters of what /v1/health answered
+        name = host_name(header_value(host, 80))
+        response = error(421, f"host name {name!r} not allowed: start att3d serve with --allow-host {name}, "
+                              "or connect by IP address")
         return await response(scope, receive, send)
 
 

@@ -103,7 +103,9 @@ def test_dns_rebinding_is_refused_on_the_real_server(server, api):
         for path, token in (("/v1/health", None), ("/v1/info", "default")):
             r = api.get(path, token=token, headers={"Host": host})
             assert r.status == 421 and r.headers["content-type"] == "application/json"
-            assert "does not answer to the host name" in r.json()["error"] and "--allow-host" in r.json()["error"]
+            err = r.json()["error"]
+            assert err.startswith(f"host name {host.split(':')[0]!r} not allowed: start att3d serve with "
+                                  f"--allow-host {host.split(':')[0]}, or connect by IP address"), err
     assert api.get("/v1/health", token=None, headers={"Host": "localhost"}).status == 200
     assert api.get("/v1/info", headers={"Host": f"127.0.0.1:{server.ready['port']}"}).status == 200
 
@@ -118,12 +120,17 @@ def test_allow_host_lets_a_name_in(launch, service_model_dir):
 def test_the_addons_client_still_connects(server):
     from blender_att3d.client.http import HTTPClient
 
-    client = HTTPClient(server.url, server.token)
-    try:
-        assert client.info()["api"] == 1
-        assert client.nearest("a red cube", 1)["prompt"] == "a red cube"
-    finally:
-        client.close()
+    for url in (server.url, f"http://localhost:{server.ready['port']}"):
+        client = HTTPClient(url, server.token)
+        try:
+            assert client.info()["api"] == 1
+            assert client.nearest("a red cube", 1)["prompt"] == "a red cube"
+        finally:
+            client.close()
+    # a name the server was not told about: the add-on quotes the first 100 characters of /v1/health's
+    # answer, and what to do is in them
+    r = server.api.get("/v1/health", token=None, headers={"Host": "my-gpu-box.local:8000"})
+    assert "--allow-host my-gpu-box.local" in r.json()["error"][:100]
 
 
 # -- slow and stalled clients -----------------------------------------------------------------------

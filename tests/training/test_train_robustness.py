@@ -4,6 +4,7 @@ newest checkpoint (resume falls back), and what a killed run leaves (temporaries
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,32 @@ def test_a_killed_run_leaves_no_temporaries_and_no_duplicate_steps_after_resume(
     assert steps == list(range(1, 9))
     evals = [json.loads(line)["step"] for line in (run / "evals.jsonl").read_text().splitlines()]
     assert evals == [0, 2, 4, 6, 8]
+
+
+def test_checkpoint_files_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power cut must not leave a torn checkpoint: every file is fsynced, then the folder renamed."""
+    import os
+
+    from backend.model import ModelConfig, build_model
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(src)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    model = build_model(ModelConfig(resolutions=[4], v_dim=2, max_length=2, token_dim=4))
+    final = ckpt.save_checkpoint(tmp_path, 7, model, torch.optim.Adam(model.parameters()), {}, {"a": 1}, {})
+    renamed = next(i for i, (kind, path) in enumerate(events)
+                   if kind == "rename" and Path(path).name.startswith(".step_0000007"))
+    synced = {Path(p).name for kind, p in events[:renamed] if kind == "fsync"}
+    files = {p.name for p in final.rglob("*") if p.is_file()}
+    assert files == {"config.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer.json"}
+    assert files <= synced, files - synced
