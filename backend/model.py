@@ -4,10 +4,12 @@ model folders (``config.json`` + ``model.safetensors``, no pickles).
 from __future__ import annotations
 
 import json
+import math
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -56,11 +58,65 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """From JSON/TOML data, checked against the fields' types (ValueError naming the field)."""
+        cls.check(d)
+        return cls(**d)
+
+    @classmethod
+    def check(cls, d: Any, where: str = "architecture") -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object, got {_json_type(d)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown architecture keys: {', '.join(unknown)}")
-        return cls(**d)
+        hints = get_type_hints(cls)
+        for key, value in d.items():
+            check_type(value, hints[key], f"{where}.{key}")
+
+
+# -- the config schema: JSON values against type hints ---------------------------------------------
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"the number {v!r}"
+    if isinstance(v, str):
+        return f"the string {v[:40]!r}"
+    return "an array" if isinstance(v, list) else "an object" if isinstance(v, dict) else type(v).__name__
+
+
+def check_type(value: Any, hint: Any, where: str) -> None:
+    """ValueError ``"<where>: expected …, got …"`` unless ``value`` (parsed JSON) fits ``hint``: ``str``,
+    ``int`` (not a boolean), ``float`` (a finite number, not a boolean), ``bool``, ``list[T]``,
+    ``T | None``, ``Literal[...]``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {', '.join(map(repr, args))}, got {_json_type(value)}")
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected an array, got {_json_type(value)}")
+        for i, item in enumerate(value):
+            check_type(item, args[0] if args else Any, f"{where}[{i}]")
+        return
+    ok = {str: lambda v: isinstance(v, str),
+          bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          }.get(hint)
+    if ok is not None and not ok(value):
+        want = {str: "a string", bool: "true or false", int: "an integer", float: "a finite number"}[hint]
+        raise ValueError(f"{where}: expected {want}, got {_json_type(value)}")
 
 
 class ATT3D(nn.Module):
@@ -167,21 +223,55 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, An
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of a model folder, checked whole against the schema (:func:`check_config`)."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise ModelFolderError(f"{path}: missing (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFolderError(f"{path}: not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFolderError(f"{path}: format version {config['format_version']} is newer than this "
-                               f"att3d supports ({FORMAT_VERSION}); upgrade att3d")
-    if not isinstance(config.get("architecture"), dict):
-        raise ModelFolderError(f"{path}: missing \"architecture\" section")
+    except RecursionError:
+        raise ModelFolderError(f"{path}: not valid JSON (nested too deeply)") from None
+    try:
+        check_config(config)
+    except ValueError as e:
+        raise ModelFolderError(f"{path}: {e}") from None
+    config.setdefault("provenance", {})
     return config
+
+
+def check_config(config: Any) -> None:
+    """The schema of ``config.json``, checked once at load: ValueError naming the first bad field.
+
+    ``format`` is ``"att3d-model"``; ``format_version`` an integer this version reads; ``architecture``
+    an object whose keys and value types are :class:`ModelConfig`'s; ``provenance`` (optional) an
+    object whose ``name`` is a string and ``prompts`` an array of strings. Text must be valid
+    Unicode (JSON's ``"\\ud800"`` is not)."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
+    check_type(config.get("format_version"), int, "format_version")
+    version = int(config["format_version"])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this att3d supports ({FORMAT_VERSION}); "
+                         "upgrade att3d")
+    if version < 1:
+        raise ValueError(f"format_version: expected 1–{FORMAT_VERSION}, got {version}")
+    if "architecture" not in config:
+        raise ValueError("missing \"architecture\" section")
+    ModelConfig.check(config["architecture"])
+    prov = config.get("provenance", {})
+    if not isinstance(prov, dict):
+        raise ValueError(f"provenance: expected an object, got {_json_type(prov)}")
+    if "name" in prov:
+        check_type(prov["name"], str, "provenance.name")
+    if "prompts" in prov:
+        check_type(prov["prompts"], list[str], "provenance.prompts")
+    try:
+        json.dumps(config, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = ord(e.object[e.start])
+        raise ValueError(f"holds text that is not valid Unicode (an unpaired surrogate U+{bad:04X})") from None
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ATT3D, dict[str, Any]]:
@@ -194,7 +284,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     try:
         arch = ModelConfig.from_dict(config["architecture"])
         model = ATT3D(arch)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # types are checked; values can still be impossible
         raise ModelFolderError(f"{folder / CONFIG_NAME}: bad architecture: {e}") from None
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():

@@ -143,11 +143,12 @@ class TextEncoder:
             if use_cache and f.is_file():
                 try:
                     d = load_file(str(f))
-                    results[i] = (d["tokens"], d["mask"].bool())
-                    continue
+                    if self._valid_entry(d):
+                        results[i] = (d["tokens"], d["mask"].bool())
+                        continue
                 except Exception:  # a corrupt cache entry is just a miss
                     pass
-            missing.append(i)
+            missing.append(i)  # and a miss is rewritten below
         if missing:
             unique = list(dict.fromkeys(prompts[i] for i in missing))
             emb = self._encode(unique)
@@ -160,6 +161,15 @@ class TextEncoder:
         tokens = torch.stack([results[i][0] for i in range(len(prompts))])
         mask = torch.stack([results[i][1] for i in range(len(prompts))])
         return TextEmbedding(tokens, mask)
+
+    def _valid_entry(self, d: dict[str, torch.Tensor]) -> bool:
+        """A cache entry this encoder could have written: ``[L, D]`` finite float tokens and an ``[L]``
+        mask. Anything else (another encoder's, a hand-edited or damaged file) is a miss, not an error
+        that blocks the prompt until the cache is cleared."""
+        tokens, mask = d.get("tokens"), d.get("mask")
+        return (tokens is not None and mask is not None and tokens.is_floating_point()
+                and tuple(tokens.shape) == (self.max_length, self.dim) and tuple(mask.shape) == (self.max_length,)
+                and bool(torch.isfinite(tokens).all()))
 
     def _store(self, prompt: str, tokens: torch.Tensor, mask: torch.Tensor) -> None:
         f = self._cache_file(prompt)

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
     """The batch itself (inputs already checked). Returns a summary dict."""
     import bpy
 
-    from .inputs import parse_chain_file, parse_prompts_file
+    from .inputs import check_batch, parse_chain_file, parse_prompts_file
     from .keyframes import step_frames
     from .placement import build_chain_objects, place_generated
 
@@ -171,6 +171,7 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
     chain = parse_chain_file(args.chain) if args.chain else None
     if client is None:
         client = load_client(args.client, args.model, args.device)
+    steps = check_batch(prompts, chain, args.steps, args.resolution, getattr(client, "limits", None))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     summary: dict[str, Any] = {"objects": [], "exports": [], "chain": None}
@@ -189,7 +190,6 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
             summary["exports"].append(str(p))
     if chain is not None:
         keys = chain["keyframes"]
-        steps = args.steps or chain["steps"] or 4
         mode = "SHAPE_KEYS" if args.chain_mode == "shape_keys" else "SEQUENCE"
         log(f"chain: {len(keys)} keyframes, {steps} steps per segment, as {mode.lower().replace('_', ' ')}")
         t0 = time.perf_counter()
@@ -217,18 +217,14 @@ def _slug(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None, client=None) -> int:
     from .client.base import BackendError
-    from .inputs import InputFileError, parse_chain_file, parse_prompts_file
+    from .inputs import InputFileError, check_batch, parse_chain_file, parse_prompts_file
 
     args = parser().parse_args(argv)
     try:
         if not args.prompts and not args.chain:
             raise InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
-        if args.prompts:
-            parse_prompts_file(args.prompts)
-        if args.chain:
-            parse_chain_file(args.chain)
-        if args.resolution < 8:
-            raise InputFileError(f"--resolution {args.resolution} is too small")
+        prompts = parse_prompts_file(args.prompts) if args.prompts else []
+        check_batch(prompts, parse_chain_file(args.chain) if args.chain else None, args.steps, args.resolution)
         out = Path(args.out)
         if out.suffix.lower() != ".blend":
             raise InputFileError(f"--out must be a .blend file, got {out}")
@@ -239,6 +235,9 @@ def main(argv: Sequence[str] | None = None, client=None) -> int:
         return 2
     try:
         run(args, client=client)
+    except InputFileError as e:  # against the backend's own limits, still before generating anything
+        print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
+        return 2
     except (BackendError, RuntimeError, OSError, ValueError) as e:
         if os.environ.get("ATT3D_DEBUG"):
             import traceback

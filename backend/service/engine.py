@@ -19,10 +19,10 @@ from blender_att3d.wire.limits import (
     MAX_CHAIN_MESHES,
     MAX_KEYFRAMES,
     MAX_NEIGHBORS,
-    MAX_SIMPLIFY,
     TEXTURE_SIZE,
     check_prompt,
 )
+from blender_att3d.wire.limits import check_simplify as check_simplify_range
 from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
 
@@ -50,10 +50,9 @@ def features() -> dict[str, bool]:
 # -- validation shared by both transports ------------------------------------------------------
 
 def check_simplify(simplify: Any) -> int | None:
-    if simplify is None or simplify == 0:
+    simplify = check_simplify_range(simplify)
+    if simplify is None:
         return None
-    if isinstance(simplify, bool) or not isinstance(simplify, (int, np.integer)) or not 4 <= simplify <= MAX_SIMPLIFY:
-        raise ValueError(f"simplify must be a face count in 4–{MAX_SIMPLIFY} (or null for none), got {simplify!r}")
     if not features()["simplify"]:
         raise ValueError("this backend cannot simplify meshes: install 'att3d[mesh]' where it runs")
     return int(simplify)

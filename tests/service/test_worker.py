@@ -96,7 +96,7 @@ def test_http_503_when_full():
                max_queue=2).start()
     app = app_mod.create_app(w, TOKEN, {"model": "fake"})
     try:
-        with TestClient(app) as c:
+        with TestClient(app, base_url="http://127.0.0.1") as c:
             c.headers["Authorization"] = f"Bearer {TOKEN}"
             codes = [c.post("/v1/jobs/generate", json={"prompt": "a", "resolution": 16}).status_code
                      for _ in range(4)]
