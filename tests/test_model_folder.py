@@ -91,3 +91,13 @@ def test_weights_that_do_not_match_the_config(folder):
     (folder / "config.json").write_text(json.dumps(c))
     with pytest.raises(ModelFolderError, match=r"does not match config\.json: missing tensors"):
         load_model(folder)
+
+
+def test_a_model_frozen_for_inference_is_not_saved(tmp_path):
+    # freeze_spectral_norm bakes the weights: its state dict no longer matches what load_model builds
+    from backend.model import freeze_spectral_norm
+
+    model = freeze_spectral_norm(build_model(CFG))
+    with pytest.raises(ValueError, match="frozen for inference"):
+        save_model(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
