@@ -16,6 +16,7 @@ from .limits import (
     TEXTURE_SIZE,
     Limits,
     check_prompt,
+    check_resolution,
 )
 from .ready import READY_PREFIX, format_ready_line, parse_ready_line
 from .routes import API_VERSION
@@ -23,4 +24,5 @@ from .types import MeshData, ProgressFn, SequenceData
 
 __all__ = ["MeshData", "SequenceData", "ProgressFn", "check_prompt", "Limits", "MAX_PROMPT_CHARS", "MIN_RESOLUTION",
            "MAX_RESOLUTION", "MAX_KEYFRAMES", "MAX_CHAIN_MESHES", "MAX_NEIGHBORS", "MAX_SIMPLIFY", "TEXTURE_SIZE",
-           "API_VERSION", "JobState", "FINISHED", "READY_PREFIX", "format_ready_line", "parse_ready_line"]
+           "API_VERSION", "JobState", "FINISHED", "READY_PREFIX", "format_ready_line", "parse_ready_line",
+           "check_resolution"]

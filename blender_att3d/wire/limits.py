@@ -32,6 +32,14 @@ def check_prompt(prompt: Any, max_chars: int = MAX_PROMPT_CHARS) -> str:
     return p
 
 
+def check_resolution(resolution: Any, lo: int = MIN_RESOLUTION, hi: int = MAX_RESOLUTION) -> int:
+    """The marching-cubes lattice size as an int; ValueError naming the range when unusable."""
+    # bool is an int, but True is no resolution; numpy integers (from batch jobs) are
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or not lo <= resolution <= hi:
+        raise ValueError(f"resolution must be an integer in {lo}–{hi}, got {resolution!r}")
+    return int(resolution)
+
+
 @dataclass(frozen=True)
 class Limits:
     """A server's limits; the defaults are this version's. The field order is the JSON's order."""
@@ -60,12 +68,7 @@ class Limits:
         return check_prompt(prompt, self.max_prompt_chars)
 
     def check_resolution(self, resolution: Any) -> int:
-        # bool is an int, but True is no resolution; numpy integers (from batch jobs) are
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) \
-                or not self.min_resolution <= resolution <= self.max_resolution:
-            raise ValueError(f"resolution must be an integer in {self.min_resolution}–{self.max_resolution}, "
-                             f"got {resolution!r}")
-        return int(resolution)
+        return check_resolution(resolution, self.min_resolution, self.max_resolution)
 
 
 def as_dict() -> dict[str, int]:
