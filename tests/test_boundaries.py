@@ -4,10 +4,12 @@ walker is tests/import_graph.py):
 * no import cycles among the project's modules (backend/, training/ and blender_att3d/ together);
 * ``backend/`` and ``training/`` import nothing from the add-on package but ``blender_att3d.wire``;
 * ``blender_att3d/wire/`` imports only the standard library, numpy and itself (no bpy, no torch);
-* in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``.
+* in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``;
+* no bpy in ``backend/`` and ``training/``, no torch in the add-on, no pickles anywhere (ARCHITECTURE.md).
 """
 from __future__ import annotations
 
+import ast
 import sys
 import textwrap
 from pathlib import Path
@@ -88,3 +90,33 @@ def test_only_the_embedded_client_imports_the_backend():
     bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("blender_att3d") if p not in allowed
            for line, m in imported_modules(p) if under(m, "backend")]
     assert not bad, "the add-on calls the backend in-process only through client/embedded.py:\n" + "\n".join(bad)
+
+
+BLENDER_MODULES = ("bpy", "bpy_extras", "bmesh", "mathutils", "addon_utils", "gpu")
+
+
+@pytest.mark.parametrize("folder", ["backend", "training"])
+def test_backend_and_training_never_import_blender(folder):
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources(folder) for line, m in imported_modules(p)
+           if m.split(".")[0] in BLENDER_MODULES]
+    assert not bad, f"{folder}/ must run without Blender:\n" + "\n".join(bad)
+
+
+def test_the_add_on_never_imports_torch():
+    # the embedded client reaches torch only through ``backend`` (checked above), never by itself
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("blender_att3d") for line, m in imported_modules(p)
+           if under(m, "torch")]
+    assert not bad, "the add-on must import without torch:\n" + "\n".join(bad)
+
+
+def test_no_pickles():
+    """Weights, checkpoints and caches are safetensors + JSON: no pickle module, no torch.save/torch.load."""
+    bad = []
+    for p in sources("backend", "training", "blender_att3d"):
+        bad += [f"{p.relative_to(ROOT)}:{line}: {m}" for line, m in imported_modules(p)
+                if m.split(".")[0] in ("pickle", "dill", "joblib", "cloudpickle")]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in ("save", "load")
+                    and isinstance(node.value, ast.Name) and node.value.id == "torch"):
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: torch.{node.attr}")
+    assert not bad, "no pickles: use safetensors and JSON (written by backend/fileio.py):\n" + "\n".join(bad)
