@@ -5,7 +5,8 @@ walker is tests/import_graph.py):
 * ``backend/`` and ``training/`` import nothing from the add-on package but ``blender_att3d.wire``;
 * ``blender_att3d/wire/`` imports only the standard library, numpy and itself (no bpy, no torch);
 * in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``;
-* no bpy in ``backend/`` and ``training/``, no torch in the add-on, no pickles anywhere (ARCHITECTURE.md).
+* ``backend/`` never imports ``training/``; no bpy in either, no torch in the add-on;
+* no pickles, and files are replaced only by the atomic writer (``backend/fileio.py``): ARCHITECTURE.md.
 """
 from __future__ import annotations
 
@@ -92,6 +93,14 @@ def test_only_the_embedded_client_imports_the_backend():
     assert not bad, "the add-on calls the backend in-process only through client/embedded.py:\n" + "\n".join(bad)
 
 
+def test_backend_never_imports_training():
+    # backend/cli.py finds training's subcommands by name (PLUGINS, importlib): `att3d generate` and the
+    # service run without the training package's dependencies
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("backend") for line, m in imported_modules(p)
+           if under(m, "training")]
+    assert not bad, "imports go one way, training -> backend:\n" + "\n".join(bad)
+
+
 BLENDER_MODULES = ("bpy", "bpy_extras", "bmesh", "mathutils", "addon_utils", "gpu")
 
 
@@ -120,3 +129,15 @@ def test_no_pickles():
                     and isinstance(node.value, ast.Name) and node.value.id == "torch"):
                 bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: torch.{node.attr}")
     assert not bad, "no pickles: use safetensors and JSON (written by backend/fileio.py):\n" + "\n".join(bad)
+
+
+def test_files_are_replaced_only_by_the_atomic_writer():
+    """Every write that replaces a file goes through backend/fileio.py (temp file, fsync, rename). The
+    add-on cannot import it: its one such write, the batch's .blend, is Blender's own save + rename."""
+    allowed = {ROOT / "backend" / "fileio.py", ROOT / "blender_att3d" / "batch.py"}
+    bad = [f"{p.relative_to(ROOT)}:{node.lineno}: os.{node.attr}"
+           for p in sources("backend", "training", "blender_att3d") if p not in allowed
+           for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Attribute) and node.attr in ("replace", "rename", "renames")
+           and isinstance(node.value, ast.Name) and node.value.id == "os"]
+    assert not bad, "write through backend/fileio.py (atomic_write_*, write_folder_atomically):\n" + "\n".join(bad)
