@@ -42,7 +42,8 @@ lint: $(STAMP)
 
 test: test-main test-blender-lts
 
-# The inner loop: every test but those marked slow (> ~10 s each; `make test` runs them too).
+# The inner loop: every test but those marked slow (training runs, several processes, backend cold
+# starts; `make test` runs them too).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
