@@ -59,6 +59,17 @@ def test_not_a_model_config(folder):
         load_model(folder)
 
 
+def test_a_newer_format_version_is_refused(folder):
+    from backend.model import FORMAT_VERSION
+
+    c = json.loads((folder / "config.json").read_text())
+    assert c["format"] == "att3d-model" and c["format_version"] == FORMAT_VERSION
+    c["format_version"] = FORMAT_VERSION + 1
+    (folder / "config.json").write_text(json.dumps(c))
+    with pytest.raises(ModelFolderError, match=f"format version {FORMAT_VERSION + 1} is newer than this att3d"):
+        load_model(folder)
+
+
 def test_unknown_architecture_key(folder):
     c = json.loads((folder / "config.json").read_text())
     c["architecture"]["wings"] = 2
