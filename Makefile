@@ -12,7 +12,7 @@ LTS_VENV := .venv-blender-lts
 LTS_BPY ?= bpy>=4.2,<4.3
 LTS_STAMP := $(LTS_VENV)/.att3d-installed
 
-.PHONY: setup demo test test-main test-blender-lts extension clean
+.PHONY: setup demo lint test test-fast test-main test-blender-lts extension clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[mesh,serve,train,test]"
+	$(BIN)/python -m pip install -q -e ".[mesh,serve,train,test,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,7 +35,17 @@ $(LTS_STAMP): $(STAMP)
 		> "$$($(LTS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/att3d-main-venv.pth"
 	touch $(LTS_STAMP)
 
+# ruff (config in pyproject.toml) over the whole repository, then mypy over backend/ and blender_att3d/wire/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 test: test-main test-blender-lts
+
+# The inner loop: every test but those marked slow (training runs, several processes, backend cold
+# starts; `make test` runs them too).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 test-main: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -47,4 +57,4 @@ extension: $(STAMP)
 	$(BIN)/python -m blender_att3d.build --out dist
 
 clean:
-	rm -rf out dist build .pytest_cache
+	rm -rf out dist build .pytest_cache .mypy_cache .ruff_cache

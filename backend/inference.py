@@ -215,7 +215,8 @@ class Pipeline:
         emb = self.embed(prompts)
         out: dict[str, Any] = {"steps": [s[2] for s in schedule], "labels": [], "faces": None,
                                "vertices": [], "colors": [], "meshes": [], "converged": []}
-        verts = faces = None
+        verts = np.zeros((0, 3), np.float32)
+        faces: np.ndarray | None = None  # the first step's; every later step moves `verts` onto its surface
         for i, (k, a, _pos) in enumerate(schedule):
             if progress is not None and progress(i / len(schedule), f"step {i + 1}/{len(schedule)}"):
                 raise CancelledError("cancelled")

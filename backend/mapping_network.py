@@ -16,7 +16,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 def sn_linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
-    return spectral_norm(nn.Linear(n_in, n_out, bias=bias))
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    spectral_norm(layer)  # parametrizes `layer` in place (and returns it)
+    return layer
 
 
 @dataclass

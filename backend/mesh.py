@@ -8,18 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from blender_att3d.wire import MAX_RESOLUTION, MIN_RESOLUTION
+# the one resolution check is the protocol's; the CLI, inference and the service import it from here
+from blender_att3d.wire import check_resolution
 
 from .mapping_network import Modulation
 from .mesh_type import Mesh
 from .model import ATT3D
 from .texture import bake_texture
-
-
-def check_resolution(resolution: int) -> int:
-    if not isinstance(resolution, (int, np.integer)) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(f"resolution must be an integer in {MIN_RESOLUTION}–{MAX_RESOLUTION}, got {resolution!r}")
-    return int(resolution)
 
 
 @torch.no_grad()

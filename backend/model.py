@@ -120,6 +120,8 @@ def check_type(value: Any, hint: Any, where: str) -> None:
 
 
 class ATT3D(nn.Module):
+    frozen: bool = False  # set by freeze_spectral_norm: inference only, no longer savable
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.mapping not in MAPPINGS:
@@ -210,6 +212,9 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, An
                dtype: torch.dtype = torch.float32) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
     from safetensors.torch import save_file
+
+    if model.frozen:  # its weights lost their spectral-norm parametrization: load_model could not read them
+        raise ValueError("a model frozen for inference (freeze_spectral_norm) cannot be saved as a model folder")
 
     def write(tmp: Path) -> None:
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()

@@ -61,7 +61,7 @@ class PromptIndex:
             self.nn_distances = self._leave_one_out()
         self.calibrated = len(self.prompts) >= MIN_CALIBRATION
         if self.calibrated:
-            self.threshold = float(min(1.0, max(0.05, margin * np.quantile(self.nn_distances, 0.95))))
+            self.threshold = min(1.0, max(0.05, margin * float(np.quantile(self.nn_distances, 0.95))))
         else:
             self.threshold = DEFAULT_THRESHOLD
 

@@ -40,6 +40,8 @@ class PointEncoder(nn.Module):
     def levels(self, params: torch.Tensor | None, batch: int) -> list[torch.Tensor]:
         """Split flat per-prompt parameters into dense grids ``[B, C, R, R, R]`` and hash tables ``[B, T, C]``."""
         if params is None:
+            if self.shared is None:
+                raise ValueError("no grid parameters given, and this point encoder has no shared grid")
             params = self.shared.expand(batch, -1)
         chunks = torch.split(params, self.sizes, dim=1)
         out = []
@@ -79,8 +81,8 @@ class PointEncoder(nn.Module):
         coords = torch.linspace(-self.bound, self.bound, n, device=device)
         for z0 in range(0, n, rows):
             z1 = min(n, z0 + rows)
-            feats = [lattice_z(g, tuple(t[z0:z1] for t in w)).reshape(self.features, -1)
-                     for g, w in zip(gxy, weights)]
+            feats = [lattice_z(g, (i0[z0:z1], i1[z0:z1], t[z0:z1])).reshape(self.features, -1)
+                     for g, (i0, i1, t) in zip(gxy, weights)]
             if tables:
                 zz, yy, xx = torch.meshgrid(coords[z0:z1], coords, coords, indexing="ij")
                 u = torch.stack([xx, yy, zz], dim=-1).reshape(1, -1, 3) / self.bound

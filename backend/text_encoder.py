@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
@@ -76,7 +77,7 @@ class TextEncoder:
     """
 
     def __init__(self, encoder_id: str = MINILM, max_length: int | None = None,
-                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -89,7 +90,7 @@ class TextEncoder:
         self.device = torch.device(device)
         self.dtype = dtype
         self._path, self._sub_kw = path, sub_kw
-        self._model = None  # loaded lazily: a warm cache needs no model at all
+        self._model: torch.nn.Module | None = None  # loaded lazily: a warm cache needs no model at all
         self.tokenizer = AutoTokenizer.from_pretrained(path, **({"subfolder": tok_sub} if tok_sub else {}))
         if self.kind == "clip":
             self.dim = config.text_config.hidden_size if hasattr(config, "text_config") else config.hidden_size
@@ -103,7 +104,8 @@ class TextEncoder:
         if self._model is None:
             from transformers import AutoModel, CLIPTextModel, T5EncoderModel
 
-            cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
+            # Any: transformers types from_pretrained's keywords and the loaded model's .to() too loosely to check
+            cls: Any = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
             self._model = cls.from_pretrained(self._path, **self._sub_kw).to(self.device, self.dtype).eval()
         return self._model
 

@@ -15,6 +15,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_generate_writes_glb_and_preview(capsys, tiny_model_dir, tmp_path):
     out = tmp_path / "a.glb"
     code, stdout, err = run(capsys, "generate", "a red cube", "--model", str(tiny_model_dir), "--out", str(out),
@@ -50,6 +51,7 @@ def test_bad_input_is_one_clean_line(capsys, tiny_model_dir, tmp_path, args, mes
     assert not (tmp_path / "a.glb").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output_as_a_real_process(tiny_model_dir, tmp_path):
     """The installed entry point: exit code 2, one line, no traceback."""
     ro = tmp_path / "ro"

@@ -176,18 +176,3 @@ def test_sequence_glb_has_morph_targets_that_decode_to_each_step(tmp_path):
     np.testing.assert_array_equal(read(prim["indices"]).reshape(-1, 3), faces)
     # trimesh (an independent reader) still loads the base mesh
     assert len(trimesh.load(path, force="mesh").faces) == len(faces)
-
-
-def test_mesh_steps_do_not_import_each_other():
-    """``texture`` and ``export`` take the Mesh type from ``mesh_type``, not from extraction (``mesh``
-    imports ``texture`` to bake): no import cycle, lazy imports included."""
-    import ast
-    from pathlib import Path
-
-    import backend
-
-    root = Path(backend.__file__).parent
-    for name in ("mesh_type", "texture", "export"):
-        tree = ast.parse((root / f"{name}.py").read_text())
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
-        assert "mesh" not in imported, name

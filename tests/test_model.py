@@ -121,6 +121,24 @@ def test_lambertian_shading_darkens_the_side_away_from_the_light():
     assert row[20] > row[11] + 0.3  # right side lit, left side dark
 
 
+def test_lit_shading_without_a_light_is_a_clear_error():
+    from backend.renderer import render_rays
+
+    origins, dirs = torch.zeros(1, 4, 3), torch.nn.functional.normalize(torch.randn(1, 4, 3), dim=-1)
+    with pytest.raises(ValueError, match="lit shading needs a `light` position and an `ambient` level"):
+        render_rays(lambda p: (p.norm(dim=-1), torch.ones(*p.shape[:-1], 3)), origins, dirs,
+                    shading=torch.tensor([1]))
+
+
+def test_the_shared_grid_is_the_concat_variants_only():
+    from backend.point_encoder import PointEncoder
+
+    shared = PointEncoder([4], 2, 1.0, shared=True)
+    assert shared.levels(None, 3)[0].shape == (3, 2, 4, 4, 4)  # one grid for every prompt
+    with pytest.raises(ValueError, match="no grid parameters given, and this point encoder has no shared grid"):
+        PointEncoder([4], 2, 1.0).levels(None, 1)
+
+
 def test_finite_difference_normals_match_autograd_normals_and_shading():
     def field(p):
         return 1e3 * torch.sigmoid((0.5 - p.norm(dim=-1)) * 50), torch.ones(*p.shape[:-1], 3)

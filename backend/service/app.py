@@ -117,7 +117,7 @@ def encode_result(result: Any, fmt: str, colors: str) -> tuple[bytes, str]:
 
     if isinstance(result, MeshData):
         return to_trimesh(_to_backend_mesh(result), y_up=True).export(file_type="glb"), GLB_TYPE
-    if isinstance(result, SequenceData) and result.consistent:
+    if isinstance(result, SequenceData) and result.faces is not None:  # consistent topology
         with tempfile.TemporaryDirectory(prefix="att3d-") as tmp:
             path = os.path.join(tmp, "sequence.glb")
             export_sequence_glb(result.faces, result.positions, result.colors, path)
@@ -362,8 +362,8 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
 
     Fmt = Query(None, description="att3d (binary payload, default) or glb")
     Col = Query("f32", description="colour encoding of the payload: f32 or u8")
-    mesh_responses = {200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}},
-                            "description": "the mesh: ATT3D payload or GLB"}}
+    mesh_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}}, "description": "the mesh: ATT3D payload or GLB"}}
 
     # -- synchronous endpoints ------------------------------------------------------------------
     @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=mesh_responses)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from blender_att3d.wire.token import TOKEN_ENV, default_token_file
 
+from ..fileio import atomic_write_text
+
 MIN_TOKEN_CHARS = 16
 
 
@@ -65,15 +67,7 @@ def write_token_file(path: Path, token: str) -> None:
     _refuse_links(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _tighten_folder(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        os.write(fd, (token + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write_text(path, token + "\n", mode=0o600)  # only the user may read it, from its first byte
 
 
 def resolve_token(token_file: str | None = None, rotate: bool = False) -> tuple[str, Path | None]:

@@ -80,6 +80,13 @@ def check_texture_size(size: Any) -> int:
     return int(size)
 
 
+def check_resolution(resolution: Any, lo: int = MIN_RESOLUTION, hi: int = MAX_RESOLUTION) -> int:
+    """The marching-cubes lattice size as an int; ValueError naming the range when unusable."""
+    if not _is_int(resolution) or not lo <= resolution <= hi:
+        raise ValueError(f"resolution must be an integer in {lo}–{hi}, got {resolution!r}")
+    return int(resolution)
+
+
 @dataclass(frozen=True)
 class Limits:
     """A server's limits; the defaults are this version's. The field order is the JSON's order."""
@@ -108,15 +115,7 @@ class Limits:
         return check_prompt(prompt, self.max_prompt_chars)
 
     def check_resolution(self, resolution: Any) -> int:
-        if not _is_int(resolution) or not self.min_resolution <= resolution <= self.max_resolution:
-            raise ValueError(f"resolution must be an integer in {self.min_resolution}–{self.max_resolution}, "
-                             f"got {resolution!r}")
-        return int(resolution)
-
-
-def check_resolution(resolution: Any) -> int:
-    """A marching-cubes lattice size within this version's limits."""
-    return Limits().check_resolution(resolution)
+        return check_resolution(resolution, self.min_resolution, self.max_resolution)
 
 
 def as_dict() -> dict[str, int]:

@@ -199,12 +199,14 @@ def test_subprocess_python_without_att3d(tmp_path):
         SubprocessClient(python=str(fake), start_timeout=20)
 
 
+@pytest.mark.slow
 def test_subprocess_missing_model(tmp_path):
     with pytest.raises(BackendUnavailable, match="model 'no-such-model' not found.*check the model"):
         SubprocessClient(python=sys.executable, model="no-such-model", device="cpu",
                          env={"ATT3D_DATA_DIR": str(tmp_path)})
 
 
+@pytest.mark.slow
 def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, tmp_path):
     c = SubprocessClient(python=sys.executable, model=str(service_model_dir), device="cpu",
                          env={"ATT3D_DATA_DIR": str(tmp_path)})

@@ -47,6 +47,7 @@ def _seen_plain_prompts(config, n=4):
     return out[:n]
 
 
+@pytest.mark.slow
 def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     import trimesh
 
@@ -66,6 +67,7 @@ def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     assert right >= len(prompts) - 1, f"only {right}/{len(prompts)} meshes have their prompt's colour"
 
 
+@pytest.mark.slow
 def test_att3d_demo_writes_the_default_prompt_as_glb_and_preview(tmp_path):
     """What `make demo` runs: "a red cube wearing a blue party hat" (a prompt it never trained on)."""
     import trimesh

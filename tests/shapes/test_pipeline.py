@@ -22,6 +22,7 @@ def tiny_teacher(tmp_path_factory):
     return out, root, idx
 
 
+@pytest.mark.slow
 def test_teacher_folder_layout_and_resume(tiny_teacher):
     out, root, idx = tiny_teacher
     meta = json.loads((out / "att3d_teacher.json").read_text())
@@ -39,6 +40,7 @@ def test_teacher_folder_layout_and_resume(tiny_teacher):
     assert json.loads((out / "att3d_teacher.json").read_text())["steps"] == 3
 
 
+@pytest.mark.slow
 def test_teacher_loads_through_the_pixel_guidance(tiny_teacher):
     from training.guidance import GuidanceConfig, build_guidance
 
@@ -52,6 +54,7 @@ def test_teacher_loads_through_the_pixel_guidance(tiny_teacher):
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_teacher_sampling_and_nearest_gt(tiny_teacher):
     """The report's pieces: DDIM sampling (deterministic per seed, η changes it) and the nearest-GT match."""
     out, _, idx = tiny_teacher
@@ -75,6 +78,7 @@ def test_teacher_sampling_and_nearest_gt(tiny_teacher):
     assert near.tolist() == [3, 0] and d.shape == (2, 5) and float(d[0, 3]) < 1e-6
 
 
+@pytest.mark.slow
 def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     from training.config import config_from_dict
     from training.shapes.demo import demo_config
@@ -94,6 +98,7 @@ def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     assert len(m["per_prompt"]) == 2 and m["per_prompt"][0]["prompt"] == PROMPTS[0]
 
 
+@pytest.mark.slow
 def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeypatch, capsys):
     from backend.cli import main
     from backend.model import load_model, save_model
@@ -213,6 +218,7 @@ def test_eval_defaults_to_the_split_the_model_trained_on():
     assert _trained_split({"prompt_set": {"sha256": prompt_hash(PROMPTS)}}) == 0.125  # anything else
 
 
+@pytest.mark.slow
 def test_gt_metrics_are_perfect_for_a_perfect_field():
     """The metric code path itself: a 'model' whose field is the ground truth scores IoU≈1, R-precision 1."""
     from training.shapes.metrics import evaluate
@@ -269,6 +275,7 @@ class _Oracle(torch.nn.Module):
         return render_scenes([self._scene(mod)] * len(cams), cams, h, n_samples)
 
 
+@pytest.mark.slow
 def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_path):
     from safetensors import safe_open
 
@@ -285,6 +292,7 @@ def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_pat
         T.resolve_teacher(tmp_path)
 
 
+@pytest.mark.slow
 def test_warm_start_from_a_shipped_teacher_continues_its_steps(tiny_teacher, tmp_path):
     out, root, idx = tiny_teacher
     shipped = T.ship_teacher(out, tmp_path / "shipped")
@@ -326,6 +334,7 @@ def test_diffusion_loss_targets_and_min_snr_weights():
         T.diffusion_loss(v, x0, noise, a, "sample")
 
 
+@pytest.mark.slow
 def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_path):
     """--init with another prediction type: the scheduler, metadata and guidance all follow it; a resumed
     run refuses to change recipe."""
