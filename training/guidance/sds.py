@@ -167,7 +167,8 @@ class DiffusionGuidance(Guidance):
         if self._uncond is None:
             if self.encoder is None:
                 raise RuntimeError("this guidance has no text encoder")
-            emb = self.encoder([self.config.negative_prompt], clip_skip=0).tokens[0]
+            skip = {"clip_skip": 0} if getattr(self.encoder, "clip_skip", 0) else {}
+            emb = self.encoder([self.config.negative_prompt], **skip).tokens[0]
             self._uncond = emb.to(self.dtype)
         return self._uncond.to(self.device).expand(n, -1, -1)
 
