@@ -148,7 +148,8 @@ class TextEncoder:
                 if self.dtype == torch.float16:  # (fp16 kernels are missing on the CPU; bf16 runs)
                     self.dtype = torch.float32
                 model = model.to(self.device, self.dtype)
-                torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             self._model = model
         return self._model
 
@@ -169,23 +170,23 @@ class TextEncoder:
             prompts = [p.lower().strip() for p in prompts]  # IFPipeline._text_preprocessing(clean_caption=False)
         tok = self.tokenizer(prompts, padding="max_length", truncation=True,
                              max_length=self.max_length, return_tensors="pt")
+        model = self.model  # (first: loading may fall back to the CPU)
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
         if self.kind == "clip":
             # Stable Diffusion conditions on the full padded sequence of CLIP hidden states (no mask
             # unless the encoder's config asks for one, as StableDiffusionPipeline.encode_prompt).
-            use_mask = getattr(self.model.config, "use_attention_mask", False)
-            out = self.model(input_ids=ids, attention_mask=mask if use_mask else None,
-                             output_hidden_states=bool(clip_skip))
+            use_mask = getattr(model.config, "use_attention_mask", False)
+            out = model(input_ids=ids, attention_mask=mask if use_mask else None, output_hidden_states=bool(clip_skip))
             h = out.last_hidden_state
             if clip_skip:
                 # (transformers ≥ 5.6 flattened CLIPTextModel: its final_layer_norm is no longer under text_model)
-                final_norm = getattr(self.model, "text_model", self.model).final_layer_norm
+                final_norm = getattr(model, "text_model", model).final_layer_norm
                 h = final_norm(out.hidden_states[-(clip_skip + 1)])
         elif self.kind == "t5":
-            h = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # raw, as IF conditions
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state  # raw, as IF conditions
         else:
-            h = self.model(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None]
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None]
         return TextEmbedding(h.float().cpu(), mask.bool().cpu())
 
     # -- cache -------------------------------------------------------------------------------

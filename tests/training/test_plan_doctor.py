@@ -39,7 +39,8 @@ def test_dry_run_of_every_shipped_config_offline(capsys):
         plans[name] = json.loads(out.out)
     p = plans["df415_if"]
     roles = {m["role"]: m for m in p["models"]}
-    assert roles["teacher UNet"]["params"] == pytest.approx(4.3e9, rel=0.01) and roles["teacher UNet"]["dtype"] == "float16"
+    unet = roles["teacher UNet"]
+    assert unet["params"] == pytest.approx(4.3e9, rel=0.01) and unet["dtype"] == "float16"
     t5 = roles["teacher text encoder"]
     assert t5["id"] == "google/t5-v1_1-xxl" and t5["dtype"] == "bfloat16" and "freed" in t5["note"]
     assert roles["ATT3D (trained)"]["params"] == 77 * 4096 * 32 + 32 + 32 * 4 * (9**3 + 14**3 + 22**3 + 36**3 + 58**3) \

@@ -98,8 +98,11 @@ class Amortized:
         """Encode the prompts, build the model; → the parameters the optimizer trains."""
         self.guidance, self.device = guidance, device
         self.encode(encoder, device)
-        # every (prompt, view) guidance embedding once, then the (large) text encoder is released
+        if self.prompt_set.held_out:  # into the embedding cache: evaluations need not reload the encoder
+            encoder(self.prompt_set.held_out)
+        # every (prompt, view) guidance embedding once, then the (large) text encoders are released
         guidance.precompute(self.prompts)
+        encoder.release()
         self.arch = replace(self.config.model, text_encoder=encoder.encoder_id, token_dim=encoder.dim,
                             max_length=encoder.max_length, clip_skip=encoder.clip_skip)
         self.model = build_model(self.arch, self.config.run.seed).to(device).train()
