@@ -49,8 +49,8 @@ class ModelConfig:
     hash_resolutions: list[int] = field(default_factory=list)
     hash_table_log2: int = 14
     bound: float = 1.0
-    #: the point encoder's hash levels and (tcnn_mlp) the NeRF MLP: auto = tiny-cuda-nn when it imports
-    #: and the model runs on CUDA, else PyTorch | torch | tcnn (backend/point_encoder_tcnn.py)
+    #: where the point encoder's hash levels run: auto = tiny-cuda-nn when it imports and the model is on
+    #: CUDA, else PyTorch | torch | tcnn (backend/point_encoder_tcnn.py); the weights are the same either way
     backend: str = "auto"
     # NeRF MLP and density bias 10(1 − 2‖x‖)
     hidden: int = 32
@@ -215,6 +215,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     config = read_config(folder)
     try:
         arch = ModelConfig.from_dict(config["architecture"])
+        if arch.backend == "tcnn":  # trained with tiny-cuda-nn: the same weights run wherever it is missing
+            arch = replace(arch, backend="auto")
         model = ATT3D(arch)
     except (TypeError, ValueError) as e:
         raise ModelFolderError(f"{folder / CONFIG_NAME}: bad architecture: {e}") from None

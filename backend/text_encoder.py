@@ -103,7 +103,8 @@ class TextEncoder:
       padding positions included;
     - MiniLM / BERT (the Shapes world's own teacher): the last hidden states with padding zeroed.
 
-    ``dtype``: the encoder's weights (None: :func:`default_dtype`); embeddings come back float32.
+    ``dtype``: the encoder's weights (None: :func:`default_dtype` for CLIP and T5, float32 for MiniLM);
+    embeddings come back float32.
     """
 
     def __init__(self, encoder_id: str = MINILM, max_length: int | None = None,
@@ -118,7 +119,9 @@ class TextEncoder:
         self.kind = _kind_of(config)
         self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
         self.device = torch.device(device)
-        self.dtype = dtype or default_dtype(self.device)
+        # half precision for the large teacher encoders (T5-XXL: 19 GB in float32); MiniLM (22 M parameters)
+        # stays float32, as the Shapes teacher and the demo model were trained on its float32 tokens
+        self.dtype = dtype or (torch.float32 if self.kind == "bert" else default_dtype(self.device))
         self.clip_skip = int(clip_skip)
         if self.clip_skip < 0 or (self.clip_skip and self.kind != "clip"):
             raise ValueError(f"clip_skip {clip_skip}: a CLIP text encoder and a count ≥ 0 of layers to skip")

@@ -80,21 +80,24 @@ def test_tcnn_features_density_and_gradients_equal_the_torch_backend(standin, ma
         torch.testing.assert_close(pb[k], pa[k], rtol=1e-3, atol=1e-5)
 
 
-def test_a_model_trained_with_one_backend_loads_in_the_other(standin, tmp_path):
+def test_a_model_trained_with_one_backend_loads_in_the_other(standin, tmp_path, monkeypatch):
     a, b = _pair()
     with torch.no_grad():  # "train" the tcnn model: move its weights
         for p in b.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     b.eval()  # (no power iterations from here on: the folder stores the spectral norms' vectors)
-    save_model(b, tmp_path / "m")
-    loaded, cfg = load_model(tmp_path / "m")
-    assert cfg["architecture"]["backend"] == "tcnn"
-    loaded.point_encoder.backend = "torch"  # the same folder on a machine without tiny-cuda-nn
     tokens, pts = torch.randn(2, 4, 16), torch.rand(2, 200, 3) * 2 - 1
     with torch.no_grad():
         want = b.field(b.modulate(tokens), pts)[0]
+    assert b.point_encoder._tcnn is not None  # (through the tiny-cuda-nn stand-in)
+    save_model(b, tmp_path / "m")
+    monkeypatch.setitem(sys.modules, "tinycudann", None)  # the same folder on a machine without tiny-cuda-nn
+    loaded, cfg = load_model(tmp_path / "m")
+    assert cfg["architecture"]["backend"] == "tcnn" and loaded.point_encoder.backend == "auto"
+    with torch.no_grad():
         got = loaded.field(loaded.modulate(tokens), pts)[0]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert loaded.point_encoder._tcnn is None  # (it ran the PyTorch levels)
 
 
 def test_backend_choice(standin, monkeypatch):
