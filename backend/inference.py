@@ -29,7 +29,7 @@ from .mesh import (
     project_to_isosurface,
 )
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
-from .text_encoder import TextEmbedding, TextEncoder
+from .text_encoder import TextEmbedding, encoder_for
 
 ProgressFn = Callable[[float, str], bool | None]
 
@@ -120,7 +120,7 @@ class Pipeline:
         freeze_spectral_norm(self.model)
         arch = self.model.config
         self.model_id = str(self.config.get("provenance", {}).get("name") or Path(self.model_path).name)
-        self.encoder = TextEncoder(arch.text_encoder, arch.max_length, device=self.device, cache_dir=cache_dir)
+        self.encoder = encoder_for(arch, device=self.device, cache_dir=cache_dir)  # half precision on CUDA
         if self.encoder.dim != arch.token_dim:
             raise ValueError(f"text encoder {arch.text_encoder!r} gives {self.encoder.dim}-d tokens, "
                              f"the model expects {arch.token_dim}")

@@ -7,16 +7,16 @@ import json
 import math
 import os
 import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
 
 from .environment_map import EnvironmentMap
 from .fileio import write_folder_atomically
-from .mapping_network import MAPPINGS, Modulation
+from .mapping_network import MAPPINGS, Modulation, grid_target_rms
 from .nerf_mlp import NeRFMLP
 from .point_encoder import PointEncoder
 
@@ -37,16 +37,22 @@ class ModelConfig:
     text_encoder: str = "minilm"
     max_length: int = 32
     token_dim: int = 384
+    clip_skip: int = 0  # CLIP encoders: hidden states this many layers before the last (diffusers' clip_skip)
     # mapping network
     mapping: str = "hyper"  # hyper | concat | attention
     v_dim: int = 32
-    grid_scale: float = 1.0  # gain on the hypernetwork's grid output (1 = the paper)
+    #: gain on the hypernetwork's grid output. 0 = auto: √(P/v) when built, then set by training so that
+    #: the grid starts at a readable RMS (backend/mapping_network.py); a model folder stores the number
+    grid_scale: float = 0.0
     # point encoder
     resolutions: list[int] = field(default_factory=lambda: [9, 14, 22, 36, 58])
     features: int = 4
     hash_resolutions: list[int] = field(default_factory=list)
     hash_table_log2: int = 14
     bound: float = 1.0
+    #: where the point encoder's hash levels run: auto = tiny-cuda-nn when it imports and the model is on
+    #: CUDA, else PyTorch | torch | tcnn (backend/point_encoder_tcnn.py); the weights are the same either way
+    backend: str = "auto"
     # NeRF MLP and density bias 10(1 − 2‖x‖)
     hidden: int = 32
     density_bias_scale: float = 10.0
@@ -126,15 +132,30 @@ class ATT3D(nn.Module):
         super().__init__()
         if config.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {config.mapping!r}; choose from {sorted(MAPPINGS)}")
-        self.config = config
+        out_dim = config.features * (len(config.resolutions) + len(config.hash_resolutions))
+        # the concatenation variant's shared grid starts at the hypernetworks' RMS: U(±a) has RMS a/√3
         self.point_encoder = PointEncoder(config.resolutions, config.features, config.bound,
                                           config.hash_resolutions, config.hash_table_log2,
-                                          shared=config.mapping == "concat")
+                                          shared=config.mapping == "concat",
+                                          init_scale=math.sqrt(3) * grid_target_rms(out_dim), backend=config.backend)
         self.mapping = MAPPINGS[config.mapping](config.max_length, config.token_dim,
-                                                self.point_encoder.n_params, config.v_dim, config.grid_scale)
+                                                self.point_encoder.n_params, config.v_dim, config.grid_scale,
+                                                sizes=self.point_encoder.sizes)
+        self.config = replace(config, grid_scale=float(cast(Any, self.mapping).grid_scale))  # auto (0) resolved
         in_dim = self.point_encoder.out_dim + (config.v_dim if config.mapping == "concat" else 0)
         self.nerf = NeRFMLP(in_dim, config.hidden, config.density_bias_scale, config.density_bias_radius)
         self.env = EnvironmentMap(config.v_dim, config.env_freqs)
+
+    def calibrate_grid(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                       target: float | None = None) -> float:
+        """Set ``grid_scale`` (and the config's) so that these prompts' grid values start at RMS
+        ``target`` (default: unit-norm point features, ``1/√features_out``); returns the gain."""
+        from .mapping_network import calibrate_grid_scale
+
+        target = grid_target_rms(self.point_encoder.out_dim) if target is None else target
+        gain = calibrate_grid_scale(self.mapping, tokens, mask, target)
+        self.config = replace(self.config, grid_scale=gain)
+        return gain
 
     # -- the three stages ----------------------------------------------------------------------
     def modulate(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
@@ -288,6 +309,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     config = read_config(folder)
     try:
         arch = ModelConfig.from_dict(config["architecture"])
+        if arch.backend == "tcnn":  # trained with tiny-cuda-nn: the same weights run wherever it is missing
+            arch = replace(arch, backend="auto")
         model = ATT3D(arch)
     except (TypeError, ValueError, RuntimeError) as e:  # types are checked; values can still be impossible
         raise ModelFolderError(f"{folder / CONFIG_NAME}: bad architecture: {e}") from None

@@ -106,6 +106,9 @@ class FinetuneConfig:
 
     init: str = ""  # the amortized model folder to start from
     prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
+    #: text = detach the mapping network only (it only embeds text; B.1.13): the offset δ, the NeRF MLP
+    #: and the environment map train | all = freeze everything but δ
+    freeze: Literal["text", "all"] = "text"
 
 
 @dataclass

@@ -70,7 +70,7 @@ def run_prompt_set(prompts: Sequence[str] | PromptSet | None, config: TrainConfi
 def mapping_encoder(model: ModelConfig, guidance: Guidance) -> TextEncoder:
     """The mapping network's text encoder: ``model.text_encoder``, or the guidance's own (``"guidance"``)."""
     if model.text_encoder != "guidance":
-        return TextEncoder(model.text_encoder, model.max_length or None)
+        return TextEncoder(model.text_encoder, model.max_length or None, clip_skip=model.clip_skip)
     if guidance.encoder is None:
         raise ValueError("model.text_encoder = \"guidance\" needs a guidance with a text encoder "
                          "(reconstruction has none): name one in model.text_encoder")

@@ -56,19 +56,24 @@ def run_name(path: str | Path) -> str:
     return p.name
 
 
-def load_init(model: ATT3D, path: str, device: torch.device) -> dict[str, Any]:
+def load_init(model: ATT3D, path: str, device: torch.device, auto_gain: bool = True) -> dict[str, Any]:
     """``run.init``: copy the weights of a model (or run / checkpoint) folder of the same architecture
-    into ``model``; returns what the provenance records of it: its name and the SHA-256 of its
-    weights (never the path on this machine), and what it had trained on."""
+    into ``model``, with their grid gain when ``auto_gain`` (else it must match); returns what the
+    provenance records of it: its name and the SHA-256 of its weights (never the path on this
+    machine), and what it had trained on."""
     import hashlib
 
     inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
     folder = resolve_model_path(inner if (inner / "config.json").is_file() else path)
     init, cfg = load_model(folder, device)
     theirs, ours = asdict(init.config), asdict(model.config)
-    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+    # the backend runs the same weights; an auto gain (model.grid_scale = 0) is the one they trained with
+    skip = {"backend"} | ({"grid_scale"} if auto_gain else set())
+    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k] and k not in skip]
     if diff:
         raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
+    model.mapping.grid_scale = init.mapping.grid_scale
+    model.config = replace(model.config, grid_scale=init.config.grid_scale)
     model.load_state_dict(init.state_dict())
     prov = cfg.get("provenance", {})
     digest = hashlib.sha256()
@@ -114,13 +119,18 @@ class Amortized:
         """Encode the prompts, build the model; → the parameters the optimizer trains."""
         self.guidance, self.device = guidance, device
         self.encode(encoder, device)
-        # every (prompt, view) guidance embedding once, then the (large) text encoder is released
+        if self.prompt_set.held_out:  # into the embedding cache: evaluations need not reload the encoder
+            encoder(self.prompt_set.held_out)
+        # every (prompt, view) guidance embedding once, then the (large) text encoders are released
         guidance.precompute(self.prompts)
+        encoder.release()
         self.arch = replace(self.config.model, text_encoder=encoder.encoder_id, token_dim=encoder.dim,
-                            max_length=encoder.max_length)
+                            max_length=encoder.max_length, clip_skip=encoder.clip_skip)
         self.model = build_model(self.arch, self.config.run.seed).to(device).train()
         if self.config.run.init:
-            self.init_record = load_init(self.model, self.config.run.init, device)
+            self.init_record = load_init(self.model, self.config.run.init, device, not self.config.model.grid_scale)
+        elif not self.config.model.grid_scale:  # auto: the grid starts at a readable RMS for these prompts
+            self.model.calibrate_grid(self.tokens, self.mask)
         return list(self.model.parameters())
 
     def render_step(self) -> RenderStep:
@@ -154,4 +164,6 @@ class Amortized:
     def load_checkpoint(self, path: Path, data: dict[str, Any]) -> None:
         """Restore the trained weights from a checkpoint (:func:`training.checkpoint.load_checkpoint`)."""
         model, _ = load_model(data["model_dir"], self.device)
+        self.model.mapping.grid_scale = model.mapping.grid_scale  # (not a tensor of the state dict)
+        self.model.config = replace(self.model.config, grid_scale=model.config.grid_scale)
         self.model.load_state_dict(model.state_dict())
