@@ -140,7 +140,8 @@ def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | No
     run_dir = Path(run_dir)
     model, cfg = load_model(run_dir / "model")
     prov = dict(cfg.get("provenance", {}))
-    prov.pop("prompts", None)  # the seen prompts are recoverable from the world + split
+    # the seen prompts stay (992 for the 50 % split, ~40 KB): the service's "far from the training
+    # prompts" warning needs them, and without them it can only say "unknown"
     if prov.get("init"):
         prov["init"]["path"] = _repo_relative(prov["init"]["path"])
     prov["name"] = "demo"
