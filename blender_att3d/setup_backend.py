@@ -290,21 +290,22 @@ def check_dest(plan: Plan) -> None:
         if not plan.replace:
             raise SetupError(f"{d} already holds an ATT3D backend (torch {stamp.get('torch', '?')}): remove it "
                              "first, or pass --replace", EXIT_BAD_INPUT)
-    parent = d.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{d.name}.write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SetupError(f"cannot write to {parent}: {e.strerror or e}; choose a folder you can write to",
-                         EXIT_BAD_INPUT) from None
-    try:
-        plan.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(plan.log, "a", encoding="utf-8"):
-            pass
-    except OSError as e:
-        raise SetupError(f"cannot write the log file {plan.log}: {e.strerror or e}", EXIT_BAD_INPUT) from None
+    for path, what in ((d, "the backend"), (plan.log, "the log file")):
+        _check_writable(path, what)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """``path`` can be created: its nearest existing folder is a folder we may write to (nothing is
+    created here: a refused set-up leaves nothing behind)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SetupError(f"cannot write {what} to {path}: {folder} is a file, not a folder; choose another folder",
+                         EXIT_BAD_INPUT)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SetupError(f"cannot write {what} to {path}: {folder} is not writable; choose a folder you can write "
+                         "to", EXIT_BAD_INPUT)
 
 
 def _index_probe_url(index: str, project: str) -> str:
@@ -472,6 +473,12 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
     tmp = partial_dir(plan.dest)
     _remove(tmp)  # what a killed run left
     check_network(plan)
+    try:
+        for folder in (plan.dest.parent, plan.log.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SetupError(f"cannot create {plan.dest.parent}: {e.strerror or e}; choose a folder you can write to",
+                         EXIT_BAD_INPUT) from None
     runner = _Runner(plan, progress, cancel)
     if runner_hook is not None:
         runner_hook(runner)
