@@ -144,3 +144,16 @@ def test_a_stamp_without_a_python_is_no_backend(tmp_path):
     assert local_backend.addon_backend(tmp_path) is None
     assert local_backend.addon_backend(None) is None
     assert os.fspath(local_backend.stamp_path(tmp_path)) == os.fspath(own / STAMP)
+
+
+def test_the_installer_and_the_finder_need_neither_bpy_nor_torch():
+    """They run inside Blender's own Python (no torch) and headless (no bpy)."""
+    import subprocess
+
+    code = ("import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n"
+            "import blender_att3d.setup_backend, blender_att3d.local_backend, blender_att3d.setup_job\n"
+            "print('OK')")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(root),
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr

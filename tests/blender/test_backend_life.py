@@ -125,9 +125,9 @@ def test_restart_backend_button(bpy_module, scene, monkeypatch):
 
 
 def test_the_python_field_is_checked_as_it_changes(bpy_module, tmp_path):
-    from blender_att3d import preferences
-
     from pathlib import Path
+
+    from blender_att3d import preferences
 
     venv = Path(sys.executable).parents[1]  # this test's own environment: it has att3d and torch
     for typed, icon, start in [
