@@ -17,6 +17,7 @@ import argparse
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,13 +66,34 @@ def check_wheel(path: Path) -> Path:
     return path
 
 
+def _newest_setuptools_env() -> dict[str, str]:
+    """The environment for an offline build: the newest setuptools this Python can see goes first.
+
+    Without build isolation pip builds with the setuptools imported first, and a venv's own bundled
+    copy (65.5 in Python 3.11's venvs, too old for this pyproject's license field) can shadow a newer
+    one further down ``sys.path`` (the 4.2 LTS test venv, which adds the main venv's packages).
+    """
+    from importlib.metadata import distributions
+
+    def version(d) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", d.version)[:3])
+
+    found = [d for d in distributions() if (d.metadata["Name"] or "").lower() == "setuptools"]
+    env = dict(os.environ)
+    if found:
+        best = max(found, key=version)
+        env["PYTHONPATH"] = os.pathsep.join([str(best.locate_file("")), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def build_wheel(out: Path) -> Path:
     """``pip wheel`` of this checkout into ``out`` (no dependencies, no build isolation: offline)."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="att3d-wheel-") as tmp:
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "--disable-pip-version-check", "-q", "-w", tmp, str(ROOT)], capture_output=True, text=True)
+                            "--disable-pip-version-check", "-q", "-w", tmp, str(ROOT)], capture_output=True, text=True,
+                           env=_newest_setuptools_env())
         if r.returncode != 0:
             raise SystemExit(f"error: building the wheel failed:\n{r.stdout}{r.stderr}")
         built = sorted(Path(tmp).glob("att3d-*.whl"))

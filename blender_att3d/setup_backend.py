@@ -382,7 +382,7 @@ class _Runner:
         except OSError as e:
             raise SetupError(f"could not run {cmd[0]}: {e.strerror or e}") from None
         out: list[str] = []
-        steps = 0
+        steps, shown = 0, start
         self.tail = []
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -396,8 +396,9 @@ class _Runner:
                 steps += 1
                 frac = 1.0 - (0.85 if on_line is None else 0.6) ** steps
                 if line.startswith("Installing collected packages"):
-                    frac = 0.9
-                self.progress(int(start + (end - start) * min(frac, 0.95)), stage, detail)
+                    frac = max(frac, 0.9)
+                shown = max(shown, int(start + (end - start) * min(frac, 0.95)))  # the bar never goes back
+                self.progress(shown, stage, detail)
         rc = self.proc.wait()
         self.proc = None
         if self.cancel.is_set():
