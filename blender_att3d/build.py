@@ -90,6 +90,9 @@ def build_wheel(out: Path) -> Path:
     """``pip wheel`` of this checkout into ``out`` (no dependencies, no build isolation: offline)."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # setuptools copies the packages into build/lib and never removes from it: a module deleted since
+    # the last build would still go into the wheel
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="att3d-wheel-") as tmp:
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                             "--disable-pip-version-check", "-q", "-w", tmp, str(ROOT)], capture_output=True, text=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -161,10 +161,15 @@ class Engine:
         return cls(Pipeline(model, device=device, cache_dir=cache_dir))
 
     # -- helpers ----------------------------------------------------------------------------
-    def warm(self) -> None:
-        """Load the text encoder and index the training prompts now rather than on the first request."""
+    def warm(self, on_stage: Callable[[str], Any] | None = None) -> None:
+        """Load the text encoder and index the training prompts now rather than on the first request;
+        ``on_stage(name)`` hears each of the two (the server names them to the client)."""
+        if on_stage is not None:
+            on_stage("loading the text encoder")
         _ = self.pipeline.encoder.model
         self.pipeline.embed("a warm-up prompt")
+        if on_stage is not None:
+            on_stage("indexing the training prompts")
         _ = self.index
 
     @property

@@ -107,8 +107,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
         sock.close()
         raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by `att3d init-model DIR`)") \
             from None
-    print(format_stage_line("indexing the training prompts"), file=sys.stderr, flush=True)
-    engine.warm()
+    engine.warm(lambda stage: print(format_stage_line(stage), file=sys.stderr, flush=True))
     info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
     app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN")

@@ -108,24 +108,38 @@ class ATT3D_OT_remove_backend(Operator):
     bl_idname = "att3d.remove_backend"
     bl_label = "Remove Backend"
 
+    synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
+
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(self, event)
 
     def execute(self, context):
-        if setup_job.running():
-            self.report({"ERROR"}, "The set-up is running: cancel it first")
+        if setup_job.running() or jobs.busy(jobs.BACKEND):
+            self.report({"ERROR"}, "The backend is being set up or started: wait or cancel it first")
             return {"CANCELLED"}
         root = _user_root(self)
         if root is None:
             return {"CANCELLED"}
-        session.close()  # stop a server running from that folder first
-        removed = setup_job.remove_backend(root)
-        setup_job.current = None
-        text = "Backend removed" if removed else "There was no backend set up by the add-on"
-        jobs.status[jobs.BACKEND] = ("INFO", text)
-        jobs.backend_info.clear()
-        self.report({"INFO"}, text)
-        return {"FINISHED"}
+
+        def work(progress):
+            progress(0.0, "stopping the backend")
+            session.close()  # a server running from that folder stops first (seconds)
+            progress(0.5, "deleting its folder")
+            return setup_job.remove_backend(root)
+
+        def done(removed):
+            setup_job.current = None
+            jobs.backend_info.clear()
+            return "Backend removed" if removed else "There was no backend set up by the add-on"
+
+        from .run import run_job
+
+        job = jobs.Job(jobs.BACKEND, "Removing the backend", work)
+        result = run_job(self, job, lambda removed: None, self.synchronous, done, timed=False)
+        if result == {"FINISHED"} and job.done.is_set():
+            jobs.status[jobs.BACKEND] = ("INFO", jobs.status[jobs.BACKEND][1])
+            self.report({"INFO"}, jobs.status[jobs.BACKEND][1])
+        return result
 
 
 class ATT3D_OT_restart_backend(Operator):

@@ -107,7 +107,7 @@ new_client = session.cached_client()
 out["restarted"] = old_pid is not None and getattr(new_client, "pid", None) not in (None, old_pid)
 
 with step("Remove Backend"):
-    bpy.ops.att3d.remove_backend("EXEC_DEFAULT")
+    bpy.ops.att3d.remove_backend("EXEC_DEFAULT", synchronous=True)
 out["removed"] = not backend_dir.exists() and not (user_root / "backend-setup.log").exists()
 out["server_stopped"] = new_client is not None and (new_client.proc is None or new_client.proc.poll() is not None)
 out["generate_after_remove"] = error_of(lambda: bpy.ops.att3d.generate(prompt="a red cube", synchronous=True))

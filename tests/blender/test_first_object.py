@@ -58,7 +58,8 @@ def test_a_new_user_gets_a_first_object_without_a_terminal(extension_zip, tmp_pa
     # every stage named, in order, with its time (a stage quicker than one poll of the server, e.g.
     # encoding a cached prompt, may pass unseen: its time counts in the next one)
     stages = [s for s, _ in res["timings"]]
-    order = ["starting the backend", "loading the model", "indexing the training prompts", "encoding the prompt",
+    order = ["starting the backend", "loading the model", "loading the text encoder", "indexing the training prompts",
+             "encoding the prompt",
              "building the grid", "extracting the mesh", "receiving the result", "building the Blender object",
              "total from the click"]
     assert stages == [s for s in order if s in stages], stages

@@ -213,7 +213,8 @@ def test_subprocess_client_restarts_and_closes_cleanly(service_model_dir, tmp_pa
                          env={"ATT3D_DATA_DIR": str(tmp_path)}, on_stage=stages.append)
     try:
         # the start names what it waits for, in order
-        assert stages == ["starting the backend", "loading the model", "indexing the training prompts"]
+        assert stages == ["starting the backend", "loading the model", "loading the text encoder",
+                          "indexing the training prompts"]
         assert c.generate("a red cube", resolution=16).faces.shape[1] == 3
         first = c.pid
         os.kill(first, signal.SIGKILL)
