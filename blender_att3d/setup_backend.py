@@ -484,6 +484,7 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
         runner_hook(runner)
     runner.write_log(f"== att3d setup {time.strftime('%Y-%m-%d %H:%M:%S')}\n{describe(plan)}")
     old: Path | None = None
+    moved = False  # the new environment is at dest: a failure from here on removes it there
     try:
         cmds = commands_for(plan, tmp)
         py = str(venv_python(tmp))
@@ -519,6 +520,7 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
             else:
                 plan.dest.rmdir()
         os.replace(tmp, plan.dest)
+        moved = True
         _rewrite_paths(plan.dest, tmp_s, dest_s)
         if os.name == "nt":  # the console-script launchers embed their interpreter's path: make them anew
             runner.run([str(venv_python(plan.dest)), "-m", "pip", "install", *_pip_options(plan), "--no-deps",
@@ -541,9 +543,9 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
             e = SetupCancelled()
         runner.write_log(f"== failed: {e}")
         _remove(tmp)
+        if moved:
+            _remove(plan.dest)
         if old is not None and old.exists():  # put the previous backend back
-            if plan.dest.exists():
-                _remove(plan.dest)
             os.replace(old, plan.dest)
         if isinstance(e, SetupError):
             raise e from None
