@@ -220,7 +220,7 @@ def test_subprocess_client_restarts_and_closes_cleanly(service_model_dir, tmp_pa
         os.kill(first, signal.SIGKILL)
         m = c.generate("a red cube", resolution=16)  # restarted behind the scenes
         assert isinstance(m, MeshData) and c.restarts == 1 and c.restarts_left == 2 and c.pid != first
-        assert stages[3].startswith("restarting the backend (it stopped: ")
+        assert stages[4].startswith("restarting the backend (it stopped: ") and stages[5] == "starting the backend"
         assert c.info()["model"] == "tiny-service"
     finally:
         proc = c.proc
