@@ -110,7 +110,7 @@ class PromptIndex:
                     _save_index(Path(cache_file), self.vectors, self.nn_distances)
         self.calibrated = len(self.prompts) >= MIN_CALIBRATION
         if self.calibrated:
-            self.threshold = float(min(1.0, max(0.05, margin * np.quantile(self.nn_distances, 0.95))))
+            self.threshold = min(1.0, max(0.05, margin * float(np.quantile(self.nn_distances, 0.95))))
         else:
             self.threshold = DEFAULT_THRESHOLD
 

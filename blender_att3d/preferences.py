@@ -134,13 +134,10 @@ def draw_local(prefs, box) -> None:
     """Which local backend is used, the Python field with its check, and the set-up."""
     root = session.user_root()
     try:
-        found = local_backend.find(prefs.python_path, root)
-        box.label(text=f"Local backend: {found.describe()}", icon="CHECKMARK")
+        box.label(text=f"Local backend: {local_backend.find(prefs.python_path, root).describe()}", icon="CHECKMARK")
     except ValueError as e:
         box.label(text=f"The Python field: {e}", icon="ERROR")
-        found = None
     except local_backend.NoBackend:
-        found = None
         box.label(text="No local backend yet: set one up below, or give a Python with att3d", icon="INFO")
     box.prop(prefs, "python_path")
     check = python_check.get("result")
@@ -150,7 +147,9 @@ def draw_local(prefs, box) -> None:
         box.label(text=check[2], icon=check[1])
     draw_setup(prefs, box, root)
 
+
 def draw_setup(prefs, box, root: str | None) -> None:
+    """Set Up Local Backend (with its PyTorch choice and commands), its progress, or Remove Backend."""
     run = setup_job.current
     if root is None:
         box.label(text="Set Up Local Backend needs the add-on installed as an extension", icon="INFO")
