@@ -12,7 +12,7 @@ LTS_VENV := .venv-blender-lts
 LTS_BPY ?= bpy>=4.2,<4.3
 LTS_STAMP := $(LTS_VENV)/.att3d-installed
 
-.PHONY: setup demo lint test test-fast test-main test-blender-lts extension clean
+.PHONY: setup demo lint test test-fast test-main test-blender-lts wheel extension clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ test-main: $(STAMP)
 test-blender-lts: $(LTS_STAMP)
 	$(LTS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/blender
 
+# dist/att3d-*.whl: the backend with the demo model and the teacher (pip install / pipx install it)
+wheel: $(STAMP)
+	$(BIN)/python -m blender_att3d.build --wheel-only --out dist
+
+# dist/att3d-*.zip: the extension, carrying that wheel for *Set Up Local Backend*
 extension: $(STAMP)
 	$(BIN)/python -m blender_att3d.build --out dist
 

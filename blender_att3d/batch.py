@@ -3,8 +3,15 @@
 Usage (the ``bpy`` module, or Blender itself)::
 
     python -m blender_att3d.batch --prompts prompts.txt [--chain chain.txt] --out scene.blend \
-        [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N]
+        [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N] \
+        [--backend auto|embedded|local|remote] [--python PY] [--url URL --token-file FILE]
     blender -b -P blender_att3d/batch.py -- --prompts prompts.txt --out scene.blend
+
+Backends, as in the add-on: ``embedded`` runs the model in this Python (needs torch); ``local``
+starts ``att3d serve`` for the batch and stops it at the end (``--python``, else the backend the
+add-on set up, else ``att3d`` on PATH, else this checkout); ``remote`` talks to a running server
+(``--url``, ``--token-file`` or ``ATT3D_TOKEN``). ``auto`` (default): embedded when torch imports
+here, else local: Blender's own Python, which has no torch, works through a local server.
 
 Runs synchronously through the same placement and mesh-building code as the add-on's UI
 (:func:`blender_att3d.placement.place_generated` and :func:`blender_att3d.placement.build_chain_objects`,
@@ -63,18 +70,115 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
     ap.add_argument("--interpolation", choices=("linear", "constant"), default="linear")
     ap.add_argument("--spacing", type=float, default=2.5, help="distance between generated objects")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto",
+                    help="embedded (torch in this Python), local (a server the batch starts and stops), remote "
+                    "(--url); auto: embedded when torch imports here, else local")
+    ap.add_argument("--python", help="local backend: the Python with att3d (or its environment's folder)")
+    ap.add_argument("--url", help="remote backend: the server's URL, e.g. http://gpu-box:8765")
+    ap.add_argument("--token-file", help="remote backend: a file holding its token (default: ATT3D_TOKEN, or the "
+                    "token file of a server on this computer)")
     ap.add_argument("--client", help="MODULE:FACTORY returning a Client (tests, custom transports)")
     return ap
 
 
-def load_client(spec: str | None, model: str, device: str):
+BACKENDS = ("auto", "embedded", "local", "remote")
+
+
+def _installed_addon_backends() -> list[str]:
+    """Extension folders where the add-on may have set a backend up (Blender's user extensions)."""
+    try:
+        import bpy
+
+        root = bpy.utils.user_resource("EXTENSIONS")
+    except Exception:
+        return []
+    return [str(p.parent) for p in sorted(Path(root, ".user").glob("*/att3d/backend"))] if root else []
+
+
+def find_local_backend(python: str | None):
+    """The local backend of a batch: ``--python``, else one the add-on set up, else ``att3d`` on
+    PATH, else this checkout. ValueError / LookupError with one sentence."""
+    from . import local_backend
+
+    if python:
+        return local_backend.find(python)
+    for user_root in _installed_addon_backends():
+        found = local_backend.addon_backend(user_root)
+        if found is not None:
+            return found
+    try:
+        return local_backend.find("")
+    except local_backend.NoBackend:
+        raise LookupError("no local backend found: pass --python with the Python of an environment that has att3d, "
+                          "or set one up in the add-on's preferences (Set Up Local Backend)") from None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if not args.token_file:
+        return None
+    try:
+        token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise InputError(f"cannot read the token file {args.token_file}: {e.strerror or e}") from None
+    if not token:
+        raise InputError(f"the token file {args.token_file} is empty")
+    return token
+
+
+class InputError(ValueError):
+    """A bad backend option (exit status 2)."""
+
+
+def resolve_backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(mode, settings) for ``make_client`` from the backend options; InputError when they are wrong.
+    Fast: checks paths and files, starts nothing."""
+    from .client import embedded_available
+
+    mode = args.backend
+    if mode == "auto":
+        mode = "embedded" if embedded_available() else "local"
+    if mode == "embedded":
+        return "embedded", {"model": args.model, "device": args.device}
+    if mode == "remote":
+        if not args.url:
+            raise InputError("--backend remote needs --url (the server's address, e.g. http://gpu-box:8765)")
+        from .session import is_loopback_url
+
+        if not is_loopback_url(args.url):
+            try:
+                import bpy
+
+                if not bpy.app.online_access:
+                    raise InputError(f"Blender's online access is off, so it may not reach {args.url}: run Blender "
+                                     "with --online-mode (or allow online access in its preferences)")
+            except ImportError:
+                pass
+        return "remote", {"url": args.url, "token": _token(args), "model": args.model}
+    try:
+        found = find_local_backend(args.python)
+    except (ValueError, LookupError) as e:
+        raise InputError(f"--python: {e}" if args.python else str(e)) from None
+    return "subprocess", {"model": args.model, "device": args.device, **found.client_settings(),
+                          "on_stage": lambda text: _log(f"backend: {text}")}
+
+
+def load_client(spec: str | None, model: str, device: str, args: argparse.Namespace | None = None):
+    """The batch's client: a ``--client`` factory, else the ``--backend`` (see the module docs)."""
     if spec:
         mod_name, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(mod_name), attr or "make")
         return factory(model=model, device=device)
     from .client import make_client
 
-    return make_client("embedded", model=model, device=device)
+    if args is None:
+        return make_client("embedded", model=model, device=device)
+    mode, settings = resolve_backend(args)
+    t0 = time.perf_counter()
+    client = make_client(mode, **settings)
+    where = {"embedded": "in this Python", "remote": f"at {args.url}"}.get(
+        mode, f"a local server ({settings.get('python') or settings.get('att3d')})")
+    _log(f"backend: {mode if mode != 'subprocess' else 'local'}, {where}, ready in {time.perf_counter() - t0:.1f} s")
+    return client
 
 
 def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
@@ -161,16 +265,29 @@ def save_blend_atomic(out: Path) -> Path:
 
 def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """The batch itself (inputs already checked). Returns a summary dict."""
-    import bpy
-
-    from .inputs import check_batch, parse_chain_file, parse_prompts_file
-    from .keyframes import step_frames
-    from .placement import build_chain_objects, place_generated
+    from .inputs import parse_chain_file, parse_prompts_file
 
     prompts = parse_prompts_file(args.prompts) if args.prompts else []
     chain = parse_chain_file(args.chain) if args.chain else None
-    if client is None:
-        client = load_client(args.client, args.model, args.device)
+    if client is not None:
+        return _run(args, client, prompts, chain, log)
+    client = load_client(args.client, args.model, args.device, args)
+    try:
+        return _run(args, client, prompts, chain, log)
+    finally:  # a local server the batch started stops with it
+        pid = getattr(client, "pid", None)
+        client.close()
+        if pid is not None:
+            log(f"stopped the local backend (pid {pid})")
+
+
+def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Callable[[str], None]) -> dict[str, Any]:
+    import bpy
+
+    from .inputs import check_batch
+    from .keyframes import step_frames
+    from .placement import build_chain_objects, place_generated
+
     steps = check_batch(prompts, chain, args.steps, args.resolution, getattr(client, "limits", None))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -230,7 +347,9 @@ def main(argv: Sequence[str] | None = None, client=None) -> int:
             raise InputFileError(f"--out must be a .blend file, got {out}")
         if not out.resolve().parent.is_dir():
             raise InputFileError(f"the output folder does not exist: {out.resolve().parent}")
-    except InputFileError as e:
+        if client is None and not args.client:
+            resolve_backend(args)  # bad backend options: one line, exit 2, before any work
+    except (InputFileError, InputError) as e:
         print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
         return 2
     try:

@@ -18,14 +18,29 @@ from .wire import check_prompt
 _prompt_to_check: list[str] = []  # the latest prompt typed, waiting for the debounce timer
 
 
-def prompt_warning(prompt: str) -> str | None:
-    """The panel's warning for ``prompt`` (None when unknown yet or close to the training prompts)."""
+UNKNOWN = "Closeness unknown: this model does not list its training prompts"
+
+
+def prompt_closeness(prompt: str) -> tuple[str, str] | None:
+    """(icon, text) saying how close ``prompt`` is to the training prompts, once the backend told:
+    far (ERROR), close (CHECKMARK), or unknown when the model does not list them (QUESTION: never
+    a check mark). None while not checked yet."""
     res = jobs.nearest_cache.get(" ".join(prompt.split()))
-    if not res or not res.get("far"):
+    if not res:
         return None
     nb = res.get("neighbors") or []
-    near = f"; closest: '{nb[0]['prompt']}'" if nb and nb[0].get("prompt") else ""
-    return f"Far from what the model was trained on{near}"
+    nearest = nb[0].get("prompt") if nb and isinstance(nb[0], dict) else None
+    if res.get("far") is None:
+        return "QUESTION", UNKNOWN
+    if res["far"]:
+        return "ERROR", "Far from what the model was trained on" + (f"; closest: '{nearest}'" if nearest else "")
+    return "CHECKMARK", "Close to the training prompts" + (f" (nearest: '{nearest}')" if nearest else "")
+
+
+def prompt_warning(prompt: str) -> str | None:
+    """The panel's warning for ``prompt``: the text when it is far, else None."""
+    c = prompt_closeness(prompt)
+    return c[1] if c is not None and c[0] == "ERROR" else None
 
 
 def check_prompt_sync(prompt: str) -> dict | None:

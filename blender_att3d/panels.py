@@ -4,15 +4,20 @@ from __future__ import annotations
 import bpy
 from bpy.types import Panel, UIList
 
-from . import jobs
+from . import jobs, session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
-from .live import prompt_warning
+from .live import prompt_closeness
+
+
+def progress_text(job: jobs.Job) -> str:
+    """What the job waits for right now and the time since the click: never a silent bar."""
+    return f"{job.label}: {job.message} — {job.elapsed():.1f} s"
 
 
 def _progress(layout, job: jobs.Job) -> None:
     row = layout.row(align=True)
-    text = f"{job.label}: {job.message}"
+    text = progress_text(job)
     if hasattr(row, "progress"):  # Blender 4.0+
         row.progress(factor=job.progress, type="BAR", text=text)
     else:  # pragma: no cover
@@ -25,6 +30,29 @@ def _status(layout, slot: str) -> None:
     if st is not None:
         icon, text = st
         layout.label(text=text, icon=icon)
+    stages = jobs.timings.get(slot)
+    if st is not None and st[0] == "CHECKMARK" and stages:
+        col = layout.column(align=True)
+        col.scale_y = 0.7
+        for name, seconds in stages:
+            col.label(text=f"{name}: {seconds:.2f} s")
+
+
+def draw_backend_status(layout) -> None:
+    """The backend's state: a start or check in progress, its status line, what it said about itself."""
+    job = jobs.active(jobs.BACKEND)
+    if job is not None:
+        layout.label(text=progress_text(job), icon="SORTTIME")
+    else:
+        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
+        layout.label(text=text, icon=icon)
+    if jobs.backend_info:
+        from .operators.checks import info_lines
+
+        col = layout.column(align=True)
+        col.scale_y = 0.8
+        for line in info_lines(jobs.backend_info):
+            col.label(text=line)
 
 
 class ATT3D_PT_main(Panel):
@@ -38,9 +66,10 @@ class ATT3D_PT_main(Panel):
         layout = self.layout
         s = context.scene.att3d
         layout.prop(s, "prompt", text="")
-        warn = prompt_warning(s.prompt) if s.prompt else None
-        if warn:
-            layout.label(text=warn, icon="ERROR")
+        closeness = prompt_closeness(s.prompt) if s.prompt else None
+        if closeness:
+            icon, text = closeness
+            layout.label(text=text, icon=icon)
         col = layout.column(align=True)
         col.prop(s, "resolution")
         col.prop(s, "color_mode", text="")
@@ -52,6 +81,9 @@ class ATT3D_PT_main(Panel):
             row.scale_y = 1.4
             row.operator("att3d.generate", icon="SHADERFX")
         _status(layout, MAIN)
+        if any("Set Up Local Backend" in jobs.status.get(k, ("", ""))[1] for k in (MAIN, jobs.BACKEND)):
+            op = layout.operator("preferences.addon_show", text="Open the Add-on's Preferences", icon="PREFERENCES")
+            op.module = session.addon_package()
         obj = context.active_object
         if obj is not None and is_single_result(obj):
             box = layout.box()
@@ -137,9 +169,10 @@ class ATT3D_PT_backend(Panel):
 
     def draw(self, context):
         layout = self.layout
-        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
-        layout.label(text=text, icon=icon)
-        layout.operator("att3d.check_backend", icon="FILE_REFRESH")
+        draw_backend_status(layout)
+        row = layout.row(align=True)
+        row.operator("att3d.check_backend", icon="FILE_REFRESH")
+        row.operator("att3d.restart_backend", icon="RECOVER_LAST")
 
 
 CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)

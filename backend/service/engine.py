@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,6 +126,22 @@ def mesh_data(mesh: Mesh) -> MeshData:
     return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=_json_safe(mesh.meta))
 
 
+# The stages a generate job names in its progress messages (the add-on shows them with the time so
+# far); ``wire``-compatible: a job's message stays a free-form string.
+STAGE_PROMPT = "encoding the prompt"
+STAGE_GRID = "building the grid"
+STAGE_MESH = "extracting the mesh"
+#: how many of the training prompts ``info()`` quotes
+N_EXAMPLES = 5
+
+
+def examples(prompts: Sequence[str], n: int = N_EXAMPLES) -> list[str]:
+    """``n`` prompts spread evenly over the list (the first ones alone are often all alike)."""
+    if len(prompts) <= n:
+        return list(prompts)
+    return [prompts[(i * len(prompts)) // n] for i in range(n)]
+
+
 def _check(progress: ProgressFn | None, frac: float, msg: str) -> None:
     if progress is not None and progress(frac, msg):
         raise CancelledError("cancelled")
@@ -144,10 +160,15 @@ class Engine:
         return cls(Pipeline(model, device=device, cache_dir=cache_dir))
 
     # -- helpers ----------------------------------------------------------------------------
-    def warm(self) -> None:
-        """Load the text encoder and index the training prompts now rather than on the first request."""
+    def warm(self, on_stage: Callable[[str], Any] | None = None) -> None:
+        """Load the text encoder and index the training prompts now rather than on the first request;
+        ``on_stage(name)`` hears each of the two (the server names them to the client)."""
+        if on_stage is not None:
+            on_stage("loading the text encoder")
         _ = self.pipeline.encoder.model
         self.pipeline.embed("a warm-up prompt")
+        if on_stage is not None:
+            on_stage("indexing the training prompts")
         _ = self.index
 
     @property
@@ -170,6 +191,7 @@ class Engine:
                              "python": platform.python_version(), "api": API_VERSION},
                 "training_prompts": len(prompts) if prompts else 0,
                 "training_prompts_known": bool(prompts),
+                "training_prompt_examples": examples(prompts) if prompts else [],
                 "features": features(), "limits": limits.as_dict()}
 
     # -- operations ---------------------------------------------------------------------------
@@ -179,11 +201,11 @@ class Engine:
         check_resolution(resolution)
         simplify = check_simplify(simplify)
         texture = check_texture(texture)
-        _check(progress, 0.0, "encoding the prompt")
+        _check(progress, 0.0, STAGE_PROMPT)
         emb = self.pipeline.embed(prompt)
-        _check(progress, 0.2, "mapping")
+        _check(progress, 0.15, STAGE_GRID)
         mod = self.pipeline.modulate(emb)
-        _check(progress, 0.3, "extracting the mesh")
+        _check(progress, 0.3, STAGE_MESH)
         mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False)
         mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
         _check(progress, 1.0, "done")
@@ -195,9 +217,9 @@ class Engine:
         alpha = check_alpha(alpha)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
-        _check(progress, 0.0, "encoding the prompts")
+        _check(progress, 0.0, "encoding the prompts and building the grid")
         mod = self.pipeline.blend_modulation(prompt_a, prompt_b, alpha)
-        _check(progress, 0.3, "extracting the mesh")
+        _check(progress, 0.3, STAGE_MESH)
         mesh = self.pipeline.mesh(mod, resolution, simplify)
         mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.pipeline.model_id, alpha=alpha,
                          prompts=[prompt_a, prompt_b])

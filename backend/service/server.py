@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from blender_att3d.wire import limits
-from blender_att3d.wire.ready import format_ready_line
+from blender_att3d.wire.ready import format_ready_line, format_stage_line
 from blender_att3d.wire.routes import API_VERSION
 
 from .auth import HostPolicy, is_loopback, resolve_token
@@ -109,13 +109,14 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     if threads:
         torch.set_num_threads(int(threads))
     if engine is None:
+        print(format_stage_line("loading the model"), file=sys.stderr, flush=True)  # the client tells the artist
         try:
             engine = Engine.load(model, device=device)
         except ModelFolderError as e:
             sock.close()
             raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by "
                                    "`att3d init-model DIR`)") from None
-    engine.warm()
+    engine.warm(lambda stage: print(format_stage_line(stage), file=sys.stderr, flush=True))
     info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
     app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN",

@@ -232,10 +232,12 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
         assert bpy.ops.att3d.generate(prompt="a teapot") == {"FINISHED"}
         assert jobs.busy("main")
         for _ in range(100):  # the worker shows that it waits for the backend
-            if jobs.active("main").message == "connecting to the backend":
+            if jobs.active("main").message == "loading the model":
                 break
             time.sleep(0.05)
-        assert jobs.active("main").message == "connecting to the backend"
+        # automatic mode: torch imports here, so the backend is the embedded one, loading its model
+        assert jobs.active("main").message == "loading the model"
+        assert [s for s, _ in jobs.active("main").stages] == ["starting the backend", "loading the model"]
         release.set()
         jobs.wait("main")
         assert on_main == [False]

@@ -133,7 +133,8 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     teacher_meta = json.loads((out / "att3d_teacher.json").read_text())
     assert shapes["guidance"]["teacher_meta"]["steps"] == teacher_meta["steps"]
     assert shapes["guidance"]["teacher_meta"]["prediction_type"] == "v_prediction"
-    assert cfg["provenance"]["name"] == "demo" and "prompts" not in cfg["provenance"]
+    # the seen prompts stay: the service's "far from the training prompts" needs them (issue 14)
+    assert cfg["provenance"]["name"] == "demo" and cfg["provenance"]["prompts"] == PROMPTS[:2]
     assert shapes["init"] is None
 
     # the 50 % split, started from the 12.5 % run's weights (shifted by 0.25 so that "started from
