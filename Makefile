@@ -12,7 +12,12 @@ LTS_VENV := .venv-blender-lts
 LTS_BPY ?= bpy>=4.2,<4.3
 LTS_STAMP := $(LTS_VENV)/.att3d-installed
 
-.PHONY: setup demo test test-main test-blender-lts extension clean
+# The Khronos glTF validator (npm) for the export tests, in .tools/ (git-ignored). Without Node
+# the target says so and the tests that need it skip with that reason.
+GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
+TOOLS_STAMP := .tools/node_modules/gltf-validator/package.json
+
+.PHONY: setup demo test test-main test-blender-lts extension clean tools
 
 setup: $(STAMP)
 
@@ -37,7 +42,12 @@ $(LTS_STAMP): $(STAMP)
 
 test: test-main test-blender-lts
 
-test-main: $(STAMP)
+tools:
+	@if command -v npm >/dev/null 2>&1; then \
+		test -f $(TOOLS_STAMP) || npm install --prefix .tools --no-audit --no-fund $(GLTF_VALIDATOR); \
+	else echo "npm not found: the glTF validator tests will be skipped (they need Node.js)"; fi
+
+test-main: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 test-blender-lts: $(LTS_STAMP)
@@ -47,4 +57,4 @@ extension: $(STAMP)
 	$(BIN)/python -m blender_att3d.build --out dist
 
 clean:
-	rm -rf out dist build .pytest_cache
+	rm -rf out dist build .pytest_cache .tools
