@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
 from . import jobs
+from .choices import DEFAULT_RESOLUTION
 
 MODES = [
     ("AUTO", "Automatic", "In Blender's Python when PyTorch imports there, else a local server"),
@@ -33,6 +34,9 @@ class ATT3D_AddonPreferences(AddonPreferences):
                         update=_settings_changed)
     token: StringProperty(name="Token", description="Access token of the remote server", subtype="PASSWORD",
                           update=_settings_changed)
+    resolution: IntProperty(name="Resolution", description="Default marching-cubes grid size of Generate, prompt "
+                            "chains and the live blend (a scene's own Resolution overrides it)",
+                            default=DEFAULT_RESOLUTION, min=16, max=512, soft_max=256)
 
     def draw(self, context):
         layout = self.layout
@@ -46,6 +50,7 @@ class ATT3D_AddonPreferences(AddonPreferences):
                 layout.prop(self, "python_path")
             layout.prop(self, "device")
         layout.prop(self, "model")
+        layout.prop(self, "resolution")
         row = layout.row()
         job = jobs.active(jobs.BACKEND)
         if job is not None:
