@@ -296,3 +296,24 @@ def test_batch_usd_export(bpy_module, addon, tmp_path, fake):
     files = sorted(p.name for p in exp.iterdir())
     assert files == ["000_Red_cube.usd", "001_Blue_ball.usd"] and all((exp / f).stat().st_size > 200 for f in files)
     bpy_module.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_blenders_own_gltf_exporter_keeps_a_generated_objects_colours(bpy_module, addon, tmp_path, fake):
+    """An artist's File > Export > glTF of a generated object: valid, COLOR_0 its colours (linear)."""
+    bpy = bpy_module
+    from gltf_check import assert_valid, first_primitive
+
+    from blender_att3d import batch
+
+    out = _run(tmp_path, fake)
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    obj = bpy.data.objects["Red cube"]
+    path = batch.export_objects([obj], tmp_path / "by_blender.glb", "glb")
+    assert_valid(path)
+    me = obj.data
+    col = np.empty(len(me.vertices) * 4, np.float32)
+    me.color_attributes["att3d_color"].data.foreach_get("color", col)
+    got = first_primitive(path)["COLOR_0"][:, :3]
+    assert got.shape[0] >= len(me.vertices)  # (the exporter may split vertices)
+    assert set(map(tuple, np.round(got, 4))) == set(map(tuple, np.round(col.reshape(-1, 4)[:, :3], 4)))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
