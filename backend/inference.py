@@ -209,7 +209,7 @@ class Pipeline:
         out = ChainResult([s[2] for s in schedule], [step_label(prompts, k, a) for k, a, _ in schedule],
                           meta={"model": self.model_id, "resolution": resolution})
 
-        def tick(i: int, n: int, what: str) -> None:
+        def tick(i: float, n: int, what: str) -> None:
             if progress is not None and progress(i / n, what):
                 raise CancelledError("cancelled")
 

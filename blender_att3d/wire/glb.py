@@ -169,7 +169,9 @@ def sequence_glb(seq: SequenceData, seconds: Sequence[float] | None = None, name
 
     b = _Builder()
     nodes: list[dict[str, Any]] = [{"name": name, "children": []}]
-    meshes, samplers, channels = [], [], []
+    meshes: list[dict[str, Any]] = []
+    samplers: list[dict[str, Any]] = []
+    channels: list[dict[str, Any]] = []
     starts = [at(p.times[0]) for p in seq.pieces]
     multi = len(seq.pieces) > 1
     for j, piece in enumerate(seq.pieces):
