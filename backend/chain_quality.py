@@ -167,8 +167,10 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
     """The measures above for a chain of pieces (:class:`backend.chain.ChainResult`) made by ``pipe``
     (:class:`backend.inference.Pipeline`) from ``prompts`` at ``positions``.
 
-    ``min_on_surface_steps_pct``: over the chain's steps; ``min_on_surface_pct``: over every state,
-    the middles between steps (where two pieces meet) included.
+    ``min_on_surface_steps_pct``: over the chain's steps (``..._half_voxel_pct``: within half a voxel,
+    marching cubes' own precision); ``min_on_surface_pct`` and ``max_inward_pct``: over every state
+    shown, the middles between steps (where two pieces meet) included; ``held_states``: middles
+    where a piece holds its last good state (:func:`backend.chain.plan_pieces`).
 
     ``swap_gap_voxels``: at each swap, the larger of the two pieces' distances to the directly
     extracted mesh of that state (both lie on it: the swap does not move the surface), as the
@@ -208,7 +210,9 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
         for j, (t, verts) in enumerate(zip(piece.times, piece.vertices)):
             dist = surface_distance(model, mods[j], verts)
             states.append({"piece": n, "position": round(t, 4), "step": bool(np.isclose(steps, t).any()),
+                           "held": bool(piece.held[j]) if piece.held else False,
                            "on_surface_pct": round(100 * float((dist <= ON_SURFACE_VOXELS * voxel).mean()), 3),
+                           "on_surface_half_voxel_pct": round(100 * float((dist <= 0.5 * voxel).mean()), 3),
                            "inward_pct": round(100 * inward_face_fraction(model, mods[j], verts, f), 3)})
             if j:
                 jump = float(np.linalg.norm(verts - piece.vertices[j - 1], axis=1).max()) / voxel
@@ -226,8 +230,11 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
                     store[piece.times[j]] = max(store.get(piece.times[j], 0.0), float(gap))
     keyframes.sort(key=lambda kf: kf["position"])
     return {"resolution": resolution, "pieces": len(chain.pieces), "keyframes": keyframes, "states": states,
-            "min_on_surface_pct": min(s["on_surface_pct"] for s in states),
+            "min_on_surface_pct": min(s["on_surface_pct"] for s in states if not s["held"]),
             "min_on_surface_steps_pct": min(s["on_surface_pct"] for s in states if s["step"]),
+            "min_on_surface_steps_half_voxel_pct": min(s["on_surface_half_voxel_pct"] for s in states if s["step"]),
+            "max_inward_pct": max(s["inward_pct"] for s in states if not s["held"]),
+            "held_states": sum(s["held"] for s in states),
             "max_inward_excess_pct": max(kf["inward_pct"] - kf["inward_direct_pct"] for kf in keyframes),
             "max_chamfer_pct_diag": max(kf["chamfer_pct_diag"] for kf in keyframes),
             "max_jump_voxels": round(max_jump, 3), "surface_motion_voxels": round(motion, 3),

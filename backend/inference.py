@@ -245,7 +245,7 @@ class Pipeline:
             for p in planned:
                 colors = [field_colors(self.model, mod_at(x), v) for x, v in zip(p.xs, p.vertices)]
                 out.pieces.append(ChainPiece(p.faces, [position(x) for x in p.xs], p.vertices, colors, p.key,
-                                             p.on_surface))
+                                             p.on_surface, p.held))
         if progress is not None:
             progress(1.0, "done")
         return out

@@ -78,7 +78,7 @@ def test_plan_pieces_adds_topologies_only_where_tracking_fails():
     assert [p.anchor for p in pieces] == [0, 2, 4, 6, 8]
     assert [p.xs for p in pieces] == [[0, 1], [1, 2, 3], [3, 4, 5], [5, 6, 7], [7, 8]]
     assert [p.key for p in pieces] == [0, 1, 1, 1, 1]
-    assert all(min(p.on_surface) == 1.0 for p in pieces)
+    assert all(min(p.on_surface) == 1.0 and not any(p.held) for p in pieces)
     assert len(calls) == len(set(calls))  # nothing tracked twice
     assert np.allclose(pieces[1].vertices[0], 2 - 0.1 * 0 + 0.1)  # state 1 tracked from anchor 2
 
@@ -91,7 +91,9 @@ def test_plan_pieces_meets_between_steps_and_keeps_a_failing_middle():
 
     pieces = plan_pieces(4, [0, 3], lambda i: (np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])),
                          project, prepare=lambda v, f: int(v[0, 0]))
-    # every step becomes an anchor; neighbouring steps meet half-way even though a quarter converges there
+    # every step becomes an anchor; neighbouring steps meet half-way, where each holds its own mesh
     assert [p.anchor for p in pieces] == [0, 1, 2, 3]
     assert [p.xs for p in pieces] == [[0, 0.5], [0.5, 1, 1.5], [1.5, 2, 2.5], [2.5, 3]]
     assert [p.on_surface for p in pieces] == [[1, 0.25], [0.25, 1, 0.25], [0.25, 1, 0.25], [0.25, 1]]
+    assert [p.held for p in pieces] == [[False, True], [True, False, True], [True, False, True], [True, False]]
+    assert all(np.array_equal(v, p.vertices[p.key]) for p in pieces for v in p.vertices)
