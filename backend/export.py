@@ -21,6 +21,7 @@ from .fileio import atomic_write_bytes
 from .mesh_type import Mesh
 
 FORMATS = (".glb", ".obj", ".ply")
+FILE_MODE = 0o644  # files to share (atomic writes start from a private temporary file)
 Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float32)
 
 
@@ -51,13 +52,13 @@ def export_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
         raise ValueError(f"unsupported output format {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
     if suffix == ".glb":
         name = str(mesh.meta.get("prompt") or path.stem)
-        return atomic_write_bytes(path, glb.mesh_glb(mesh_data(mesh), name=name))
+        return atomic_write_bytes(path, glb.mesh_glb(mesh_data(mesh), name=name), FILE_MODE)
     tm = to_trimesh(mesh, y_up=suffix == ".obj")
     if suffix == ".obj":  # trimesh writes the .mtl and texture beside the .obj itself
         tm.export(str(path), include_normals=False)
         return path
     data = tm.export(file_type=suffix[1:])
-    return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+    return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, FILE_MODE)
 
 
 def export_sequence_glb(seq: SequenceData, path: str | os.PathLike, seconds: Sequence[float] | None = None,
@@ -66,4 +67,4 @@ def export_sequence_glb(seq: SequenceData, path: str | os.PathLike, seconds: Seq
 
     ``seconds[i]``: when step ``i`` is fully shown (default one step per second).
     """
-    return atomic_write_bytes(Path(path), glb.sequence_glb(seq, seconds, name))
+    return atomic_write_bytes(Path(path), glb.sequence_glb(seq, seconds, name), FILE_MODE)

@@ -91,6 +91,7 @@ def test_interpolate_consistent_writes_keyframe_pieces(capsys, tiny_model_dir, t
     gltf = glb_json(tmp_path / "seq" / "sequence.glb")
     assert len(gltf["nodes"][0]["children"]) == 3  # one node per keyframe piece
     assert {ch["target"]["path"] for ch in gltf["animations"][0]["channels"]} == {"weights", "scale"}
+    assert (tmp_path / "seq" / "sequence.glb").stat().st_mode & 0o777 == 0o644  # a file to share, not private
 
 
 def test_init_model_with_overrides(capsys, tmp_path):
