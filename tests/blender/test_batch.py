@@ -317,3 +317,37 @@ def test_blenders_own_gltf_exporter_keeps_a_generated_objects_colours(bpy_module
     assert got.shape[0] >= len(me.vertices)  # (the exporter may split vertices)
     assert set(map(tuple, np.round(got, 4))) == set(map(tuple, np.round(col.reshape(-1, 4)[:, :3], 4)))
     bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_textured_batch_glb_brings_its_texture_back(bpy_module, addon, tmp_path, fake):
+    """--texture: the GLB holds the baked texture (valid, no COLOR_0) and Blender's importer shows it
+    with the same UVs as the scene's object."""
+    bpy = bpy_module
+    from gltf_check import assert_valid
+
+    from blender_att3d import batch
+
+    prompts, _ = _inputs(tmp_path)
+    out, exp = tmp_path / "scene.blend", tmp_path / "exp"
+    assert batch.main(["--prompts", str(prompts), "--out", str(out), "--resolution", "16", "--texture",
+                       "--export-dir", str(exp)], client=fake) == 0
+    assert_valid(exp / "000_Red_cube.glb")
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    me = bpy.data.objects["Red cube"].data
+    uv = np.empty(len(me.loops) * 2, np.float32)
+    me.uv_layers["att3d_uv"].data.foreach_get("uv", uv)
+    scene_uvs = {tuple(np.round(x, 5)) for x in uv.reshape(-1, 2)}
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=str(exp / "000_Red_cube.glb"))
+    imp = next(o for o in bpy.data.objects if o.type == "MESH").data
+    uv2 = np.empty(len(imp.loops) * 2, np.float32)
+    imp.uv_layers[0].data.foreach_get("uv", uv2)
+    assert {tuple(np.round(x, 5)) for x in uv2.reshape(-1, 2)} == scene_uvs
+    tex = next(n for n in imp.materials[0].node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+    w, h = tex.image.size
+    px = np.empty(w * h * 4, np.float32)
+    tex.image.pixels.foreach_get(px)
+    expected = fake.generate("a red cube", resolution=16, texture=True).texture
+    got = (px.reshape(h, w, 4)[::-1, :, :3] * 255 + 0.5).astype(np.uint8)  # Blender rows are bottom-up
+    assert np.array_equal(got, expected)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
