@@ -221,10 +221,9 @@ def plan_pieces(n_steps: int, anchors: Sequence[int], extract: Callable[[int], t
             gaps[:0] = [(a, c), (c, b)]
             continue
         if worst < threshold:  # neighbouring steps: hold each failing side at its last good state
-            fwd, bwd = (_hold(side, i) for side, i in ((fwd, a), (bwd, b)))
+            accepted[(a, b)] = (_hold(fwd, a), _hold(bwd, b))
         else:
-            fwd, bwd = [(*st, False) for st in fwd], [(*st, False) for st in bwd]
-        accepted[(a, b)] = (fwd, bwd)
+            accepted[(a, b)] = ([(*st, False) for st in fwd], [(*st, False) for st in bwd])
     final = sorted({i for gap in accepted for i in gap} | set(anchors))
     pieces = []
     for j, i in enumerate(final):
