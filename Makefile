@@ -12,7 +12,12 @@ LTS_VENV := .venv-blender-lts
 LTS_BPY ?= bpy>=4.2,<4.3
 LTS_STAMP := $(LTS_VENV)/.att3d-installed
 
-.PHONY: setup demo lint test test-fast test-main test-blender-lts wheel extension clean
+# The Khronos glTF validator (npm) for the export tests, in .tools/ (git-ignored). Without Node
+# the target says so and the tests that need it skip with that reason.
+GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
+TOOLS_STAMP := .tools/node_modules/gltf-validator/package.json
+
+.PHONY: setup demo lint test test-fast test-main test-blender-lts wheel extension clean tools
 
 setup: $(STAMP)
 
@@ -47,7 +52,13 @@ test: test-main test-blender-lts
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-main: $(STAMP)
+tools:
+	@if command -v npm >/dev/null 2>&1; then \
+		test -f $(TOOLS_STAMP) || npm install --prefix .tools --no-audit --no-fund $(GLTF_VALIDATOR) || \
+		echo "could not install $(GLTF_VALIDATOR) (offline?): the glTF validator tests will fail until it is"; \
+	else echo "npm not found: the glTF validator tests will be skipped (they need Node.js)"; fi
+
+test-main: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 test-blender-lts: $(LTS_STAMP)
@@ -62,4 +73,4 @@ extension: $(STAMP)
 	$(BIN)/python -m blender_att3d.build --out dist
 
 clean:
-	rm -rf out dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out dist build .pytest_cache .mypy_cache .ruff_cache .tools

@@ -31,6 +31,7 @@ def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False) -> dict[str, Any]:
+    from .chain_quality import chain_quality
     from .export import export_mesh
     from .inference import Pipeline
     from .mesh import density_lattice, marching_cubes
@@ -65,6 +66,9 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["chain16_consistent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True),
                                         max(1, repeats // 2))
     seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
-    res["chain16_vertices"] = int(len(seq["vertices"][0]))
-    res["chain16_converged"] = round(min(seq["converged"]), 4)
+    res["chain16_vertices"] = [int(len(p.vertices[0])) for p in seq.pieces]
+    log("chain16_quality")
+    # how faithful the chain is (backend.chain_quality): keyframes vs the direct meshes, every state
+    q = chain_quality(pipe, seq, PROMPTS, resolution=128)
+    res["chain16_quality"] = {k: v for k, v in q.items() if k not in ("keyframes", "states")}
     return res

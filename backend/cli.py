@@ -132,7 +132,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
     from .export import export_mesh
     from .inference import Pipeline, check_prompt
-    from .mesh import Mesh, check_resolution
+    from .mesh import check_resolution
 
     if len(args.prompts) < 2:
         raise CLIError("interpolate needs at least two prompts")
@@ -155,26 +155,22 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         bar.refresh()
 
     seq = pipe.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
-                    progress=progress)
+                     progress=progress)
     bar.close()
     files = []
-    for i, pos in enumerate(seq["steps"]):
-        if args.consistent:
-            mesh = Mesh(seq["vertices"][i], seq["faces"], seq["colors"][i])
-        else:
-            mesh = seq["meshes"][i]
+    for i, pos in enumerate(seq.steps):
         f = out / f"step_{i:03d}.{args.format}"
-        export_mesh(mesh, f)
-        files.append({"file": f.name, "position": pos, "prompt": seq["labels"][i]})
+        export_mesh(seq.mesh_at_step(i), f)
+        files.append({"file": f.name, "position": pos, "prompt": seq.labels[i]})
     if args.consistent:
         from .export import export_sequence_glb
 
-        export_sequence_glb(seq["faces"], seq["vertices"], seq["colors"], out / "sequence.glb")
+        export_sequence_glb(seq.sequence_data(), out / "sequence.glb")
     manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
                 "resolution": args.resolution, "model": pipe.model_id, "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} meshes to {out}" +
-          (" (shared faces; sequence.glb holds them as morph targets)" if args.consistent else ""))
+          (f" (sequence.glb: {len(seq.pieces)} keyframe pieces with morph targets)" if args.consistent else ""))
     return 0
 
 
@@ -272,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=8, help="meshes per segment between consecutive prompts")
     i.add_argument("--out", required=True, help="output folder")
     i.add_argument("--resolution", type=int, default=96)
-    i.add_argument("--consistent", action="store_true", help="one shared set of faces for the whole sequence")
+    i.add_argument("--consistent", action="store_true",
+                   help="also write sequence.glb: one topology per keyframe (exact there), morphing to the "
+                        "middle of each segment (morph targets, per-step colours, visibility swaps)")
     i.add_argument("--format", choices=["glb", "obj", "ply"], default="glb")
     i.set_defaults(func=cmd_interpolate)
 

@@ -11,7 +11,7 @@ import bpy
 
 from . import jobs, session
 from .client.base import BackendError
-from .placement import apply_blend
+from .placement import apply_blend, resolution_of
 from .wire import check_prompt
 
 # -- the prompt's distance to the training prompts ----------------------------------------------------
@@ -96,7 +96,7 @@ def blend_job(scene) -> tuple[jobs.Job, str]:
     s = scene.att3d
     a, b = check_prompt(s.blend_a), check_prompt(s.blend_b)
     backend = session.job_backend()
-    alpha, res, name = float(s.blend_factor), s.blend_resolution, scene.name
+    alpha, res, name = float(s.blend_factor), resolution_of(scene), scene.name
 
     def work(progress):
         return backend.get(progress).blend(a, b, alpha, resolution=res, progress=progress)

@@ -8,6 +8,7 @@ from . import jobs, session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
 from .live import prompt_closeness
+from .placement import resolution_of
 
 
 def progress_text(job: jobs.Job) -> str:
@@ -71,8 +72,11 @@ class ATT3D_PT_main(Panel):
             icon, text = closeness
             layout.label(text=text, icon=icon)
         col = layout.column(align=True)
-        col.prop(s, "resolution")
+        col.prop(s, "resolution", text="Resolution" if s.resolution else f"Resolution: default {resolution_of(None)}")
         col.prop(s, "color_mode", text="")
+        row = layout.row(align=True)
+        row.prop(s, "origin", expand=True)
+        layout.prop(s, "target_height")
         job = jobs.active(MAIN)
         if job is not None:
             _progress(layout, job)
@@ -102,9 +106,16 @@ class ATT3D_UL_keyframes(UIList):
         row.prop(item, "prompt", text="", emboss=False, icon="KEYFRAME")
 
 
+class ATT3D_UL_chains(UIList):
+    bl_idname = "ATT3D_UL_chains"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        layout.prop(item, "name", text="", emboss=False, icon="RENDER_ANIMATION")
+
+
 class ATT3D_PT_chain(Panel):
     bl_idname = "ATT3D_PT_chain"
-    bl_label = "Prompt Chain"
+    bl_label = "Prompt Chains"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "ATT3D"
@@ -115,19 +126,26 @@ class ATT3D_PT_chain(Panel):
         layout = self.layout
         s = context.scene.att3d
         row = layout.row()
-        row.template_list("ATT3D_UL_keyframes", "", s, "keyframes", s, "keyframe_index", rows=4)
+        row.template_list("ATT3D_UL_chains", "", s, "chains", s, "chain_index", rows=2)
+        col = row.column(align=True)
+        col.operator("att3d.chain_add", text="", icon="ADD")
+        col.operator("att3d.chain_remove", text="", icon="REMOVE")
+        chain = s.active_chain()
+        if chain is None:
+            layout.operator("att3d.keyframe_add", icon="KEYFRAME")
+            return
+        row = layout.row()
+        row.template_list("ATT3D_UL_keyframes", "", chain, "keyframes", chain, "keyframe_index", rows=4)
         col = row.column(align=True)
         col.operator("att3d.keyframe_add", text="", icon="ADD")
         col.operator("att3d.keyframe_remove", text="", icon="REMOVE")
         col.separator()
         col.operator("att3d.keyframe_move", text="", icon="TRIA_UP").direction = "UP"
         col.operator("att3d.keyframe_move", text="", icon="TRIA_DOWN").direction = "DOWN"
-        col = layout.column(align=True)
-        col.prop(s, "chain_steps")
-        col.prop(s, "chain_resolution")
-        layout.prop(s, "chain_mode", expand=True)
-        if s.chain_mode == "SHAPE_KEYS":
-            layout.prop(s, "chain_interpolation", expand=True)
+        layout.prop(chain, "steps")
+        layout.prop(chain, "mode", expand=True)
+        if chain.mode == "SHAPE_KEYS":
+            layout.prop(chain, "interpolation", expand=True)
         if jobs.active(MAIN) is None:
             layout.operator("att3d.build_chain", icon="RENDER_ANIMATION")
 
@@ -147,9 +165,7 @@ class ATT3D_PT_blend(Panel):
         layout.prop(s, "blend_a", text="A")
         layout.prop(s, "blend_b", text="B")
         layout.prop(s, "blend_factor", slider=True)
-        row = layout.row(align=True)
-        row.prop(s, "blend_resolution")
-        row.prop(s, "blend_live", toggle=True)
+        layout.prop(s, "blend_live", toggle=True)
         job = jobs.active(BLEND)
         if job is not None:
             _progress(layout, job)
@@ -175,7 +191,7 @@ class ATT3D_PT_backend(Panel):
         row.operator("att3d.restart_backend", icon="RECOVER_LAST")
 
 
-CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)
+CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_UL_chains, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)
 
 
 def register() -> None:

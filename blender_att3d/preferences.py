@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
 from . import jobs, local_backend, session, setup_job
+from .choices import DEFAULT_RESOLUTION
 from .setup_backend import SetupError, describe
 
 MODES = [
@@ -106,6 +107,9 @@ class ATT3D_AddonPreferences(AddonPreferences):
                               description="Which PyTorch build Set Up Local Backend installs")
     show_setup_commands: BoolProperty(name="Show the commands", default=False,
                                       description="The exact commands the set-up runs, and its log file")
+    resolution: IntProperty(name="Resolution", description="Default marching-cubes grid size of Generate, prompt "
+                            "chains and the live blend (a scene's own Resolution overrides it)",
+                            default=DEFAULT_RESOLUTION, min=16, max=512, soft_max=256)
 
     def draw(self, context):
         layout = self.layout
@@ -119,6 +123,7 @@ class ATT3D_AddonPreferences(AddonPreferences):
                 draw_local(self, layout.box())
             layout.prop(self, "device")
         layout.prop(self, "model")
+        layout.prop(self, "resolution")
         layout.prop(self, "prestart")
         row = layout.row(align=True)
         job = jobs.active(jobs.BACKEND)

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -104,25 +102,15 @@ def _params(kind: str, req: Any) -> dict[str, Any]:
 
 # -- result encoding ----------------------------------------------------------------------------------
 
-def _to_backend_mesh(m: MeshData):
-    from ..mesh import Mesh
-
-    return Mesh(m.positions, m.faces.astype("int64"), m.colors, m.uvs, m.texture, dict(m.meta))
-
-
 def encode_result(result: Any, fmt: str, colors: str) -> tuple[bytes, str]:
     if fmt == "att3d":
         return payload.encode(result, colors), payload.CONTENT_TYPE
-    from ..export import export_sequence_glb, to_trimesh
+    from blender_att3d.wire import glb
 
     if isinstance(result, MeshData):
-        return to_trimesh(_to_backend_mesh(result), y_up=True).export(file_type="glb"), GLB_TYPE
-    if isinstance(result, SequenceData) and result.faces is not None:  # consistent topology
-        with tempfile.TemporaryDirectory(prefix="att3d-") as tmp:
-            path = os.path.join(tmp, "sequence.glb")
-            export_sequence_glb(result.faces, result.positions, result.colors, path)
-            with open(path, "rb") as f:
-                return f.read(), GLB_TYPE
+        return glb.mesh_glb(result), GLB_TYPE
+    if isinstance(result, SequenceData) and result.consistent:
+        return glb.sequence_glb(result), GLB_TYPE
     raise ApiError(406, "GLB is available for meshes and consistent-topology chains only; "
                         "ask for the att3d payload (format=att3d) or a consistent chain")
 

@@ -233,17 +233,14 @@ class Engine:
         if not isinstance(consistent, bool):
             raise ValueError(f"consistent must be true or false, got {consistent!r}")
         out = self.pipeline.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
-                             progress=progress)
+                                  progress=progress)
         meta = {"model": self.pipeline.model_id, "resolution": resolution, "keyframes": [
             {"position": p, "prompt": q} for p, q in zip(positions, prompts)], "steps_per_segment": steps,
-            "converged": [float(c) for c in out["converged"]]}
-        steps_pos = [float(s) for s in out["steps"]]
-        if consistent:
-            return SequenceData(steps_pos, list(out["labels"]), np.asarray(out["faces"]),
-                                [np.asarray(v, np.float32) for v in out["vertices"]],
-                                [np.asarray(c, np.float32) for c in out["colors"]], meta=_json_safe(meta))
-        return SequenceData(steps_pos, list(out["labels"]), None, meshes=[mesh_data(m) for m in out["meshes"]],
-                            meta=_json_safe(meta))
+            "converged": [[float(c) for c in piece.on_surface] for piece in out.pieces]}
+        seq = out.sequence_data(_json_safe(meta))
+        if not consistent:
+            seq.meshes = [mesh_data(m) for m in out.meshes]
+        return seq
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
         prompt = check_prompt(prompt)

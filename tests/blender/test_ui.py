@@ -73,7 +73,20 @@ def test_panels_draw(bpy_module, scene, addon):
     assert ("operator", "att3d.generate") not in log
     for cls in (panels.ATT3D_PT_chain, panels.ATT3D_PT_blend, panels.ATT3D_PT_backend):
         assert _draw(bpy, cls, ctx)
-    item = scene.att3d.keyframes.add()
+    log = _draw(bpy, panels.ATT3D_PT_main, ctx)
+    assert {("prop", "origin"), ("prop", "target_height"), ("prop", "resolution")} <= set(log)
+    log = _draw(bpy, panels.ATT3D_PT_chain, ctx)  # no chain yet: the list and a way to start one
+    assert ("list", "ATT3D_UL_chains") in log and ("operator", "att3d.keyframe_add") in log
+    bpy.ops.att3d.chain_add()
+    chain = scene.att3d.active_chain()
+    assert chain.name == "Chain 1" and chain.uid
+    log = _draw(bpy, panels.ATT3D_PT_chain, ctx)
+    assert ("list", "ATT3D_UL_keyframes") in log and ("operator", "att3d.build_chain") in log
+    assert {("prop", "steps"), ("prop", "mode"), ("prop", "interpolation")} <= set(log)
+    log = []
+    panels.ATT3D_UL_chains.draw_item(None, ctx, Layout(log, bpy), None, chain, 0, None, "")
+    assert log == [("prop", "name")]  # each chain shows (and edits) its name
+    item = chain.keyframes.add()
     log = []
     panels.ATT3D_UL_keyframes.draw_item(None, ctx, Layout(log, bpy), None, item, 0, None, "")
     assert ("prop", "frame") in log and ("prop", "prompt") in log
@@ -106,5 +119,8 @@ def test_preferences_draw(bpy_module, addon):
         assert ("operator", "att3d.check_backend") in log and ("operator", "att3d.restart_backend") in log
         assert ("python_path" in names) == (mode in ("AUTO", "SUBPROCESS"))
     assert props["model"].default == "demo"
+    from blender_att3d.choices import DEFAULT_RESOLUTION
+
+    assert props["resolution"].default == DEFAULT_RESOLUTION  # the one default of generate, chains, blend, batch
     assert {i.identifier for i in props["mode"].enum_items} == {"AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"}
     assert {i.identifier for i in props["device"].enum_items} == {"AUTO", "CPU", "CUDA"}

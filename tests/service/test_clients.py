@@ -16,6 +16,7 @@ import pytest
 from blender_att3d.client import BackendUnavailable, Cancelled, InvalidRequest, MeshData, SequenceData, make_client
 from blender_att3d.client.embedded import EmbeddedClient
 from blender_att3d.client.http import HTTPClient, SubprocessClient
+from blender_att3d.wire.routes import API_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -397,12 +398,10 @@ def fake_service(serve_app):
         w.shutdown()
 
 
-@pytest.mark.parametrize("server_api, advice", [(2, "update the ATT3D add-on"),
-                                                (0, r"update att3d where the server runs"),
+@pytest.mark.parametrize("server_api, advice", [(API_VERSION + 1, "update the ATT3D add-on"),
+                                                (API_VERSION - 1, r"update att3d where the server runs"),
                                                 (None, "unknown API version")])
 def test_client_refuses_another_api_version(fake_service, server_api, advice):
-    from blender_att3d.wire.routes import API_VERSION
-
     info = {"model": "fake", "limits": {}} if server_api is None else {"model": "fake", "api": server_api}
     url, token, _ = fake_service(info)
     with pytest.raises(BackendUnavailable, match=advice) as e:
