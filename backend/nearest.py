@@ -21,13 +21,15 @@ prompts (:func:`index_cache_file`): a warm server start indexes them in millisec
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import atomic_write_bytes
 
 #: cosine distance above which a prompt is "far" when the training set is too small to calibrate
 DEFAULT_THRESHOLD = 0.5
@@ -75,11 +77,10 @@ def _load_index(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _save_index(path: Path, vectors: np.ndarray, nn: np.ndarray) -> None:
     try:
+        buf = io.BytesIO()
+        np.savez(buf, vectors=vectors, nn_distances=nn)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".npz", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, vectors=vectors, nn_distances=nn)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError:
         pass  # a read-only cache only costs time
 

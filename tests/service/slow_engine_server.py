@@ -15,7 +15,7 @@ class SlowEngine:
     def info(self) -> dict:
         return {"model": "slow-engine", "api": 1}
 
-    def warm(self) -> None:
+    def warm(self, on_stage=None) -> None:
         pass
 
     def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None):
