@@ -12,7 +12,12 @@ LTS_VENV := .venv-blender-lts
 LTS_BPY ?= bpy>=4.2,<4.3
 LTS_STAMP := $(LTS_VENV)/.att3d-installed
 
-.PHONY: setup demo test test-main test-blender-lts extension clean
+# The Khronos glTF validator (npm) for the export tests, in .tools/ (git-ignored). Without Node
+# the target says so and the tests that need it skip with that reason.
+GLTF_VALIDATOR ?= gltf-validator@2.0.0-dev.3.10
+TOOLS_STAMP := .tools/node_modules/gltf-validator/package.json
+
+.PHONY: setup demo lint test test-fast test-main test-blender-lts wheel extension clean tools
 
 setup: $(STAMP)
 
@@ -22,7 +27,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[mesh,serve,train,test]"
+	$(BIN)/python -m pip install -q -e ".[mesh,serve,train,test,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,16 +40,37 @@ $(LTS_STAMP): $(STAMP)
 		> "$$($(LTS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/att3d-main-venv.pth"
 	touch $(LTS_STAMP)
 
+# ruff (config in pyproject.toml) over the whole repository, then mypy over backend/ and blender_att3d/wire/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 test: test-main test-blender-lts
 
-test-main: $(STAMP)
+# The inner loop: every test but those marked slow (training runs, several processes, backend cold
+# starts; `make test` runs them too).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+tools:
+	@if command -v npm >/dev/null 2>&1; then \
+		test -f $(TOOLS_STAMP) || npm install --prefix .tools --no-audit --no-fund $(GLTF_VALIDATOR) || \
+		echo "could not install $(GLTF_VALIDATOR) (offline?): the glTF validator tests will fail until it is"; \
+	else echo "npm not found: the glTF validator tests will be skipped (they need Node.js)"; fi
+
+test-main: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 test-blender-lts: $(LTS_STAMP)
 	$(LTS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/blender
 
+# dist/att3d-*.whl: the backend with the demo model and the teacher (pip install / pipx install it)
+wheel: $(STAMP)
+	$(BIN)/python -m blender_att3d.build --wheel-only --out dist
+
+# dist/att3d-*.zip: the extension, carrying that wheel for *Set Up Local Backend*
 extension: $(STAMP)
 	$(BIN)/python -m blender_att3d.build --out dist
 
 clean:
-	rm -rf out dist build .pytest_cache
+	rm -rf out dist build .pytest_cache .mypy_cache .ruff_cache .tools

@@ -47,6 +47,7 @@ def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False,
               service: bool = True, dense_512: bool = True) -> dict[str, Any]:
+    from .chain_quality import chain_quality
     from .export import export_mesh
     from .inference import Pipeline
     from .mesh import density_lattice, marching_cubes, simplify
@@ -84,8 +85,10 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
             for suffix, extract, reps, warm in plans:
                 key = f"generate_glb_{n}{suffix}"
                 log(key)
-                res[key] = _median(lambda n=n, e=extract: export_mesh(pipe.generate(PROMPTS[0], n, extract=e), out),
-                                   reps, warm)
+                def run(n: int = n, e: str = extract) -> Any:
+                    return export_mesh(pipe.generate(PROMPTS[0], n, extract=e), out)
+
+                res[key] = _median(run, reps, warm)
                 if n == 128 and not suffix:
                     res["glb_bytes"] = out.stat().st_size
             if f"generate_glb_{n}_dense" in res:
@@ -104,8 +107,12 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["chain16_consistent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True),
                                         max(1, repeats // 2))
     seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
-    res["chain16_vertices"] = int(len(seq["vertices"][0]))
-    res["chain16_converged"] = round(min(seq["converged"]), 4)
+    res["chain16_vertices"] = [int(len(p.vertices[0])) for p in seq.pieces]
+    res["chain16_converged"] = round(min(float(c) for p in seq.pieces for c in p.on_surface), 4)
+    log("chain16_quality")
+    # how faithful the chain is (backend.chain_quality): keyframes vs the direct meshes, every state
+    q = chain_quality(pipe, seq, PROMPTS, resolution=128)
+    res["chain16_quality"] = {k: v for k, v in q.items() if k not in ("keyframes", "states")}
     if service:
         res.update(service_bench(pipe, model, device, repeats, log))
     return res
@@ -143,7 +150,8 @@ def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[st
 
         http()  # warm-up: the service loads its text encoder on its own thread after the ready line
         local()
-        t_http, t_local = [], []
+        t_http: list[float] = []
+        t_local: list[float] = []
         for i in range(max(3, repeats)):
             log(f"http_overhead_128 round {i + 1}")
             for fn, acc in ((http, t_http), (local, t_local))[:: 1 if i % 2 else -1]:

@@ -21,8 +21,29 @@ from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
 PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
 
 
+MAX_REPEATS = 1000
+
+
 class CLIError(Exception):
     pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (``att3d generate: error: …``) and exit code 2 like every
+    other error of this command line, rather than the usage block and then the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def quiet_libraries() -> None:
+    """``--quiet``: no progress bars from the libraries either (transformers' "Loading weights",
+    the hub's downloads). The environment variable covers a later import, the call an earlier one."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _writable_output(path: str, suffixes: tuple[str, ...] | None = None) -> Path:
@@ -49,6 +70,22 @@ def _stages(names: list[str], quiet: bool):
                 bar_format="{desc:<12} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
 
 
+def _check_mesh_options(args: argparse.Namespace) -> None:
+    """``--simplify`` and ``--texture`` within the limits the service applies (``blender_att3d.wire.limits``):
+    a negative face count is refused rather than ignored, and ``--texture 1000000`` rather than allocating 9 TiB."""
+    from blender_att3d.wire.limits import check_simplify, check_texture_size
+
+    try:
+        args.simplify = check_simplify(args.simplify)
+    except ValueError as e:
+        raise CLIError(f"--simplify: {e}") from None
+    if args.texture is not None:
+        try:
+            check_texture_size(args.texture)
+        except ValueError as e:
+            raise CLIError(f"--texture: {e}") from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .export import FORMATS, export_mesh
     from .inference import Pipeline, check_prompt
@@ -56,6 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     prompt = check_prompt(args.prompt)
     check_resolution(args.resolution)
+    _check_mesh_options(args)
     out = _writable_output(args.out, FORMATS)
     preview = _writable_output(args.preview, (".png",)) if args.preview else None
     bar = _stages(["load", "embed", "map", "mesh", "export", "preview"], args.quiet)
@@ -93,15 +131,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from blender_att3d.wire.limits import MAX_CHAIN_MESHES
+
     from .export import export_mesh
-    from .inference import Pipeline
-    from .mesh import Mesh, check_resolution
+    from .inference import Pipeline, check_prompt
+    from .mesh import check_resolution
 
     if len(args.prompts) < 2:
         raise CLIError("interpolate needs at least two prompts")
     check_resolution(args.resolution)
     if args.steps < 1:
         raise CLIError("--steps must be at least 1")
+    n = (len(args.prompts) - 1) * args.steps + 1
+    if n > MAX_CHAIN_MESHES:
+        raise CLIError(f"that chain has {n} meshes ({len(args.prompts)} prompts, --steps {args.steps}); the limit "
+                       f"is {MAX_CHAIN_MESHES}: use fewer steps or prompts")
+    args.prompts = [check_prompt(p) for p in args.prompts]
     out = Path(args.out)
     _writable_output(str(out / "x.glb"))
     pipe = Pipeline(args.model, device=args.device)
@@ -113,26 +158,22 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         bar.refresh()
 
     seq = pipe.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
-                    progress=progress)
+                     progress=progress)
     bar.close()
     files = []
-    for i, pos in enumerate(seq["steps"]):
-        if args.consistent:
-            mesh = Mesh(seq["vertices"][i], seq["faces"], seq["colors"][i])
-        else:
-            mesh = seq["meshes"][i]
+    for i, pos in enumerate(seq.steps):
         f = out / f"step_{i:03d}.{args.format}"
-        export_mesh(mesh, f)
-        files.append({"file": f.name, "position": pos, "prompt": seq["labels"][i]})
+        export_mesh(seq.mesh_at_step(i), f)
+        files.append({"file": f.name, "position": pos, "prompt": seq.labels[i]})
     if args.consistent:
         from .export import export_sequence_glb
 
-        export_sequence_glb(seq["faces"], seq["vertices"], seq["colors"], out / "sequence.glb")
+        export_sequence_glb(seq.sequence_data(), out / "sequence.glb")
     manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
                 "resolution": args.resolution, "model": pipe.model_id, "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} meshes to {out}" +
-          (" (shared faces; sequence.glb holds them as morph targets)" if args.consistent else ""))
+          (f" (sequence.glb: {len(seq.pieces)} keyframe pieces with morph targets)" if args.consistent else ""))
     return 0
 
 
@@ -174,6 +215,9 @@ def cmd_init_model(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise CLIError(f"--repeats must be in 1–{MAX_REPEATS}, got {args.repeats}")
+
     result = run_bench(args.model, device=args.device, repeats=args.repeats, quiet=args.quiet or args.json,
                        service=not args.no_service, dense_512=not args.no_dense_512)
     print(json.dumps(result, indent=None if args.json else 2))
@@ -197,13 +241,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="att3d", description="Amortized text-to-3D: one network, many prompts.")
+    from blender_att3d.wire import limits as lim
+
+    p = Parser(prog="att3d", description="Amortized text-to-3D: one network, many prompts.")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp, model_default: str | None = "demo"):
         sp.add_argument("--model", default=model_default, help="model folder or shipped name (default: demo)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+        # also after the command (`att3d generate ... -q`); SUPPRESS keeps a --quiet given before it
+        sp.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
     g = sub.add_parser("generate", help="prompt → mesh file (GLB/OBJ/PLY)")
     g.add_argument("prompt")
@@ -211,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output file: .glb, .obj or .ply")
     g.add_argument("--resolution", type=int, default=128, help="marching-cubes lattice size (16–512)")
     g.add_argument("--preview", help="also write a turntable preview PNG")
-    g.add_argument("--simplify", type=int, help="simplify to about this many faces")
-    g.add_argument("--texture", type=int, nargs="?", const=1024, help="bake a UV texture of this size (default 1024)")
+    g.add_argument("--simplify", type=int, help=f"simplify to about this many faces ({lim.MIN_SIMPLIFY}–"
+                                                f"{lim.MAX_SIMPLIFY})")
+    g.add_argument("--texture", type=int, nargs="?", const=lim.TEXTURE_SIZE,
+                   help=f"bake a UV texture of this size ({lim.MIN_TEXTURE_SIZE}–{lim.MAX_TEXTURE_SIZE}, "
+                        f"default {lim.TEXTURE_SIZE})")
     g.add_argument("--extract", choices=EXTRACT_METHODS, default="auto",
                    help="sparse: evaluate the density only where the surface can be; dense: at every lattice "
                         "node (the reference, the same mesh); auto (default): sparse from 96³, dense below")
@@ -228,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=8, help="meshes per segment between consecutive prompts")
     i.add_argument("--out", required=True, help="output folder")
     i.add_argument("--resolution", type=int, default=96)
-    i.add_argument("--consistent", action="store_true", help="one shared set of faces for the whole sequence")
+    i.add_argument("--consistent", action="store_true",
+                   help="also write sequence.glb: one topology per keyframe (exact there), morphing to the "
+                        "middle of each segment (morph targets, per-step colours, visibility swaps)")
     i.add_argument("--format", choices=["glb", "obj", "ply"], default="glb")
     i.set_defaults(func=cmd_interpolate)
 
@@ -272,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "quiet", False):
+        quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

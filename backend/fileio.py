@@ -43,7 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        if mode is not None:
+        if mode is not None and hasattr(os, "fchmod"):  # not on Windows before Python 3.13
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -9,7 +9,6 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,15 @@ import torch
 from blender_att3d.wire import MAX_PROMPT_CHARS, check_prompt  # noqa: F401 (re-exported)
 
 from .cameras import orbit_cameras
+from .chain import (
+    ChainPiece,
+    ChainResult,
+    chain_schedule,
+    neighbor_mean_operator,
+    plan_pieces,
+    settle_on_isosurface,
+    step_label,
+)
 from .device import pick_device
 from .mapping_network import Modulation
 from .mesh import (
@@ -26,30 +34,10 @@ from .mesh import (
     extract_mesh,
     field_colors,
     marching_cubes,
-    project_to_isosurface,
 )
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
 from .progress import CancelledError, ProgressFn  # noqa: F401 (re-exported: the service and clients use them)
-from .text_encoder import TextEmbedding, TextEncoder
-
-
-def chain_schedule(positions: Sequence[float], steps: int) -> list[tuple[int, float, float]]:
-    """Steps of a chain: (segment index, α within the segment, chain position) for each mesh.
-
-    ``steps`` meshes per segment (its start included, its end excluded), then the last keyframe:
-    ``(K − 1) · steps + 1`` meshes in all.
-    """
-    if len(positions) < 2:
-        raise ValueError("a chain needs at least two keyframes")
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    out = []
-    for k in range(len(positions) - 1):
-        for s in range(steps):
-            a = s / steps
-            out.append((k, a, positions[k] + a * (positions[k + 1] - positions[k])))
-    out.append((len(positions) - 2, 1.0, float(positions[-1])))
-    return out
+from .text_encoder import TextEmbedding, encoder_for
 
 
 def occupancy_culled_field(model: ATT3D, mod: Modulation, resolution: int = 64, level: float = 0.05):
@@ -111,7 +99,7 @@ class Pipeline:
         freeze_spectral_norm(self.model)
         arch = self.model.config
         self.model_id = str(self.config.get("provenance", {}).get("name") or Path(self.model_path).name)
-        self.encoder = TextEncoder(arch.text_encoder, arch.max_length, device=self.device, cache_dir=cache_dir)
+        self.encoder = encoder_for(arch, device=self.device, cache_dir=cache_dir)  # half precision on CUDA
         if self.encoder.dim != arch.token_dim:
             raise ValueError(f"text encoder {arch.text_encoder!r} gives {self.encoder.dim}-d tokens, "
                              f"the model expects {arch.token_dim}")
@@ -194,15 +182,20 @@ class Pipeline:
         return sheet
 
     # -- chains -------------------------------------------------------------------------------
+    def chain_modulation(self, emb: TextEmbedding, k: int, a: float) -> Modulation:
+        """``m((1 − α) c_k + α c_{k+1})`` for segment ``k`` of a chain of embeddings."""
+        tokens = (1 - a) * emb.tokens[k:k + 1] + a * emb.tokens[k + 1:k + 2]
+        with torch.no_grad():
+            return self.model.modulate(tokens, emb.mask[k:k + 1] | emb.mask[k + 1:k + 2])
+
     def chain(self, prompts: Sequence[str], positions: Sequence[float] | None = None, steps: int = 4,
               resolution: int = 96, consistent: bool = True,
-              progress: ProgressFn | None = None) -> dict[str, Any]:
-        """Meshes along a prompt chain.
+              progress: ProgressFn | None = None) -> ChainResult:
+        """Meshes along a prompt chain (:mod:`backend.chain`).
 
-        Returns ``{"steps": [...], "labels": [...], "faces": F or None, "vertices": [...],
-        "colors": [...], "meshes": [...] (inconsistent mode), "converged": [...]}``.
-        With ``consistent`` the first step is extracted once and its vertices are moved onto each
-        following step's isosurface, so every step shares one set of faces.
+        ``consistent``: keyframe pieces (one topology per keyframe, exact at its keyframe, tracked to
+        the middle of the neighbouring segments: ready for shape keys); otherwise one independent
+        mesh per step.
         """
         prompts = [check_prompt(p) for p in prompts]
         positions = list(range(len(prompts))) if positions is None else [float(p) for p in positions]
@@ -213,33 +206,46 @@ class Pipeline:
         check_resolution(resolution)
         schedule = chain_schedule(positions, steps)
         emb = self.embed(prompts)
-        out: dict[str, Any] = {"steps": [s[2] for s in schedule], "labels": [], "faces": None,
-                               "vertices": [], "colors": [], "meshes": [], "converged": []}
-        verts = faces = None
-        for i, (k, a, _pos) in enumerate(schedule):
-            if progress is not None and progress(i / len(schedule), f"step {i + 1}/{len(schedule)}"):
+        out = ChainResult([s[2] for s in schedule], [step_label(prompts, k, a) for k, a, _ in schedule],
+                          meta={"model": self.model_id, "resolution": resolution})
+
+        def tick(i: float, n: int, what: str) -> None:
+            if progress is not None and progress(i / n, what):
                 raise CancelledError("cancelled")
-            tokens = (1 - a) * emb.tokens[k:k + 1] + a * emb.tokens[k + 1:k + 2]
-            with torch.no_grad():
-                mod = self.model.modulate(tokens, emb.mask[k:k + 1] | emb.mask[k + 1:k + 2])
-            label = prompts[k] if a == 0 else prompts[k + 1] if a == 1 else f"{prompts[k]} → {prompts[k + 1]} @ {a:.2f}"
-            out["labels"].append(label)
-            if not consistent:
-                m = self.mesh(mod, resolution)
-                m.meta.update(prompt=label, model=self.model_id, chain_position=schedule[i][2])
-                out["meshes"].append(m)
-                continue
-            if faces is None:
-                vol = density_lattice(self.model, mod, resolution)
-                verts, faces = marching_cubes(vol, self.model.config.iso_density, self.model.config.bound)
-                ok = np.ones(len(verts), bool)
-            else:
-                verts, ok = project_to_isosurface(self.model, mod, verts, faces)
-            out["vertices"].append(verts)
-            out["colors"].append(field_colors(self.model, mod, verts))
-            out["converged"].append(float(ok.mean()) if len(ok) else 1.0)
-        if consistent:
-            out["faces"] = faces
+
+        if not consistent:
+            for i, (k, a, pos) in enumerate(schedule):
+                tick(i, len(schedule), f"step {i + 1}/{len(schedule)}")
+                m = self.mesh(self.chain_modulation(emb, k, a), resolution)
+                m.meta.update(prompt=out.labels[i], model=self.model_id, chain_position=pos)
+                out.meshes.append(m)
+        else:
+            cfg = self.model.config
+            voxel = 2 * cfg.bound / (resolution - 1)
+
+            def mod_at(x: float) -> Modulation:  # step x (a .5: the middle between two steps)
+                k, a, _ = schedule[int(x)]
+                return self.chain_modulation(emb, k, a + (x - int(x)) / steps)
+
+            def position(x: float) -> float:
+                k, a, _ = schedule[int(x)]
+                a += (x - int(x)) / steps
+                return positions[k] + a * (positions[k + 1] - positions[k])
+
+            def extract(i: int) -> tuple[np.ndarray, np.ndarray]:
+                return marching_cubes(density_lattice(self.model, mod_at(i), resolution), cfg.iso_density,
+                                      cfg.bound)
+
+            def project(x: float, v: np.ndarray, f: np.ndarray, adj) -> tuple[np.ndarray, np.ndarray]:
+                return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel)
+
+            planned = plan_pieces(len(schedule), [k * steps for k in range(len(prompts))], extract, project,
+                                  lambda v, f: neighbor_mean_operator(f, len(v), self.device),
+                                  tick=lambda frac: tick(frac, 1, "tracking the keyframes' meshes"))
+            for p in planned:
+                colors = [field_colors(self.model, mod_at(x), v) for x, v in zip(p.xs, p.vertices)]
+                out.pieces.append(ChainPiece(p.faces, [position(x) for x in p.xs], p.vertices, colors, p.key,
+                                             p.on_surface, p.held))
         if progress is not None:
             progress(1.0, "done")
         return out

@@ -18,7 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from blender_att3d.wire import MAX_RESOLUTION, MIN_RESOLUTION
+# the one resolution check is the protocol's; the CLI, inference and the service import it from here
+from blender_att3d.wire import check_resolution
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
 
 from . import sparse_lattice
@@ -36,12 +37,6 @@ Check = Callable[[float], None]
 
 def _no_check(fraction: float = 0.0) -> None:
     return None
-
-
-def check_resolution(resolution: int) -> int:
-    if not isinstance(resolution, (int, np.integer)) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(f"resolution must be an integer in {MIN_RESOLUTION}–{MAX_RESOLUTION}, got {resolution!r}")
-    return int(resolution)
 
 
 @torch.no_grad()

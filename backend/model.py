@@ -4,17 +4,19 @@ model folders (``config.json`` + ``model.safetensors``, no pickles).
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import types
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
 
 from .environment_map import EnvironmentMap
 from .fileio import write_folder_atomically
-from .mapping_network import MAPPINGS, Modulation
+from .mapping_network import MAPPINGS, Modulation, grid_target_rms
 from .nerf_mlp import NeRFMLP
 from .point_encoder import PointEncoder
 
@@ -35,16 +37,22 @@ class ModelConfig:
     text_encoder: str = "minilm"
     max_length: int = 32
     token_dim: int = 384
+    clip_skip: int = 0  # CLIP encoders: hidden states this many layers before the last (diffusers' clip_skip)
     # mapping network
     mapping: str = "hyper"  # hyper | concat | attention
     v_dim: int = 32
-    grid_scale: float = 1.0  # gain on the hypernetwork's grid output (1 = the paper)
+    #: gain on the hypernetwork's grid output. 0 = auto: √(P/v) when built, then set by training so that
+    #: the grid starts at a readable RMS (backend/mapping_network.py); a model folder stores the number
+    grid_scale: float = 0.0
     # point encoder
     resolutions: list[int] = field(default_factory=lambda: [9, 14, 22, 36, 58])
     features: int = 4
     hash_resolutions: list[int] = field(default_factory=list)
     hash_table_log2: int = 14
     bound: float = 1.0
+    #: where the point encoder's hash levels run: auto = tiny-cuda-nn when it imports and the model is on
+    #: CUDA, else PyTorch | torch | tcnn (backend/point_encoder_tcnn.py); the weights are the same either way
+    backend: str = "auto"
     # NeRF MLP and density bias 10(1 − 2‖x‖)
     hidden: int = 32
     density_bias_scale: float = 10.0
@@ -56,27 +64,98 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """From JSON/TOML data, checked against the fields' types (ValueError naming the field)."""
+        cls.check(d)
+        return cls(**d)
+
+    @classmethod
+    def check(cls, d: Any, where: str = "architecture") -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object, got {_json_type(d)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown architecture keys: {', '.join(unknown)}")
-        return cls(**d)
+        hints = get_type_hints(cls)
+        for key, value in d.items():
+            check_type(value, hints[key], f"{where}.{key}")
+
+
+# -- the config schema: JSON values against type hints ---------------------------------------------
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"the number {v!r}"
+    if isinstance(v, str):
+        return f"the string {v[:40]!r}"
+    return "an array" if isinstance(v, list) else "an object" if isinstance(v, dict) else type(v).__name__
+
+
+def check_type(value: Any, hint: Any, where: str) -> None:
+    """ValueError ``"<where>: expected …, got …"`` unless ``value`` (parsed JSON) fits ``hint``: ``str``,
+    ``int`` (not a boolean), ``float`` (a finite number, not a boolean), ``bool``, ``list[T]``,
+    ``T | None``, ``Literal[...]``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {', '.join(map(repr, args))}, got {_json_type(value)}")
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected an array, got {_json_type(value)}")
+        for i, item in enumerate(value):
+            check_type(item, args[0] if args else Any, f"{where}[{i}]")
+        return
+    ok = {str: lambda v: isinstance(v, str),
+          bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          }.get(hint)
+    if ok is not None and not ok(value):
+        want = {str: "a string", bool: "true or false", int: "an integer", float: "a finite number"}[hint]
+        raise ValueError(f"{where}: expected {want}, got {_json_type(value)}")
 
 
 class ATT3D(nn.Module):
+    frozen: bool = False  # set by freeze_spectral_norm: inference only, no longer savable
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {config.mapping!r}; choose from {sorted(MAPPINGS)}")
-        self.config = config
+        out_dim = config.features * (len(config.resolutions) + len(config.hash_resolutions))
+        # the concatenation variant's shared grid starts at the hypernetworks' RMS: U(±a) has RMS a/√3
         self.point_encoder = PointEncoder(config.resolutions, config.features, config.bound,
                                           config.hash_resolutions, config.hash_table_log2,
-                                          shared=config.mapping == "concat")
+                                          shared=config.mapping == "concat",
+                                          init_scale=math.sqrt(3) * grid_target_rms(out_dim), backend=config.backend)
         self.mapping = MAPPINGS[config.mapping](config.max_length, config.token_dim,
-                                                self.point_encoder.n_params, config.v_dim, config.grid_scale)
+                                                self.point_encoder.n_params, config.v_dim, config.grid_scale,
+                                                sizes=self.point_encoder.sizes)
+        self.config = replace(config, grid_scale=float(cast(Any, self.mapping).grid_scale))  # auto (0) resolved
         in_dim = self.point_encoder.out_dim + (config.v_dim if config.mapping == "concat" else 0)
         self.nerf = NeRFMLP(in_dim, config.hidden, config.density_bias_scale, config.density_bias_radius)
         self.env = EnvironmentMap(config.v_dim, config.env_freqs)
+
+    def calibrate_grid(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                       target: float | None = None) -> float:
+        """Set ``grid_scale`` (and the config's) so that these prompts' grid values start at RMS
+        ``target`` (default: unit-norm point features, ``1/√features_out``); returns the gain."""
+        from .mapping_network import calibrate_grid_scale
+
+        target = grid_target_rms(self.point_encoder.out_dim) if target is None else target
+        gain = calibrate_grid_scale(self.mapping, tokens, mask, target)
+        self.config = replace(self.config, grid_scale=gain)
+        return gain
 
     # -- the three stages ----------------------------------------------------------------------
     def modulate(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Modulation:
@@ -155,6 +234,9 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, An
     """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
     from safetensors.torch import save_file
 
+    if model.frozen:  # its weights lost their spectral-norm parametrization: load_model could not read them
+        raise ValueError("a model frozen for inference (freeze_spectral_norm) cannot be saved as a model folder")
+
     def write(tmp: Path) -> None:
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                  for k, v in model.state_dict().items()}
@@ -167,21 +249,55 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, An
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of a model folder, checked whole against the schema (:func:`check_config`)."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise ModelFolderError(f"{path}: missing (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFolderError(f"{path}: not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFolderError(f"{path}: format version {config['format_version']} is newer than this "
-                               f"att3d supports ({FORMAT_VERSION}); upgrade att3d")
-    if not isinstance(config.get("architecture"), dict):
-        raise ModelFolderError(f"{path}: missing \"architecture\" section")
+    except RecursionError:
+        raise ModelFolderError(f"{path}: not valid JSON (nested too deeply)") from None
+    try:
+        check_config(config)
+    except ValueError as e:
+        raise ModelFolderError(f"{path}: {e}") from None
+    config.setdefault("provenance", {})
     return config
+
+
+def check_config(config: Any) -> None:
+    """The schema of ``config.json``, checked once at load: ValueError naming the first bad field.
+
+    ``format`` is ``"att3d-model"``; ``format_version`` an integer this version reads; ``architecture``
+    an object whose keys and value types are :class:`ModelConfig`'s; ``provenance`` (optional) an
+    object whose ``name`` is a string and ``prompts`` an array of strings. Text must be valid
+    Unicode (JSON's ``"\\ud800"`` is not)."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"not an ATT3D model config (expected \"format\": \"{FORMAT}\")")
+    check_type(config.get("format_version"), int, "format_version")
+    version = int(config["format_version"])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this att3d supports ({FORMAT_VERSION}); "
+                         "upgrade att3d")
+    if version < 1:
+        raise ValueError(f"format_version: expected 1–{FORMAT_VERSION}, got {version}")
+    if "architecture" not in config:
+        raise ValueError("missing \"architecture\" section")
+    ModelConfig.check(config["architecture"])
+    prov = config.get("provenance", {})
+    if not isinstance(prov, dict):
+        raise ValueError(f"provenance: expected an object, got {_json_type(prov)}")
+    if "name" in prov:
+        check_type(prov["name"], str, "provenance.name")
+    if "prompts" in prov:
+        check_type(prov["prompts"], list[str], "provenance.prompts")
+    try:
+        json.dumps(config, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = ord(e.object[e.start])
+        raise ValueError(f"holds text that is not valid Unicode (an unpaired surrogate U+{bad:04X})") from None
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ATT3D, dict[str, Any]]:
@@ -193,8 +309,10 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     config = read_config(folder)
     try:
         arch = ModelConfig.from_dict(config["architecture"])
+        if arch.backend == "tcnn":  # trained with tiny-cuda-nn: the same weights run wherever it is missing
+            arch = replace(arch, backend="auto")
         model = ATT3D(arch)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # types are checked; values can still be impossible
         raise ModelFolderError(f"{folder / CONFIG_NAME}: bad architecture: {e}") from None
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():

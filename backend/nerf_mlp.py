@@ -48,7 +48,8 @@ class NeRFMLP(nn.Module):
         ``features`` in the MLP's input (the concatenation variant's ``v``), folded into the hidden
         bias once instead of being repeated per point.
         """
-        w1, b1 = self.hidden.weight, self.hidden.bias
+        w1: torch.Tensor = self.hidden.weight
+        b1: torch.Tensor = self.hidden.bias
         if constant is not None:
             b1 = b1 + w1[:, features.shape[0]:] @ constant
             w1 = w1[:, : features.shape[0]]

@@ -4,11 +4,17 @@ Each prompt in a batch has its own set of grids (the mapping network outputs the
 parameter vector per prompt), so grids of different prompts never mix. Features of all levels are
 trilinearly interpolated and concatenated: 5 dense levels × 4 features = 20 by default.
 The grid spans the box [-bound, bound]^3; outside it features are zero.
+
+Hash levels follow tiny-cuda-nn's ``HashGrid`` exactly (its table size per level, ``min(R³ rounded up to
+8, 2^log2)``, dense indexing when the level fits, its spatial hash otherwise, features innermost), so
+that the same parameters run through tiny-cuda-nn (``backend = "tcnn"``, point_encoder_tcnn.py) or
+through PyTorch here, and a model trained with one loads in the other.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,32 +27,42 @@ _PRIMES = (1, 2654435761, 805459861)
 class PointEncoder(nn.Module):
     def __init__(self, resolutions: Sequence[int] = (9, 14, 22, 36, 58), features: int = 4,
                  bound: float = 1.0, hash_resolutions: Sequence[int] = (), hash_table_log2: int = 14,
-                 shared: bool = False, init_scale: float = 1e-4) -> None:
+                 shared: bool = False, init_scale: float = 1e-4, backend: str = "auto") -> None:
         super().__init__()
         self.resolutions = [int(r) for r in resolutions]
         self.hash_resolutions = [int(r) for r in hash_resolutions]
         self.features = int(features)
         self.bound = float(bound)
-        self.hash_table = 2 ** int(hash_table_log2)
+        self.hash_table_log2 = int(hash_table_log2)
+        self.hash_table = 2 ** self.hash_table_log2
+        self.hash_sizes = [hash_level_size(r, self.hash_table) for r in self.hash_resolutions]
         sizes = [self.features * r ** 3 for r in self.resolutions]
-        sizes += [self.hash_table * self.features for _ in self.hash_resolutions]
+        sizes += [n * self.features for n in self.hash_sizes]
         self.sizes = sizes
         self.n_params = sum(sizes)
         self.out_dim = self.features * (len(self.resolutions) + len(self.hash_resolutions))
         # The concatenation variant has one grid for all prompts, learnt directly.
         self.shared = nn.Parameter(torch.empty(1, self.n_params).uniform_(-init_scale, init_scale)) if shared else None
+        from .point_encoder_tcnn import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown point-encoder backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.backend = backend
+        self._tcnn: Any = None  # TcnnHashLevels, made on first use on a device where tiny-cuda-nn runs
 
     # -- parameters ----------------------------------------------------------------------------
     def levels(self, params: torch.Tensor | None, batch: int) -> list[torch.Tensor]:
         """Split flat per-prompt parameters into dense grids ``[B, C, R, R, R]`` and hash tables ``[B, T, C]``."""
         if params is None:
+            if self.shared is None:
+                raise ValueError("no grid parameters given, and this point encoder has no shared grid")
             params = self.shared.expand(batch, -1)
         chunks = torch.split(params, self.sizes, dim=1)
         out = []
         for r, chunk in zip(self.resolutions, chunks):
             out.append(chunk.reshape(-1, self.features, r, r, r))
-        for chunk in chunks[len(self.resolutions):]:
-            out.append(chunk.reshape(-1, self.hash_table, self.features))
+        for chunk, n in zip(chunks[len(self.resolutions):], self.hash_sizes):
+            out.append(chunk.reshape(-1, n, self.features))
         return out
 
     # -- point queries -------------------------------------------------------------------------
@@ -56,9 +72,23 @@ class PointEncoder(nn.Module):
         levels = self.levels(params, b)
         u = points / self.bound  # [-1, 1] inside the box
         feats = [sample_dense(g, u) for g in levels[: len(self.resolutions)]]
-        for table, res in zip(levels[len(self.resolutions):], self.hash_resolutions):
-            feats.append(sample_hash(table, u, res))
+        tables = levels[len(self.resolutions):]
+        tcnn = self.tcnn_levels(u.device) if tables else None
+        if tcnn is not None:
+            feats += tcnn(tables, u)
+        else:
+            feats += [sample_hash(table, u, res) for table, res in zip(tables, self.hash_resolutions)]
         return torch.cat(feats, dim=-1)
+
+    def tcnn_levels(self, device: torch.device):
+        """The tiny-cuda-nn hash levels when ``backend`` picks them on ``device`` (else None)."""
+        from .point_encoder_tcnn import TcnnHashLevels, use_tcnn
+
+        if not use_tcnn(self.backend, device):
+            return None
+        if self._tcnn is None or self._tcnn.device != device:
+            self._tcnn = TcnnHashLevels(self.hash_resolutions, self.hash_table_log2, self.features, device)
+        return self._tcnn
 
     # -- lattice queries (mesh extraction) -----------------------------------------------------
     def lattice_slabs(self, params: torch.Tensor | None, n: int,
@@ -79,8 +109,8 @@ class PointEncoder(nn.Module):
         coords = torch.linspace(-self.bound, self.bound, n, device=device)
         for z0 in range(0, n, rows):
             z1 = min(n, z0 + rows)
-            feats = [lattice_z(g, tuple(t[z0:z1] for t in w)).reshape(self.features, -1)
-                     for g, w in zip(gxy, weights)]
+            feats = [lattice_z(g, (i0[z0:z1], i1[z0:z1], t[z0:z1])).reshape(self.features, -1)
+                     for g, (i0, i1, t) in zip(gxy, weights)]
             if tables:
                 zz, yy, xx = torch.meshgrid(coords[z0:z1], coords, coords, indexing="ij")
                 u = torch.stack([xx, yy, zz], dim=-1).reshape(1, -1, 3) / self.bound
@@ -116,19 +146,32 @@ def sample_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out[:, :, :, 0, 0].transpose(1, 2)
 
 
+def hash_level_size(resolution: int, table: int) -> int:
+    """Entries of a hash level (tiny-cuda-nn's ``params_in_level``): the dense grid ``R³`` rounded up to a
+    multiple of 8 when it fits in the table, else the table."""
+    return min(-(-resolution ** 3 // 8) * 8, table)
+
+
 def sample_hash(table: torch.Tensor, u: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Instant-NGP hash level in plain PyTorch: table ``[B, T, C]``, ``u`` ``[B, N, 3]`` in [-1, 1]."""
+    """Instant-NGP hash level in plain PyTorch, as tiny-cuda-nn's ``HashGrid`` computes it: table
+    ``[B, T, C]`` (T from :func:`hash_level_size`), ``u`` ``[B, N, 3]`` (x, y, z) in [-1, 1], the
+    ``R`` grid nodes spanning it. A level whose ``R³`` nodes fit in the table is indexed densely
+    (``x + y·R + z·R²``), a larger one by the spatial hash (XOR of coordinate × prime, in uint32)."""
     b, n, _ = u.shape
     t, c = table.shape[1], table.shape[2]
     inside = (u.abs() <= 1).all(dim=-1, keepdim=True)
     x = (u.clamp(-1, 1) + 1) * 0.5 * (resolution - 1)
     x0 = x.floor().long()
     frac = x - x0
+    dense = resolution ** 3 <= t
     out = torch.zeros(b, n, c, dtype=table.dtype, device=table.device)
     for corner in range(8):
         offs = torch.tensor([(corner >> i) & 1 for i in range(3)], device=u.device)
         idx = x0 + offs
-        h = (idx[..., 0] * _PRIMES[0]) ^ (idx[..., 1] * _PRIMES[1]) ^ (idx[..., 2] * _PRIMES[2])
+        if dense:
+            h = idx[..., 0] + idx[..., 1] * resolution + idx[..., 2] * resolution ** 2
+        else:  # (int64 products: their low 32 bits, all that `% t` reads for a power-of-two t, are uint32's)
+            h = (idx[..., 0] * _PRIMES[0]) ^ (idx[..., 1] * _PRIMES[1]) ^ (idx[..., 2] * _PRIMES[2])
         h = h % t
         w = torch.where(offs.bool(), frac, 1 - frac).prod(dim=-1, keepdim=True)
         out = out + w * torch.gather(table, 1, h[..., None].expand(-1, -1, c))

@@ -86,6 +86,8 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
         shading = torch.zeros(bsz, dtype=torch.long, device=dirs.device)
     if need_normals is None:
         need_normals = bool((shading > 0).any())
+    if need_normals and (light is None or ambient is None):
+        raise ValueError("lit shading needs a `light` position and an `ambient` level per view")
     flat = pts.reshape(bsz, -1, 3)
     normal_vecs = None
     if need_normals and normals == "finite_difference":
@@ -120,6 +122,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
 
     color = albedo
     if need_normals:
+        assert normal_vecs is not None and light is not None and ambient is not None  # all set above
         mode = shading.view(bsz, 1, 1, 1)
         l_dir = F.normalize(light.view(bsz, 1, 1, 3) - pts, dim=-1)
         amb = ambient.view(bsz, 1, 1, 1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from .point_encoder import PointEncoder, sample_hash
 SILU_ARGMIN = -1.2784645427610738
 SILU_MIN = -0.2784645427610738 - 1e-6
 
+_Array = TypeVar("_Array", np.ndarray, torch.Tensor)
 Check = Callable[[float], None]  # a cancel point (fraction of the step done); raises CancelledError
 
 
@@ -90,7 +92,7 @@ class BlockGrid:
         start = np.arange(self.nb) * self.s
         return (start == 0) | (start + self.s > self.n)
 
-    def world(self, p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    def world(self, p: _Array) -> _Array:
         return (p - 1) * self.step - self.bound
 
 
@@ -153,7 +155,7 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
     one = mod.select([0])
     levels = pe.levels(one.params, 1)
     nb = grid.nb
-    w1, b1 = nerf.hidden.weight, nerf.hidden.bias
+    w1, b1 = nerf.hidden.weight.detach(), nerf.hidden.bias.detach()
     hidden = w1.shape[0]
     n_feat = pe.out_dim
     if model.config.mapping == "concat":  # v is the same at every point: part of the bias
@@ -170,8 +172,8 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
         base_hi += proj.amax(1)
     dense = []
     for k, (g, r) in enumerate(zip(levels[:n_dense], pe.resolutions)):
-        units = ((x0 + grid.bound) / (2 * grid.bound) * (r - 1), (x1 + grid.bound) / (2 * grid.bound) * (r - 1))
-        dense.append((g[0], w1[:, k * c:(k + 1) * c], r, _windows(units, r, dev)))
+        span = ((x0 + grid.bound) / (2 * grid.bound) * (r - 1), (x1 + grid.bound) / (2 * grid.bound) * (r - 1))
+        dense.append((g[0], w1[:, k * c:(k + 1) * c], r, _windows(span, r, dev)))
     w2, b2 = nerf.out.weight[0], nerf.out.bias[0]
     raw_lo = torch.full((nb, nb, nb), float(b2), device=dev)  # [z, y, x]
     raw_hi = raw_lo.clone()
@@ -339,8 +341,8 @@ def block_densities(model: ATT3D, mod: Modulation, grid: BlockGrid, surface: tor
     # blocks whose own nodes are needed: the surface blocks and their lower neighbours' upper sides
     padded = F.pad(surface, (1, 0, 1, 0, 1, 0))
     needed = torch.zeros_like(surface)
-    for e in range(8):
-        ex, ey, ez = e & 1, (e >> 1) & 1, (e >> 2) & 1
+    for corner in range(8):
+        ex, ey, ez = corner & 1, (corner >> 1) & 1, (corner >> 2) & 1
         needed |= padded[1 - ex:1 - ex + nb, 1 - ey:1 - ey + nb, 1 - ez:1 - ez + nb]
     slot = torch.full((nb + 1, nb + 1, nb + 1), -1, dtype=torch.long, device=dev)
     owners = needed.nonzero()
@@ -457,7 +459,9 @@ def march_filled(blocks: torch.Tensor, values: torch.Tensor, lower: torch.Tensor
     filler = (lower > level).float() * (2 * level + 1)  # [nb, nb, nb]
     per = max(1, layers // s)
     local = torch.arange(q, device=dev)
-    pieces, faces, n_v = [], [], 0
+    pieces: list[np.ndarray] = []
+    piece_faces: list[np.ndarray] = []
+    n_v = 0
     for bx0 in range(0, nb, per):
         bx1 = min(nb, bx0 + per)
         x0, x1 = bx0 * s, bx1 * s  # nodes x0..x1 (inclusive)
@@ -468,14 +472,14 @@ def march_filled(blocks: torch.Tensor, values: torch.Tensor, lower: torch.Tensor
         iy = (b[:, 1:2] * s + local)[:, None, :, None]
         iz = (b[:, 2:3] * s + local)[:, None, None, :]
         vol[ix, iy, iz] = values[inside]
-        vol = vol.cpu().numpy().astype(np.float64)
-        if vol.max() > level and vol.min() < level:
-            v, f = mcubes.marching_cubes(vol, float(level))
+        lattice = vol.cpu().numpy().astype(np.float64)
+        if lattice.max() > level and lattice.min() < level:
+            v, f = mcubes.marching_cubes(lattice, float(level))
             pieces.append(v + [x0, 0, 0])
-            faces.append(f.astype(np.int64) + n_v)
+            piece_faces.append(f.astype(np.int64) + n_v)
             n_v += len(v)
         check(bx1 / nb)
     if not pieces:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    points, faces = weld(np.concatenate(pieces), np.concatenate(faces), size)
+    points, faces = weld(np.concatenate(pieces), np.concatenate(piece_faces), size)
     return grid.world(points).astype(np.float32), faces  # PyMCubes winds faces outward already

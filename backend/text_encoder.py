@@ -7,9 +7,11 @@ keyed by a hash of (encoder id, max length, prompt), so a prompt is never encode
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,22 @@ from safetensors.torch import load_file, save
 from .fileio import atomic_write_bytes
 
 MINILM = "minilm"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """Half precision on CUDA (bf16 where the GPU supports it: T5 overflows in fp16 more easily), float32
+    on the CPU. T5-XXL (IF's encoder, 4.8 B parameters) is 9.5 GB in half precision, 19 GB in float32."""
+    if torch.device(device).type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _from_pretrained(cls, path: str, dtype: torch.dtype, **kw):
+    """``cls.from_pretrained`` straight into ``dtype`` (never a float32 copy of a half-precision checkpoint)."""
+    import transformers
+
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return cls.from_pretrained(path, **{key: dtype}, **kw)
 
 
 def default_cache_dir() -> Path:
@@ -101,28 +119,47 @@ class TextEncoder:
 
     ``max_length`` fixes L (prompts are padded/truncated) because the mapping network flattens the
     token embeddings. Defaults: 77 for CLIP (Stable Diffusion), 77 for T5 (IF uses 77), 32 for MiniLM.
+
+    The conditioning is what diffusers' pipelines compute, so that a teacher sees the text it was
+    trained on (tests/training/test_conditioning_parity.py compares them bit for bit):
+
+    - CLIP (Stable Diffusion 1.x/2.x): ``StableDiffusionPipeline.encode_prompt``: the full padded
+      sequence of the last hidden states, no attention mask; ``clip_skip`` = k takes the hidden states
+      k layers before the last, through the final layer norm;
+    - T5 (DeepFloyd IF): ``IFPipeline.encode_prompt``: the prompt lowercased and stripped (IF's
+      ``clean_caption=False`` preprocessing), the encoder's raw outputs (with the attention mask),
+      padding positions included;
+    - MiniLM / BERT (the Shapes world's own teacher): the last hidden states with padding zeroed.
+
+    ``dtype``: the encoder's weights (None: :func:`default_dtype` for CLIP and T5, float32 for MiniLM);
+    embeddings come back float32.
     """
 
     def __init__(self, encoder_id: str = MINILM, max_length: int | None = None,
-                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
+                 dtype: torch.dtype | None = None, clip_skip: int = 0) -> None:
         self.encoder_id = encoder_id
         path, sub, tok_sub = resolve_encoder_path(encoder_id)
         sub_kw = {"subfolder": sub} if sub else {}
         self.kind, self.dim = _kind_and_dim(path, sub)
         self.max_length = int(max_length or (32 if self.kind == "bert" else 77))
         self.device = torch.device(device)
-        self.dtype = dtype
+        # half precision for the large teacher encoders (T5-XXL: 19 GB in float32); MiniLM (22 M parameters)
+        # stays float32, as the Shapes teacher and the demo model were trained on its float32 tokens
+        self.dtype = dtype or (torch.float32 if self.kind == "bert" else default_dtype(self.device))
+        self.clip_skip = int(clip_skip)
+        if self.clip_skip < 0 or (self.clip_skip and self.kind != "clip"):
+            raise ValueError(f"clip_skip {clip_skip}: a CLIP text encoder and a count ≥ 0 of layers to skip")
         self._path, self._sub_kw, self._tok_kw = path, sub_kw, ({"subfolder": tok_sub} if tok_sub else {})
         # loaded lazily (transformers alone takes seconds to import): a warm cache needs neither
-        self._model = None
-        self._tokenizer = None
+        self._model: torch.nn.Module | None = None
+        self._tokenizer: Any = None
         self._lock = threading.RLock()  # one loader, one encoding at a time (fast tokenizers are not re-entrant)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     # -- model -----------------------------------------------------------------------------
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         with self._lock:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
@@ -133,83 +170,144 @@ class TextEncoder:
     @property
     def model(self) -> torch.nn.Module:
         with self._lock:
-            if self._model is None:
-                from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+            return self._load_model()
 
-                cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
-                self._model = cls.from_pretrained(self._path, **self._sub_kw).to(self.device, self.dtype).eval()
-            return self._model
+    def _load_model(self) -> torch.nn.Module:
+        if self._model is None:
+            from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+
+            # Any: transformers types from_pretrained's keywords and the loaded model's .to() too loosely to check
+            cls: Any = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
+            model = _from_pretrained(cls, self._path, self.dtype, **self._sub_kw).eval()
+            try:
+                model = model.to(self.device)
+            except torch.cuda.OutOfMemoryError:  # CPU fallback: slow, but evaluation and inference go on
+                print(f"att3d: text encoder {self.encoder_id!r} does not fit on {self.device}; encoding on the CPU",
+                      file=sys.stderr)
+                self.device = torch.device("cpu")
+                if self.dtype == torch.float16:  # (fp16 kernels are missing on the CPU; bf16 runs)
+                    self.dtype = torch.float32
+                model = model.to(self.device, self.dtype)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            self._model = model
+        return self._model
+
+    def release(self) -> None:
+        """Free the encoder's weights (tokenizer and cache stay; the next uncached prompt reloads them):
+        training caches every embedding up front, then frees T5-XXL's 9.5 GB before the first step."""
+        if self._model is None:
+            return
+        self._model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def load(self) -> TextEncoder:
-        """Load the tokenizer and the model now (the service does it in the background after startup)."""
+        """Load the tokenizer and the model now (the service does it before its ready line)."""
         _ = self.tokenizer, self.model
         return self
 
-    @torch.no_grad()
-    def _encode(self, prompts: Sequence[str]) -> TextEmbedding:
+    def _encode(self, prompts: Sequence[str], clip_skip: int = 0) -> TextEmbedding:
         with self._lock:
-            return self._encode_locked(prompts)
+            return self._encode_locked(prompts, clip_skip)
 
-    def _encode_locked(self, prompts: Sequence[str]) -> TextEmbedding:
-        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+    @torch.no_grad()
+    def _encode_locked(self, prompts: Sequence[str], clip_skip: int = 0) -> TextEmbedding:
+        prompts = list(prompts)
+        if self.kind == "t5":
+            prompts = [p.lower().strip() for p in prompts]  # IFPipeline._text_preprocessing(clean_caption=False)
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True,
                              max_length=self.max_length, return_tensors="pt")
+        model = self.model  # (first: loading may fall back to the CPU)
         ids = tok["input_ids"].to(self.device)
         mask = tok["attention_mask"].to(self.device)
         if self.kind == "clip":
-            # Stable Diffusion conditions on the full padded sequence of CLIP hidden states.
-            out = self.model(input_ids=ids)
+            # Stable Diffusion conditions on the full padded sequence of CLIP hidden states (no mask
+            # unless the encoder's config asks for one, as StableDiffusionPipeline.encode_prompt).
+            use_mask = getattr(model.config, "use_attention_mask", False)
+            out = model(input_ids=ids, attention_mask=mask if use_mask else None, output_hidden_states=bool(clip_skip))
+            h = out.last_hidden_state
+            if clip_skip:
+                # (transformers ≥ 5.6 flattened CLIPTextModel: its final_layer_norm is no longer under text_model)
+                final_norm: Any = getattr(model, "text_model", model).final_layer_norm
+                h = final_norm(out.hidden_states[-(clip_skip + 1)])
+        elif self.kind == "t5":
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state  # raw, as IF conditions
         else:
-            out = self.model(input_ids=ids, attention_mask=mask)
-        tokens = out.last_hidden_state.float()
-        if self.kind != "clip":
-            tokens = tokens * mask[..., None]  # padding carries no information
-        return TextEmbedding(tokens.cpu(), mask.bool().cpu())
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None]
+        return TextEmbedding(h.float().cpu(), mask.bool().cpu())
 
     # -- cache -------------------------------------------------------------------------------
-    def _key(self, prompt: str) -> str:
-        h = hashlib.sha256(f"{self.encoder_id}\0{self.max_length}\0{prompt}".encode()).hexdigest()
-        return h[:32]
+    def _key(self, prompt: str, clip_skip: int = 0) -> str:
+        text = f"{self.encoder_id}\0{self.max_length}\0{prompt}"
+        if self.kind == "t5":
+            text += "\0if"  # (IF's conditioning: lowercased, padding kept; earlier entries zeroed it)
+        if clip_skip:
+            text += f"\0clip_skip={clip_skip}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def _cache_file(self, prompt: str) -> Path:
-        key = self._key(prompt)
+    def _cache_file(self, prompt: str, clip_skip: int = 0) -> Path:
+        key = self._key(prompt, clip_skip)
         return self.cache_dir / key[:2] / f"{key}.safetensors"
 
-    def __call__(self, prompts: Sequence[str] | str, use_cache: bool = True) -> TextEmbedding:
+    def __call__(self, prompts: Sequence[str] | str, use_cache: bool = True,
+                 clip_skip: int | None = None) -> TextEmbedding:
+        """Embeddings of ``prompts``; ``clip_skip`` overrides the encoder's own (diffusers encodes the
+        negative prompt without it)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
+        skip = self.clip_skip if clip_skip is None else int(clip_skip)
         results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         missing: list[int] = []
         for i, p in enumerate(prompts):
-            f = self._cache_file(p)
+            f = self._cache_file(p, skip)
             if use_cache and f.is_file():
                 try:
                     d = load_file(str(f))
-                    results[i] = (d["tokens"], d["mask"].bool())
-                    continue
+                    if self._valid_entry(d):
+                        results[i] = (d["tokens"], d["mask"].bool())
+                        continue
                 except Exception:  # a corrupt cache entry is just a miss
                     pass
-            missing.append(i)
+            missing.append(i)  # and a miss is rewritten below
         if missing:
             unique = list(dict.fromkeys(prompts[i] for i in missing))
-            emb = self._encode(unique)
+            emb = self._encode(unique, skip)
             by_prompt = {p: (emb.tokens[j], emb.mask[j]) for j, p in enumerate(unique)}
             for i in missing:
                 results[i] = by_prompt[prompts[i]]
             if use_cache:
                 for p, (t, m) in by_prompt.items():
-                    self._store(p, t, m)
+                    self._store(p, t, m, skip)
         tokens = torch.stack([results[i][0] for i in range(len(prompts))])
         mask = torch.stack([results[i][1] for i in range(len(prompts))])
         return TextEmbedding(tokens, mask)
 
-    def _store(self, prompt: str, tokens: torch.Tensor, mask: torch.Tensor) -> None:
-        f = self._cache_file(prompt)
+    def _valid_entry(self, d: dict[str, torch.Tensor]) -> bool:
+        """A cache entry this encoder could have written: ``[L, D]`` finite float tokens and an ``[L]``
+        mask. Anything else (another encoder's, a hand-edited or damaged file) is a miss, not an error
+        that blocks the prompt until the cache is cleared."""
+        tokens, mask = d.get("tokens"), d.get("mask")
+        return (tokens is not None and mask is not None and tokens.is_floating_point()
+                and tuple(tokens.shape) == (self.max_length, self.dim) and tuple(mask.shape) == (self.max_length,)
+                and bool(torch.isfinite(tokens).all()))
+
+    def _store(self, prompt: str, tokens: torch.Tensor, mask: torch.Tensor, clip_skip: int = 0) -> None:
+        f = self._cache_file(prompt, clip_skip)
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(f, save({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous()}))
         except OSError:
             pass  # a read-only cache only costs speed
+
+
+def encoder_for(arch, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
+                dtype: torch.dtype | None = None) -> TextEncoder:
+    """The text encoder a model's architecture (``backend.model.ModelConfig``) names, as it trained with it."""
+    return TextEncoder(arch.text_encoder, arch.max_length, device=device, cache_dir=cache_dir, dtype=dtype,
+                       clip_skip=getattr(arch, "clip_skip", 0))
 
 
 def null_prompt_embedding(encoder: TextEncoder) -> TextEmbedding:

@@ -18,7 +18,8 @@ from .mesh_type import Mesh
 UNWRAPS = ("box", "xatlas")
 
 
-def _rasterize(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _rasterize(uvs: np.ndarray, faces: np.ndarray,
+               size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Texels covered by each UV triangle: (texel y, texel x, face index, barycentrics [K, 3])."""
     # UVs have their origin at the bottom-left (OpenGL, Blender, trimesh); image rows go down.
     img_uv = np.stack([uvs[:, 0], 1 - uvs[:, 1]], 1).astype(np.float32)

@@ -3,8 +3,22 @@
 Usage (the ``bpy`` module, or Blender itself)::
 
     python -m blender_att3d.batch --prompts prompts.txt [--chain chain.txt] --out scene.blend \
-        [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N]
+        [--export-dir DIR --format glb|obj|usd] [--model demo] [--resolution N] \
+        [--origin base|center] [--height METRES] [--spacing METRES] [--no-camera] \
+        [--backend auto|embedded|local|remote] [--python PY] [--url URL --token-file FILE]
     blender -b -P blender_att3d/batch.py -- --prompts prompts.txt --out scene.blend
+
+Backends, as in the add-on: ``embedded`` runs the model in this Python (needs torch); ``local``
+starts ``att3d serve`` for the batch and stops it at the end (``--python``, else the backend the
+add-on set up, else ``att3d`` on PATH, else this checkout); ``remote`` talks to a running server
+(``--url``, ``--token-file`` or ``ATT3D_TOKEN``). ``auto`` (default): embedded when torch imports
+here, else local: Blender's own Python, which has no torch, works through a local server.
+
+The scene: every object with its origin at its bottom centre (``--origin``), scaled to ``--height``
+if given, on a grid whose cells fit the objects (never overlapping, ``--spacing`` apart), the chain
+last; a camera framing them all and a sun (``--camera``, on by default), so opening the .blend and
+rendering (F12) gives a lit, framed image; the frame range is the chain's. Exports sit at the
+origin, upright, in metres; GLB colours are ``COLOR_0`` (linear, what viewers show).
 
 Runs synchronously through the same placement and mesh-building code as the add-on's UI
 (:func:`blender_att3d.placement.place_generated` and :func:`blender_att3d.placement.build_chain_objects`,
@@ -32,8 +46,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 FORMATS = ("glb", "obj", "usd")
 
@@ -48,37 +65,156 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from .choices import DEFAULT_RESOLUTION
+
     ap = _Parser(prog="python -m blender_att3d.batch", description="Prompts -> .blend (headless)")
     ap.add_argument("--prompts", help="text file, one prompt per line")
     ap.add_argument("--chain", help="chain file: 'FRAME<TAB>PROMPT' lines or JSON (see the module docs)")
     ap.add_argument("--out", required=True, help="the .blend to write")
-    ap.add_argument("--export-dir", help="also export every result into this folder (a mesh-sequence chain: "
-                    "one file per step)")
+    ap.add_argument("--export-dir", help="also export every result into this folder, each at the origin (a "
+                    "chain: one animated GLB, or one file per step in OBJ/USD or for a mesh sequence)")
     ap.add_argument("--format", choices=FORMATS, default="glb", help="export format (default glb)")
     ap.add_argument("--model", default="demo", help="model name or folder (default demo)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--resolution", type=int, default=128, help="marching-cubes resolution (default 128)")
+    ap.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
+                    help=f"marching-cubes resolution (default {DEFAULT_RESOLUTION}, as in the add-on)")
     ap.add_argument("--texture", action="store_true", help="bake textures instead of vertex colours")
     ap.add_argument("--steps", type=int, default=None, help="chain meshes per segment (default 4)")
     ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
     ap.add_argument("--interpolation", choices=("linear", "constant"), default="linear")
-    ap.add_argument("--spacing", type=float, default=2.5, help="distance between generated objects")
+    ap.add_argument("--origin", choices=("base", "center"), default="base",
+                    help="each object's origin: the bottom centre (default; objects rest on the ground) or centre")
+    ap.add_argument("--height", type=float, default=0.0,
+                    help="scale every result to this height in metres (default 0: as generated, about 1)")
+    ap.add_argument("--spacing", type=float, default=0.5, help="gap between neighbouring objects on the grid "
+                    "(metres, default 0.5); cells are as large as the objects in them")
+    ap.add_argument("--camera", action=argparse.BooleanOptionalAction, default=True,
+                    help="add a camera framing every object and a light, so the .blend renders as is (default on)")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto",
+                    help="embedded (torch in this Python), local (a server the batch starts and stops), remote "
+                    "(--url); auto: embedded when torch imports here, else local")
+    ap.add_argument("--python", help="local backend: the Python with att3d (or its environment's folder)")
+    ap.add_argument("--url", help="remote backend: the server's URL, e.g. http://gpu-box:8765")
+    ap.add_argument("--token-file", help="remote backend: a file holding its token (default: ATT3D_TOKEN, or the "
+                    "token file of a server on this computer)")
     ap.add_argument("--client", help="MODULE:FACTORY returning a Client (tests, custom transports)")
     return ap
 
 
-def load_client(spec: str | None, model: str, device: str):
+BACKENDS = ("auto", "embedded", "local", "remote")
+
+
+def _installed_addon_backends() -> list[str]:
+    """Extension folders where the add-on may have set a backend up (Blender's user extensions)."""
+    try:
+        import bpy
+
+        root = bpy.utils.user_resource("EXTENSIONS")
+    except Exception:
+        return []
+    return [str(p.parent) for p in sorted(Path(root, ".user").glob("*/att3d/backend"))] if root else []
+
+
+def find_local_backend(python: str | None):
+    """The local backend of a batch: ``--python``, else one the add-on set up, else ``att3d`` on
+    PATH, else this checkout. ValueError / LookupError with one sentence."""
+    from . import local_backend
+
+    if python:
+        return local_backend.find(python)
+    for user_root in _installed_addon_backends():
+        found = local_backend.addon_backend(user_root)
+        if found is not None:
+            return found
+    try:
+        return local_backend.find("")
+    except local_backend.NoBackend:
+        raise LookupError("no local backend found: pass --python with the Python of an environment that has att3d, "
+                          "or set one up in the add-on's preferences (Set Up Local Backend)") from None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if not args.token_file:
+        return None
+    try:
+        token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise InputError(f"cannot read the token file {args.token_file}: {e.strerror or e}") from None
+    if not token:
+        raise InputError(f"the token file {args.token_file} is empty")
+    return token
+
+
+class InputError(ValueError):
+    """A bad backend option (exit status 2)."""
+
+
+def resolve_backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(mode, settings) for ``make_client`` from the backend options; InputError when they are wrong.
+    Fast: checks paths and files, starts nothing."""
+    from .client import embedded_available
+
+    mode = args.backend
+    if mode == "auto":
+        mode = "embedded" if embedded_available() else "local"
+    if mode == "embedded":
+        return "embedded", {"model": args.model, "device": args.device}
+    if mode == "remote":
+        if not args.url:
+            raise InputError("--backend remote needs --url (the server's address, e.g. http://gpu-box:8765)")
+        from .session import is_loopback_url
+
+        if not is_loopback_url(args.url):
+            try:
+                import bpy
+
+                if not bpy.app.online_access:
+                    raise InputError(f"Blender's online access is off, so it may not reach {args.url}: run Blender "
+                                     "with --online-mode (or allow online access in its preferences)")
+            except ImportError:
+                pass
+        return "remote", {"url": args.url, "token": _token(args), "model": args.model}
+    try:
+        found = find_local_backend(args.python)
+    except (ValueError, LookupError) as e:
+        raise InputError(f"--python: {e}" if args.python else str(e)) from None
+    return "subprocess", {"model": args.model, "device": args.device, **found.client_settings(),
+                          "on_stage": lambda text: _log(f"backend: {text}")}
+
+
+def load_client(spec: str | None, model: str, device: str, args: argparse.Namespace | None = None):
+    """The batch's client: a ``--client`` factory, else the ``--backend`` (see the module docs)."""
     if spec:
         mod_name, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(mod_name), attr or "make")
         return factory(model=model, device=device)
     from .client import make_client
 
-    return make_client("embedded", model=model, device=device)
+    if args is None:
+        return make_client("embedded", model=model, device=device)
+    mode, settings = resolve_backend(args)
+    t0 = time.perf_counter()
+    client = make_client(mode, **settings)
+    where = {"embedded": "in this Python", "remote": f"at {args.url}"}.get(
+        mode, f"a local server ({settings.get('python') or settings.get('att3d')})")
+    _log(f"backend: {mode if mode != 'subprocess' else 'local'}, {where}, ready in {time.perf_counter() - t0:.1f} s")
+    return client
+
+
+@contextmanager
+def at_origin(obj):
+    """``obj`` (with its children) moved to the world origin for the time of an export."""
+    saved = tuple(obj.location)
+    obj.location = (0.0, 0.0, 0.0)
+    try:
+        yield obj
+    finally:
+        obj.location = saved
 
 
 def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
-    """Export ``objs`` (with their children) to ``path`` in ``fmt`` (glb | obj | usd)."""
+    """Export ``objs`` (with their children) to ``path`` in ``fmt`` (glb | obj | usd) with Blender's
+    exporters, where they are (see :func:`export_result` for files at the origin)."""
     import bpy
 
     view_layer = bpy.context.view_layer
@@ -103,7 +239,11 @@ def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
         bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=True, export_colors=True,
                               export_materials=True)
     elif fmt == "usd":
-        bpy.ops.wm.usd_export(filepath=str(path), selected_objects_only=True)
+        kw = dict(filepath=str(path), selected_objects_only=True)
+        rna = bpy.ops.wm.usd_export.get_rna_type().properties
+        if "convert_world_material" in rna:  # 4.2+: else the scene's world becomes a dome light + textures/
+            kw["convert_world_material"] = False
+        bpy.ops.wm.usd_export(**kw)
     else:
         raise ValueError(f"unknown export format {fmt!r}")
     if not path.exists():
@@ -111,33 +251,83 @@ def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
     return path
 
 
-def export_chain(obj: Any, export_dir: Path, fmt: str) -> list[Path]:
-    """Export a built chain. Shape keys: one file (GLB keeps the morph-target animation). A mesh
-    sequence: one file per step, ``..._000``, ``..._001`` ... (no format here holds its show/hide
-    animation, and every step but one is hidden at any frame)."""
-    from .builders.objects import PROP_CHAIN_POSITION
+def export_result(obj: Any, data: Any, path: Path, fmt: str) -> Path:
+    """One generated object into ``path``, at the origin: GLB with :mod:`.wire.glb` from ``data`` (the
+    placed mesh: COLOR_0 the object's linear colours, or its texture), OBJ and USD with Blender's
+    exporters."""
+    if fmt == "glb":
+        from .wire import glb
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, glb.mesh_glb(data, name=obj.name))
+        return path
+    with at_origin(obj):
+        return export_objects([obj], path, fmt)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, fmt: str, fps: float) -> list[Path]:
+    """Export a built chain at the origin. ``seq`` is the placed chain (:func:`.sizing.fit_sequence`),
+    ``frames`` its steps' frames.
+
+    Shape keys in GLB: one file, :func:`.wire.glb.sequence_glb` (keyframe pieces with morph targets,
+    per-state colours as ``COLOR_0`` morph targets, visibility as STEP scale keys; seconds = frame / fps).
+    Otherwise one file per step, ``..._000``, ``..._001`` ...: a mesh sequence's step objects, or a
+    shape-key chain's visible piece evaluated at the step's frame (OBJ and USD keep no such animation).
+    """
+    import bpy
 
     base = f"chain_{_slug(obj.name)}"
-    if obj.type != "EMPTY":
-        return [export_objects([obj], export_dir / f"{base}.{fmt}", fmt)]
+    export_dir.mkdir(parents=True, exist_ok=True)
+    if obj.get("att3d_pieces") is not None:  # shape keys
+        if fmt == "glb":
+            from .wire import glb
+
+            path = export_dir / f"{base}.glb"
+            _write_atomic(path, glb.sequence_glb(seq, [(f - frames[0]) / fps for f in frames], name=obj.name))
+            return [path]
+        scene, paths = bpy.context.scene, []
+        current = scene.frame_current
+        with at_origin(obj):
+            for i, f in enumerate(frames):
+                scene.frame_set(int(np.floor(f)), subframe=float(f - np.floor(f)))
+                shown = [o for o in obj.children if not o.hide_viewport]
+                paths.append(export_objects(shown, export_dir / f"{base}_{i:03d}.{fmt}", fmt))
+        scene.frame_set(current)
+        return paths
+    from .builders.objects import PROP_CHAIN_POSITION
+
     steps = sorted(obj.children, key=lambda o: float(o.get(PROP_CHAIN_POSITION, 0.0)))
     paths = []
-    for i, step in enumerate(steps):
-        ad = step.animation_data
-        action = ad.action if ad is not None else None
-        slot = getattr(ad, "action_slot", None) if ad is not None else None
-        hidden = step.hide_viewport, step.hide_render
-        if ad is not None:
-            ad.action = None  # else the visibility keys hide it again while the exporter evaluates
-        step.hide_viewport = step.hide_render = False
-        try:
-            paths.append(export_objects([step], export_dir / f"{base}_{i:03d}.{fmt}", fmt))
-        finally:
+    with at_origin(obj):
+        for i, step in enumerate(steps):
+            if fmt == "glb":
+                from .wire import glb
+
+                path = export_dir / f"{base}_{i:03d}.glb"
+                _write_atomic(path, glb.mesh_glb(seq.mesh(i), name=step.name))
+                paths.append(path)
+                continue
+            ad = step.animation_data
+            action = ad.action if ad is not None else None
+            slot = getattr(ad, "action_slot", None) if ad is not None else None
+            hidden = step.hide_viewport, step.hide_render
             if ad is not None:
-                ad.action = action
-                if slot is not None and getattr(ad, "action_slot", None) != slot:
-                    ad.action_slot = slot
-            step.hide_viewport, step.hide_render = hidden
+                ad.action = None  # else the visibility keys hide it again while the exporter evaluates
+            step.hide_viewport = step.hide_render = False
+            try:
+                paths.append(export_objects([step], export_dir / f"{base}_{i:03d}.{fmt}", fmt))
+            finally:
+                if ad is not None:
+                    ad.action = action
+                    if slot is not None and getattr(ad, "action_slot", None) != slot:
+                        ad.action_slot = slot
+                step.hide_viewport, step.hide_render = hidden
     return paths
 
 
@@ -160,54 +350,106 @@ def save_blend_atomic(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """The batch itself (inputs already checked). Returns a summary dict."""
-    import bpy
+    """The batch itself (inputs already checked). Returns a summary dict.
 
+    Every result is generated first; then they are laid out on a grid sized from their real
+    footprints (:func:`.sizing.grid_positions`: never overlapping), the chain last; the camera and
+    light frame them all; the frame range is the chain's. A local server the batch started stops
+    with it.
+    """
     from .inputs import parse_chain_file, parse_prompts_file
-    from .keyframes import step_frames
-    from .placement import build_chain_objects, place_generated
 
     prompts = parse_prompts_file(args.prompts) if args.prompts else []
     chain = parse_chain_file(args.chain) if args.chain else None
-    if client is None:
-        client = load_client(args.client, args.model, args.device)
+    if client is not None:
+        return _run(args, client, prompts, chain, log)
+    client = load_client(args.client, args.model, args.device, args)
+    try:
+        return _run(args, client, prompts, chain, log)
+    finally:
+        pid = getattr(client, "pid", None)
+        client.close()
+        if pid is not None:
+            log(f"stopped the local backend (pid {pid})")
+
+
+def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Callable[[str], None]) -> dict[str, Any]:
+    import bpy
+
+    from .builders.staging import add_light, frame_camera
+    from .inputs import check_batch
+    from .keyframes import step_frames
+    from .naming import chain_name
+    from .placement import build_chain_objects, place_generated
+    from .sizing import Fit, fit_mesh, fit_sequence, footprint, grid_positions
+
+    steps = check_batch(prompts, chain, args.steps, args.resolution, getattr(client, "limits", None))
+    fit = Fit(args.origin.upper(), float(args.height))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     summary: dict[str, Any] = {"objects": [], "exports": [], "chain": None}
     color_mode = "TEXTURE" if args.texture else "VERTEX"
+    results = []
     for i, prompt in enumerate(prompts):
         t0 = time.perf_counter()
         log(f"[{i + 1}/{len(prompts)}] generating '{prompt}'")
         data = client.generate(prompt, resolution=args.resolution, texture=args.texture)
-        obj = place_generated(data, prompt, args.resolution, color_mode, (i * args.spacing, 0.0, 0.0), scene.name)
-        summary["objects"].append(obj.name)
-        dt = time.perf_counter() - t0
-        log(f"[{i + 1}/{len(prompts)}] '{obj.name}': {data.n_vertices:,} vertices in {dt:.2f} s")
-        if args.export_dir:
-            path = Path(args.export_dir) / f"{i:03d}_{_slug(obj.name)}.{args.format}"
-            p = export_objects([obj], path, args.format)
-            summary["exports"].append(str(p))
+        results.append((prompt, data, fit_mesh(data, fit)[0]))
+        log(f"[{i + 1}/{len(prompts)}] {data.n_vertices:,} vertices in {time.perf_counter() - t0:.2f} s")
+    seq = placed_seq = None
     if chain is not None:
         keys = chain["keyframes"]
-        steps = args.steps or chain["steps"] or 4
         mode = "SHAPE_KEYS" if args.chain_mode == "shape_keys" else "SEQUENCE"
         log(f"chain: {len(keys)} keyframes, {steps} steps per segment, as {mode.lower().replace('_', ' ')}")
         t0 = time.perf_counter()
         seq = client.chain([(k, p) for k, (_, p) in enumerate(keys)], steps=steps, resolution=args.resolution,
                            consistent=(mode == "SHAPE_KEYS"))
-        obj = build_chain_objects(seq, [f for f, _ in keys], mode, args.interpolation.upper(), "batch",
-                                  args.resolution, (0.0, -args.spacing, 0.0), scene.name)
-        frames = step_frames(seq.steps, [f for f, _ in keys])
-        scene.frame_start = int(frames[0])
-        scene.frame_end = int(max(frames[-1], frames[0] + 1))
+        placed_seq = fit_sequence(seq, fit)[0]
+        log(f"chain: {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
+    feet = [footprint([placed.positions]) for _, _, placed in results]
+    if placed_seq is not None:
+        feet.append(footprint([p for piece in placed_seq.pieces for p in piece.positions]
+                              or [m.positions for m in placed_seq.meshes]))
+    spots = grid_positions(feet, args.spacing)
+    bounds: list[np.ndarray] = []
+    objects = []
+    for (prompt, data, placed), spot in zip(results, spots):
+        obj = place_generated(data, prompt, args.resolution, color_mode, spot, scene.name, fit=fit)
+        objects.append((obj, placed))
+        summary["objects"].append(obj.name)
+        if len(placed.positions):
+            bounds.append(placed.positions + np.asarray(spot, np.float32))
+    if placed_seq is not None:
+        assert seq is not None and chain is not None
+        key_frames = [f for f, _ in chain["keyframes"]]
+        name = chain_name(seq.prompts[0], seq.prompts[-1])
+        obj = build_chain_objects(seq, key_frames, mode, args.interpolation.upper(), "batch", args.resolution,
+                                  spots[-1], scene.name, name=name, fit=fit)
         summary["chain"] = obj.name
-        log(f"chain: '{obj.name}' with {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
-        if args.export_dir:
-            summary["exports"] += [str(p) for p in export_chain(obj, Path(args.export_dir), args.format)]
-        scene.frame_set(scene.frame_start)
+        frames = step_frames(seq.steps, key_frames)
+        for p in ([p for piece in placed_seq.pieces for p in piece.positions]
+                  or [m.positions for m in placed_seq.meshes]):
+            if len(p):
+                bounds.append(p + np.asarray(spots[-1], np.float32))
+        log(f"chain: '{obj.name}' on frames {scene.frame_start}–{scene.frame_end}")
+    if args.camera and bounds:
+        pts = np.concatenate(bounds)
+        frame_camera(scene, pts.min(0), pts.max(0))
+        add_light(scene)
+    if args.export_dir:
+        exp = Path(args.export_dir)
+        for i, (obj, placed) in enumerate(objects):
+            path = exp / f"{i:03d}_{_slug(obj.name)}.{args.format}"
+            summary["exports"].append(str(export_result(obj, placed, path, args.format)))
+        if placed_seq is not None:
+            fps = scene.render.fps / scene.render.fps_base
+            summary["exports"] += [str(p) for p in export_chain(bpy.data.objects[summary["chain"]], placed_seq,
+                                                                frames, exp, args.format, fps)]
+    scene.frame_set(scene.frame_start)
     out = save_blend_atomic(Path(args.out))
     summary["out"] = str(out)
-    log(f"wrote {out} ({len(summary['objects'])} objects{', 1 chain' if chain else ''})")
+    log(f"wrote {out} ({len(summary['objects'])} objects{', 1 chain' if chain else ''}"
+        f"{', a camera and a light' if args.camera and bounds else ''})")
     return summary
 
 
@@ -217,28 +459,33 @@ def _slug(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None, client=None) -> int:
     from .client.base import BackendError
-    from .inputs import InputFileError, parse_chain_file, parse_prompts_file
+    from .inputs import InputFileError, check_batch, parse_chain_file, parse_prompts_file
 
     args = parser().parse_args(argv)
     try:
         if not args.prompts and not args.chain:
             raise InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
-        if args.prompts:
-            parse_prompts_file(args.prompts)
-        if args.chain:
-            parse_chain_file(args.chain)
-        if args.resolution < 8:
-            raise InputFileError(f"--resolution {args.resolution} is too small")
+        prompts = parse_prompts_file(args.prompts) if args.prompts else []
+        check_batch(prompts, parse_chain_file(args.chain) if args.chain else None, args.steps, args.resolution)
+        if not (args.height >= 0 and np.isfinite(args.height)):
+            raise InputFileError(f"--height must be 0 (as generated) or a positive number of metres, got {args.height}")
+        if not (args.spacing >= 0 and np.isfinite(args.spacing)):
+            raise InputFileError(f"--spacing must be 0 or a positive number of metres, got {args.spacing}")
         out = Path(args.out)
         if out.suffix.lower() != ".blend":
             raise InputFileError(f"--out must be a .blend file, got {out}")
         if not out.resolve().parent.is_dir():
             raise InputFileError(f"the output folder does not exist: {out.resolve().parent}")
-    except InputFileError as e:
+        if client is None and not args.client:
+            resolve_backend(args)  # bad backend options: one line, exit 2, before any work
+    except (InputFileError, InputError) as e:
         print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
         return 2
     try:
         run(args, client=client)
+    except InputFileError as e:  # against the backend's own limits, still before generating anything
+        print(f"att3d batch: error: {e}", file=sys.stderr, flush=True)
+        return 2
     except (BackendError, RuntimeError, OSError, ValueError) as e:
         if os.environ.get("ATT3D_DEBUG"):
             import traceback

@@ -187,10 +187,13 @@ def main(argv=None) -> int:
     seq = chain_sequence(16, args.chain_rings)
     frames = step_frames(seq.steps, [1, 96])
 
+    def frame_of(t: float) -> float:  # chain position -> frame (shape keys take the pieces' state times)
+        return float(np.interp(t, seq.steps, frames))
+
     def shape_keys():
         remove_chain("bench")
         t = time.perf_counter()
-        build_shape_keys(scene.collection, seq, frames, "Bench chain", "bench", "LINEAR")
+        build_shape_keys(scene.collection, seq, frame_of, "Bench chain", "bench", "LINEAR")
         return time.perf_counter() - t
 
     def sequence():
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
-        obj = build_shape_keys(scene.collection, seq, frames, "Chain", "render", "LINEAR")
+        obj = build_shape_keys(scene.collection, seq, frame_of, "Chain", "render", "LINEAR")
         stage_for_render(scene, obj, size=args.render_size, samples=16, distance=4.6)
         renders = []
         for f in (1, 48, 96):

@@ -19,3 +19,10 @@ INTERPOLATIONS = [
     ("LINEAR", "Linear", "Morph smoothly between steps"),
     ("CONSTANT", "Constant", "Jump from step to step"),
 ]
+ORIGIN_CHOICES = [
+    ("BASE", "Base", "Origin at the bottom centre: the object rests on the ground where it lands"),
+    ("CENTER", "Centre", "Origin at the centre of the object's bounding box"),
+]
+#: The marching-cubes resolution Generate, chains, the live blend and the batch use unless told
+#: otherwise (the add-on preferences' default; the scene can override it).
+DEFAULT_RESOLUTION = 128

@@ -8,9 +8,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from .keyframes import sorted_keyframes
 from .wire import check_prompt
+from .wire.limits import MAX_KEYFRAMES, Limits
+
+#: a chain file is at most ``{"keyframes": [{"frame": …}]}`` or ``[[frame, "prompt"]]`` deep
+MAX_JSON_DEPTH = 8
+DEFAULT_STEPS = 4
 
 
 class InputFileError(ValueError):
@@ -62,13 +68,18 @@ def parse_chain_file(path: str | Path) -> dict:
     * JSON (the file starts with ``{`` or ``[``): ``[[1, "a red cube"], [48, "a blue sphere"]]`` or
       ``{"keyframes": [{"frame": 1, "prompt": "a red cube"}, ...], "steps": 4}``.
 
-    At least two keyframes, on distinct frames; they are returned sorted by frame.
+    At least two keyframes (at most the protocol's ``MAX_KEYFRAMES``), on distinct frames; they are
+    returned sorted by frame. Frames and ``steps`` are numbers: JSON's ``true``/``false`` are neither.
     """
     text = _read_text(path, "chain")
     stripped = text.lstrip()
     steps = None
     raw: list[tuple[object, object]] = []
     if stripped.startswith(("{", "[")):
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:  # json.loads would recurse (100k levels: a RecursionError traceback)
+            raise InputFileError(f"chain file {path}: JSON nested {depth} levels deep; a chain needs at most "
+                                 f"{MAX_JSON_DEPTH}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -76,8 +87,9 @@ def parse_chain_file(path: str | Path) -> dict:
         items = data.get("keyframes") if isinstance(data, dict) else data
         if isinstance(data, dict) and data.get("steps") is not None:
             steps = data["steps"]
-            if not isinstance(steps, int) or steps < 1:
-                raise InputFileError(f"chain file {path}: 'steps' must be a positive integer")
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise InputFileError(f"chain file {path}: 'steps' must be a positive integer, got "
+                                     f"{json.dumps(steps)[:40]}")
         if not isinstance(items, list):
             raise InputFileError(f"chain file {path}: expected a list of keyframes")
         for it in items:
@@ -97,10 +109,14 @@ def parse_chain_file(path: str | Path) -> dict:
             if len(parts) != 2:
                 raise InputFileError(f"{path}:{n}: expected 'FRAME<TAB>PROMPT', got {s!r}"[:200])
             raw.append((parts[0], parts[1]))
+    if len(raw) > MAX_KEYFRAMES:
+        raise InputFileError(f"chain file {path}: {len(raw)} keyframes; the limit is {MAX_KEYFRAMES}")
     keys = []
     for f, p in raw:
+        if isinstance(f, bool):
+            raise InputFileError(f"chain file {path}: {json.dumps(f)} is not a frame number")
         try:
-            frame = float(f)
+            frame = float(f)  # type: ignore[arg-type]
             if not math.isfinite(frame):
                 raise ValueError
         except (TypeError, ValueError):
@@ -113,3 +129,61 @@ def parse_chain_file(path: str | Path) -> dict:
     except ValueError as e:
         raise InputFileError(f"chain file {path}: {e}") from None
     return {"keyframes": keys, "steps": steps}
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest (brackets inside strings do not count);
+    a linear scan, so a 100 000-level file is measured, not parsed."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_batch(prompts: list[str], chain: dict | None, steps: Any, resolution: Any,
+                limits: Limits | None = None) -> int | None:
+    """Everything a batch will ask for, checked before it generates anything (so a bad chain is exit 2
+    at once, not exit 1 after every prompt was generated): the resolution, the chain's steps and its
+    length, against ``limits`` (this version's, or a server's). Returns the chain's steps per segment."""
+    lim = limits or Limits()
+    try:
+        lim.check_resolution(resolution)
+    except ValueError as e:
+        raise InputFileError(f"--{e}") from None
+    for p in prompts:
+        try:
+            lim.check_prompt(p)
+        except ValueError as e:
+            raise InputFileError(f"prompt {p[:40]!r}: {e}") from None
+    if chain is None:
+        return None
+    n_steps = steps if steps is not None else chain.get("steps") or DEFAULT_STEPS
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise InputFileError(f"--steps must be a positive integer, got {n_steps!r}")
+    keys = chain["keyframes"]
+    if len(keys) > lim.max_keyframes:
+        raise InputFileError(f"the chain has {len(keys)} keyframes; the limit is {lim.max_keyframes}")
+    meshes = (len(keys) - 1) * n_steps + 1
+    if meshes > lim.max_chain_meshes:
+        raise InputFileError(f"the chain would have {meshes} meshes ({len(keys)} keyframes, {n_steps} steps "
+                             f"between each); the limit is {lim.max_chain_meshes}: use fewer steps or keyframes")
+    for _, p in keys:
+        try:
+            lim.check_prompt(p)
+        except ValueError as e:
+            raise InputFileError(f"chain prompt {p[:40]!r}: {e}") from None
+    return n_steps

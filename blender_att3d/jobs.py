@@ -37,13 +37,31 @@ class Job:
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
         self.started = time.monotonic()
+        self.finished: float | None = None
+        #: (stage, seconds since the click) each time the message changed: what the wait was for
+        self.stages: list[tuple[str, float]] = []
         self.thread: threading.Thread | None = None
 
     def report_progress(self, fraction: float, message: str = "") -> bool:
         self.progress = max(0.0, min(1.0, float(fraction)))
-        if message:
+        if message and message != self.message:
             self.message = message
+            self.stages.append((message, time.monotonic() - self.started))
         return self.cancel_requested.is_set()
+
+    def elapsed(self) -> float:
+        """Seconds since the click (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    def stage_times(self) -> list[tuple[str, float]]:
+        """How long each named stage took, in order (repeats merged; bookkeeping messages left out)."""
+        end = self.elapsed()
+        out: dict[str, float] = {}
+        for i, (name, t) in enumerate(self.stages):
+            nxt = self.stages[i + 1][1] if i + 1 < len(self.stages) else end
+            if name not in _BOOKKEEPING:
+                out[name] = out.get(name, 0.0) + max(0.0, nxt - t)
+        return list(out.items())
 
     def run(self) -> None:
         try:
@@ -55,6 +73,7 @@ class Job:
             if not isinstance(e, BackendError):
                 traceback.print_exc()
         finally:
+            self.finished = time.monotonic()
             self.done.set()
 
     def cancel(self) -> None:
@@ -67,18 +86,27 @@ class Job:
                 pass
 
 
+#: progress messages that are not stages of the work (left out of :meth:`Job.stage_times`)
+_BOOKKEEPING = {"starting", "backend ready", "working", "done", "cancelling", "queued"}
+#: what the main thread does with a result (the last stage of every job that makes objects)
+BUILDING = "building the Blender object"
+
 _jobs: dict[str, Job] = {}
 #: Status line per slot: (icon, text); the panel shows it.
 status: dict[str, tuple[str, str]] = {}
+#: Per slot: how long each stage of the last finished job took ((stage, seconds), ...).
+timings: dict[str, list[tuple[str, float]]] = {}
 #: Prompt -> client.nearest() result (for the "far from training prompts" warning).
 nearest_cache: dict[str, dict] = {}
+#: What the backend said about itself at the last check (model, device, training prompts ...).
+backend_info: dict[str, Any] = {}
 
 
 def describe_error(e: BaseException) -> str:
     if isinstance(e, Cancelled):
         return "Cancelled"
-    if isinstance(e, BackendUnavailable):
-        return f"Backend unavailable: {e} (see the add-on preferences)"
+    if isinstance(e, BackendUnavailable):  # the message says where to look, once
+        return f"Backend unavailable: {e}"
     if isinstance(e, InvalidRequest):
         return f"Invalid request: {e}"
     if isinstance(e, BackendError):
@@ -114,6 +142,7 @@ def start(job: Job) -> Job:
         raise RuntimeError(f"a {job.slot} job is already running")
     _jobs[job.slot] = job
     status.pop(job.slot, None)
+    timings.pop(job.slot, None)
     job.thread = threading.Thread(target=job.run, name=f"att3d-{job.slot}", daemon=True)
     job.thread.start()
     if not bpy.app.timers.is_registered(poll):

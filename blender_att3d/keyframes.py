@@ -1,7 +1,7 @@
 """Chain keyframe maths (no bpy, no torch: testable anywhere).
 
 Keyframe (frame, prompt) lists, mapping chain positions to frames, which step shows at a frame, and
-the keyframes that animate mesh sequences (visibility) and shape keys (weights).
+the keyframes that animate mesh sequences and chain pieces (visibility) and shape keys (weights).
 """
 from __future__ import annotations
 
@@ -70,19 +70,26 @@ def sequence_visibility_keys(frames: Sequence[float]) -> list[list[tuple[float, 
     return out
 
 
-def shape_key_weight_keys(frames: Sequence[float], interpolation: str = "LINEAR") -> list[list[tuple[float, float]]]:
-    """Keyframes (frame, value) of shape key i for steps 1..N-1 (step 0 is the basis).
+def shape_key_weight_keys(frames: Sequence[float], interpolation: str = "LINEAR",
+                          key: int = 0) -> list[list[tuple[float, float]]]:
+    """Keyframes (frame, value) of the shape key of every state but ``key`` (the basis), in order.
 
     LINEAR: a tent 0 -> 1 -> 0 over (frame[i-1], frame[i], frame[i+1]): the weights are a partition of
-    unity, so the mesh is exactly step i at its frame and the straight blend of neighbours between.
-    CONSTANT: key i is 1 on [frame[i], frame[i+1]) and 0 elsewhere.
+    unity (the basis weighs what is left), so the mesh is exactly state i at its frame and the
+    straight blend of neighbours between.
+    CONSTANT: the same keys held: key i is 1 on [frame[i], frame[i+1]) and 0 elsewhere.
     """
     if interpolation not in ("LINEAR", "CONSTANT"):
         raise ValueError(f"unknown interpolation {interpolation!r}")
     n = len(frames)
+    if not 0 <= key < n:
+        raise ValueError(f"basis state {key} of {n}")
     out = []
-    for i in range(1, n):
-        keys = [(frames[i - 1], 0.0), (frames[i], 1.0)]
+    for i in range(n):
+        if i == key:
+            continue
+        keys = [(frames[i - 1], 0.0)] if i > 0 else []
+        keys.append((frames[i], 1.0))
         if i + 1 < n:
             keys.append((frames[i + 1], 0.0))
         out.append(keys)
@@ -90,7 +97,7 @@ def shape_key_weight_keys(frames: Sequence[float], interpolation: str = "LINEAR"
 
 
 def expected_weights(frame: float, frames: Sequence[float], interpolation: str = "LINEAR") -> np.ndarray:
-    """Weights of steps 0..N-1 at ``frame`` (index 0 is the implicit basis weight); sums to 1."""
+    """Weights of states 0..N-1 at ``frame`` (the basis state weighs what the keys leave); sums to 1."""
     n = len(frames)
     w = np.zeros(n)
     i = visible_step(frame, frames)
@@ -102,10 +109,3 @@ def expected_weights(frame: float, frames: Sequence[float], interpolation: str =
     return w
 
 
-def mix_factor_of_step(weights: np.ndarray, i: int) -> float:
-    """Factor of colour-mix node i (i >= 1) = sum of the weights of steps i..N-1.
-
-    A chain of Mix nodes ``acc = mix(acc, colour_i, factor_i)`` with these factors gives exactly
-    ``sum_i w_i colour_i`` whenever at most two neighbouring weights are non-zero.
-    """
-    return float(np.sum(weights[i:]))

@@ -11,21 +11,36 @@ import bpy
 
 from . import jobs, session
 from .client.base import BackendError
-from .placement import apply_blend
+from .placement import apply_blend, resolution_of
 from .wire import check_prompt
 
 # -- the prompt's distance to the training prompts ----------------------------------------------------
 _prompt_to_check: list[str] = []  # the latest prompt typed, waiting for the debounce timer
 
 
-def prompt_warning(prompt: str) -> str | None:
-    """The panel's warning for ``prompt`` (None when unknown yet or close to the training prompts)."""
+UNKNOWN = "Closeness unknown: this model does not list its training prompts"
+
+
+def prompt_closeness(prompt: str) -> tuple[str, str] | None:
+    """(icon, text) saying how close ``prompt`` is to the training prompts, once the backend told:
+    far (ERROR), close (CHECKMARK), or unknown when the model does not list them (QUESTION: never
+    a check mark). None while not checked yet."""
     res = jobs.nearest_cache.get(" ".join(prompt.split()))
-    if not res or not res.get("far"):
+    if not res:
         return None
     nb = res.get("neighbors") or []
-    near = f"; closest: '{nb[0]['prompt']}'" if nb and nb[0].get("prompt") else ""
-    return f"Far from what the model was trained on{near}"
+    nearest = nb[0].get("prompt") if nb and isinstance(nb[0], dict) else None
+    if res.get("far") is None:
+        return "QUESTION", UNKNOWN
+    if res["far"]:
+        return "ERROR", "Far from what the model was trained on" + (f"; closest: '{nearest}'" if nearest else "")
+    return "CHECKMARK", "Close to the training prompts" + (f" (nearest: '{nearest}')" if nearest else "")
+
+
+def prompt_warning(prompt: str) -> str | None:
+    """The panel's warning for ``prompt``: the text when it is far, else None."""
+    c = prompt_closeness(prompt)
+    return c[1] if c is not None and c[0] == "ERROR" else None
 
 
 def check_prompt_sync(prompt: str) -> dict | None:
@@ -81,7 +96,7 @@ def blend_job(scene) -> tuple[jobs.Job, str]:
     s = scene.att3d
     a, b = check_prompt(s.blend_a), check_prompt(s.blend_b)
     backend = session.job_backend()
-    alpha, res, name = float(s.blend_factor), s.blend_resolution, scene.name
+    alpha, res, name = float(s.blend_factor), resolution_of(scene), scene.name
 
     def work(progress):
         return backend.get(progress).blend(a, b, alpha, resolution=res, progress=progress)

@@ -4,15 +4,21 @@ from __future__ import annotations
 import bpy
 from bpy.types import Panel, UIList
 
-from . import jobs
+from . import jobs, session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
-from .live import prompt_warning
+from .live import prompt_closeness
+from .placement import resolution_of
+
+
+def progress_text(job: jobs.Job) -> str:
+    """What the job waits for right now and the time since the click: never a silent bar."""
+    return f"{job.label}: {job.message} — {job.elapsed():.1f} s"
 
 
 def _progress(layout, job: jobs.Job) -> None:
     row = layout.row(align=True)
-    text = f"{job.label}: {job.message}"
+    text = progress_text(job)
     if hasattr(row, "progress"):  # Blender 4.0+
         row.progress(factor=job.progress, type="BAR", text=text)
     else:  # pragma: no cover
@@ -25,6 +31,29 @@ def _status(layout, slot: str) -> None:
     if st is not None:
         icon, text = st
         layout.label(text=text, icon=icon)
+    stages = jobs.timings.get(slot)
+    if st is not None and st[0] == "CHECKMARK" and stages:
+        col = layout.column(align=True)
+        col.scale_y = 0.7
+        for name, seconds in stages:
+            col.label(text=f"{name}: {seconds:.2f} s")
+
+
+def draw_backend_status(layout) -> None:
+    """The backend's state: a start or check in progress, its status line, what it said about itself."""
+    job = jobs.active(jobs.BACKEND)
+    if job is not None:
+        layout.label(text=progress_text(job), icon="SORTTIME")
+    else:
+        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
+        layout.label(text=text, icon=icon)
+    if jobs.backend_info:
+        from .operators.checks import info_lines
+
+        col = layout.column(align=True)
+        col.scale_y = 0.8
+        for line in info_lines(jobs.backend_info):
+            col.label(text=line)
 
 
 class ATT3D_PT_main(Panel):
@@ -38,13 +67,17 @@ class ATT3D_PT_main(Panel):
         layout = self.layout
         s = context.scene.att3d
         layout.prop(s, "prompt", text="")
-        warn = prompt_warning(s.prompt) if s.prompt else None
-        if warn:
-            layout.label(text=warn, icon="ERROR")
+        closeness = prompt_closeness(s.prompt) if s.prompt else None
+        if closeness:
+            icon, text = closeness
+            layout.label(text=text, icon=icon)
         col = layout.column(align=True)
-        col.prop(s, "resolution")
+        col.prop(s, "resolution", text="Resolution" if s.resolution else f"Resolution: default {resolution_of(None)}")
         col.prop(s, "color_mode", text="")
         col.prop(s, "mc", text="")
+        row = layout.row(align=True)
+        row.prop(s, "origin", expand=True)
+        layout.prop(s, "target_height")
         job = jobs.active(MAIN)
         if job is not None:
             _progress(layout, job)
@@ -53,6 +86,9 @@ class ATT3D_PT_main(Panel):
             row.scale_y = 1.4
             row.operator("att3d.generate", icon="SHADERFX")
         _status(layout, MAIN)
+        if any("Set Up Local Backend" in jobs.status.get(k, ("", ""))[1] for k in (MAIN, jobs.BACKEND)):
+            op = layout.operator("preferences.addon_show", text="Open the Add-on's Preferences", icon="PREFERENCES")
+            op.module = session.addon_package()
         obj = context.active_object
         if obj is not None and is_single_result(obj):
             box = layout.box()
@@ -71,9 +107,16 @@ class ATT3D_UL_keyframes(UIList):
         row.prop(item, "prompt", text="", emboss=False, icon="KEYFRAME")
 
 
+class ATT3D_UL_chains(UIList):
+    bl_idname = "ATT3D_UL_chains"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        layout.prop(item, "name", text="", emboss=False, icon="RENDER_ANIMATION")
+
+
 class ATT3D_PT_chain(Panel):
     bl_idname = "ATT3D_PT_chain"
-    bl_label = "Prompt Chain"
+    bl_label = "Prompt Chains"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "ATT3D"
@@ -84,19 +127,26 @@ class ATT3D_PT_chain(Panel):
         layout = self.layout
         s = context.scene.att3d
         row = layout.row()
-        row.template_list("ATT3D_UL_keyframes", "", s, "keyframes", s, "keyframe_index", rows=4)
+        row.template_list("ATT3D_UL_chains", "", s, "chains", s, "chain_index", rows=2)
+        col = row.column(align=True)
+        col.operator("att3d.chain_add", text="", icon="ADD")
+        col.operator("att3d.chain_remove", text="", icon="REMOVE")
+        chain = s.active_chain()
+        if chain is None:
+            layout.operator("att3d.keyframe_add", icon="KEYFRAME")
+            return
+        row = layout.row()
+        row.template_list("ATT3D_UL_keyframes", "", chain, "keyframes", chain, "keyframe_index", rows=4)
         col = row.column(align=True)
         col.operator("att3d.keyframe_add", text="", icon="ADD")
         col.operator("att3d.keyframe_remove", text="", icon="REMOVE")
         col.separator()
         col.operator("att3d.keyframe_move", text="", icon="TRIA_UP").direction = "UP"
         col.operator("att3d.keyframe_move", text="", icon="TRIA_DOWN").direction = "DOWN"
-        col = layout.column(align=True)
-        col.prop(s, "chain_steps")
-        col.prop(s, "chain_resolution")
-        layout.prop(s, "chain_mode", expand=True)
-        if s.chain_mode == "SHAPE_KEYS":
-            layout.prop(s, "chain_interpolation", expand=True)
+        layout.prop(chain, "steps")
+        layout.prop(chain, "mode", expand=True)
+        if chain.mode == "SHAPE_KEYS":
+            layout.prop(chain, "interpolation", expand=True)
         if jobs.active(MAIN) is None:
             layout.operator("att3d.build_chain", icon="RENDER_ANIMATION")
 
@@ -116,9 +166,7 @@ class ATT3D_PT_blend(Panel):
         layout.prop(s, "blend_a", text="A")
         layout.prop(s, "blend_b", text="B")
         layout.prop(s, "blend_factor", slider=True)
-        row = layout.row(align=True)
-        row.prop(s, "blend_resolution")
-        row.prop(s, "blend_live", toggle=True)
+        layout.prop(s, "blend_live", toggle=True)
         job = jobs.active(BLEND)
         if job is not None:
             _progress(layout, job)
@@ -138,12 +186,13 @@ class ATT3D_PT_backend(Panel):
 
     def draw(self, context):
         layout = self.layout
-        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
-        layout.label(text=text, icon=icon)
-        layout.operator("att3d.check_backend", icon="FILE_REFRESH")
+        draw_backend_status(layout)
+        row = layout.row(align=True)
+        row.operator("att3d.check_backend", icon="FILE_REFRESH")
+        row.operator("att3d.restart_backend", icon="RECOVER_LAST")
 
 
-CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)
+CLASSES = (ATT3D_PT_main, ATT3D_UL_keyframes, ATT3D_UL_chains, ATT3D_PT_chain, ATT3D_PT_blend, ATT3D_PT_backend)
 
 
 def register() -> None:

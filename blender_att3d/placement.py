@@ -1,6 +1,7 @@
 """Where and how a result lands in the scene: the target scene, view layer and collection, the
-location, the object's name, its provenance, and selection. Shared by the operators (through their
-``apply`` on the main thread) and the headless batch; no UI here.
+location, the origin and size (:mod:`.sizing`), the object's name, its provenance, the scene's
+frame range, and selection. Shared by the operators (through their ``apply`` on the main thread)
+and the headless batch; no UI here.
 
 Scenes and collections are passed by name and looked up again when the result is applied: a job's
 result arrives later, and the ID it was started from may be gone by then.
@@ -16,9 +17,20 @@ from . import session
 from .builders.animation import set_frame_range
 from .builders.chain import build_sequence, build_shape_keys, remove_chain
 from .builders.geometry import replace_geometry
-from .builders.objects import PROP_BLEND, create_object, select_only, set_provenance, update_object
-from .keyframes import step_frames
-from .naming import chain_name, name_from_prompt
+from .builders.objects import (
+    PROP_BLEND,
+    PROP_CHAIN,
+    PROP_ORIGIN,
+    PROP_TARGET_HEIGHT,
+    create_object,
+    select_only,
+    set_provenance,
+    update_object,
+)
+from .choices import DEFAULT_RESOLUTION
+from .keyframes import position_to_frame, step_frames
+from .naming import name_from_prompt
+from .sizing import Fit, fit_mesh, fit_sequence
 from .wire.types import MeshData, SequenceData
 
 Location = tuple[float, float, float]
@@ -29,6 +41,28 @@ def model_name(meta: dict) -> str:
     if meta.get("model"):
         return str(meta["model"])
     return session.settings_from_prefs(session.get_prefs())["model"]
+
+
+def resolution_of(scene) -> int:
+    """The scene's resolution, else the preferences' default (one default for Generate, chains and
+    the live blend, the batch's too)."""
+    if scene is not None and scene.att3d.resolution:
+        return int(scene.att3d.resolution)
+    prefs = session.get_prefs()
+    return int(getattr(prefs, "resolution", 0) or DEFAULT_RESOLUTION)
+
+
+def fit_of(scene) -> Fit:
+    """The scene's origin and target height."""
+    s = scene.att3d
+    return Fit(s.origin, float(s.target_height))
+
+
+def fit_of_object(obj, default: Fit) -> Fit:
+    """The origin and height an object was made with (Regenerate keeps them)."""
+    if PROP_ORIGIN not in obj:
+        return default
+    return Fit(str(obj[PROP_ORIGIN]), float(obj.get(PROP_TARGET_HEIGHT, 0.0)))
 
 
 def target(scene_name: str, collection_name: str | None) -> tuple[Any, Any, Any]:
@@ -51,39 +85,61 @@ def active_collection_name(context) -> str | None:
 
 
 def place_generated(data: MeshData, prompt: str, resolution: int, color_mode: str, location: Location,
-                    scene_name: str, collection_name: str | None = None):
-    """Main thread: the generated mesh as a new object at ``location``, selected and active."""
+                    scene_name: str, collection_name: str | None = None, fit: Fit | None = None):
+    """Main thread: the generated mesh as a new object with its origin at ``location``, selected and active."""
     scene, view_layer, coll = target(scene_name, collection_name)
+    data, _ = fit_mesh(data, fit or Fit())
     obj = create_object(coll, data, name_from_prompt(prompt), location, color_mode,
                         prompt=prompt, model=model_name(data.meta), resolution=resolution)
     select_only(view_layer, obj)
     return obj
 
 
-def update_generated(object_name: str, data: MeshData, prompt: str, resolution: int, color_mode: str):
+def update_generated(object_name: str, data: MeshData, prompt: str, resolution: int, color_mode: str,
+                     fit: Fit | None = None):
     """Main thread: Regenerate's result into the object (same object and mesh), if it still exists."""
     obj = bpy.data.objects.get(object_name)
     if obj is None:
         return None
+    data, _ = fit_mesh(data, fit or fit_of_object(obj, Fit()))
     update_object(obj, data, color_mode)
     set_provenance(obj, data.meta, prompt=prompt, model=model_name(data.meta), resolution=resolution)
     return obj
 
 
+def chain_roots(scene) -> list:
+    """The top objects of the chains built in ``scene`` (one per chain)."""
+    return [o for o in scene.objects if PROP_CHAIN in o and (o.parent is None or PROP_CHAIN not in o.parent)]
+
+
+def fit_frame_range_to_chains(scene) -> None:
+    """The scene's frame range: from the first chain's first frame to the last chain's last one."""
+    frames = [f for o in chain_roots(scene) for f in o.get("att3d_step_frames", [])]
+    if frames:
+        set_frame_range(scene, frames)
+
+
 def build_chain_objects(seq: SequenceData, key_frames: Sequence[float], mode: str, interpolation: str, chain_id: str,
-                        resolution: int, location: Location, scene_name: str, collection_name: str | None = None):
-    """Main thread: replace the previous chain with this one (mesh sequence or shape keys)."""
+                        resolution: int, location: Location, scene_name: str, collection_name: str | None = None,
+                        name: str | None = None, fit: Fit | None = None):
+    """Main thread: build a chain (mesh sequence or shape keys), replacing the objects an earlier
+    build of the same chain (``chain_id``) made and no others; the frame range then spans the
+    scene's chains. ``name``: the chain's objects' name (default: from its first and last prompts)."""
+    from .naming import chain_name
+
     scene, view_layer, coll = target(scene_name, collection_name)
     remove_chain(chain_id)
+    seq, _ = fit_sequence(seq, fit or Fit())
     frames = step_frames(seq.steps, key_frames)
-    name = chain_name(seq.prompts[0], seq.prompts[-1])
+    name = name or chain_name(seq.prompts[0], seq.prompts[-1])
     kw = dict(location=location, model=model_name(seq.meta), resolution=resolution)
     if mode == "SHAPE_KEYS":
-        obj = build_shape_keys(coll, seq, frames, name, chain_id, interpolation, **kw)
+        obj = build_shape_keys(coll, seq, lambda t: position_to_frame(t, key_frames), name, chain_id,
+                               interpolation, **kw)
     else:
         obj = build_sequence(coll, seq, frames, name, chain_id, **kw)
-    if scene.frame_end < frames[-1] or scene.frame_start > frames[0]:
-        set_frame_range(scene, frames)
+        obj["att3d_step_frames"] = [float(f) for f in frames]
+    fit_frame_range_to_chains(scene)
     select_only(view_layer, obj)
     scene.frame_set(scene.frame_current)
     return obj
@@ -93,16 +149,17 @@ def apply_blend(data: MeshData, scene_name: str, location: Location | None = Non
     """Main thread: put the blend in the preview object, replacing its mesh geometry in place."""
     scene, view_layer, coll = target(scene_name, None)
     s = scene.att3d
+    data, _ = fit_mesh(data, fit_of(scene))
     obj = s.blend_object
+    res = int(data.meta.get("resolution") or resolution_of(scene))
     if obj is None or obj.type != "MESH" or obj.name not in scene.objects:
         loc = location if location is not None else tuple(scene.cursor.location)
-        obj = create_object(coll, data, "ATT3D Blend", loc, "VERTEX",
-                            model=model_name(data.meta), resolution=s.blend_resolution)
+        obj = create_object(coll, data, "ATT3D Blend", loc, "VERTEX", model=model_name(data.meta), resolution=res)
         obj[PROP_BLEND] = True
         s.blend_object = obj
     else:
         replace_geometry(obj, data)
-        set_provenance(obj, data.meta, model=model_name(data.meta), resolution=s.blend_resolution)
+        set_provenance(obj, data.meta, model=model_name(data.meta), resolution=res)
     obj["att3d_blend_a"], obj["att3d_blend_b"] = s.blend_a, s.blend_b
     obj["att3d_blend_factor"] = float(s.blend_factor)
     return obj

@@ -1,23 +1,89 @@
-"""Add-on preferences: which backend to use and a "Check backend" button with a status line."""
+"""Add-on preferences: which backend to use, finding or setting up a local one without a terminal,
+and Check / Restart Backend with a status line.
+
+The *Python* field forgives (``~``, quotes, a venv folder or its ``bin/``) and is checked as soon as
+it changes: one sentence says what the interpreter has, or what is wrong with it. Left empty, the
+add-on finds a backend by itself (:mod:`.local_backend`) and says which one it uses; when there is
+none, *Set Up Local Backend* installs one into the extension's own folder (:mod:`.setup_job`).
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import jobs
+from . import jobs, local_backend, session, setup_job
+from .choices import DEFAULT_RESOLUTION
+from .setup_backend import SetupError, describe
 
 MODES = [
     ("AUTO", "Automatic", "In Blender's Python when PyTorch imports there, else a local server"),
     ("EMBEDDED", "Embedded", "Run the model inside Blender (needs PyTorch in Blender's Python)"),
-    ("SUBPROCESS", "Local Server", "Start 'att3d serve' with the Python interpreter set below"),
+    ("SUBPROCESS", "Local Server", "Start 'att3d serve' with the local backend found or set up below"),
     ("REMOTE", "Remote Server", "Talk to a running 'att3d serve' at a URL"),
 ]
 DEVICES = [("AUTO", "Automatic", "GPU when available"), ("CPU", "CPU", ""), ("CUDA", "CUDA", "NVIDIA GPU")]
+PYTHON_CHECK = "python"  # the jobs slot of the Python field's check
+
+#: the Python field's last check: (text checked, icon, sentence)
+python_check: dict[str, tuple[str, str, str]] = {}
+_plan_cache: dict[str, str] = {}
 
 
 def _settings_changed(self, context):
     jobs.status.pop(jobs.BACKEND, None)
+    jobs.backend_info.clear()
+
+
+def _check_python(text: str) -> tuple[str, str]:
+    """(icon, sentence) for the Python field (any thread: no Blender data)."""
+    try:
+        found = local_backend.normalize_python_field(text)
+    except ValueError as e:
+        return "ERROR", str(e)
+    if found is None:
+        return "NONE", ""
+    try:
+        info = local_backend.probe(found)
+    except ValueError as e:
+        return "ERROR", str(e)
+    return "CHECKMARK", local_backend.probe_text(info)
+
+
+def _python_changed(self, context):
+    _settings_changed(self, context)
+    text = self.python_path
+    python_check.pop("result", None)
+    if not local_backend._strip(text):
+        return
+    if jobs.headless():  # no timers: check now
+        python_check["result"] = (text, *_check_python(text))
+        return
+    if jobs.busy(PYTHON_CHECK):
+        python_check["pending"] = (text, "", "")
+        return
+
+    def apply(job):
+        python_check["result"] = (text, *job.result)
+        pending = python_check.pop("pending", None)
+        if pending is not None and pending[0] != text:
+            prefs = session.get_prefs()
+            if prefs is not None:
+                _python_changed(prefs, None)
+
+    jobs.start(jobs.Job(PYTHON_CHECK, "Checking the interpreter", lambda progress: _check_python(text), apply))
+
+
+def _commands_text(user_root: str, torch: str) -> str:
+    key = f"{user_root}|{torch}"
+    if key not in _plan_cache:
+        try:
+            _plan_cache[key] = describe(setup_job.plan_for(user_root, torch))
+        except SetupError as e:
+            _plan_cache[key] = f"The set-up cannot run: {e}"
+    return _plan_cache[key]
 
 
 class ATT3D_AddonPreferences(AddonPreferences):
@@ -27,12 +93,23 @@ class ATT3D_AddonPreferences(AddonPreferences):
     model: StringProperty(name="Model", description="Model name ('demo') or a model folder",
                           default="demo", update=_settings_changed)
     device: EnumProperty(name="Device", items=DEVICES, default="AUTO", update=_settings_changed)
-    python_path: StringProperty(name="Python", description="Python interpreter with the 'att3d' package "
-                                "installed (for the local server)", subtype="FILE_PATH", update=_settings_changed)
+    python_path: StringProperty(name="Python", description="Optional: the Python interpreter of an environment "
+                                "with att3d (or that environment's folder). Empty: found automatically",
+                                subtype="FILE_PATH", update=_python_changed)
     url: StringProperty(name="URL", description="Address of the remote server, e.g. http://host:8765",
                         update=_settings_changed)
     token: StringProperty(name="Token", description="Access token of the remote server", subtype="PASSWORD",
                           update=_settings_changed)
+    prestart: BoolProperty(name="Start the backend ahead of time", default=True,
+                           description="Start the backend when the add-on is enabled or a file is loaded, so the "
+                           "first Generate finds it ready")
+    setup_torch: EnumProperty(name="PyTorch", items=setup_job.TORCH_ITEMS, default="AUTO",
+                              description="Which PyTorch build Set Up Local Backend installs")
+    show_setup_commands: BoolProperty(name="Show the commands", default=False,
+                                      description="The exact commands the set-up runs, and its log file")
+    resolution: IntProperty(name="Resolution", description="Default marching-cubes grid size of Generate, prompt "
+                            "chains and the live blend (a scene's own Resolution overrides it)",
+                            default=DEFAULT_RESOLUTION, min=16, max=512, soft_max=256)
 
     def draw(self, context):
         layout = self.layout
@@ -43,17 +120,79 @@ class ATT3D_AddonPreferences(AddonPreferences):
             layout.prop(self, "token")
         else:
             if self.mode in ("SUBPROCESS", "AUTO"):
-                layout.prop(self, "python_path")
+                draw_local(self, layout.box())
             layout.prop(self, "device")
         layout.prop(self, "model")
-        row = layout.row()
+        layout.prop(self, "resolution")
+        layout.prop(self, "prestart")
+        row = layout.row(align=True)
         job = jobs.active(jobs.BACKEND)
-        if job is not None:
-            row.label(text="Checking the backend...", icon="SORTTIME")
-        else:
+        if job is None:
             row.operator("att3d.check_backend", icon="FILE_REFRESH")
-        icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
-        layout.label(text=text, icon=icon)
+            row.operator("att3d.restart_backend", icon="RECOVER_LAST")
+        from .panels import draw_backend_status
+
+        draw_backend_status(layout)
+
+
+def draw_local(prefs, box) -> None:
+    """Which local backend is used, the Python field with its check, and the set-up."""
+    root = session.user_root()
+    try:
+        box.label(text=f"Local backend: {local_backend.find(prefs.python_path, root).describe()}", icon="CHECKMARK")
+    except ValueError as e:
+        box.label(text=f"The Python field: {e}", icon="ERROR")
+    except local_backend.NoBackend:
+        box.label(text="No local backend yet: set one up below, or give a Python with att3d", icon="INFO")
+    box.prop(prefs, "python_path")
+    check = python_check.get("result")
+    if jobs.busy(PYTHON_CHECK):
+        box.label(text="Checking the interpreter...", icon="SORTTIME")
+    elif check is not None and check[0] == prefs.python_path and check[1] != "NONE":
+        box.label(text=check[2], icon=check[1])
+    draw_setup(prefs, box, root)
+
+
+def draw_setup(prefs, box, root: str | None) -> None:
+    """Set Up Local Backend (with its PyTorch choice and commands), its progress, or Remove Backend."""
+    run = setup_job.current
+    if root is None:
+        box.label(text="Set Up Local Backend needs the add-on installed as an extension", icon="INFO")
+        return
+    if run is not None and run.running:
+        row = box.row(align=True)
+        if hasattr(row, "progress"):  # Blender 4.0+
+            row.progress(factor=run.percent / 100.0, type="BAR", text=f"{run.progress_text()} {run.percent}%")
+        else:  # pragma: no cover
+            row.label(text=f"{run.progress_text()} {run.percent}%")
+        row.operator("att3d.cancel_setup", text="", icon="CANCEL")
+        box.label(text=f"Log: {run.log}")
+        return
+    own = local_backend.addon_backend(root)
+    if own is not None:
+        row = box.row(align=True)
+        row.label(text=f"Set up by the add-on: {own.detail}", icon="CHECKMARK")
+        row.operator("att3d.remove_backend", icon="TRASH")
+    else:
+        row = box.row(align=True)
+        row.prop(prefs, "setup_torch")
+        row.operator("att3d.setup_backend", icon="IMPORT")
+        offline = session.online_access_message("set a backend up (it downloads PyTorch, 1–3 GB)")
+        if offline:
+            box.label(text=offline, icon="ERROR")
+    if run is not None and not run.running and run.result is None:
+        box.label(text=run.end_text(), icon="CANCEL" if run.cancelled else "ERROR")
+    box.prop(prefs, "show_setup_commands")
+    if prefs.show_setup_commands:
+        col = box.column(align=True)
+        col.scale_y = 0.8
+        for line in _commands_text(root, prefs.setup_torch).splitlines():
+            col.label(text=line)
+        row = box.row(align=True)
+        row.operator("att3d.copy_setup_commands", icon="COPYDOWN")
+        log = Path(root) / local_backend.SETUP_LOG
+        if log.exists():
+            row.operator("wm.path_open", text="Open Log", icon="TEXT").filepath = str(log)
 
 
 CLASSES = (ATT3D_AddonPreferences,)

@@ -1,30 +1,42 @@
 """The add-on's session with its backend: the one shared client, built from the add-on preferences
 (tests inject one with ``set_override``).
 
-``current_settings()`` reads the add-on preferences on the main thread (and refuses a remote backend
-Blender may not reach); ``client_for(settings)`` builds the client through
-``blender_att3d.client.make_client(mode, **settings)`` and caches it while the settings stay the same.
-Building can take long (a local server starting), so interactive operators call ``client_for`` in
-their worker thread; ``get_client()`` does both at once for headless paths. :class:`JobBackend`
-carries the settings of one job from the main thread to its worker.
+``current_settings()`` reads the add-on preferences on the main thread, finds the local backend
+(:mod:`.local_backend`: the *Python* field, the one *Set Up Local Backend* made, ``att3d`` on PATH)
+and refuses at once what cannot work (a wrong *Python* field, a remote backend Blender may not
+reach); ``client_for(settings)`` builds the client through ``blender_att3d.client.make_client`` and
+caches it while the settings stay the same. Building can take long (a local server starting), so
+interactive operators call ``client_for`` in their worker thread, and it names what it waits for
+("starting the backend", "loading the model" ...); ``get_client()`` does both at once for headless
+paths. :class:`JobBackend` carries the settings of one job from the main thread to its worker.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
+from . import local_backend
 from .client.base import BackendUnavailable, Cancelled, Client
 from .wire import ProgressFn
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards the cache
+_build_lock = threading.Lock()  # one client is built at a time; others wait and hear its stage
 _override: Client | None = None
 _cached: Client | None = None
 _cached_key: tuple | None = None
+#: what the client being built is waiting for right now (read by jobs that wait for it)
+building_stage: str | None = None
 
-DEFAULTS = {"mode": "auto", "model": "demo", "device": "auto", "python": "", "url": "", "token": ""}
+DEFAULTS = {"mode": "auto", "model": "demo", "device": "auto", "python": "", "att3d": "", "url": "", "token": "",
+            "backend_source": "", "no_backend": ""}
+STARTING = "starting the backend"
+
+StageFn = Callable[[str], Any]  # returns True to give up waiting (the job was cancelled)
 
 
 def set_override(client: Client | None) -> None:
@@ -53,17 +65,8 @@ def settings_from_prefs(prefs) -> dict[str, Any]:
     s = dict(DEFAULTS)
     if prefs is not None:
         s.update(mode=prefs.mode.lower(), model=prefs.model.strip() or "demo", device=prefs.device.lower(),
-                 python=prefs.python_path.strip(), url=prefs.url.strip(), token=prefs.token)
+                 python=prefs.python_path, url=prefs.url.strip(), token=prefs.token)
     return s
-
-
-def _kwargs_for(mode: str, s: dict[str, Any]) -> dict[str, Any]:
-    kw: dict[str, Any] = {"model": s["model"], "device": s["device"]}
-    if mode in ("subprocess", "auto") and s["python"]:
-        kw["python"] = s["python"]
-    if mode == "remote":
-        kw = {"url": s["url"], "token": s["token"], "model": s["model"]}
-    return kw
 
 
 def is_loopback_url(url: str) -> bool:
@@ -77,6 +80,20 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def online_access_message(what: str) -> str | None:
+    """None when Blender may go online, else the sentence saying how to allow it for ``what``."""
+    try:
+        import bpy
+    except ImportError:
+        return None
+    if bpy.app.online_access:
+        return None
+    forced = getattr(bpy.app, "online_access_override", getattr(bpy.app, "online_access_overriden", False))
+    if forced:
+        return f"Blender was started with --offline-mode: restart it without that option to {what}"
+    return f"Online access is off: allow it in Preferences > System > Network to {what}"
+
+
 def check_online_access(mode: str, url: str) -> None:
     """Blender's "Allow Online Access" switch applies to a non-loopback remote backend only."""
     if mode != "remote":
@@ -85,18 +102,24 @@ def check_online_access(mode: str, url: str) -> None:
         raise BackendUnavailable("Remote backend: set the server URL in the add-on preferences")
     if is_loopback_url(url):
         return
+    msg = online_access_message("use a remote backend (or use a local one)")
+    if msg:
+        raise BackendUnavailable(msg)
+
+
+def user_root() -> str | None:
+    """The add-on's own folder under ``extension_path_user`` (the only place it writes to), or None
+    outside an installed extension (e.g. registered by hand in tests)."""
     try:
         import bpy
-    except ImportError:
-        return
-    if not bpy.app.online_access:
-        raise BackendUnavailable("Online access is off (Preferences > System > Network); "
-                                 "allow it to use a remote backend, or use a local one")
+
+        return bpy.utils.extension_path_user(addon_package(), create=True)
+    except Exception:
+        return None
 
 
 def user_dir() -> str | None:
-    """The add-on's cache folder under ``extension_path_user`` (the only place it writes to), or None
-    outside an installed extension (e.g. registered by hand in tests)."""
+    """The add-on's cache folder (the backend's caches go there), or None outside an extension."""
     try:
         import bpy
 
@@ -105,61 +128,149 @@ def user_dir() -> str | None:
         return None
 
 
+def _find_local(s: dict[str, Any]) -> None:
+    """Fill in which local backend the settings use (``python`` / ``att3d``), or why there is none."""
+    try:
+        found = local_backend.find(s["python"], user_root())
+    except ValueError as e:  # the Python field is set, but wrong: say so rather than use another one
+        raise BackendUnavailable(f"The Python field: {e}") from None
+    except local_backend.NoBackend as e:
+        if s["mode"] == "subprocess":
+            raise BackendUnavailable(str(e)) from None
+        s.update(python="", att3d="", no_backend=str(e))  # auto: fine while torch imports in Blender
+        return
+    s.update(python=found.python, att3d=found.att3d, backend_source=found.source)
+
+
 def current_settings(prefs=None, **overrides: Any) -> dict[str, Any]:
     """Main thread, fast: the settings a client is built from (preferences, then ``overrides``).
 
-    Raises :class:`BackendUnavailable` at once where Blender may not reach the backend (a remote one
-    without URL, or off loopback while online access is off). The result goes to :func:`client_for`,
-    which may run in a worker thread: it reads no Blender data.
+    Raises :class:`BackendUnavailable` at once where no backend can work (a wrong *Python* field, no
+    local backend for the Local Server mode, a remote one without URL or off loopback while online
+    access is off). The result goes to :func:`client_for`, which may run in a worker thread: it
+    reads no Blender data.
     """
     s = settings_from_prefs(prefs if prefs is not None else get_prefs())
     s.update({k: v for k, v in overrides.items() if v is not None})
     check_online_access(s["mode"], s["url"])
+    if s["mode"] in ("subprocess", "auto"):
+        _find_local(s)
     s["cache_dir"] = user_dir() or ""
     return s
 
 
-def client_for(settings: dict[str, Any]) -> Client:
+def _kwargs_for(mode: str, s: dict[str, Any]) -> dict[str, Any]:
+    if mode == "remote":
+        return {"url": s["url"], "token": s["token"], "model": s["model"]}
+    kw: dict[str, Any] = {"model": s["model"], "device": s["device"]}
+    if mode == "subprocess":
+        if s["python"]:
+            kw["python"] = s["python"]
+        elif s["att3d"]:
+            kw["att3d"] = s["att3d"]
+    return kw
+
+
+def _resolve_mode(s: dict[str, Any]) -> str:
+    """``auto``: embedded when torch and att3d import in this Python, else the local server."""
+    mode = s["mode"]
+    if mode != "auto":
+        return mode
+    from .client import embedded_available
+
+    if embedded_available():
+        return "embedded"
+    if s.get("no_backend"):
+        raise BackendUnavailable(s["no_backend"])
+    return "subprocess"
+
+
+def _set_stage(text: str | None, on_stage: StageFn | None) -> None:
+    global building_stage
+    building_stage = text
+    if text and on_stage is not None:
+        on_stage(text)
+
+
+def cached_client(settings: dict[str, Any] | None = None) -> Client | None:
+    """The client already built (for ``settings``, when given), without building one."""
+    if _override is not None:
+        return _override
+    with _lock:
+        if _cached is None:
+            return None
+        if settings is not None and _cached_key != _key(settings):
+            return None
+        return _cached
+
+
+def _key(settings: dict[str, Any]) -> tuple:
+    return tuple(sorted({**DEFAULTS, "cache_dir": "", **settings}.items()))
+
+
+def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Client:
     """The client for ``settings`` (cached while they stay the same); any thread.
 
     Building one can take long (a local server starting, a model loading): interactive callers run
-    this in the job's worker thread, never on Blender's main thread. Raises BackendUnavailable.
+    this in the job's worker thread, never on Blender's main thread. ``on_stage(text)`` hears what
+    it is waiting for; while another thread builds the client, it hears that thread's stages, and
+    a True answer stops waiting (:class:`Cancelled`). Raises BackendUnavailable.
     """
     global _cached, _cached_key
     if _override is not None:
         return _override
     s = {**DEFAULTS, "cache_dir": "", **settings}
-    mode = s["mode"]
-    key = tuple(sorted(s.items()))
+    key = _key(s)
     with _lock:
         if _cached is not None and _cached_key == key:
             return _cached
-        try:
-            from .client import make_client
-        except ImportError as e:
-            raise BackendUnavailable(f"The backend client is not installed ({e})") from None
-        folder = s["cache_dir"]
-        kw = _kwargs_for(mode, s)
-        if folder:  # the model's caches go under the extension's own folder
-            if "ATT3D_CACHE" not in os.environ:
-                os.environ["ATT3D_CACHE"] = folder
-            if mode == "embedded":
-                kw["cache_dir"] = folder
-        old = _cached
-        _cached = _cached_key = None
+    while not _build_lock.acquire(timeout=0.2):  # someone else is starting it: say what it waits for
+        if on_stage is not None and on_stage(building_stage or STARTING):
+            raise Cancelled("cancelled")
+    try:
+        with _lock:
+            if _cached is not None and _cached_key == key:
+                return _cached
+            old = _cached
+            _cached = _cached_key = None
         if old is not None:
             try:
                 old.close()
             except Exception:
                 pass
-        try:
-            client = make_client(mode, **kw)
-        except BackendUnavailable:
-            raise
-        except Exception as e:  # a transport that fails to start: say what and where
-            raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
-        _cached, _cached_key = client, key
+        client = _build(s, on_stage)
+        with _lock:
+            _cached, _cached_key = client, key
         return client
+    finally:
+        _set_stage(None, None)
+        _build_lock.release()
+
+
+def _build(s: dict[str, Any], on_stage: StageFn | None) -> Client:
+    try:
+        from .client import make_client
+    except ImportError as e:
+        raise BackendUnavailable(f"The backend client is not installed ({e})") from None
+    _set_stage(STARTING, on_stage)
+    mode = _resolve_mode(s)
+    folder = s["cache_dir"]
+    kw = _kwargs_for(mode, s)
+    if folder:  # the model's caches go under the extension's own folder
+        if "ATT3D_CACHE" not in os.environ:
+            os.environ["ATT3D_CACHE"] = folder
+        if mode == "embedded":
+            kw["cache_dir"] = folder
+    if mode == "subprocess":
+        kw["on_stage"] = lambda text: _set_stage(text, on_stage)
+    elif mode == "embedded":
+        _set_stage("loading the model", on_stage)
+    try:
+        return make_client(mode, **kw)
+    except BackendUnavailable:
+        raise
+    except Exception as e:  # a transport that fails to start: say what and where
+        raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
 
 
 def get_client(prefs=None, **overrides: Any) -> Client:
@@ -183,34 +294,51 @@ def discard(client: Client) -> bool:
     return True
 
 
+def restart(settings: dict[str, Any], on_stage: StageFn | None = None) -> Client:
+    """Stop the current backend (whatever state it is in) and start a fresh one; any thread."""
+    close()
+    return client_for(settings, on_stage)
+
+
 def close() -> None:
-    """Close the cached client (on unregister)."""
+    """Close the cached client (on unregister, Restart Backend, Remove Backend)."""
     global _cached, _cached_key
     with _lock:
-        if _cached is not None:
-            try:
-                _cached.close()
-            except Exception:
-                pass
+        old = _cached
         _cached = _cached_key = None
+    if old is not None:
+        try:
+            old.close()
+        except Exception:
+            pass
 
 
 class JobBackend:
     """The backend of one job: settings read on the main thread, the client got in the worker.
 
     Getting the client can start a local server or load a model (seconds to minutes): that must
-    not happen on Blender's main thread, so :meth:`get` runs inside the job's ``work``.
+    not happen on Blender's main thread, so :meth:`get` runs inside the job's ``work``, naming
+    each stage of the start in the job's progress.
     """
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
         self.client: Client | None = None
+        self.started_s: float | None = None  # how long getting the client took (0 when it was ready)
 
     def get(self, progress: ProgressFn | None = None) -> Client:
-        if progress is not None:
-            progress(0.0, "connecting to the backend")
-        self.client = client_for(self.settings)
-        if progress is not None and progress(0.0, "working"):  # cancelled while it started
+        t0 = time.monotonic()
+        ready = cached_client(self.settings)
+        if ready is not None:
+            self.client, self.started_s = ready, 0.0
+            return ready
+
+        def stage(text: str) -> bool:
+            return bool(progress(0.0, text)) if progress is not None else False
+
+        self.client = client_for(self.settings, stage)
+        self.started_s = time.monotonic() - t0
+        if progress is not None and progress(0.0, "backend ready"):  # cancelled while it started
             raise Cancelled("cancelled")
         return self.client
 
@@ -220,6 +348,5 @@ class JobBackend:
 
 
 def job_backend() -> JobBackend:
-    """Main thread: the configured backend (raises BackendUnavailable at once for a remote one
-    Blender may not reach)."""
+    """Main thread: the configured backend (raises BackendUnavailable at once where none can work)."""
     return JobBackend(current_settings())

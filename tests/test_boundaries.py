@@ -1,62 +1,72 @@
-"""The layering, checked on the source with ``ast`` (imports inside functions included):
+"""The import structure, checked on the source with ``ast`` (imports inside functions included; the
+walker is tests/import_graph.py):
 
+* no import cycles among the project's modules (backend/, training/ and blender_att3d/ together);
 * ``backend/`` and ``training/`` import nothing from the add-on package but ``blender_att3d.wire``;
 * ``blender_att3d/wire/`` imports only the standard library, numpy and itself (no bpy, no torch);
-* in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``.
+* in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``;
+* ``backend/`` never imports ``training/``; no bpy in either, no torch in the add-on;
+* no pickles, and files are replaced only by the atomic writer (``backend/fileio.py``): ARCHITECTURE.md.
 """
 from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterator
+import textwrap
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, absolute module name) of every import in ``path``; ``from m import n`` yields ``m.n``
-    too, since ``n`` may be a submodule (``from blender_att3d import client``)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            yield node.lineno, module
-            for alias in node.names:
-                yield node.lineno, f"{module}.{alias.name}"
+from import_graph import ROOT, find_cycle, import_graph, imported_modules, under
 
 
 def sources(*folders: str) -> list[Path]:
     return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
 
 
-def under(module: str, package: str) -> bool:
-    return module == package or module.startswith(package + ".")
-
-
-def test_the_walk_sees_imports_inside_functions_and_relative_ones(tmp_path, monkeypatch):
+def test_the_walk_sees_imports_inside_functions_and_relative_ones(tmp_path):
     pkg = tmp_path / "backend" / "service"
     pkg.mkdir(parents=True)
     (pkg / "x.py").write_text("def f():\n    from blender_att3d.client import http\n\nfrom ..inference import y\n")
-    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    found = {m for _, m in imported_modules(pkg / "x.py")}
+    found = {m for _, m in imported_modules(pkg / "x.py", tmp_path)}
     assert {"blender_att3d.client", "blender_att3d.client.http", "backend.inference", "backend.inference.y"} <= found
+
+
+def test_cycle_finder_sees_imports_inside_functions(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "b.py").write_text(textwrap.dedent("""
+        def later():
+            from .. import a
+            return a
+    """))
+    graph = import_graph(tmp_path, ["pkg"])
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    assert find_cycle(graph) in (["pkg.a", "pkg.sub.b", "pkg.a"], ["pkg.sub.b", "pkg.a", "pkg.sub.b"])
+    (pkg / "sub" / "b.py").write_text("import pkg.sub\n")
+    assert find_cycle(import_graph(tmp_path, ["pkg"])) is None
+
+
+def test_cycle_finder_sees_cycles_across_packages(tmp_path):
+    for pkg, body in (("lower", "def f():\n    import upper.b\n"), ("upper", "from lower.a import f\n")):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+        (tmp_path / pkg / ("a.py" if pkg == "lower" else "b.py")).write_text(body)
+    cycle = find_cycle(import_graph(tmp_path, ["lower", "upper"]))
+    assert cycle is not None and set(cycle) == {"lower.a", "upper.b"}
+
+
+def test_no_import_cycles_in_the_project_lazy_imports_included():
+    graph = import_graph()
+    # the walk reaches all three packages and sees imports inside functions
+    assert {"backend.mesh", "training.loop", "training.modes", "blender_att3d.operators.run",
+            "blender_att3d.builders.chain"} <= set(graph)
+    assert "blender_att3d.live" in graph["blender_att3d.properties"]  # the update callbacks' lazy import
+    assert "backend.renderer" in graph["backend.model"]  # ATT3D.render's lazy import
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 @pytest.mark.parametrize("folder", ["backend", "training"])
@@ -81,3 +91,55 @@ def test_only_the_embedded_client_imports_the_backend():
     bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("blender_att3d") if p not in allowed
            for line, m in imported_modules(p) if under(m, "backend")]
     assert not bad, "the add-on calls the backend in-process only through client/embedded.py:\n" + "\n".join(bad)
+
+
+def test_backend_never_imports_training():
+    # backend/cli.py finds training's subcommands by name (PLUGINS, importlib): `att3d generate` and the
+    # service run without the training package's dependencies
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("backend") for line, m in imported_modules(p)
+           if under(m, "training")]
+    assert not bad, "imports go one way, training -> backend:\n" + "\n".join(bad)
+
+
+BLENDER_MODULES = ("bpy", "bpy_extras", "bmesh", "mathutils", "addon_utils", "gpu")
+
+
+@pytest.mark.parametrize("folder", ["backend", "training"])
+def test_backend_and_training_never_import_blender(folder):
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources(folder) for line, m in imported_modules(p)
+           if m.split(".")[0] in BLENDER_MODULES]
+    assert not bad, f"{folder}/ must run without Blender:\n" + "\n".join(bad)
+
+
+def test_the_add_on_never_imports_torch():
+    # the embedded client reaches torch only through ``backend`` (checked above), never by itself
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sources("blender_att3d") for line, m in imported_modules(p)
+           if under(m, "torch")]
+    assert not bad, "the add-on must import without torch:\n" + "\n".join(bad)
+
+
+def test_no_pickles():
+    """Weights, checkpoints and caches are safetensors + JSON: no pickle module, no torch.save/torch.load."""
+    bad = []
+    for p in sources("backend", "training", "blender_att3d"):
+        bad += [f"{p.relative_to(ROOT)}:{line}: {m}" for line, m in imported_modules(p)
+                if m.split(".")[0] in ("pickle", "dill", "joblib", "cloudpickle")]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in ("save", "load")
+                    and isinstance(node.value, ast.Name) and node.value.id == "torch"):
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: torch.{node.attr}")
+    assert not bad, "no pickles: use safetensors and JSON (written by backend/fileio.py):\n" + "\n".join(bad)
+
+
+def test_files_are_replaced_only_by_the_atomic_writer():
+    """Every write that replaces a file goes through backend/fileio.py (temp file, fsync, rename). The
+    add-on cannot import it: its such writes are the batch's (Blender's own .blend save + rename, GLB
+    exports) and the backend set-up's, which moves whole environment folders into place."""
+    allowed = {ROOT / "backend" / "fileio.py", ROOT / "blender_att3d" / "batch.py",
+               ROOT / "blender_att3d" / "setup_backend.py"}
+    bad = [f"{p.relative_to(ROOT)}:{node.lineno}: os.{node.attr}"
+           for p in sources("backend", "training", "blender_att3d") if p not in allowed
+           for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Attribute) and node.attr in ("replace", "rename", "renames")
+           and isinstance(node.value, ast.Name) and node.value.id == "os"]
+    assert not bad, "write through backend/fileio.py (atomic_write_*, write_folder_atomically):\n" + "\n".join(bad)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -15,14 +16,18 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_generate_writes_glb_and_preview(capsys, tiny_model_dir, tmp_path):
     out = tmp_path / "a.glb"
     code, stdout, err = run(capsys, "generate", "a red cube", "--model", str(tiny_model_dir), "--out", str(out),
                             "--resolution", "48", "--preview", str(tmp_path / "p.png"))
     assert code == 0, err
     assert "wrote" in stdout
-    mesh = trimesh.load(out, force="mesh")
-    assert len(mesh.faces) > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    from gltf_check import assert_valid, first_primitive
+
+    assert_valid(out)
+    prim = first_primitive(out)
+    assert len(prim["indices"]) > 0 and prim["COLOR_0"].shape == prim["POSITION"].shape
     from PIL import Image
 
     img = Image.open(tmp_path / "p.png")
@@ -50,6 +55,7 @@ def test_bad_input_is_one_clean_line(capsys, tiny_model_dir, tmp_path, args, mes
     assert not (tmp_path / "a.glb").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output_as_a_real_process(tiny_model_dir, tmp_path):
     """The installed entry point: exit code 2, one line, no traceback."""
     ro = tmp_path / "ro"
@@ -67,15 +73,27 @@ def test_unwritable_output_as_a_real_process(tiny_model_dir, tmp_path):
     assert p.stderr.startswith("att3d: error: cannot") and "Traceback" not in p.stderr
 
 
-def test_interpolate_consistent_writes_shared_topology(capsys, tiny_model_dir, tmp_path):
+def test_interpolate_consistent_writes_keyframe_pieces(capsys, tiny_model_dir, tmp_path):
+    from gltf_check import assert_valid, glb_json
+
     code, out, err = run(capsys, "interpolate", "a red cube", "a blue sphere", "a green cone", "--steps", "2",
                          "--out", str(tmp_path / "seq"), "--consistent", "--resolution", "32",
                          "--model", str(tiny_model_dir))
     assert code == 0, err
+    assert "3 keyframe pieces" in out
     manifest = json.loads((tmp_path / "seq" / "sequence.json").read_text())
     assert [s["position"] for s in manifest["steps"]] == [0.0, 0.5, 1.0, 1.5, 2.0]
     meshes = [trimesh.load(tmp_path / "seq" / s["file"], force="mesh", process=False) for s in manifest["steps"]]
-    assert all((m.faces == meshes[0].faces).all() for m in meshes)
+    code, _, _ = run(capsys, "generate", "a blue sphere", "--out", str(tmp_path / "k.glb"), "--resolution", "32",
+                     "--model", str(tiny_model_dir))
+    direct = trimesh.load(tmp_path / "k.glb", force="mesh", process=False)
+    assert code == 0  # the middle keyframe's step is the directly generated mesh
+    assert np.array_equal(meshes[2].faces, direct.faces) and np.allclose(meshes[2].vertices, direct.vertices)
+    assert_valid(tmp_path / "seq" / "sequence.glb", *[tmp_path / "seq" / s["file"] for s in manifest["steps"]])
+    gltf = glb_json(tmp_path / "seq" / "sequence.glb")
+    assert len(gltf["nodes"][0]["children"]) == 3  # one node per keyframe piece
+    assert {ch["target"]["path"] for ch in gltf["animations"][0]["channels"]} == {"weights", "scale"}
+    assert (tmp_path / "seq" / "sequence.glb").stat().st_mode & 0o777 == 0o644  # a file to share, not private
 
 
 def test_init_model_with_overrides(capsys, tmp_path):

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from backend.inference import CancelledError, chain_schedule
@@ -31,20 +30,40 @@ def test_blend_endpoints_equal_the_prompts(pipeline):
         pipeline.blend("a", "b", 1.5)
 
 
-def test_consistent_chain_shares_faces_and_lies_on_each_isosurface(pipeline):
-    seq = pipeline.chain(["a red cube", "a blue sphere"], steps=4, resolution=48, consistent=True)
-    assert len(seq["vertices"]) == 5 and seq["faces"] is not None
-    model = pipeline.model
-    emb = pipeline.embed(["a red cube", "a blue sphere"])
-    for i, (_k, a, _) in enumerate(chain_schedule([0, 1], 4)):
-        tokens = (1 - a) * emb.tokens[:1] + a * emb.tokens[1:]
-        with torch.no_grad():
-            mod = model.modulate(tokens)
-            d = model.density(mod, torch.from_numpy(seq["vertices"][i])[None])[0]
-        assert seq["converged"][i] > 0.99
-        assert (d - model.config.iso_density).abs().median() < 0.05 * model.config.iso_density
-        assert np.isfinite(seq["vertices"][i]).all()
-    assert not np.allclose(seq["colors"][0], seq["colors"][-1])
+def test_consistent_chain_is_exact_at_keyframes_and_on_every_isosurface(pipeline):
+    """Keyframe pieces: each piece's key state is the directly generated mesh of its keyframe; its
+    other states lie on their own isosurfaces; neighbouring pieces meet at the segment's middle."""
+    from backend.chain_quality import ON_SURFACE_VOXELS, surface_distance
+
+    prompts = ["a red cube", "a blue sphere", "a green cone"]
+    seq = pipeline.chain(prompts, steps=4, resolution=40, consistent=True)
+    assert seq.consistent and len(seq.steps) == 9 and len(seq.pieces) == 3
+    assert [p.times for p in seq.pieces] == [[0, 0.25, 0.5], [0.5, 0.75, 1, 1.25, 1.5], [1.5, 1.75, 2]]
+    assert [p.key for p in seq.pieces] == [0, 2, 2]
+    emb = pipeline.embed(prompts)
+    voxel = 2 * pipeline.model.config.bound / 39
+    for k, piece in enumerate(seq.pieces):
+        direct = pipeline.generate(prompts[k], resolution=40)
+        assert np.array_equal(piece.vertices[piece.key], direct.vertices)
+        assert np.array_equal(piece.faces, direct.faces)
+        np.testing.assert_allclose(piece.colors[piece.key], direct.colors, atol=1e-6)
+        for j, t in enumerate(piece.times):
+            seg = min(int(t), len(prompts) - 2)
+            mod = pipeline.chain_modulation(emb, seg, t - seg)
+            dist = surface_distance(pipeline.model, mod, piece.vertices[j])
+            assert (dist <= ON_SURFACE_VOXELS * voxel).mean() >= 0.99, (k, t)
+            assert np.isfinite(piece.vertices[j]).all()
+            assert piece.vertices[j].shape == piece.vertices[0].shape
+    assert not np.allclose(seq.pieces[0].colors[0], seq.pieces[0].colors[-1])  # colours follow the prompts
+    # a step is shown by the later piece where two meet
+    assert np.array_equal(seq.mesh_at_step(2).vertices, seq.pieces[1].vertices[0])
+    assert np.array_equal(seq.mesh_at_step(4).vertices, seq.pieces[1].vertices[2])
+
+
+def test_odd_steps_meet_at_the_segment_middle(pipeline):
+    seq = pipeline.chain(["a red cube", "a blue sphere"], steps=3, resolution=24)
+    assert seq.steps == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert [p.times for p in seq.pieces] == [pytest.approx([0, 1 / 3, 0.5]), pytest.approx([0.5, 2 / 3, 1])]
 
 
 def test_chain_can_be_cancelled(pipeline):

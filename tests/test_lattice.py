@@ -11,7 +11,7 @@ SMALL = dict(resolutions=[5, 9, 12], v_dim=8, max_length=4, token_dim=16)
 
 
 def _model_and_modulation(mapping: str, hash_resolutions: list[int]):
-    cfg = ModelConfig(mapping=mapping, hash_resolutions=hash_resolutions, hash_table_log2=8, **SMALL)
+    cfg = ModelConfig(mapping=mapping, hash_resolutions=hash_resolutions, hash_table_log2=8, grid_scale=1.0, **SMALL)
     model = build_model(cfg, seed=3).eval()
     with torch.no_grad():
         mod = model.modulate(torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(0)) * 3)

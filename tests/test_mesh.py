@@ -1,6 +1,4 @@
-import json
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -47,18 +45,16 @@ def _tall_mesh():
 
 
 def test_glb_round_trip_keeps_colours_and_is_y_up(tmp_path):
+    from gltf_check import assert_valid, first_primitive
+
     mesh = _tall_mesh()
     path = export_mesh(mesh, tmp_path / "m.glb")
-    data = path.read_bytes()
-    assert data[:4] == b"glTF"
-    length = struct.unpack("<I", data[12:16])[0]
-    gltf = json.loads(data[20:20 + length])
-    assert "COLOR_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
-    loaded = trimesh.load(path, force="mesh")
-    ext = loaded.bounds[1] - loaded.bounds[0]
+    assert_valid(path)
+    prim = first_primitive(path)
+    ext = prim["POSITION"].max(0) - prim["POSITION"].min(0)
     assert ext[1] == pytest.approx(1.0) and ext[0] == pytest.approx(0.5) and ext[2] == pytest.approx(0.5)
-    cols = loaded.visual.vertex_colors[:, :3].astype(float) / 255
-    top = loaded.vertices[:, 1] > 0  # glTF +Y is our +Z
+    cols = prim["COLOR_0"][:, :3]  # linear, as glTF defines COLOR_0 (pure red and blue are the same)
+    top = prim["POSITION"][:, 1] > 0  # glTF +Y is our +Z
     np.testing.assert_allclose(cols[top].mean(0), [1, 0, 0], atol=0.01)
     np.testing.assert_allclose(cols[~top].mean(0), [0, 0, 1], atol=0.01)
 
@@ -149,45 +145,28 @@ def test_simplify_reduces_faces_and_keeps_the_shape():
 
 
 def test_sequence_glb_has_morph_targets_that_decode_to_each_step(tmp_path):
+    from gltf_check import assert_valid, glb_json, read_accessor
+
     from backend.export import Z_UP_TO_Y_UP, export_sequence_glb
+    from blender_att3d.wire.glb import srgb_to_linear
+    from blender_att3d.wire.types import SequenceData
 
     verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
     steps = [verts * s for s in (1.0, 1.2, 0.8)]
     cols = [np.full_like(verts, c) for c in (0.1, 0.5, 0.9)]
-    path = export_sequence_glb(faces, steps, cols, tmp_path / "s.glb")
-    data = path.read_bytes()
-    jlen = struct.unpack("<I", data[12:16])[0]
-    gltf = json.loads(data[20:20 + jlen])
-    binary = data[20 + jlen + 8:]
+    seq = SequenceData([0.0, 0.5, 1.0], ["a", "m", "b"], faces, steps, cols)  # one topology: one piece
+    path = export_sequence_glb(seq, tmp_path / "s.glb")
+    assert_valid(path)
+    gltf = glb_json(path)
     prim = gltf["meshes"][0]["primitives"][0]
     assert len(prim["targets"]) == 2 and gltf["animations"][0]["channels"][0]["target"]["path"] == "weights"
-
-    def read(i):
-        acc = gltf["accessors"][i]
-        view = gltf["bufferViews"][acc["bufferView"]]
-        width = {"VEC3": 3, "SCALAR": 1}[acc["type"]]
-        dtype = np.float32 if acc["componentType"] == 5126 else np.uint32
-        return np.frombuffer(binary, dtype, acc["count"] * width, view["byteOffset"]).reshape(acc["count"], -1)
-
-    base = read(prim["attributes"]["POSITION"])
+    base = read_accessor(path, gltf, prim["attributes"]["POSITION"])
+    base_col = read_accessor(path, gltf, prim["attributes"]["COLOR_0"])
     for i in (1, 2):
-        np.testing.assert_allclose(base + read(prim["targets"][i - 1]["POSITION"]), steps[i] @ Z_UP_TO_Y_UP.T,
-                                   atol=1e-6)
-    np.testing.assert_array_equal(read(prim["indices"]).reshape(-1, 3), faces)
+        np.testing.assert_allclose(base + read_accessor(path, gltf, prim["targets"][i - 1]["POSITION"]),
+                                   steps[i] @ Z_UP_TO_Y_UP.T, atol=1e-6)
+        np.testing.assert_allclose(base_col + read_accessor(path, gltf, prim["targets"][i - 1]["COLOR_0"]),
+                                   srgb_to_linear(cols[i]), atol=1e-6)
+    np.testing.assert_array_equal(read_accessor(path, gltf, prim["indices"]).reshape(-1, 3), faces)
     # trimesh (an independent reader) still loads the base mesh
     assert len(trimesh.load(path, force="mesh").faces) == len(faces)
-
-
-def test_mesh_steps_do_not_import_each_other():
-    """``texture`` and ``export`` take the Mesh type from ``mesh_type``, not from extraction (``mesh``
-    imports ``texture`` to bake): no import cycle, lazy imports included."""
-    import ast
-    from pathlib import Path
-
-    import backend
-
-    root = Path(backend.__file__).parent
-    for name in ("mesh_type", "texture", "export"):
-        tree = ast.parse((root / f"{name}.py").read_text())
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
-        assert "mesh" not in imported, name

@@ -121,6 +121,24 @@ def test_lambertian_shading_darkens_the_side_away_from_the_light():
     assert row[20] > row[11] + 0.3  # right side lit, left side dark
 
 
+def test_lit_shading_without_a_light_is_a_clear_error():
+    from backend.renderer import render_rays
+
+    origins, dirs = torch.zeros(1, 4, 3), torch.nn.functional.normalize(torch.randn(1, 4, 3), dim=-1)
+    with pytest.raises(ValueError, match="lit shading needs a `light` position and an `ambient` level"):
+        render_rays(lambda p: (p.norm(dim=-1), torch.ones(*p.shape[:-1], 3)), origins, dirs,
+                    shading=torch.tensor([1]))
+
+
+def test_the_shared_grid_is_the_concat_variants_only():
+    from backend.point_encoder import PointEncoder
+
+    shared = PointEncoder([4], 2, 1.0, shared=True)
+    assert shared.levels(None, 3)[0].shape == (3, 2, 4, 4, 4)  # one grid for every prompt
+    with pytest.raises(ValueError, match="no grid parameters given, and this point encoder has no shared grid"):
+        PointEncoder([4], 2, 1.0).levels(None, 1)
+
+
 def test_finite_difference_normals_match_autograd_normals_and_shading():
     def field(p):
         return 1e3 * torch.sigmoid((0.5 - p.norm(dim=-1)) * 50), torch.ones(*p.shape[:-1], 3)
@@ -169,7 +187,7 @@ def test_fast_lattice_equals_pointwise_density(arch):
     """The separable lattice path gives exactly the model's density at lattice points."""
     from backend.mesh import density_lattice
 
-    cfg = ModelConfig(resolutions=[6, 10, 14], v_dim=8, max_length=4, token_dim=16, **arch)
+    cfg = ModelConfig(resolutions=[6, 10, 14], v_dim=8, max_length=4, token_dim=16, grid_scale=1.0, **arch)
     model = build_model(cfg).eval()
     with torch.no_grad():
         mod = model.modulate(torch.randn(1, 4, 16) * 3)
@@ -197,13 +215,69 @@ def test_hash_levels_change_features_and_stay_inside_the_box():
 @pytest.mark.parametrize("variant", ["hyper", "attention"])
 def test_grid_scale_multiplies_the_hypernetwork_grid_and_nothing_else(variant):
     tokens = torch.randn(2, 4, 16)
-    plain = build_model(ModelConfig(mapping=variant, **SMALL)).eval()
+    plain = build_model(ModelConfig(mapping=variant, grid_scale=1.0, **SMALL)).eval()
     scaled = build_model(ModelConfig(mapping=variant, grid_scale=32.0, **SMALL)).eval()
-    assert ModelConfig().grid_scale == 1.0  # the paper's hypernetwork by default
     with torch.no_grad():
         a, b = plain.modulate(tokens), scaled.modulate(tokens)
     torch.testing.assert_close(b.v, a.v)  # same seed, same weights: only w is scaled
     torch.testing.assert_close(b.params, 32.0 * a.params)
+
+
+@pytest.mark.parametrize("variant", ["hyper", "attention"])
+def test_auto_grid_scale_is_variance_preserving_and_stored(variant):
+    """grid_scale = 0 (the default) resolves to √(P/v) when built: the grid values get v's RMS at every
+    grid size (spectral norm alone gives them ‖v‖/√P), and the resolved number is the config's."""
+    tokens = torch.randn(4, 4, 16, generator=torch.Generator().manual_seed(0))
+    for res in ([6, 10], [9, 14, 22]):
+        model = build_model(ModelConfig(mapping=variant, **{**SMALL, "resolutions": res})).eval()
+        n = model.point_encoder.n_params
+        assert ModelConfig().grid_scale == 0.0 and model.config.grid_scale == pytest.approx(math.sqrt(n / 8))
+        with torch.no_grad():
+            if variant == "hyper":
+                pairs = [(model.modulate(tokens).params, model.mapping.task_vector(tokens))]
+            else:  # each level against its own hypernetwork's v, without its √(P_l/P) share of the gain
+                t = model.mapping.attend(tokens, None)
+                pairs = [(h.to_w(h.task_vector(t)) * model.mapping.grid_scale, h.task_vector(t))
+                         for h in model.mapping.levels]
+        for w, v in pairs:
+            ratio = float(w.pow(2).mean().sqrt() / v.pow(2).mean().sqrt() * math.sqrt(w.shape[1] / n))
+            assert 0.6 < ratio < 1.5, (res, ratio)
+
+
+@pytest.mark.parametrize("variant", ["hyper", "attention"])
+def test_calibrate_grid_sets_the_target_rms_for_any_token_scale(variant):
+    for token_scale in (0.05, 1.0, 20.0):
+        tokens = torch.randn(6, 4, 16) * token_scale
+        model = build_model(ModelConfig(mapping=variant, **SMALL))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        gain = model.calibrate_grid(tokens)
+        assert model.config.grid_scale == gain == model.mapping.grid_scale
+        with torch.no_grad():
+            rms = model.eval().modulate(tokens).params.pow(2).mean().sqrt()
+        assert float(rms) == pytest.approx(1 / math.sqrt(model.point_encoder.out_dim), rel=1e-3)
+        for k, v in model.state_dict().items():  # no weight (nor spectral-norm vector) moved
+            assert torch.equal(v, before[k]), k
+
+
+def test_attention_mapping_has_one_hypernetwork_per_level():
+    """App. B.1.3: self-attention over the tokens, then a hypernetwork (to_v, to_w) for each grid level;
+    every level starts at about the same RMS, whatever its size (spectral norm alone: ∝ 1/√P_l, 5× apart here)."""
+    model = build_model(ModelConfig(mapping="attention", **{**SMALL, "resolutions": [4, 8, 12], "v_dim": 32})).eval()
+    sizes = model.point_encoder.sizes
+    assert [h.to_w.out_features for h in model.mapping.levels] == sizes
+    assert len({id(h.to_v) for h in model.mapping.levels}) == 3
+    tokens = torch.randn(8, 4, 16)
+    with torch.no_grad():
+        levels = torch.split(model.modulate(tokens).params, sizes, dim=1)
+    rms = [float(x.pow(2).mean().sqrt()) for x in levels]
+    assert max(rms) / min(rms) < 2.0, rms
+    # each level's grid depends on its own hypernetwork only
+    with torch.no_grad():
+        w = model.mapping.levels[1].to_v.parametrizations.weight.original
+        w.add_(torch.randn_like(w))  # (a plain rescale would be undone by the spectral norm)
+        moved = torch.split(model.modulate(tokens).params, sizes, dim=1)
+    assert torch.equal(moved[0], levels[0]) and torch.equal(moved[2], levels[2])
+    assert not torch.allclose(moved[1], levels[1])
 
 
 def test_distortion_is_the_mip_nerf_360_double_sum_and_prefers_one_thin_surface():

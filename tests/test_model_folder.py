@@ -59,6 +59,17 @@ def test_not_a_model_config(folder):
         load_model(folder)
 
 
+def test_a_newer_format_version_is_refused(folder):
+    from backend.model import FORMAT_VERSION
+
+    c = json.loads((folder / "config.json").read_text())
+    assert c["format"] == "att3d-model" and c["format_version"] == FORMAT_VERSION
+    c["format_version"] = FORMAT_VERSION + 1
+    (folder / "config.json").write_text(json.dumps(c))
+    with pytest.raises(ModelFolderError, match=f"format version {FORMAT_VERSION + 1} is newer than this att3d"):
+        load_model(folder)
+
+
 def test_unknown_architecture_key(folder):
     c = json.loads((folder / "config.json").read_text())
     c["architecture"]["wings"] = 2
@@ -91,3 +102,13 @@ def test_weights_that_do_not_match_the_config(folder):
     (folder / "config.json").write_text(json.dumps(c))
     with pytest.raises(ModelFolderError, match=r"does not match config\.json: missing tensors"):
         load_model(folder)
+
+
+def test_a_model_frozen_for_inference_is_not_saved(tmp_path):
+    # freeze_spectral_norm bakes the weights: its state dict no longer matches what load_model builds
+    from backend.model import freeze_spectral_norm
+
+    model = freeze_spectral_norm(build_model(CFG))
+    with pytest.raises(ValueError, match="frozen for inference"):
+        save_model(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()

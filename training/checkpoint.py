@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from backend.fileio import atomic_write_json, write_folder_atomically
@@ -54,11 +55,34 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+class NonFiniteWeights(ValueError):
+    """The weights hold NaN or inf: such a checkpoint would only spread the damage, so none is written."""
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(model, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """NonFiniteWeights naming the first damaged tensors of ``model`` (or of the optimizer's state)."""
+    bad = nonfinite_tensors(dict(model.state_dict()))
+    if optimizer is not None and not bad:
+        bad = [f"optimizer {k}" for k in nonfinite_tensors(optimizer_to_flat(optimizer)[0])]
+    if bad:
+        raise NonFiniteWeights(f"non-finite values (NaN/inf) in {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}")
+
+
 def save_checkpoint(run_dir: Path, step: int, model, optimizer: torch.optim.Optimizer,
                     rng: dict[str, torch.Tensor], state: dict[str, Any], provenance: dict[str, Any],
                     keep: int = 3, extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write ``RUN/checkpoints/step_N/`` atomically, point ``latest.json`` at it and keep the newest
-    ``keep``; ``extra`` maps more safetensors file names to their tensors."""
+    """Write ``RUN/checkpoints/step_N/`` atomically (every file flushed to disk before the rename), point
+    ``latest.json`` at it and keep the newest ``keep``; ``extra`` maps more safetensors file names to
+    their tensors. NonFiniteWeights, and nothing written, when a weight is NaN or inf."""
+    check_finite(model, optimizer)
+    for name, more in (extra or {}).items():
+        if nonfinite_tensors(more):
+            raise NonFiniteWeights(f"non-finite values (NaN/inf) in {name}: {', '.join(nonfinite_tensors(more)[:3])}")
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:07d}"
@@ -95,31 +119,38 @@ def _prune(ckdir: Path, keep: int, current: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def find_latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (``latest.json`` first, else a scan), or None."""
+def candidates(run_dir: Path) -> list[Path]:
+    """The run's complete-looking checkpoints, newest first (``latest.json``'s first, then by step)."""
     ckdir = Path(run_dir) / "checkpoints"
     if not ckdir.is_dir():
-        return None
+        return []
+    found = sorted((p for p in ckdir.glob("step_*") if p.is_dir() and _complete(p)), reverse=True)
     try:
-        latest = json.loads((ckdir / LATEST).read_text())
-        p = ckdir / latest["path"]
-        if _complete(p):
-            return p
+        latest = ckdir / json.loads((ckdir / LATEST).read_text())["path"]
+        if latest in found:
+            found.remove(latest)
+            found.insert(0, latest)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for p in sorted((p for p in ckdir.glob("step_*") if p.is_dir()), reverse=True):
-        if _complete(p):
-            return p
-    return None
+    return found
+
+
+def find_latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (``latest.json`` first, else a scan), or None."""
+    found = candidates(run_dir)
+    return found[0] if found else None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``{"state": trainer.json, "model_dir": Path, "optimizer": tensors, "rng": tensors}``."""
+    """``{"state": trainer.json, "model_dir": Path, "optimizer": tensors, "rng": tensors}``; ValueError
+    when a file is unreadable or truncated."""
     path = Path(path)
     try:
         state = json.loads((path / STATE).read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError(f"{STATE} has no step")
         return {"state": state, "model_dir": path / "model",
                 "optimizer": load_file(str(path / "optimizer.safetensors")),
                 "rng": load_file(str(path / "rng.safetensors"))}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise ValueError(f"checkpoint {path} is unreadable ({e})") from None

@@ -18,6 +18,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.config and not args.preset:
         raise ValueError("give --config FILE or --preset NAME (e.g. --preset smoke)")
     config = load_config(args.config, args.overrides, preset=args.preset)
+    if args.dry_run:
+        from .plan import format_plan, plan
+
+        p = plan(config)
+        print(json.dumps(p) if args.json else format_plan(p))
+        return 0
+    if not args.out:
+        raise ValueError("give --out RUN_FOLDER (or --dry-run to print the plan)")
     out = Path(args.out)
     if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("step_*")):
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -95,8 +103,25 @@ def _eval_world(args: argparse.Namespace) -> int:
         kwargs["fraction"] = args.seen_fraction
     if args.device != "auto":
         kwargs["device"] = args.device
+    if args.surface_prompts is not None:
+        kwargs["surface"] = args.surface_prompts
     result = metrics.evaluate(args.model, **kwargs)
-    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(metrics.format_report(result))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import environment, format_environment, gpu_bench
+
+    if args.gpu_bench:
+        print(json.dumps({"environment": environment(), "gpu_bench": gpu_bench(args.budget, args.repeats)},
+                         indent=None if args.json else 2))
+        return 0
+    env = environment()
+    print(json.dumps(env) if args.json else format_environment(env))
     return 0
 
 
@@ -112,8 +137,12 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="a TOML or YAML config (see training/configs/)")
     t.add_argument("--preset", help="a config shipped in training/configs/ by name: smoke, df415_if, df415_sd, "
                                     "pig_interp, …")
-    t.add_argument("--out", required=True, help="the run folder (model in OUT/model, checkpoints, logs, previews)")
+    t.add_argument("--out", help="the run folder (model in OUT/model, checkpoints, logs, previews)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="print the plan (models, dtypes, parameters, downloads, "
+                                                          "estimated peak GPU memory, steps, frames per prompt) "
+                                                          "offline, and exit")
+    t.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. run.steps=100")
     t.set_defaults(func=cmd_train)
 
@@ -138,9 +167,22 @@ def register(sub) -> None:
     e.add_argument("--size", type=int, default=64, help="render size before CLIP's resize")
     e.add_argument("--samples", type=int, default=64, help="samples per ray")
     e.add_argument("--max-prompts", type=int, help="score at most this many prompts (0 = all; --world default: 128)")
+    e.add_argument("--surface-prompts", type=int, help="--world: measure the extracted surface against the true "
+                                                       "SDF on this many of them (default 16; 0 = none)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("doctor", help="the environment (torch, CUDA, GPUs, optional parts); --gpu-bench times "
+                                      "real-size teachers on the GPU")
+    d.add_argument("--gpu-bench", action="store_true",
+                   help="build IF-I-XL's and SD 1.5's UNets on the GPU (random weights, no download), time SDS and "
+                        "training steps at the DF415 configs' batch and resolution, peak memory, NCCL with ≥ 2 GPUs; "
+                        "prints JSON")
+    d.add_argument("--budget", type=float, default=170.0, help="--gpu-bench time budget in seconds (default 170)")
+    d.add_argument("--repeats", type=int, default=5, help="--gpu-bench timed repeats per measure (median reported)")
+    d.add_argument("--json", action="store_true", help="one JSON object on one line")
+    d.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("plot", help="quality vs rendered frames per prompt from run folders (PNG)")
     p.add_argument("runs", nargs="+", help="run folders (amortized and/or per-prompt)")

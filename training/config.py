@@ -38,6 +38,7 @@ class RunConfig:
     eps: float = 1e-15
     grad_clip_norm: float = 0.0  # clip the parameter-gradient norm (0 = off)
     max_nonfinite: int = 10  # this many non-finite losses in a row stop the run
+    max_weight_growth: float = 1000.0  # the weights' norm growing this many times stops the run (0 = off)
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -105,6 +106,9 @@ class FinetuneConfig:
 
     init: str = ""  # the amortized model folder to start from
     prompt: str = ""  # the one prompt to finetune (default: the first of the prompt set)
+    #: text = detach the mapping network only (it only embeds text; B.1.13): the offset δ, the NeRF MLP
+    #: and the environment map train | all = freeze everything but δ
+    freeze: Literal["text", "all"] = "text"
 
 
 @dataclass
@@ -132,6 +136,8 @@ class TrainConfig:
                     _check_choice(getattr(obj, name), typ, f"{section.name}.{name}")
         if self.run.time_limit_s < 0:
             raise ValueError("run.time_limit_s must be ≥ 0 (0 = no limit)")
+        if not self.run.max_weight_growth >= 0:
+            raise ValueError("run.max_weight_growth must be ≥ 0 (0 = off)")
         for k in ("steps", "batch_size"):
             if getattr(self.run, k) < 1:
                 raise ValueError(f"run.{k} must be at least 1")

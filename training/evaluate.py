@@ -138,12 +138,13 @@ def evaluate_model(model_path: str, prompts: Sequence[str], queries: Sequence[st
     """Load a model folder and its text encoder, then :func:`evaluate_prompts`."""
     from backend.device import pick_device
     from backend.model import load_model
-    from backend.text_encoder import TextEncoder
+    from backend.text_encoder import encoder_for
 
     dev = pick_device(device)
     model, config = load_model(model_path, dev)
-    arch = model.config
-    encoder = TextEncoder(arch.text_encoder, arch.max_length)
+    # uncached prompts are encoded on the evaluation device in half precision (CPU, float32, without a GPU
+    # or when it does not fit: backend.text_encoder.TextEncoder.model)
+    encoder = encoder_for(model.config, device=dev)
     scorer = ClipScorer(clip, dev)
     res = evaluate_prompts(model, encoder, list(prompts), list(queries) or list(prompts), scorer, ec, dev)
     res["model"] = str(model_path)

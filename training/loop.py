@@ -25,7 +25,7 @@ import torch
 
 from backend.cameras import orbit_cameras
 from backend.device import pick_device
-from backend.fileio import atomic_write_text
+from backend.fileio import atomic_write_text, remove_stale_temporaries
 from backend.model import ATT3D, ModelConfig, save_model
 from backend.text_encoder import TextEncoder
 
@@ -70,7 +70,7 @@ def run_prompt_set(prompts: Sequence[str] | PromptSet | None, config: TrainConfi
 def mapping_encoder(model: ModelConfig, guidance: Guidance) -> TextEncoder:
     """The mapping network's text encoder: ``model.text_encoder``, or the guidance's own (``"guidance"``)."""
     if model.text_encoder != "guidance":
-        return TextEncoder(model.text_encoder, model.max_length or None)
+        return TextEncoder(model.text_encoder, model.max_length or None, clip_skip=model.clip_skip)
     if guidance.encoder is None:
         raise ValueError("model.text_encoder = \"guidance\" needs a guidance with a text encoder "
                          "(reconstruction has none): name one in model.text_encoder")
@@ -130,6 +130,7 @@ class Trainer:
         self.last_batch: Batch | None = None
         self.last_terms: dict[str, float] = {}  # the regularisers' weighted values at the last step
         self.last_checkpoint: Path | None = None
+        self.weight_norm0 = self.weight_norm()  # the reference of the divergence check (kept across resumes)
         self.writer = None
         self._scorer = None
         self.t0 = time.perf_counter()
@@ -158,6 +159,12 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """A checkpoint of this step (rank 0 writes; every rank must call it: the random streams are gathered)."""
+        try:  # on every rank (their weights are the same), so that all stop together
+            ckpt.check_finite(self.mode.export_model(), self.optimizer)
+        except ckpt.NonFiniteWeights as e:
+            raise TrainingError(f"step {self.step}: {e}, so no checkpoint was written; "
+                                f"{self._last_good()}. Lower run.lr or guidance.scale, or set "
+                                "run.grad_clip_norm") from None
         mine = {"cpu": self.rng.get_state(), "device": self.device_rng.get_state().cpu(),
                 "torch": torch.get_rng_state()}
         rng = gather_states(mine, self.world)
@@ -165,17 +172,40 @@ class Trainer:
             return None
         state = {"mode": self.config.run.mode, "prompt_sha256": prompt_hash(self.mode.prompts),
                  "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "world_size": self.world,
-                 "frames_per_prompt": self.frames_per_prompt}
+                 "frames_per_prompt": self.frames_per_prompt, "weight_norm0": self.weight_norm0}
         self.last_checkpoint = ckpt.save_checkpoint(
             self.out, self.step, self.mode.export_model(), self.optimizer, rng, state, self.provenance(),
             self.config.run.keep_checkpoints, extra=self.mode.checkpoint_tensors())
         return self.last_checkpoint
 
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written before"
+        return f"the last good weights are in {self.last_checkpoint}"
+
     def resume(self) -> bool:
-        """Continue from the latest checkpoint in the run folder (False: there is none)."""
-        path = ckpt.find_latest(self.out)
-        if path is None:
+        """Continue from the latest checkpoint in the run folder (False: there is none). A checkpoint
+        that cannot be read (a truncated file: a disk that filled up, a copy cut short) is skipped,
+        with a line on stderr, for the previous complete one."""
+        found = ckpt.candidates(self.out)
+        if not found:
             return False
+        for i, path in enumerate(found):
+            try:
+                self._restore(path)
+            except (ValueError, OSError, RuntimeError, KeyError) as e:  # TrainingError: incompatible, not damaged
+                if isinstance(e, TrainingError):
+                    raise
+                older = found[i + 1] if i + 1 < len(found) else None
+                print(f"att3d train: checkpoint {path} is damaged ({str(e)[:300]}); "
+                      + (f"resuming from the previous one, {older.name}" if older else "no older one is left"),
+                      file=sys.stderr)
+                continue
+            return True
+        raise TrainingError(f"no readable checkpoint in {self.out / 'checkpoints'}: every one is damaged; "
+                            "start again with a new --out")
+
+    def _restore(self, path: Path) -> None:
         data = ckpt.load_checkpoint(path)
         st = data["state"]
         if st.get("mode") != self.config.run.mode:
@@ -196,8 +226,9 @@ class Trainer:
         self.step = int(st["step"])
         self.skipped = int(st.get("skipped", 0))
         self.bad_in_a_row = int(st.get("bad_in_a_row", 0))
+        norm0 = st.get("weight_norm0")
+        self.weight_norm0 = float(norm0) if isinstance(norm0, (int, float)) else self.weight_norm()
         self.last_checkpoint = path
-        return True
 
     # -- one step ---------------------------------------------------------------------------------
     def batch(self) -> Batch:
@@ -344,10 +375,16 @@ class Trainer:
         """The run folder's config and prompts, the resumed state, TensorBoard, the budget-0 evaluation."""
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            removed = [p for d in (self.out, self.out / "checkpoints") for p in remove_stale_temporaries(d)]
+            if removed:
+                print(f"att3d train: removed {len(removed)} temporary file(s) a stopped run left in {self.out}",
+                      file=sys.stderr)
             atomic_write_text(self.out / "train_config.toml", to_toml(self.config))
             atomic_write_text(self.out / "prompts.txt", "\n".join(self.mode.prompts) + "\n")
         resumed = self.resume() if resume else False
         if self.is_main:
+            for log in ("metrics.jsonl", "evals.jsonl"):  # steps after the checkpoint are run again
+                trim_log(self.out / log, self.step if resumed else None)
             self.writer = _open_tensorboard(self.out / "logs", self.step if resumed else None)
             if not resumed:
                 self.evaluate()  # the budget-0 point of the quality curve
@@ -369,12 +406,30 @@ class Trainer:
         stop = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
         return all_reduce(stop, "max").item() > 0
 
+    def weight_norm(self) -> float:
+        """The L2 norm of every trained parameter together."""
+        norms = [p.detach().float().norm() for g in self.optimizer.param_groups for p in g["params"]]
+        return float(torch.stack(norms).norm()) if norms else 0.0
+
     def _stop_if_diverging(self) -> None:
+        """Stop, naming the last good checkpoint, after ``run.max_nonfinite`` non-finite losses in a row,
+        or when the weights' norm has grown ``run.max_weight_growth`` times (a learning rate of 1e9
+        gives finite but exploding weights, ~1e14, long before a NaN shows up)."""
         if self.bad_in_a_row >= self.config.run.max_nonfinite:
-            path = self.save_checkpoint() or self.last_checkpoint
+            path = self.save_checkpoint() or self.last_checkpoint  # refused (TrainingError) if damaged
             raise TrainingError(f"{self.bad_in_a_row} non-finite losses in a row at step {self.step}; "
                                 f"the last good weights are in {path}. Lower run.lr or guidance.scale, or "
                                 f"set guidance.grad_clip / run.grad_clip_norm")
+        growth = self.config.run.max_weight_growth
+        if growth > 0:
+            # relative to the start, or to an RMS of 1 for weights that start at or near zero (a finetune's δ)
+            n = sum(p.numel() for g in self.optimizer.param_groups for p in g["params"])
+            norm, ref = self.weight_norm(), max(self.weight_norm0, math.sqrt(n))
+            if not norm <= growth * ref:  # NaN included
+                raise TrainingError(f"training diverged at step {self.step}: the weights' norm grew from "
+                                    f"{self.weight_norm0:.3g} to {norm:.3g} (the limit is run.max_weight_growth "
+                                    f"= {growth:g} times); {self._last_good()}. Lower run.lr "
+                                    f"(now {self.config.run.lr:g}) or set run.grad_clip_norm")
 
     def _log(self, metrics, bar, loss: float, gnorm: float, nonfinite: int, seconds: float) -> None:
         rec = {"step": self.step, "loss": loss, "grad_norm": gnorm, "frames_per_prompt": self.frames_per_prompt,
@@ -408,3 +463,22 @@ def _open_tensorboard(logdir: Path, purge_step: int | None):
         return None
     return SummaryWriter(str(logdir), purge_step=purge_step)
 
+
+def trim_log(path: Path, through_step: int | None) -> None:
+    """Keep the records of a JSON-lines log up to ``through_step`` (None: none of them), dropping the
+    ones a resumed run writes again and any line a kill cut short, so every step appears once."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            step = json.loads(line)["step"]
+            keep = through_step is not None and isinstance(step, (int, float)) and step <= through_step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(k + "\n" for k in kept))

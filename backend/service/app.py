@@ -24,10 +24,10 @@ anything the request got wrong, 503 when the queue is full or the server is stop
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import os
-import tempfile
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from blender_att3d.wire import payload, routes
 from blender_att3d.wire.job_state import JobState
 from blender_att3d.wire.types import MeshData, SequenceData
 
+from .auth import HostPolicy, host_name
 from .engine import Engine
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
 from .worker import Job, QueueFull, ShuttingDown, Worker
@@ -52,6 +53,7 @@ FmtT = Literal["att3d", "glb"] | None
 ColT = Literal["f32", "u8"]
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_S = 30.0
+BODY_TIMEOUT_S = 30.0  # a whole body (≤ 1 MiB) must arrive within this after the headers
 DISCONNECT_POLL_S = 0.25
 
 
@@ -61,8 +63,23 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
+def text(value: Any) -> str:
+    """``value`` as readable text that UTF-8 can encode: control characters, and unpaired surrogates
+    that came in as ``"\\ud800"`` (echoed in a field name, say), are written as escapes; a surrogate
+    must not turn a 4xx answer into a serialisation error."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(value))
+
+
+def header_value(value: Any, limit: int = 200) -> str:
+    """The one place where data becomes an HTTP header value: printable ASCII only (CR, LF and other
+    controls would end the header, and h11 refuses to send them, closing the connection unanswered;
+    anything else becomes ``?``), at most ``limit`` characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in str(value)[:limit]).strip()
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    safe = {k: header_value(v) for k, v in headers.items()} if headers else None
+    return JSONResponse({"error": text(message), **extra}, status_code=status, headers=safe)
 
 
 # -- operations run on the worker thread ----------------------------------------------------------
@@ -85,25 +102,15 @@ def _params(kind: str, req: Any) -> dict[str, Any]:
 
 # -- result encoding ----------------------------------------------------------------------------------
 
-def _to_backend_mesh(m: MeshData):
-    from ..mesh import Mesh
-
-    return Mesh(m.positions, m.faces.astype("int64"), m.colors, m.uvs, m.texture, dict(m.meta))
-
-
 def encode_result(result: Any, fmt: str, colors: str) -> tuple[bytes, str]:
     if fmt == "att3d":
         return payload.encode(result, colors), payload.CONTENT_TYPE
-    from ..export import export_sequence_glb, to_trimesh
+    from blender_att3d.wire import glb
 
     if isinstance(result, MeshData):
-        return to_trimesh(_to_backend_mesh(result), y_up=True).export(file_type="glb"), GLB_TYPE
+        return glb.mesh_glb(result), GLB_TYPE
     if isinstance(result, SequenceData) and result.consistent:
-        with tempfile.TemporaryDirectory(prefix="att3d-") as tmp:
-            path = os.path.join(tmp, "sequence.glb")
-            export_sequence_glb(result.faces, result.positions, result.colors, path)
-            with open(path, "rb") as f:
-                return f.read(), GLB_TYPE
+        return glb.sequence_glb(result), GLB_TYPE
     raise ApiError(406, "GLB is available for meshes and consistent-topology chains only; "
                         "ask for the att3d payload (format=att3d) or a consistent chain")
 
@@ -117,10 +124,13 @@ def _format(request: Request, fmt: str | None) -> str:
 # -- the app ------------------------------------------------------------------------------------------
 
 class BodyLimit:
-    """Reject request bodies over ``limit`` bytes with 413, before anything parses them."""
+    """Reject request bodies over ``limit`` bytes with 413, and bodies that have not all arrived
+    ``timeout`` seconds after their headers with 408 (a client sending one byte at a time would
+    hold its connection forever), before anything parses them."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, timeout: float | None = None) -> None:
         self.app, self.limit = app, limit
+        self.timeout = BODY_TIMEOUT_S if timeout is None else timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -140,8 +150,14 @@ class BodyLimit:
         except ValueError:
             return await JSONResponse({"error": "bad Content-Length header"}, 400)(scope, receive, send)
         chunks, total = [], 0
+        deadline = time.monotonic() + self.timeout
         while True:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                late = JSONResponse({"error": f"the request body did not arrive within {self.timeout:g} s"}, 408,
+                                    headers={"Connection": "close"})
+                return await late(scope, receive, send)
             if msg["type"] != "http.request":
                 return  # the client went away before sending its body
             chunks.append(msg.get("body", b""))
@@ -195,6 +211,31 @@ class BearerAuth:
         return await response(scope, receive, send)
 
 
+class HostCheck:
+    """Answer only requests whose ``Host`` header names this server (DNS rebinding: a web page whose
+    name an attacker re-points at 127.0.0.1 would otherwise reach the service from a browser; the
+    token is then the only guard). ``allowed``: a :class:`backend.service.auth.HostPolicy`."""
+
+    def __init__(self, app, allowed: Callable[[str], bool]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = ""
+        for k, v in scope.get("headers") or []:
+            if k == b"host":
+                host = v.decode("latin-1")
+                break
+        if not host or self.allowed(host):  # HTTP/1.0 may omit it; browsers never do
+            return await self.app(scope, receive, send)
+        # short: the add-on quotes the first 100 characters of what /v1/health answered
+        name = host_name(header_value(host, 80))
+        response = error(421, f"host name {name!r} not allowed: start att3d serve with --allow-host {name}, "
+                              "or connect by IP address")
+        return await response(scope, receive, send)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -213,8 +254,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts[:8]) + (" ..." if len(parts) > 8 else "")
 
 
-def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str = "") -> FastAPI:
-    """The ASGI app (``token``: the bearer token every request but /v1/health must carry)."""
+def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str = "",
+               host_allowed: Callable[[str], bool] | None = None) -> FastAPI:
+    """The ASGI app (``token``: the bearer token every request but /v1/health must carry;
+    ``host_allowed``: which ``Host`` headers to answer, default loopback names and addresses)."""
     app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description=__doc__)
     hint = f" (the token is in {token_hint})" if token_hint else ""
@@ -236,11 +279,12 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+        log.exception("unhandled error on %s", text(request.url.path))
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(BodyLimit)
-    app.add_middleware(BearerAuth, token=token, hint=hint)  # added last: runs first, before any body is read
+    app.add_middleware(BearerAuth, token=token, hint=hint)  # runs before any body is read
+    app.add_middleware(HostCheck, allowed=host_allowed or HostPolicy())  # added last: runs first
 
     @app.get(routes.HEALTH, tags=["service"])
     async def health() -> dict[str, bool]:
@@ -274,6 +318,8 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
                 raise ApiError(499, "client closed the request")
 
     def job_error(job: Job) -> ApiError:
+        if job.status == JobState.CANCELLED and worker.closing:
+            return ApiError(503, "the job was cancelled: the server is stopping")
         if job.status == JobState.CANCELLED:
             return ApiError(409, "the job was cancelled")
         status, msg = job.error or (500, "the job failed")
@@ -286,7 +332,7 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
             return JSONResponse(job.result)
         data, media = await run_in_threadpool(encode_result, job.result, fmt, colors)
         meta = job.result.meta if isinstance(job.result, (MeshData, SequenceData)) else {}
-        headers = {"X-ATT3D-Model": str(meta.get("model", ""))[:200].encode("ascii", "replace").decode()}
+        headers = {"X-ATT3D-Model": header_value(meta.get("model", ""))}
         if job.compute_s is not None:
             headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
         return Response(data, media_type=media, headers=headers)
@@ -297,15 +343,15 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
         try:
             await wait_done(request, job)
             if job.status == JobState.CANCELLED:
-                raise ApiError(503, "the job was cancelled (the server is stopping)")
+                raise ApiError(503, "the job was cancelled: the server is stopping")
             return await result_response(job, fmt, colors)
         finally:
             worker.forget(job.id)
 
     Fmt = Query(None, description="att3d (binary payload, default) or glb")
     Col = Query("f32", description="colour encoding of the payload: f32 or u8")
-    mesh_responses = {200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}},
-                            "description": "the mesh: ATT3D payload or GLB"}}
+    mesh_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}}, "description": "the mesh: ATT3D payload or GLB"}}
 
     # -- synchronous endpoints ------------------------------------------------------------------
     @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=mesh_responses)

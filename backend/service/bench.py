@@ -209,10 +209,10 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
 
             threads = [threading.Thread(target=client) for _ in range(clients)]
             t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
             dt = time.perf_counter() - t0
             n = clients * per_client
             out["throughput"] = {"clients": clients, "requests": n, "resolution": throughput_resolution,

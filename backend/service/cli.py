@@ -17,7 +17,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(model=args.model, host=args.host, port=args.port, device=args.device,
                  allow_remote=args.allow_remote, token_file=args.token_file, rotate_token=args.rotate_token,
                  max_queue=args.max_queue, threads=args.threads, log_level=args.log_level,
-                 parent_pid=args.parent_pid)
+                 parent_pid=args.parent_pid, allow_hosts=args.allow_host or ())
 
 
 def register(subparsers) -> None:
@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     s.add_argument("--port", type=int, default=0, help="port (default 0: any free port, see the ready line)")
     s.add_argument("--allow-remote", action="store_true",
                    help="allow listening on a non-loopback address (clients need the token)")
+    s.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="also answer requests addressed to this host name (repeatable; '*' for any). By "
+                        "default only loopback names, and with --allow-remote any IP address, are answered")
     s.add_argument("--token-file", help="where the bearer token is kept (default: the user data folder); "
                                         "ATT3D_TOKEN overrides")
     s.add_argument("--rotate-token", action="store_true", help="write a new token even if one exists")

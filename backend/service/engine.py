@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,10 +20,10 @@ from blender_att3d.wire.limits import (
     MAX_CHAIN_MESHES,
     MAX_KEYFRAMES,
     MAX_NEIGHBORS,
-    MAX_SIMPLIFY,
     TEXTURE_SIZE,
     check_prompt,
 )
+from blender_att3d.wire.limits import check_simplify as check_simplify_range
 from blender_att3d.wire.options import check_mc
 from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
@@ -53,10 +53,9 @@ def features() -> dict[str, bool]:
 # -- validation shared by both transports ------------------------------------------------------
 
 def check_simplify(simplify: Any) -> int | None:
-    if simplify is None or simplify == 0:
+    simplify = check_simplify_range(simplify)
+    if simplify is None:
         return None
-    if isinstance(simplify, bool) or not isinstance(simplify, (int, np.integer)) or not 4 <= simplify <= MAX_SIMPLIFY:
-        raise ValueError(f"simplify must be a face count in 4–{MAX_SIMPLIFY} (or null for none), got {simplify!r}")
     if not features()["simplify"]:
         raise ValueError("this backend cannot simplify meshes: install 'att3d[mesh]' where it runs")
     return int(simplify)
@@ -144,6 +143,22 @@ def mesh_data(mesh: Mesh) -> MeshData:
     return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=_json_safe(mesh.meta))
 
 
+# The stages a generate job names in its progress messages (the add-on shows them with the time so
+# far); ``wire``-compatible: a job's message stays a free-form string.
+STAGE_PROMPT = "encoding the prompt"
+STAGE_GRID = "building the grid"
+STAGE_MESH = "extracting the mesh"
+#: how many of the training prompts ``info()`` quotes
+N_EXAMPLES = 5
+
+
+def examples(prompts: Sequence[str], n: int = N_EXAMPLES) -> list[str]:
+    """``n`` prompts spread evenly over the list (the first ones alone are often all alike)."""
+    if len(prompts) <= n:
+        return list(prompts)
+    return [prompts[(i * len(prompts)) // n] for i in range(n)]
+
+
 def _check(progress: ProgressFn | None, frac: float, msg: str) -> None:
     if progress is not None and progress(frac, msg):
         raise CancelledError("cancelled")
@@ -163,11 +178,15 @@ class Engine:
         return cls(Pipeline(model, device=device, cache_dir=cache_dir))
 
     # -- helpers ----------------------------------------------------------------------------
-    def warm(self) -> None:
-        """Load the text encoder and index the training prompts now rather than on the first request
-        (safe to run beside requests: loading and encoding are locked in the encoder, the index here)."""
+    def warm(self, on_stage: Callable[[str], Any] | None = None) -> None:
+        """Load the text encoder and index the training prompts now rather than on the first request;
+        ``on_stage(name)`` hears each of the two (the server names them to the client)."""
+        if on_stage is not None:
+            on_stage("loading the text encoder")
         self.pipeline.encoder.load()
         self.pipeline.embed("a warm-up prompt")
+        if on_stage is not None:
+            on_stage("indexing the training prompts")
         _ = self.index
 
     @property
@@ -191,6 +210,7 @@ class Engine:
                              "python": platform.python_version(), "api": API_VERSION},
                 "training_prompts": len(prompts) if prompts else 0,
                 "training_prompts_known": bool(prompts),
+                "training_prompt_examples": examples(prompts) if prompts else [],
                 "features": features(), "limits": limits.as_dict()}
 
     # -- operations ---------------------------------------------------------------------------
@@ -201,11 +221,11 @@ class Engine:
         simplify = check_simplify(simplify)
         texture = check_texture(texture)
         mc = check_mc_available(mc)
-        _check(progress, 0.0, "encoding the prompt")
+        _check(progress, 0.0, STAGE_PROMPT)
         emb = self.pipeline.embed(prompt)
-        _check(progress, 0.2, "mapping")
+        _check(progress, 0.15, STAGE_GRID)
         mod = self.pipeline.modulate(emb)
-        _check(progress, 0.3, "extracting the mesh")
+        _check(progress, 0.3, STAGE_MESH)
         mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
                                   progress=_from(progress, 0.3))
         mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
@@ -219,9 +239,9 @@ class Engine:
         check_resolution(resolution)
         simplify = check_simplify(simplify)
         mc = check_mc_available(mc)
-        _check(progress, 0.0, "encoding the prompts")
+        _check(progress, 0.0, "encoding the prompts and building the grid")
         mod = self.pipeline.blend_modulation(prompt_a, prompt_b, alpha)
-        _check(progress, 0.3, "extracting the mesh")
+        _check(progress, 0.3, STAGE_MESH)
         mesh = self.pipeline.mesh(mod, resolution, simplify, mc=mc, progress=_from(progress, 0.3))
         mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.pipeline.model_id, alpha=alpha,
                          prompts=[prompt_a, prompt_b])
@@ -235,17 +255,14 @@ class Engine:
         if not isinstance(consistent, bool):
             raise ValueError(f"consistent must be true or false, got {consistent!r}")
         out = self.pipeline.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
-                             progress=progress)
+                                  progress=progress)
         meta = {"model": self.pipeline.model_id, "resolution": resolution, "keyframes": [
             {"position": p, "prompt": q} for p, q in zip(positions, prompts)], "steps_per_segment": steps,
-            "converged": [float(c) for c in out["converged"]]}
-        steps_pos = [float(s) for s in out["steps"]]
-        if consistent:
-            return SequenceData(steps_pos, list(out["labels"]), np.asarray(out["faces"]),
-                                [np.asarray(v, np.float32) for v in out["vertices"]],
-                                [np.asarray(c, np.float32) for c in out["colors"]], meta=_json_safe(meta))
-        return SequenceData(steps_pos, list(out["labels"]), None, meshes=[mesh_data(m) for m in out["meshes"]],
-                            meta=_json_safe(meta))
+            "converged": [[float(c) for c in piece.on_surface] for piece in out.pieces]}
+        seq = out.sequence_data(_json_safe(meta))
+        if not consistent:
+            seq.meshes = [mesh_data(m) for m in out.meshes]
+        return seq
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
         prompt = check_prompt(prompt)

@@ -25,12 +25,15 @@ import time
 from typing import Any
 
 from blender_att3d.wire import limits
-from blender_att3d.wire.ready import format_ready_line
+from blender_att3d.wire.ready import format_ready_line, format_stage_line
 from blender_att3d.wire.routes import API_VERSION
 
-from .auth import is_loopback, resolve_token
+from .auth import HostPolicy, is_loopback, resolve_token
 
 log = logging.getLogger("att3d.service")
+
+GRACEFUL_S = 3  # after SIGTERM, how long open connections may take to finish (all are answered first)
+WORKER_GRACE_S = 1.0  # and how long the running job may take to reach its next cancel point
 
 
 def _alive(pid: int) -> bool:
@@ -90,16 +93,6 @@ def _process_start() -> float:
         return time.monotonic()
 
 
-def _warm(engine) -> None:
-    t = time.monotonic()
-    try:
-        engine.warm()
-    except Exception:  # the first request will load (and report) what failed here
-        log.exception("warming up failed")
-        return
-    log.info("warm (text encoder, training-prompt index): %.2f s", time.monotonic() - t)
-
-
 def check_host(host: str, allow_remote: bool) -> None:
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"refusing to listen on {host!r}: that is reachable from other computers. "
@@ -129,7 +122,11 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: str = "auto",
           allow_remote: bool = False, token_file: str | None = None, rotate_token: bool = False,
           max_queue: int = 64, threads: int | None = None, log_level: str = "warning",
-          parent_pid: int | None = None) -> int:
+          parent_pid: int | None = None, allow_hosts: list[str] | tuple[str, ...] = (),
+          engine: Any = None) -> int:
+    """Serve until SIGTERM/SIGINT, then exit 0 within a few seconds (see :func:`_stop`).
+    ``engine``: an already loaded :class:`~backend.service.engine.Engine` (or a stand-in with its
+    operations, for tests) instead of loading ``model``."""
     check_host(host, allow_remote)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be in 0–65535, got {port}")
@@ -148,27 +145,35 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
 
     from ..model import ModelFolderError
     from .app import OPERATIONS, create_app
+    from .connections import KEEP_ALIVE_S, GuardedH11Protocol, accept_batch
     from .engine import Engine
     from .worker import Worker
 
     stages.done("import the web stack")
     if threads:
         torch.set_num_threads(int(threads))
-    try:
-        engine = Engine.load(model, device=device)
-    except ModelFolderError as e:
-        sock.close()
-        raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by `att3d init-model DIR`)") \
-            from None
+    if engine is None:
+        print(format_stage_line("loading the model"), file=sys.stderr, flush=True)  # the client tells the artist
+        try:
+            engine = Engine.load(model, device=device)
+        except ModelFolderError as e:
+            sock.close()
+            raise ModelFolderError(f"{e}; pass --model with a model folder (e.g. one made by "
+                                   "`att3d init-model DIR`)") from None
     stages.done("load the model")
+    # before the ready line, each stage named to the client: the first Generate then finds the text
+    # encoder and the prompt index loaded, and the artist saw what the start waited for
+    engine.warm(lambda stage: print(format_stage_line(stage), file=sys.stderr, flush=True))
+    stages.done("warm the text encoder and prompt index")
     info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
-    app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN")
+    app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN",
+                     host_allowed=HostPolicy(allow_hosts, remote=allow_remote))
     bound_host, bound_port = sock.getsockname()[:2]
     ready = {"host": bound_host, "port": bound_port,
              "url": f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}",
              "token_file": str(path) if path else None, "pid": os.getpid(), "api": API_VERSION,
-             "model": engine.pipeline.model_id}
+             "model": info.get("model")}
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -178,14 +183,14 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
                 sys.stdout.write(format_ready_line(ready) + "\n")
                 sys.stdout.flush()
                 log.info("ready in %.2f s (%s)", stages.total(), stages.summary())
-                threading.Thread(target=_warm, args=(engine,), daemon=True, name="att3d-warm").start()
 
         def handle_exit(self, sig, frame) -> None:
             super().handle_exit(sig, frame)
             worker.shutdown(timeout=0)  # cancel queued and running jobs so waiting requests end now
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5, timeout_keep_alive=30, server_header=False)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", http=GuardedH11Protocol,
+                            timeout_graceful_shutdown=GRACEFUL_S, timeout_keep_alive=KEEP_ALIVE_S,
+                            backlog=accept_batch(), server_header=False)
     server = Server(config)
     if parent_pid:
         threading.Thread(target=_watch_parent, args=(parent_pid, server), daemon=True,
@@ -199,7 +204,27 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        worker.shutdown(timeout=5)
         sock.close()
+        worker.shutdown(timeout=0)
+    _stop(worker)
     print("att3d serve: stopped", file=sys.stderr)
     return 0
+
+
+def _stop(worker) -> None:
+    """After the HTTP server stopped: every waiting client has had its answer (503 JSON for jobs cut
+    short: :meth:`Worker.shutdown` finished them as cancelled when the signal came). Give the worker
+    a moment to reach a cancel point; if it is still inside an operation (native code: marching
+    cubes, a big matmul), leave at once with status 0. Finalising the interpreter under a thread
+    that runs native code is what aborted the process ("terminate called without an active
+    exception", status 134) and a running extraction can take a minute to notice a cancel."""
+    worker.shutdown(timeout=WORKER_GRACE_S)
+    if worker.busy:
+        log.warning("the running job is still in native code: exiting without waiting for it")
+        print("att3d serve: stopped", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)

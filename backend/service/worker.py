@@ -84,13 +84,19 @@ class Job:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
 
     def _finish(self, status: JobState, message: str, result: Any = None,
-                error: tuple[int, str] | None = None) -> None:
-        self.status, self.message, self.result, self.error = status, message, result, error
-        if status == JobState.DONE:
-            self.progress = 1.0
-        self.finished_at = time.monotonic()
+                error: tuple[int, str] | None = None) -> bool:
+        """Record the outcome; the first one wins (a job the server finished as cancelled on shutdown
+        stays cancelled when its operation returns later). False if it had already finished."""
+        with self._lock:
+            if self.status in FINISHED and self.finished_at is not None:
+                return False
+            self.status, self.message, self.result, self.error = status, message, result, error
+            if status == JobState.DONE:
+                self.progress = 1.0
+            self.finished_at = time.monotonic()
         self.done.set()
         self._changed()
+        return True
 
     @property
     def finished(self) -> bool:
@@ -227,6 +233,8 @@ class Worker:
             job._changed()
 
             def progress(frac: float, msg: str, job: Job = job) -> bool:
+                if job.finished:  # finished from outside (shutdown): stop, and keep its final message
+                    return True
                 job.progress = max(job.progress, min(1.0, float(frac)))
                 job.message = msg
                 job._changed()
@@ -255,17 +263,35 @@ class Worker:
                     self.current = None
                     self.completed += 1
 
+    @property
+    def closing(self) -> bool:
+        """Shutting down: new jobs are refused, running ones are cancelled."""
+        return self._closing
+
+    @property
+    def busy(self) -> bool:
+        """The thread is still inside an operation (native code, maybe, that no one can interrupt)."""
+        return self._thread.is_alive() and self.current is not None
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Refuse new jobs, cancel queued and running ones, stop the thread (waiting up to ``timeout``
-        seconds for the running job to reach its next checkpoint). Safe to call again, e.g. once
-        with ``timeout=0`` from a signal handler and later with a real timeout to join the thread."""
+        seconds for it). Safe to call again, e.g. once with ``timeout=0`` from a signal handler and
+        later with a real timeout to join the thread.
+
+        Waiting clients are answered at once: the running job is finished as cancelled here, and
+        asked to stop at its next progress point; whatever it returns after that is dropped. (A mesh
+        extraction may run for a minute without such a point; the server does not wait for it.)"""
         with self._lock:
             first = not self._closing
             self._closing = True
             ids = list(self.jobs) if first else []
+            running = self.current if first else None
         if first:
             for jid in ids:
                 self.cancel(jid)
+            if running is not None:
+                running.cancel_requested.set()
+                running._finish(JobState.CANCELLED, "cancelled: the server is stopping")
             self._queue.put((-1, -1, None))
         if timeout and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)

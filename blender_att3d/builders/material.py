@@ -1,5 +1,5 @@
-"""Materials that show a result's colours: vertex colours, a baked texture, or per-step colours
-mixed by drivers that follow a shape-key chain. Works on Blender 4.2 LTS and 5.x.
+"""Materials that show a result's colours: vertex colours, a baked texture, or per-state colours
+mixed by drivers that follow a shape-key chain piece. Works on Blender 4.2 LTS and 5.x.
 """
 from __future__ import annotations
 
@@ -71,46 +71,47 @@ def texture_material(name: str, image):
     return mat
 
 
-def step_colors_material(name: str, key, step_names: Sequence[str], attr_names: Sequence[str]):
-    """Per-step colour attributes mixed by a chain of Mix nodes, each driven by the shape keys.
+def state_colors_material(name: str, key, key_names: Sequence[str], delta_attrs: Sequence[str]):
+    """The basis colours plus each shape key's colour change, weighted by that key's value.
 
-    Mix node i (i >= 1) blends the running colour towards step i's colour with factor
-    ``sum(value of keys i..N-1)`` (a SUM driver, no Python needed), which gives exactly the
-    weighted colour of the shape-key mix (see :func:`blender_att3d.keyframes.mix_factor_of_step`).
+    ``Color Attribute (att3d_color) → Mix (Add) → … → Base Color``: Mix node i adds its delta
+    attribute (state colour − basis colour, linear) times a driver that reads shape key i's value
+    (a SUM driver, no Python needed). Since the keys' values and the basis weight sum to 1, the
+    colour is exactly the weighted mix of the states' colours, like the positions.
     """
     mat, nt, bsdf = _new_material(name)
-    prev = None
-    for i, attr in enumerate(attr_names):
+    base = nt.nodes.new("ShaderNodeVertexColor")
+    base.layer_name = COLOR_ATTR
+    base.name = base.label = "Basis"
+    base.location = (-400, 300)
+    prev = base.outputs["Color"]
+    for i, (key_name, attr) in enumerate(zip(key_names, delta_attrs)):
         col = nt.nodes.new("ShaderNodeVertexColor")
         col.layer_name = attr
-        col.name = col.label = f"Step {i}"
+        col.name = col.label = f"Delta {i}"
         col.location = (-400 + 220 * i, -100 - 60 * i)
-        if prev is None:
-            prev = col.outputs["Color"]
-            continue
         mix = nt.nodes.new("ShaderNodeMix")
         mix.data_type = "RGBA"
-        mix.blend_type = "MIX"
+        mix.blend_type = "ADD"
         mix.clamp_factor = True
+        mix.clamp_result = False
         mix.name = mix.label = f"Mix {i}"
         mix.location = (-400 + 220 * i, 100)
         nt.links.new(prev, _socket(mix.inputs, "A_Color"))
         nt.links.new(col.outputs["Color"], _socket(mix.inputs, "B_Color"))
         fac = _socket(mix.inputs, "Factor_Float")
         fac_index = list(mix.inputs).index(fac)
-        fcu = nt.driver_add(f'nodes["{mix.name}"].inputs[{fac_index}].default_value')
-        drv = fcu.driver
+        drv = nt.driver_add(f'nodes["{mix.name}"].inputs[{fac_index}].default_value').driver
         drv.type = "SUM"
-        for j in range(i, len(attr_names)):
-            var = drv.variables.new()
-            var.name = f"k{j}"
-            var.type = "SINGLE_PROP"
-            var.targets[0].id_type = "KEY"
-            var.targets[0].id = key
-            var.targets[0].data_path = f'key_blocks["{step_names[j]}"].value'
+        var = drv.variables.new()
+        var.name = "weight"
+        var.type = "SINGLE_PROP"
+        var.targets[0].id_type = "KEY"
+        var.targets[0].id = key
+        var.targets[0].data_path = f'key_blocks["{key_name}"].value'
         prev = _socket(mix.outputs, "Result_Color")
     nt.links.new(prev, bsdf.inputs["Base Color"])
-    bsdf.location = (-400 + 220 * len(attr_names) + 200, 300)
+    bsdf.location = (-400 + 220 * len(delta_attrs) + 200, 300)
     return mat
 
 

@@ -18,6 +18,9 @@ PROP_CHAIN_POSITION = "att3d_chain_position"
 PROP_COLOR_MODE = "att3d_color_mode"  # VERTEX | TEXTURE: what the material shows
 PROP_CHAIN = "att3d_chain"  # chain id on every object a chain build made
 PROP_BLEND = "att3d_blend_preview"
+PROP_ORIGIN = "att3d_origin"  # BASE | CENTER: where the origin sits (blender_att3d.sizing)
+PROP_TARGET_HEIGHT = "att3d_target_height"  # the height asked for (0: as generated)
+PROP_SCALE = "att3d_scale"  # the scale that gave it
 
 
 def set_provenance(obj, meta: dict[str, Any], prompt: str = "", model: str = "", resolution: int = 0,
@@ -28,6 +31,10 @@ def set_provenance(obj, meta: dict[str, Any], prompt: str = "", model: str = "",
     obj[PROP_RESOLUTION] = int(meta.get("resolution") or resolution)
     cp = meta.get("chain_position", chain_position)
     obj[PROP_CHAIN_POSITION] = float(-1.0 if cp is None else cp)
+    if "origin" in meta:
+        obj[PROP_ORIGIN] = str(meta["origin"])
+        obj[PROP_TARGET_HEIGHT] = float(meta.get("target_height", 0.0))
+        obj[PROP_SCALE] = float(meta.get("scale", 1.0))
 
 
 def is_single_result(obj) -> bool:

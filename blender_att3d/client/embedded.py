@@ -28,8 +28,8 @@ class EmbeddedClient(Client):
             except ImportError as e:
                 raise BackendUnavailable(
                     f"The embedded ATT3D backend cannot run in this Python ({e}); it needs torch and the att3d "
-                    "package here. Use the 'subprocess' mode with a Python interpreter that has them "
-                    "(add-on preferences)") from None
+                    "package here. Use a local server instead (the add-on's Local Server backend, or "
+                    "--backend local in a batch)") from None
             try:
                 engine = Engine.load(model, device=device, cache_dir=cache_dir)
             except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:

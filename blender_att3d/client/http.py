@@ -2,8 +2,9 @@
 
 * :class:`HTTPClient` talks to a running service: ``HTTPClient("http://host:port", token)``.
 * :class:`SubprocessClient` starts the service itself with a given Python interpreter
-  (``python -m backend.cli serve --port 0``), reads its ready line, passes it a fresh token through
-  ``ATT3D_TOKEN``, restarts it once if it dies, and stops it on :meth:`close`.
+  (``python -m backend.cli serve --port 0``, or an ``att3d`` command), reads its ready line, passes it
+  a fresh token through ``ATT3D_TOKEN``, names the start-up stages as they happen, restarts it with
+  backoff if it dies (quoting its own last error line when it gives up), and stops it on :meth:`close`.
 
 Long operations go through the jobs API (``POST /v1/jobs/{kind}``, long polls of
 ``GET /v1/jobs/{id}?wait=``) so that progress callbacks work and :meth:`cancel` can stop them.
@@ -20,6 +21,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -38,13 +40,15 @@ from ..wire import payload, routes
 from ..wire.job_state import JobState
 from ..wire.limits import Limits
 from ..wire.options import check_mc
-from ..wire.ready import is_ready_line, parse_ready_line
+from ..wire.ready import is_ready_line, parse_ready_line, parse_stage_line
 from ..wire.routes import API_VERSION
 from ..wire.token import TOKEN_ENV, read_default_token
 from ..wire.types import MeshData, ProgressFn, SequenceData
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
 POLL_WAIT_S = 2.0
+#: after a cancel, a new job that waits in the queue is waiting for the server to stop the old one
+CANCEL_NOTICE_S = 60.0
 
 
 class _ConnectionLost(BackendUnavailable):
@@ -96,6 +100,7 @@ class HTTPClient(Client):
         self._active: dict[str, threading.Event] = {}
         self._active_lock = threading.Lock()
         self._closed = False
+        self._cancelled_at: float | None = None
         if check:
             self._check_server()
 
@@ -217,7 +222,7 @@ class HTTPClient(Client):
         try:
             version = -1
             while st["status"] in (JobState.QUEUED, JobState.RUNNING):
-                if progress is not None and progress(float(st.get("progress", 0.0)), str(st.get("message", ""))):
+                if progress is not None and progress(float(st.get("progress", 0.0)), self._message(st)):
                     self._delete(job_id)
                     raise Cancelled("cancelled")
                 if stop.is_set():
@@ -231,6 +236,8 @@ class HTTPClient(Client):
                 self._raise(int(st.get("error_status") or 500),
                             json.dumps({"error": st.get("error") or "the job failed"}).encode())
             self.last_compute_s = st.get("compute_s")  # the server's own time on the job (for benchmarks)
+            if progress is not None:
+                progress(1.0, "receiving the result")
             status, ctype, content = self._request("GET", routes.job_result(job_id))
             if status >= 400:
                 self._raise(status, content)
@@ -246,6 +253,17 @@ class HTTPClient(Client):
         finally:
             with self._active_lock:
                 self._active.pop(job_id, None)
+
+    def _message(self, st: dict[str, Any]) -> str:
+        """The job's progress message; a queued job says what it waits for."""
+        msg = str(st.get("message", ""))
+        if st.get("status") != JobState.QUEUED:
+            self._cancelled_at = None  # ours runs: nothing cancelled is in the way any more
+            return msg
+        if self._cancelled_at is not None and time.monotonic() - self._cancelled_at < CANCEL_NOTICE_S:
+            return "waiting for the backend to stop the cancelled job"
+        ahead = st.get("queue_position")
+        return f"queued behind {ahead} other job{'s' if ahead != 1 else ''}" if ahead else "queued"
 
     def _delete(self, job_id: str) -> None:
         try:
@@ -293,6 +311,8 @@ class HTTPClient(Client):
     def cancel(self) -> None:
         with self._active_lock:
             active = list(self._active.items())
+        if active:
+            self._cancelled_at = time.monotonic()
         for job_id, stop in active:
             stop.set()
             self._delete(job_id)
@@ -323,23 +343,49 @@ def _stop_all() -> None:
             pass
 
 
-class SubprocessClient(HTTPClient):
-    """Starts ``python -m backend.cli serve`` and talks to it over loopback HTTP.
+#: seconds to wait before restarting a server that died: 1st, 2nd, 3rd time within RESTART_WINDOW_S
+RESTART_DELAYS_S = (0.5, 2.0, 5.0)
+RESTART_WINDOW_S = 300.0
+_NOISE = ("Loading weights", "Loading checkpoint shards")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 
-    ``python``: the interpreter that has torch and att3d (default: this one). The server gets a
-    fresh random token through its environment. If it dies, the next request restarts it once.
+
+def last_words(lines: Sequence[str]) -> str:
+    """The most telling of a server's last stderr lines, quoted: its ``att3d: error:`` line, else the
+    last exception line of a traceback, else its last line."""
+    lines = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(_NOISE) and "%|" not in ln
+             and not parse_stage_line(ln)]
+    errors = [ln.removeprefix("att3d: error:").strip() for ln in lines if ln.startswith("att3d: error:")]
+    exceptions = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    pick = errors[-1] if errors else exceptions[-1] if exceptions else lines[-1] if lines else ""
+    return f"'{pick[:300]}'" if pick else "no error message"
+
+
+class SubprocessClient(HTTPClient):
+    """Starts ``python -m backend.cli serve`` (or ``att3d serve``) and talks to it over loopback HTTP.
+
+    ``python``: the interpreter that has torch and att3d (default: this one), or ``att3d``: the
+    command. The server gets a fresh random token through its environment. ``on_stage(text)`` hears
+    what the start is waiting for ("starting the backend", "loading the model" ...). If the server
+    dies, the next request restarts it, after a short backoff; after ``restarts`` deaths within
+    :data:`RESTART_WINDOW_S` it gives up with the server's own last error line.
     """
 
     def __init__(self, python: str | None = None, model: str = "demo", device: str = "auto",
                  start_timeout: float = 300.0, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 restarts: int = 1, timeout: float = 600.0) -> None:
-        self.python = (python or "").strip() or sys.executable
+                 restarts: int = len(RESTART_DELAYS_S), timeout: float = 600.0, att3d: str | None = None,
+                 on_stage: Callable[[str], Any] | None = None) -> None:
+        self.att3d = (att3d or "").strip()
+        self.python = (python or "").strip() or ("" if self.att3d else sys.executable)
         self.model, self.device = model or "demo", device or "auto"
         self.start_timeout = float(start_timeout)
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
-        self.restarts_left = int(restarts)
+        self.max_restarts = int(restarts)
         self.restarts = 0
+        self._deaths: list[float] = []
+        self.on_stage = on_stage
+        self.started_once = False
         self.proc: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._lock = threading.Lock()
@@ -349,24 +395,51 @@ class SubprocessClient(HTTPClient):
         self._active = {}
         self._active_lock = threading.Lock()
         self._closed = False
+        self._cancelled_at = None
         self.token = secrets.token_urlsafe(32)
         self._start()
         _live.add(self)
 
+    @property
+    def command(self) -> str:
+        return self.python or self.att3d
+
+    @property
+    def restarts_left(self) -> int:
+        """Restarts still allowed before it gives up (deaths within the window count)."""
+        now = time.monotonic()
+        return max(0, self.max_restarts - sum(1 for t in self._deaths if now - t < RESTART_WINDOW_S))
+
     # -- process ---------------------------------------------------------------------------------------
-    def _hint(self) -> str:
+    def _stage(self, text: str) -> None:
+        if self.on_stage is not None:
+            try:
+                self.on_stage(text)
+            except Exception:
+                pass
+
+    def _hint(self, detail: str = "") -> str:
+        """What to do about a start that failed, from what the server said (empty: nothing to add)."""
+        if "No module named" in detail and ("backend" in detail or "torch" in detail):
+            what = "PyTorch" if "torch" in detail else "att3d"
+            return (f"this Python has no {what}: use Set Up Local Backend, or pick the Python of an environment "
+                    "with att3d and PyTorch in the add-on preferences")
+        if "model" in detail:
+            return "check the model in the add-on preferences"
+        if self.started_once:  # it ran before with this interpreter: the interpreter is not the problem
+            return ""
         return "check the Python interpreter in the add-on preferences"
 
     def _failure(self, what: str) -> BackendUnavailable:
-        lines = [ln for ln in self._stderr if ln.strip() and not ln.startswith("Loading weights")]
-        errors = [ln for ln in lines if ln.startswith("att3d: error:")]
-        if errors:
-            detail = errors[-1].removeprefix("att3d: error:").strip()
-            hint = "check the model in the add-on preferences" if "model" in detail else self._hint()
-        else:
-            detail = lines[-1].strip() if lines else "no error message"
-            hint = self._hint()
-        return BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {what}: {detail} — {hint}")
+        detail = last_words(list(self._stderr))
+        hint = self._hint(detail)
+        return BackendUnavailable(f"Could not start the ATT3D backend with {self.command}: {what}: {detail}"
+                                  + (f" — {hint}" if hint else ""))
+
+    def _command(self) -> list[str]:
+        head = [self.att3d] if self.att3d and not self.python else [self.python, "-m", "backend.cli"]
+        return head + ["serve", "--model", str(self.model), "--device", str(self.device), "--host", "127.0.0.1",
+                       "--port", "0"]
 
     def _start(self) -> None:
         env = {**os.environ, **self.extra_env, TOKEN_ENV: self.token, "PYTHONUNBUFFERED": "1",
@@ -374,19 +447,20 @@ class SubprocessClient(HTTPClient):
         root = _project_root()
         if root:
             env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        cmd = [self.python, "-m", "backend.cli", "serve", "--model", str(self.model), "--device", str(self.device),
-               "--host", "127.0.0.1", "--port", "0"]
+        cmd = self._command()
         if os.name == "posix":  # the server stops by itself if this process dies without closing it
             cmd += ["--parent-pid", str(os.getpid())]
         cmd += self.extra_args
         self._stderr.clear()
+        self._stage("starting the backend")
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=env, text=True, encoding="utf-8", errors="replace", bufsize=1,
                                     start_new_session=os.name == "posix")
         except OSError as e:
-            raise BackendUnavailable(f"Could not start the ATT3D backend with {self.python}: {e.strerror or e} — "
-                                     f"{self._hint()}") from None
+            hint = self._hint() or "check the Python interpreter in the add-on preferences"
+            raise BackendUnavailable(f"Could not start the ATT3D backend with {self.command}: {e.strerror or e} — "
+                                     f"{hint}") from None
         ready: queue.Queue[str | None] = queue.Queue()
 
         def pump_stdout() -> None:
@@ -397,7 +471,11 @@ class SubprocessClient(HTTPClient):
 
         def pump_stderr() -> None:
             for line in proc.stderr:
-                self._stderr.append(line.rstrip("\n"))
+                line = line.rstrip("\n")
+                stage = parse_stage_line(line)
+                if stage:
+                    self._stage(stage)
+                self._stderr.append(line)
 
         threading.Thread(target=pump_stdout, daemon=True, name="att3d-server-stdout").start()
         threading.Thread(target=pump_stderr, daemon=True, name="att3d-server-stderr").start()
@@ -419,8 +497,9 @@ class SubprocessClient(HTTPClient):
                     pass
             if proc.poll() is None:
                 self._kill(proc)
-                raise BackendUnavailable(f"The ATT3D backend started with {self.python} did not get ready within "
-                                         f"{self.start_timeout:.0f} s — {self._hint()}")
+                hint = self._hint() or "check the Python interpreter in the add-on preferences"
+                raise BackendUnavailable(f"The ATT3D backend started with {self.command} did not get ready within "
+                                         f"{self.start_timeout:.0f} s — {hint}")
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -432,8 +511,8 @@ class SubprocessClient(HTTPClient):
             self._set_url(ready_info["url"])
         except (ValueError, KeyError, TypeError) as e:
             self._kill(proc)
-            raise BackendUnavailable(f"The ATT3D backend started with {self.python} printed an unreadable ready "
-                                     f"line ({e}) — {self._hint()}") from None
+            raise BackendUnavailable(f"The ATT3D backend started with {self.command} printed an unreadable ready "
+                                     f"line ({e}) — {self._hint() or 'update att3d where it runs'}") from None
         self.proc = proc
         self.ready_info = ready_info
         self._generation += 1
@@ -442,6 +521,7 @@ class SubprocessClient(HTTPClient):
         except BackendError:  # e.g. another API version: leave no server of ours running
             self._kill(proc)
             raise
+        self.started_once = True
 
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -469,6 +549,26 @@ class SubprocessClient(HTTPClient):
             return False
         return True
 
+    def _restart_after_death(self) -> None:
+        """The server died: start it again after a backoff, or give up quoting its last words."""
+        now = time.monotonic()
+        status = self.proc.returncode if self.proc is not None else None
+        words = last_words(list(self._stderr))
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_S] + [now]
+        n = len(self._deaths)
+        if n > self.max_restarts:
+            times = "once" if n == 1 else f"{n} times within {RESTART_WINDOW_S / 60:.0f} minutes"
+            raise BackendUnavailable(f"The ATT3D backend stopped {times} (exit status {status}); its last error: "
+                                     f"{words}. Press Restart Backend once the cause is fixed")
+        delay = RESTART_DELAYS_S[min(n, len(RESTART_DELAYS_S)) - 1]
+        self._stage(f"restarting the backend (it stopped: {words})")
+        time.sleep(delay)
+        old, self.proc = self.proc, None
+        if old is not None:
+            self._kill(old)
+        self.restarts += 1
+        self._start()
+
     def _run(self, fn: Callable[[], Any]) -> Any:
         gen = self._generation
         try:
@@ -480,15 +580,7 @@ class SubprocessClient(HTTPClient):
                 if self._generation == gen:  # nobody restarted it meanwhile
                     if not self._dead():
                         raise
-                    if self.restarts_left <= 0:
-                        raise self._failure(f"it stopped (status {self.proc.returncode if self.proc else '?'}) and "
-                                            "was already restarted once") from None
-                    self.restarts_left -= 1
-                    self.restarts += 1
-                    old, self.proc = self.proc, None
-                    if old is not None:
-                        self._kill(old)
-                    self._start()
+                    self._restart_after_death()
             return fn()
 
     def close(self) -> None:

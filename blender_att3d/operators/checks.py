@@ -1,24 +1,53 @@
-"""Check Backend (who answers, starting it if needed) and Check Prompt (how close the prompt is to
-what the model was trained on)."""
+"""Check Backend (who answers, starting it if needed: model, device, what it was trained on) and
+Check Prompt (how close the prompt is to what the model was trained on: close, far, or unknown)."""
 from __future__ import annotations
+
+from typing import Any
 
 from bpy.props import BoolProperty
 from bpy.types import Operator
 
 from .. import jobs, session
 from ..client.base import BackendError, BackendUnavailable
-from ..live import prompt_warning
+from ..live import prompt_closeness
 from ..wire import check_prompt
 from .run import backend_or_report, run_job
 
 
-def _info_text(info: dict) -> str:
-    parts = [f"{k}: {info[k]}" for k in ("model", "device", "version") if info.get(k)]
-    return "Backend OK" + (" — " + ", ".join(parts) if parts else "")
+def info_text(info: dict[str, Any]) -> str:
+    """One line: the model, the device and how many prompts it was trained on."""
+    model, device = info.get("model") or "?", info.get("device") or "?"
+    n = info.get("training_prompts") or 0
+    known = info.get("training_prompts_known", bool(n))
+    trained = f"trained on {n} prompts" if known and n else "training prompts unknown"
+    version = f", att3d {info['version']}" if info.get("version") else ""
+    return f"Backend OK: model {model} on {device}, {trained}{version}"
+
+
+def info_lines(info: dict[str, Any]) -> list[str]:
+    """The few lines *Check Backend* shows under its status: versions and example training prompts."""
+    lines = []
+    versions = info.get("versions") or {}
+    if versions:
+        lines.append(", ".join(f"{k} {versions[k]}" for k in ("att3d", "torch", "python") if versions.get(k)))
+    examples = info.get("training_prompt_examples") or []
+    if examples:
+        lines.append("Trained on, e.g.: " + "; ".join(f"'{p}'" for p in examples[:3]))
+    elif not info.get("training_prompts"):
+        lines.append("This model does not list its training prompts: closeness to them cannot be told")
+    source = info.get("backend_source")
+    if source:
+        lines.append(f"Local backend: {source}")
+    return lines
+
+
+def remember_info(info: dict[str, Any]) -> None:
+    jobs.backend_info.clear()
+    jobs.backend_info.update(info or {})
 
 
 class ATT3D_OT_check_backend(Operator):
-    """Ask the backend who it is (starts it if needed)"""
+    """Ask the backend who it is (starts it if needed): model, device, what it was trained on"""
 
     bl_idname = "att3d.check_backend"
     bl_label = "Check Backend"
@@ -35,19 +64,21 @@ class ATT3D_OT_check_backend(Operator):
             jobs.status[jobs.BACKEND] = ("ERROR", jobs.describe_error(e))
             self.report({"ERROR"}, jobs.status[jobs.BACKEND][1])
             return {"CANCELLED"}
+        source = backend.settings.get("backend_source", "")
 
         def work(progress):
-            client = backend.get()
+            client = backend.get(progress)
             try:
-                return client.info()
+                info = client.info()
             except BackendUnavailable:
-                # The cached client is dead (its own restart used up): asked explicitly, start afresh.
+                # The cached client is dead (its restarts used up): asked explicitly, start afresh.
                 if not session.discard(client):
                     raise
-                return backend.get().info()
+                info = backend.get(progress).info()
+            return {**info, "backend_source": source}
 
         job = jobs.Job(jobs.BACKEND, "Checking backend", work, cancel=backend.cancel)
-        result = run_job(self, job, lambda info: None, self.synchronous, _info_text)
+        result = run_job(self, job, remember_info, self.synchronous, info_text, timed=False)
         if result == {"FINISHED"} and job.done.is_set():
             self.report({"INFO"}, jobs.status[jobs.BACKEND][1])
         return result
@@ -77,12 +108,13 @@ class ATT3D_OT_check_prompt(Operator):
             jobs.nearest_cache[p] = res
 
         def done(res):
-            return prompt_warning(p) or "The prompt is close to the training prompts"
+            return (prompt_closeness(p) or ("QUESTION", "Closeness unknown"))[1]
 
         job = jobs.Job(jobs.NEAREST, "Checking prompt", lambda progress: backend.get().nearest(p),
                        cancel=backend.cancel)
-        result = run_job(self, job, apply, self.synchronous, done)
+        result = run_job(self, job, apply, self.synchronous, done, timed=False)
         if result == {"FINISHED"} and job.done.is_set():
-            warn = prompt_warning(p)
-            self.report({"WARNING"} if warn else {"INFO"}, warn or "The prompt is close to the training prompts")
+            icon, text = prompt_closeness(p) or ("QUESTION", "Closeness unknown")
+            jobs.status[jobs.NEAREST] = (icon, text)  # a far or unknown prompt is no check mark
+            self.report({"WARNING"} if icon == "ERROR" else {"INFO"}, text)
         return result

@@ -8,13 +8,20 @@ from .. import jobs
 from ..builders.objects import PROP_COLOR_MODE, PROP_PROMPT, PROP_RESOLUTION, is_single_result
 from ..choices import COLOR_MODES
 from ..naming import name_from_prompt
-from ..placement import active_collection_name, place_generated, update_generated
+from ..placement import (
+    active_collection_name,
+    fit_of,
+    fit_of_object,
+    place_generated,
+    resolution_of,
+    update_generated,
+)
 from ..wire import check_prompt
 from .run import backend_or_report, run_job
 
 
 class ATT3D_OT_generate(Operator):
-    """Generate a 3D object from the prompt at the 3D cursor"""
+    """Generate a 3D object from the prompt, its origin (base or centre) at the 3D cursor"""
 
     bl_idname = "att3d.generate"
     bl_label = "Generate"
@@ -57,9 +64,10 @@ class ATT3D_OT_generate(Operator):
         backend = backend_or_report(self)
         if backend is None:
             return {"CANCELLED"}
-        res = self.resolution or settings.resolution
+        res = self.resolution or resolution_of(context.scene)
         mode = settings.color_mode if self.color_mode == "PANEL" else self.color_mode
         loc = tuple(context.scene.cursor.location)
+        fit = fit_of(context.scene)
         scene_name, coll_name = context.scene.name, active_collection_name(context)
 
         mc = {"mc": settings.mc} if settings.mc != "skimage" else {}  # the default: clients of any age
@@ -69,7 +77,7 @@ class ATT3D_OT_generate(Operator):
                                                   progress=progress, **mc)
 
         def apply(data):
-            place_generated(data, prompt, res, mode, loc, scene_name, coll_name)
+            place_generated(data, prompt, res, mode, loc, scene_name, coll_name, fit)
 
         def done(d):
             note = " — no texture baked, vertex colours used" if mode == "TEXTURE" and d.texture is None else ""
@@ -80,7 +88,7 @@ class ATT3D_OT_generate(Operator):
 
 
 class ATT3D_OT_regenerate(Operator):
-    """Generate the active object again from its stored prompt and resolution (mesh replaced in place)"""
+    """Generate the active object again from its stored prompt and settings (mesh replaced in place)"""
 
     bl_idname = "att3d.regenerate"
     bl_label = "Regenerate"
@@ -96,7 +104,8 @@ class ATT3D_OT_regenerate(Operator):
     def execute(self, context):
         obj = context.active_object
         prompt = obj[PROP_PROMPT]
-        res = int(obj.get(PROP_RESOLUTION, 0)) or context.scene.att3d.resolution
+        res = int(obj.get(PROP_RESOLUTION, 0)) or resolution_of(context.scene)
+        fit = fit_of_object(obj, fit_of(context.scene))
         mode = str(obj.get(PROP_COLOR_MODE, "VERTEX"))
         backend = backend_or_report(self)
         if backend is None:
@@ -108,7 +117,7 @@ class ATT3D_OT_regenerate(Operator):
                                                   progress=progress)
 
         def apply(data):
-            update_generated(name, data, prompt, res, mode)
+            update_generated(name, data, prompt, res, mode, fit)
 
         return run_job(self, jobs.Job(jobs.MAIN, f"Regenerating '{prompt}'", work, cancel=backend.cancel), apply,
                        self.synchronous, lambda d: f"Regenerated '{name}'")

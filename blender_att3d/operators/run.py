@@ -10,6 +10,7 @@ Every operator that calls the backend has two paths:
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,9 +43,34 @@ def apply_with_undo(job: jobs.Job, apply_fn: Callable[[Any], None]) -> None:
             leftover()
 
 
+def _timed(job: jobs.Job, apply_fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``apply_fn`` as the job's last stage: building the Blender object counts in its time."""
+    def apply(result: Any) -> None:
+        job.finished = None
+        job.report_progress(1.0, jobs.BUILDING)
+        try:
+            apply_fn(result)
+        finally:
+            job.finished = time.monotonic()
+    return apply
+
+
+def _done(job: jobs.Job, done_text: Callable[[Any], str], timed: bool) -> None:
+    """The status line of a finished job (what it made) and, for the panel, how long each stage took
+    and the total from the click."""
+    if timed:
+        jobs.timings[job.slot] = [*job.stage_times(), ("total from the click", job.elapsed())]
+    jobs.status[job.slot] = ("CHECKMARK", done_text(job.result))
+
+
 def run_job(op: Operator | None, job: jobs.Job, apply_fn: Callable[[Any], None], synchronous: bool,
-            done_text: Callable[[Any], str]) -> set[str]:
-    """Run ``job`` synchronously or in the background; ``apply_fn(result)`` on the main thread."""
+            done_text: Callable[[Any], str], timed: bool = True) -> set[str]:
+    """Run ``job`` synchronously or in the background; ``apply_fn(result)`` on the main thread.
+
+    ``timed``: the job makes objects; :data:`jobs.timings` says how long each stage took (building
+    the object included) and the total from the click."""
+    if timed:
+        apply_fn = _timed(job, apply_fn)
     if synchronous or jobs.headless():
         job.apply = lambda j: apply_fn(j.result)
         jobs.run_sync(job)
@@ -53,12 +79,12 @@ def run_job(op: Operator | None, job: jobs.Job, apply_fn: Callable[[Any], None],
             if op is not None:
                 op.report({"WARNING"} if "Cancelled" == msg else {"ERROR"}, msg)
             return {"CANCELLED"}
-        jobs.status[job.slot] = ("CHECKMARK", done_text(job.result))
+        _done(job, done_text, timed)
         return {"FINISHED"}
 
     def apply(j: jobs.Job) -> None:
         apply_with_undo(j, apply_fn)
-        jobs.status[j.slot] = ("CHECKMARK", done_text(j.result))
+        _done(j, done_text, timed)
 
     job.apply = apply
     jobs.start(job)

@@ -12,15 +12,24 @@ from .limits import (
     MAX_PROMPT_CHARS,
     MAX_RESOLUTION,
     MAX_SIMPLIFY,
+    MAX_TEXTURE_SIZE,
     MIN_RESOLUTION,
+    MIN_SIMPLIFY,
+    MIN_TEXTURE_SIZE,
     TEXTURE_SIZE,
     Limits,
     check_prompt,
+    check_resolution,
+    check_simplify,
+    check_texture_size,
 )
 from .ready import READY_PREFIX, format_ready_line, parse_ready_line
 from .routes import API_VERSION
-from .types import MeshData, ProgressFn, SequenceData
+from .types import MeshData, ProgressFn, SequenceData, SequencePiece
 
-__all__ = ["MeshData", "SequenceData", "ProgressFn", "check_prompt", "Limits", "MAX_PROMPT_CHARS", "MIN_RESOLUTION",
+__all__ = ["MeshData", "SequenceData", "SequencePiece", "ProgressFn", "check_prompt", "Limits", "MAX_PROMPT_CHARS",
+           "MIN_RESOLUTION",
            "MAX_RESOLUTION", "MAX_KEYFRAMES", "MAX_CHAIN_MESHES", "MAX_NEIGHBORS", "MAX_SIMPLIFY", "TEXTURE_SIZE",
+           "MIN_SIMPLIFY", "MIN_TEXTURE_SIZE", "MAX_TEXTURE_SIZE", "check_resolution", "check_simplify",
+           "check_texture_size",
            "API_VERSION", "JobState", "FINISHED", "READY_PREFIX", "format_ready_line", "parse_ready_line"]

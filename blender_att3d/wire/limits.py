@@ -5,6 +5,7 @@ tool and the add-on. A client reads a server's own limits from ``GET /v1/info`` 
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,24 @@ MIN_RESOLUTION, MAX_RESOLUTION = 16, 512
 MAX_KEYFRAMES = 64
 MAX_CHAIN_MESHES = 256
 MAX_NEIGHBORS = 50
-MAX_SIMPLIFY = 10_000_000
-TEXTURE_SIZE = 1024
+MIN_SIMPLIFY, MAX_SIMPLIFY = 4, 10_000_000
+TEXTURE_SIZE = 1024  # what the service bakes
+# `att3d generate --texture N`: a float32 N² atlas is 12·N² bytes plus the colour field at N² points;
+# 4096² is 200 MB, while 1e6² would be 9 TiB
+MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 64, 4096
+
+# Letters and symbols that draw nothing (Hangul fillers, the braille blank): a prompt of only these
+# is as empty as one of zero-width spaces.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def check_prompt(prompt: Any, max_chars: int = MAX_PROMPT_CHARS) -> str:
-    """The prompt with its whitespace collapsed; ValueError with a readable reason when unusable."""
+    """The prompt with its whitespace collapsed; ValueError with a readable reason when unusable.
+
+    Any Unicode text that draws something is a prompt (accents, CJK, emoji sequences joined by
+    U+200D). Refused: unpaired UTF-16 surrogates (JSON can carry ``"\\ud800"``, but it is not text
+    and cannot be encoded), control characters other than whitespace, and prompts made only of
+    invisible characters (zero-width spaces, format characters, fillers)."""
     if not isinstance(prompt, str):
         raise ValueError(f"a prompt must be text, got {type(prompt).__name__}")
     p = " ".join(prompt.split())
@@ -29,7 +42,49 @@ def check_prompt(prompt: Any, max_chars: int = MAX_PROMPT_CHARS) -> str:
         raise ValueError("the prompt is empty: type what to make, e.g. 'a red cube wearing a blue party hat'")
     if len(p) > max_chars:
         raise ValueError(f"the prompt is {len(p)} characters long; the limit is {max_chars}")
+    visible = False
+    for i, ch in enumerate(p):
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            raise ValueError(f"the prompt holds an unpaired UTF-16 surrogate (U+{ord(ch):04X}, character {i + 1}): "
+                             "that is not valid Unicode text")
+        if cat == "Cc":
+            raise ValueError(f"the prompt holds a control character (U+{ord(ch):04X}, character {i + 1}): "
+                             "use plain text")
+        visible = visible or (cat[0] in "LNPS" and ch not in _BLANK_GLYPHS)
+    if not visible:
+        raise ValueError("the prompt has no visible characters (only spaces, zero-width or format characters): "
+                         "type what to make, e.g. 'a red cube'")
     return p
+
+
+def _is_int(v: Any) -> bool:
+    # bool is an int, but True is no count; numpy integers (from batch jobs) are
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_simplify(simplify: Any, max_faces: int = MAX_SIMPLIFY) -> int | None:
+    """A target face count, or None (``None`` or 0: no simplification)."""
+    if simplify is None or (_is_int(simplify) and simplify == 0):
+        return None
+    if not _is_int(simplify) or not MIN_SIMPLIFY <= simplify <= max_faces:
+        raise ValueError(f"simplify must be a face count in {MIN_SIMPLIFY}–{max_faces} (or none), got {simplify!r}")
+    return int(simplify)
+
+
+def check_texture_size(size: Any) -> int:
+    """The edge of a baked texture atlas in pixels."""
+    if not _is_int(size) or not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
+        raise ValueError(f"the texture size must be an integer in {MIN_TEXTURE_SIZE}–{MAX_TEXTURE_SIZE} pixels, "
+                         f"got {size!r}")
+    return int(size)
+
+
+def check_resolution(resolution: Any, lo: int = MIN_RESOLUTION, hi: int = MAX_RESOLUTION) -> int:
+    """The marching-cubes lattice size as an int; ValueError naming the range when unusable."""
+    if not _is_int(resolution) or not lo <= resolution <= hi:
+        raise ValueError(f"resolution must be an integer in {lo}–{hi}, got {resolution!r}")
+    return int(resolution)
 
 
 @dataclass(frozen=True)
@@ -60,12 +115,7 @@ class Limits:
         return check_prompt(prompt, self.max_prompt_chars)
 
     def check_resolution(self, resolution: Any) -> int:
-        # bool is an int, but True is no resolution; numpy integers (from batch jobs) are
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) \
-                or not self.min_resolution <= resolution <= self.max_resolution:
-            raise ValueError(f"resolution must be an integer in {self.min_resolution}–{self.max_resolution}, "
-                             f"got {resolution!r}")
-        return int(resolution)
+        return check_resolution(resolution, self.min_resolution, self.max_resolution)
 
 
 def as_dict() -> dict[str, int]:

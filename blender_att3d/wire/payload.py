@@ -21,7 +21,8 @@ The header::
      "arrays": {NAME: {"dtype": "<f4" | "<u4" | "|u1", "shape": [...],
                        "offset": BYTES_FROM_DATA_START, "nbytes": N}, ...},
      # sequences only:
-     "steps": [float...], "prompts": [str...], "consistent": bool, "meshes": [meta...]}
+     "steps": [float...], "prompts": [str...], "consistent": bool, "meshes": [meta...],
+     "pieces": [{"times": [float...], "key": int}...]}
 
 Arrays are C-ordered and little-endian, whatever the machine. Names and meaning:
 
@@ -30,8 +31,11 @@ Arrays are C-ordered and little-endian, whatever the machine. Names and meaning:
   [V, 3] in [0, 1] (exact; the default) or uint8 [V, 3] (``round(c * 255)``; a quarter the size;
   readers divide by 255), optional ``uvs`` float32 [V, 2] and ``texture`` uint8 [H, W, 3] (row 0 is
   the top of the image; uv (0, 0) is its bottom-left corner, as in Blender).
-* a consistent-topology sequence (one set of faces for every step): ``faces`` uint32 [F, 3],
-  ``positions`` float32 [S, V, 3], ``colors`` [S, V, 3] (float32 or uint8 as above), S = len(steps).
+* a consistent-topology sequence: its pieces (one topology each, see
+  :class:`~blender_att3d.wire.types.SequencePiece`), ``"pieces": [{"times": [...], "key": k}...]`` in
+  the header and per piece ``j`` the arrays ``"p{j}/faces"`` uint32 [F, 3], ``"p{j}/positions"``
+  float32 [S, V, 3] and ``"p{j}/colors"`` [S, V, 3] (float32 or uint8 as above), S = len(times).
+  (API 1 servers sent one topology as ``faces``, ``positions`` and ``colors``: a reader refuses it.)
 * any other sequence: per step ``i`` the mesh arrays prefixed ``"{i}/"`` (``"0/positions"``,
   ``"0/faces"``, ``"0/colors"``, optional ``"0/uvs"``, ``"0/texture"``) and ``meshes[i]`` its meta.
 
@@ -47,7 +51,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .types import MeshData, SequenceData
+from .types import MeshData, SequenceData, SequencePiece
 
 MAGIC = b"A3DM"
 VERSION = 1
@@ -74,7 +78,7 @@ class _Writer:
         if n:
             # the array's own memory: finish() copies each byte once (tobytes + padding + join copied it
             # three times: 100 ms → 30 ms for a 200k-vertex mesh)
-            self.chunks.append(memoryview(a).cast("B"))
+            self.chunks.append(a.data.cast("B"))
         pad = (-n) % 8
         if pad:
             self.chunks.append(b"\0" * pad)
@@ -118,18 +122,13 @@ def encode_sequence(seq: SequenceData, colors: str = "f32") -> bytes:
     header: dict[str, Any] = {"kind": "sequence", "meta": seq.meta or {}, "steps": [float(s) for s in seq.steps],
                               "prompts": list(seq.prompts), "consistent": seq.consistent}
     if seq.consistent:
-        faces = np.asarray(seq.faces, np.uint32).reshape(-1, 3)
-        n_v = len(seq.positions[0]) if seq.positions else 0
-        pos = np.stack([np.asarray(p, np.float32).reshape(-1, 3) for p in seq.positions]) if seq.positions \
-            else np.zeros((0, n_v, 3), np.float32)
-        col = np.stack([np.asarray(c, np.float32).reshape(-1, 3) for c in seq.colors]) if seq.colors \
-            else np.zeros((0, n_v, 3), np.float32)
-        if pos.shape != col.shape or pos.shape[0] != len(seq.steps):
-            raise ValueError("a consistent sequence needs one positions and one colours array per step")
-        w.add("faces", faces, "<u4")
-        w.add("positions", pos, "<f4")
-        c, dt = _colors(col, colors)
-        w.add("colors", c, dt)
+        header["pieces"] = []
+        for j, piece in enumerate(seq.pieces):
+            w.add(f"p{j}/faces", piece.faces, "<u4")
+            w.add(f"p{j}/positions", np.stack(piece.positions), "<f4")
+            c, dt = _colors(np.stack(piece.colors), colors)
+            w.add(f"p{j}/colors", c, dt)
+            header["pieces"].append({"times": piece.times, "key": piece.key})
         header["meshes"] = []
     else:
         if len(seq.meshes) != len(seq.steps):
@@ -207,6 +206,22 @@ def _mesh(header: dict[str, Any], body: memoryview, prefix: str, meta: dict[str,
         raise PayloadError(f"ATT3D payload: invalid mesh: {e}") from None
 
 
+def _piece(header: dict[str, Any], body: memoryview, j: int, spec: Any) -> SequencePiece:
+    if not isinstance(spec, dict) or not isinstance(spec.get("times"), list):
+        raise PayloadError(f"ATT3D payload: bad description of chain piece {j}")
+    pos = _array(header, body, f"p{j}/positions")
+    col = _colors_back(_array(header, body, f"p{j}/colors"))
+    if pos.ndim != 3 or pos.shape != col.shape:
+        raise PayloadError(f"ATT3D payload: chain piece {j}'s arrays do not match")
+    try:
+        return SequencePiece(_array(header, body, f"p{j}/faces"), [float(t) for t in spec["times"]], list(pos),
+                             list(col), int(spec.get("key", 0)))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, PayloadError):
+            raise
+        raise PayloadError(f"ATT3D payload: invalid chain piece {j}: {e}") from None
+
+
 def decode(data: bytes) -> MeshData | SequenceData:
     """Payload bytes → :class:`MeshData` or :class:`SequenceData` (raises :class:`PayloadError`)."""
     header, body = read_header(data)
@@ -219,14 +234,10 @@ def decode(data: bytes) -> MeshData | SequenceData:
     steps = [float(s) for s in header.get("steps", [])]
     prompts = [str(p) for p in header.get("prompts", [])]
     if header.get("consistent"):
-        faces = _array(header, body, "faces")
-        pos = _array(header, body, "positions")
-        col = _colors_back(_array(header, body, "colors"))
-        if pos.ndim != 3 or pos.shape != col.shape or pos.shape[0] != len(steps):
-            raise PayloadError("ATT3D payload: sequence arrays do not match its steps")
-        if len(faces) and pos.shape[1] and int(faces.max()) >= pos.shape[1]:
-            raise PayloadError("ATT3D payload: a face refers to a vertex that does not exist")
-        return SequenceData(steps, prompts, faces.reshape(-1, 3).astype(np.uint32), list(pos), list(col), meta=meta)
+        if not isinstance(header.get("pieces"), list):
+            raise PayloadError("ATT3D payload: a consistent sequence without its pieces (a server older than API 2?)")
+        return SequenceData(steps, prompts, meta=meta,
+                            pieces=[_piece(header, body, j, spec) for j, spec in enumerate(header["pieces"])])
     metas = header.get("meshes") or []
     meshes = [_mesh(header, body, f"{i}/", metas[i] if i < len(metas) and isinstance(metas[i], dict) else {})
               for i in range(len(steps))]

@@ -2,7 +2,9 @@
 
     ATT3D_READY {"host":"127.0.0.1","port":40123,"url":"http://127.0.0.1:40123","token_file":"...",...}
 
-The client that started the server reads the URL from it.
+The client that started the server reads the URL from it. Before that, the server names what it is
+doing on stderr with stage lines (``att3d serve: stage: loading the model``), so the client can
+tell an artist what the wait is for.
 """
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 READY_PREFIX = "ATT3D_READY "
+STAGE_PREFIX = "att3d serve: stage: "
+#: the stages ``att3d serve`` names while it starts, in order
+STARTUP_STAGES = ("loading the model", "loading the text encoder", "indexing the training prompts")
 
 
 def format_ready_line(info: Mapping[str, Any]) -> str:
@@ -30,3 +35,15 @@ def parse_ready_line(line: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise ValueError(f"the ready line holds {type(info).__name__}, not a JSON object")
     return info
+
+
+def format_stage_line(stage: str) -> str:
+    """``att3d serve: stage: STAGE`` (a stderr line while the server starts)."""
+    return STAGE_PREFIX + stage
+
+
+def parse_stage_line(line: str) -> str | None:
+    """The stage a server's stderr line names, or None."""
+    if not line.startswith(STAGE_PREFIX):
+        return None
+    return line[len(STAGE_PREFIX):].strip() or None

@@ -6,7 +6,7 @@ update). The ``/v1`` prefix names the URL namespace and stays put until a new na
 """
 from __future__ import annotations
 
-API_VERSION = 1
+API_VERSION = 2  # 2: consistent chains come as keyframe pieces (SequencePiece)
 PREFIX = "/v1"
 
 HEALTH = f"{PREFIX}/health"  # liveness, the one route without a token

@@ -25,11 +25,15 @@ def default_token_file() -> Path:
 
 
 def read_default_token() -> str | None:
-    """``ATT3D_TOKEN``, else the default token file's content, else None."""
+    """``ATT3D_TOKEN``, else the default token file's content, else None (also when that file is a
+    symbolic link, which the service refuses to use)."""
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         return env
+    path = default_token_file()
+    if path.is_symlink():  # the service refuses such a file; so does its client
+        return None
     try:
-        return default_token_file().read_text(encoding="utf-8").strip() or None
+        return path.read_text(encoding="utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         return None

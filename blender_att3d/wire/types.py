@@ -46,13 +46,57 @@ class MeshData:
 
 
 @dataclass
+class SequencePiece:
+    """One topology of a chain: ``faces`` shared by its states, a run of chain positions.
+
+    ``times[j]`` is the chain position of state ``j`` (increasing), ``positions[j]`` / ``colors[j]``
+    its vertices and colours; ``key`` is the state that is the piece's own keyframe mesh (exactly
+    the directly generated object). Consecutive pieces share their meeting state's chain position,
+    where both lie on the same surface: the later piece shows from there on.
+    """
+
+    faces: NDArray[Any]
+    times: list[float]
+    positions: list[NDArray[Any]]
+    colors: list[NDArray[Any]]
+    key: int = 0
+
+    def __post_init__(self) -> None:
+        self.faces = np.ascontiguousarray(self.faces, dtype=np.uint32).reshape(-1, 3)
+        self.times = [float(t) for t in self.times]
+        self.positions = [np.ascontiguousarray(p, dtype=np.float32).reshape(-1, 3) for p in self.positions]
+        self.colors = [np.ascontiguousarray(c, dtype=np.float32).reshape(-1, 3) for c in self.colors]
+        n = len(self.times)
+        if not n or len(self.positions) != n or len(self.colors) != n:
+            raise ValueError("a chain piece needs one positions and one colours array per state")
+        if any(b <= a for a, b in zip(self.times, self.times[1:])):
+            raise ValueError("a chain piece's states must be in increasing chain order")
+        n_v = len(self.positions[0])
+        if any(len(p) != n_v for p in self.positions) or any(len(c) != n_v for c in self.colors):
+            raise ValueError("every state of a chain piece has the same vertices")
+        if len(self.faces) and int(self.faces.max()) >= n_v:
+            raise ValueError("a face refers to a vertex that does not exist")
+        if not 0 <= self.key < n:
+            raise ValueError(f"key state {self.key} of a {n}-state piece")
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def state(self, j: int, meta: dict[str, Any] | None = None) -> MeshData:
+        return MeshData(self.positions[j], self.faces, self.colors[j], meta=dict(meta or {}))
+
+
+@dataclass
 class SequenceData:
     """Meshes along a prompt chain, one per step.
 
-    Consistent topology: ``faces`` is shared and ``positions[i]`` / ``colors[i]`` are step i.
-    Otherwise ``faces`` is None and ``meshes`` holds one independent mesh per step.
-    ``steps[i]`` is the chain position of step i (keyframe positions are integers 0..K-1,
-    steps between them fractional), ``prompts[i]`` a readable label of that step.
+    ``steps[i]`` is the chain position of step i (keyframe positions are integers 0..K-1, steps
+    between them fractional), ``prompts[i]`` a readable label of that step. The geometry is either
+
+    * ``pieces`` (consistent topology, for shape keys): one :class:`SequencePiece` per keyframe, or a
+      single piece over the whole chain (``faces``, ``positions[i]``, ``colors[i]`` per step, the
+      older form: it becomes that one piece); or
+    * ``meshes``: one independent mesh per step (a mesh sequence).
     """
 
     steps: list[float]
@@ -62,17 +106,29 @@ class SequenceData:
     colors: list[NDArray[Any]] = field(default_factory=list)
     meshes: list[MeshData] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    pieces: list[SequencePiece] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.faces is not None and not self.pieces:
+            self.pieces = [SequencePiece(self.faces, self.steps, self.positions, self.colors, 0)]
 
     @property
     def consistent(self) -> bool:
-        return self.faces is not None
+        return bool(self.pieces)
 
     def __len__(self) -> int:
         return len(self.steps)
 
+    def piece_at(self, position: float) -> int:
+        """Index of the piece that shows at chain ``position`` (the later one where two meet)."""
+        starts = np.asarray([p.times[0] for p in self.pieces])
+        return max(0, int(np.searchsorted(starts, position + 1e-9, side="right")) - 1)
+
     def mesh(self, i: int) -> MeshData:
-        """Step ``i`` as a standalone mesh, whichever the topology mode."""
-        if self.faces is not None:  # consistent topology
-            return MeshData(self.positions[i], self.faces, self.colors[i],
-                            meta={**self.meta, "chain_position": self.steps[i], "prompt": self.prompts[i]})
-        return self.meshes[i]
+        """Step ``i`` as a standalone mesh, as it shows, whichever the topology mode."""
+        if not self.pieces:
+            return self.meshes[i]
+        t = self.steps[i]
+        piece = self.pieces[self.piece_at(t)]
+        j = int(np.argmin(np.abs(np.asarray(piece.times) - t)))
+        return piece.state(j, {**self.meta, "chain_position": t, "prompt": self.prompts[i]})

@@ -24,6 +24,8 @@ os.environ["BLENDER_USER_RESOURCES"] = USER_RESOURCES
 for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+if str(HERE.parent) not in sys.path:  # tests/import_graph.py, shared with tests/test_boundaries.py
+    sys.path.append(str(HERE.parent))
 
 
 def pytest_collection_modifyitems(config, items):

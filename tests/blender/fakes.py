@@ -1,7 +1,8 @@
 """A small deterministic Client for the Blender tests (no torch): coloured UV spheres.
 
-The shape and colour depend on the prompt (a hash), chains have consistent topology, and every
-call is recorded in ``calls``. ``make()`` is the factory the batch ``--client`` hook uses.
+The shape, colour and tessellation depend on the prompt (a hash); consistent chains come as
+keyframe pieces like the backend's; every call is recorded in ``calls``. ``make()`` is the factory
+the batch ``--client`` hook uses.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blender_att3d.client.base import BackendUnavailable, Cancelled, Client, InvalidRequest
-from blender_att3d.wire.types import MeshData, SequenceData
+from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 
 def _h(prompt: str) -> np.ndarray:
@@ -42,15 +43,26 @@ def sphere(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, np.asarray(faces, dtype=np.uint32)
 
 
-def shape_of(prompt: str, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _params(prompt: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fake's shape of a prompt: the scale of a unit sphere and a base colour (from a hash)."""
     h = _h(prompt)
-    rings = max(3, resolution // 4)
+    return 0.5 + 0.4 * h[:3], 0.15 + 0.8 * h[3:6]
+
+
+def rings_of(prompt: str, resolution: int) -> int:
+    """Each prompt its own tessellation, as marching cubes gives each object its own."""
+    return max(3, resolution // 4) + int(_h(prompt)[6] * 3)
+
+
+def _shape(rings: int, scale: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos, faces = sphere(rings, 2 * rings)
-    scale = 0.5 + 0.4 * h[:3]
     pos = pos * scale[None, :]
-    base = 0.15 + 0.8 * h[3:6]
     colors = np.clip(base[None, :] * (0.7 + 0.3 * (pos[:, 2:3] / scale[2] + 1) / 2), 0, 1).astype(np.float32)
     return pos.astype(np.float32), faces, colors
+
+
+def shape_of(prompt: str, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _shape(rings_of(prompt, resolution), *_params(prompt))
 
 
 class FakeClient(Client):
@@ -100,43 +112,49 @@ class FakeClient(Client):
                         meta={"prompt": p, "model": self.model, "resolution": resolution})
 
     def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None) -> SequenceData:
+        """Like the backend: consistent chains come as keyframe pieces (each keyframe's own mesh,
+        morphed to the middle of its segments), others as one mesh per step. Between keyframes the
+        shape and colour parameters are blended linearly."""
         keys = [(float(k), self._check(p)) for k, p in keyframes]
         self.calls.append(("chain", (keys, steps, resolution, consistent)))
         self._progress(progress)
-        shapes = [shape_of(p, resolution) for _, p in keys]
-        positions, colors, meshes, labels, pos_list = [], [], [], [], []
-        sched = []
-        for k in range(len(keys) - 1):
-            for s in range(steps):
-                sched.append((k, s / steps))
-        sched.append((len(keys) - 2, 1.0))
-        faces = shapes[0][1]
-        for k, a in sched:
-            pa, pb = shapes[k][0], shapes[k + 1][0]
-            ca, cb = shapes[k][2], shapes[k + 1][2]
-            pos = ((1 - a) * pa + a * pb).astype(np.float32)
-            col = ((1 - a) * ca + a * cb).astype(np.float32)
-            pos_list.append(keys[k][0] + a * (keys[k + 1][0] - keys[k][0]))
-            mid = f"{keys[k][1]} -> {keys[k + 1][1]} @ {a:.2f}"
-            label = keys[k][1] if a == 0 else keys[k + 1][1] if a == 1 else mid
-            labels.append(label)
-            if consistent:
-                positions.append(pos)
-                colors.append(col)
-            else:
-                meshes.append(MeshData(pos, faces, col, meta={"prompt": label, "model": self.model,
-                                                              "chain_position": pos_list[-1]}))
+        params = [_params(p) for _, p in keys]
+
+        def at(k: int, a: float) -> tuple[np.ndarray, np.ndarray]:
+            return tuple((1 - a) * x + a * y for x, y in zip(params[k], params[k + 1]))  # type: ignore
+
+        sched = [(k, s / steps) for k in range(len(keys) - 1) for s in range(steps)] + [(len(keys) - 2, 1.0)]
+        positions = [keys[k][0] + a * (keys[k + 1][0] - keys[k][0]) for k, a in sched]
+        labels = [keys[k][1] if a == 0 else keys[k + 1][1] if a == 1 else f"{keys[k][1]} -> {keys[k + 1][1]} @ {a:.2f}"
+                  for k, a in sched]
         meta = {"model": self.model, "resolution": resolution}
-        if consistent:
-            return SequenceData(pos_list, labels, faces=faces, positions=positions, colors=colors, meta=meta)
-        return SequenceData(pos_list, labels, meshes=meshes, meta=meta)
+        if not consistent:
+            meshes = []
+            for (k, a), pos, label in zip(sched, positions, labels):
+                rings = rings_of(keys[k][1] if a < 0.5 else keys[k + 1][1], resolution)
+                p, f, c = _shape(rings, *at(k, a))
+                meshes.append(MeshData(p, f, c, meta={"prompt": label, "model": self.model, "chain_position": pos}))
+            return SequenceData(positions, labels, meshes=meshes, meta=meta)
+        half = [s / steps for s in range(1, steps) if s / steps < 0.5] + [0.5]
+        pieces = []
+        for k in range(len(keys)):
+            last = k == len(keys) - 1
+            states = ([(k - 1, 1 - a) for a in reversed(half)] if k > 0 else []) + \
+                [(k - 1, 1.0) if last else (k, 0.0)] + ([] if last else [(k, a) for a in half])
+            key = len(half) if k > 0 else 0
+            rings = rings_of(keys[k][1], resolution)
+            shapes = [_shape(rings, *at(s, a)) for s, a in states]
+            times = [keys[s][0] + a * (keys[s + 1][0] - keys[s][0]) for s, a in states]
+            pieces.append(SequencePiece(shapes[0][1], times, [x[0] for x in shapes], [x[2] for x in shapes], key))
+        return SequenceData(positions, labels, meta=meta, pieces=pieces)
 
     def blend(self, prompt_a, prompt_b, alpha, resolution=96, progress=None) -> MeshData:
         a, b = self._check(prompt_a), self._check(prompt_b)
         self.calls.append(("blend", (a, b, alpha, resolution)))
-        pa, faces, ca = shape_of(a, resolution)
-        pb, _, cb = shape_of(b, resolution)
-        return MeshData((1 - alpha) * pa + alpha * pb, faces, (1 - alpha) * ca + alpha * cb,
+        (sa, ca), (sb, cb) = _params(a), _params(b)
+        pos, faces, col = _shape(rings_of(a if alpha < 0.5 else b, resolution), (1 - alpha) * sa + alpha * sb,
+                                 (1 - alpha) * ca + alpha * cb)
+        return MeshData(pos, faces, col,
                         meta={"prompt": f"{a} | {b} @ {alpha:.2f}", "model": self.model, "resolution": resolution})
 
     def nearest(self, prompt, k=5) -> dict[str, Any]:

@@ -11,19 +11,21 @@ def _co(me):
 
 def test_blend_preview_replaces_geometry_in_place(bpy_module, scene, fake):
     bpy = bpy_module
+    from blender_att3d.sizing import anchor
+
     s = scene.att3d
-    s.blend_a, s.blend_b, s.blend_factor, s.blend_resolution = "a red cube", "a blue ball", 0.0, 24
+    s.blend_a, s.blend_b, s.blend_factor, s.resolution = "a red cube", "a blue ball", 0.0, 24
     assert bpy.ops.att3d.blend_preview(synchronous=True) == {"FINISHED"}
     obj = s.blend_object
     assert obj is not None and obj["att3d_blend_preview"]
     me = obj.data
     a = fake.blend("a red cube", "a blue ball", 0.0, resolution=24)
-    assert _co(me) == pytest.approx(a.positions, abs=1e-6)
+    assert _co(me) == pytest.approx(a.positions - anchor(a.positions, "BASE"), abs=1e-6)  # rests on its origin
     s.blend_factor = 0.75
     bpy.ops.att3d.blend_preview(synchronous=True)
     assert s.blend_object == obj and obj.data == me and len(bpy.data.objects) == 1 and len(bpy.data.meshes) == 1
     b = fake.blend("a red cube", "a blue ball", 0.75, resolution=24)
-    assert _co(me) == pytest.approx(b.positions, abs=1e-6)
+    assert _co(me) == pytest.approx(b.positions - anchor(b.positions, "BASE"), abs=1e-6)
     assert obj["att3d_blend_factor"] == pytest.approx(0.75)
     # the preview is not a prompt's result: Regenerate does not apply to it
     bpy.context.view_layer.objects.active = obj
@@ -43,7 +45,7 @@ def test_slider_schedules_debounced_threaded_update(bpy_module, scene, fake, mon
 
     monkeypatch.setattr(jobs, "headless", lambda: False)
     s = scene.att3d
-    s.blend_a, s.blend_b, s.blend_resolution = "a red cube", "a blue ball", 24
+    s.blend_a, s.blend_b, s.resolution = "a red cube", "a blue ball", 24
     s.blend_factor = 0.3
     s.blend_factor = 0.6  # a second move before the timer fires: one update, latest value
     assert bpy.app.timers.is_registered(live._blend_timer)

@@ -1,7 +1,5 @@
-"""Prompt chains on the timeline: keyframe list operators, mesh sequences, shape keys, GLB export."""
-import json
-import struct
-
+"""Prompt chains on the timeline: the scene's chains and their keyframes, mesh sequences, shape keys
+(one topology per keyframe, exact at every keyframe), several chains side by side."""
 import numpy as np
 import pytest
 
@@ -9,14 +7,16 @@ KEYS = [(1, "a red cube"), (21, "a blue ball"), (61, "a green cone")]
 
 
 def _set_keyframes(bpy, scene, keys=KEYS, steps=4, mode="SHAPE_KEYS", interpolation="LINEAR"):
-    s = scene.att3d
     for frame, prompt in keys:
         assert bpy.ops.att3d.keyframe_add(frame=frame, prompt=prompt) == {"FINISHED"}
-    s.chain_steps, s.chain_mode, s.chain_interpolation, s.chain_resolution = steps, mode, interpolation, 24
+    chain = scene.att3d.active_chain()
+    chain.steps, chain.mode, chain.interpolation = steps, mode, interpolation
+    scene.att3d.resolution = 24
+    return chain
 
 
-def _chain_objects(bpy):
-    return [o for o in bpy.data.objects if "att3d_chain" in o]
+def _chain_objects(bpy, uid=None):
+    return [o for o in bpy.data.objects if "att3d_chain" in o and (uid is None or o["att3d_chain"] == uid)]
 
 
 def _frames(steps=4):
@@ -26,30 +26,53 @@ def _frames(steps=4):
     return keyframes.step_frames(positions, [f for f, _ in KEYS])
 
 
+def _evaluated(bpy, obj):
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    co = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    return co.reshape(-1, 3)
+
+
+def _placed(data):
+    from blender_att3d.sizing import anchor
+
+    return data.positions - anchor(data.positions, "BASE")
+
+
 def test_keyframe_list_operators(bpy_module, scene):
     bpy = bpy_module
     s = scene.att3d
     scene.frame_set(30)
     s.prompt = "a blue ball"
-    bpy.ops.att3d.keyframe_add()
+    bpy.ops.att3d.keyframe_add()  # no chain yet: one is made
+    chain = s.active_chain()
+    assert len(s.chains) == 1 and chain.name == "Chain 1"
     bpy.ops.att3d.keyframe_add(frame=1, prompt="a red cube")
     bpy.ops.att3d.keyframe_add(frame=60, prompt="a green cone")
-    assert [(k.frame, k.prompt) for k in s.keyframes] == [(1, "a red cube"), (30, "a blue ball"), (60, "a green cone")]
-    assert s.keyframe_index == 2
+    assert [(k.frame, k.prompt) for k in chain.keyframes] == [(1, "a red cube"), (30, "a blue ball"),
+                                                              (60, "a green cone")]
+    assert chain.keyframe_index == 2
     bpy.ops.att3d.keyframe_add(frame=30, prompt="a yellow ball")  # same frame: edits it
-    assert len(s.keyframes) == 3 and s.keyframes[1].prompt == "a yellow ball" and s.keyframe_index == 1
+    assert len(chain.keyframes) == 3 and chain.keyframes[1].prompt == "a yellow ball" and chain.keyframe_index == 1
     bpy.ops.att3d.keyframe_move(direction="UP")  # the prompt moves earlier, frames stay in order
     expected = [(1, "a yellow ball"), (30, "a red cube"), (60, "a green cone")]
-    assert [(k.frame, k.prompt) for k in s.keyframes] == expected
-    assert s.keyframe_index == 0
+    assert [(k.frame, k.prompt) for k in chain.keyframes] == expected
+    assert chain.keyframe_index == 0
     bpy.ops.att3d.keyframe_move(direction="DOWN")
-    assert s.keyframes[1].prompt == "a yellow ball" and s.keyframe_index == 1
+    assert chain.keyframes[1].prompt == "a yellow ball" and chain.keyframe_index == 1
     bpy.ops.att3d.keyframe_remove()
-    assert [k.frame for k in s.keyframes] == [1, 60]
+    assert [k.frame for k in chain.keyframes] == [1, 60]
+    bpy.ops.att3d.chain_add()  # a second chain starts empty and becomes the active one
+    assert [c.name for c in s.chains] == ["Chain 1", "Chain 2"] and s.chain_index == 1
+    assert len(s.active_chain().keyframes) == 0 and s.chains[0].uid != s.chains[1].uid
 
 
 def test_chain_needs_two_distinct_keyframes(bpy_module, scene):
     bpy = bpy_module
+    with pytest.raises(RuntimeError, match="Add a prompt chain"):
+        bpy.ops.att3d.build_chain(synchronous=True)
     bpy.ops.att3d.keyframe_add(frame=1, prompt="a red cube")
     with pytest.raises(RuntimeError, match="two keyframes"):
         bpy.ops.att3d.build_chain(synchronous=True)
@@ -63,121 +86,115 @@ def test_mesh_sequence_shows_exactly_the_right_step(bpy_module, scene, fake):
     assert bpy.ops.att3d.build_chain(synchronous=True) == {"FINISHED"}
     assert fake.calls[-1][0] == "chain" and fake.calls[-1][1][3] is False  # consistent=False
     root = next(o for o in _chain_objects(bpy) if o.type == "EMPTY")
+    assert root.name == "Chain 1"
     steps = sorted(root.children, key=lambda o: o["att3d_chain_position"])
     assert len(steps) == 9
     frames = _frames()
     assert [o["att3d_chain_position"] for o in steps] == pytest.approx([0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2])
-    assert scene.frame_start <= 1 and scene.frame_end >= 61
+    assert (scene.frame_start, scene.frame_end) == (1, 61)  # the chain's range, not 1–250
     for f in (0, 1, 5, 6, 11, 20, 21, 30, 31, 50, 60, 61, 80):
         scene.frame_set(f)
         shown = [i for i, o in enumerate(steps) if not o.hide_viewport]
         assert shown == [keyframes.visible_step(f, frames)], f"frame {f}"
         assert [i for i, o in enumerate(steps) if not o.hide_render] == shown
-    fc = steps[3].animation_data.action
-    assert fc is not None
 
 
-def _key_values(obj):
-    return np.array([kb.value for kb in obj.data.shape_keys.key_blocks][1:])
-
-
-def _eval_colour(bpy, obj):
-    """Per-vertex base colour the material computes at the current frame (from evaluated mix factors)."""
+def _colour(bpy, obj):
+    """Per-vertex base colour (sRGB) the material computes at the current frame: the basis
+    attribute plus each delta attribute times its evaluated Mix factor."""
     from blender_att3d.builders import chain, geometry
+    from blender_att3d.colors import linear_to_srgb
 
     dg = bpy.context.evaluated_depsgraph_get()
-    mat = obj.active_material.evaluated_get(dg)
-    nodes = mat.node_tree.nodes
-    n = obj["att3d_steps"]
-    acc = geometry.read_color_attribute(obj.data, chain.STEP_ATTR.format(0))
-    for i in range(1, n):
+    nodes = obj.active_material.evaluated_get(dg).node_tree.nodes
+    me = obj.data
+    acc = np.empty(len(me.vertices) * 4, np.float32)
+    me.color_attributes[geometry.COLOR_ATTR].data.foreach_get("color", acc)
+    acc = acc.reshape(-1, 4)[:, :3]
+    others = [j for j in range(obj["att3d_states"]) if j != obj["att3d_key_state"]]
+    for i, j in enumerate(others):
         fac = nodes[f"Mix {i}"].inputs[0].default_value
-        col = geometry.read_color_attribute(obj.data, chain.STEP_ATTR.format(i))
-        acc = (1 - fac) * acc + fac * col
-    return acc
+        assert nodes[f"Delta {i}"].layer_name == chain.DELTA_ATTR.format(j)
+        d = np.empty(len(me.vertices) * 4, np.float32)
+        me.color_attributes[chain.DELTA_ATTR.format(j)].data.foreach_get("color", d)
+        acc = acc + fac * d.reshape(-1, 4)[:, :3]
+    return linear_to_srgb(acc)
 
 
 @pytest.mark.parametrize("interpolation", ["LINEAR", "CONSTANT"])
-def test_shape_keys_weights_positions_and_colours(bpy_module, scene, fake, interpolation):
+def test_shape_keys_are_each_keyframes_own_mesh_and_morph_between(bpy_module, scene, fake, interpolation):
     bpy = bpy_module
     from blender_att3d import keyframes
+    from blender_att3d.colors import linear_to_srgb, srgb_to_linear
 
     _set_keyframes(bpy, scene, interpolation=interpolation)
     assert bpy.ops.att3d.build_chain(synchronous=True) == {"FINISHED"}
     assert fake.calls[-1][1][3] is True  # consistent topology asked for
-    objs = _chain_objects(bpy)
-    assert len(objs) == 1
-    obj = objs[0]
-    assert bpy.context.active_object == obj
+    root = bpy.context.active_object
+    assert root.type == "EMPTY" and root.name == "Chain 1" and root["att3d_pieces"] == 3
+    pieces = sorted(root.children, key=lambda o: o["att3d_chain_position"])
+    assert [o.name for o in pieces] == ["Chain 1 1: Red cube", "Chain 1 2: Blue ball", "Chain 1 3: Green cone"]
     seq = fake.chain(list(enumerate(p for _, p in KEYS)), steps=4, resolution=24, consistent=True)
-    frames = _frames()
-    assert len(obj.data.shape_keys.key_blocks) == len(seq)
-    colours = []
-    for f in (1, 3, 6, 16, 21, 26, 40, 61, 70):
+    assert (scene.frame_start, scene.frame_end) == (1, 61)
+    # at every keyframe exactly its own piece shows, and it is the directly generated object
+    for (frame, prompt), obj in zip(KEYS, pieces):
+        scene.frame_set(frame)
+        assert [o for o in pieces if not o.hide_viewport] == [obj] == [o for o in pieces if not o.hide_render]
+        direct = fake.generate(prompt, resolution=24)
+        assert _evaluated(bpy, obj) == pytest.approx(_placed(direct), abs=1e-5)
+        assert np.abs(_colour(bpy, obj) - direct.colors).max() < 2e-3
+    # the pieces swap at each segment's middle (frames 11 and 41)
+    for f, shown in ((10, 0), (11, 1), (40, 1), (41, 2)):
         scene.frame_set(f)
+        assert [i for i, o in enumerate(pieces) if not o.hide_viewport] == [shown], f
+    # between states: the weighted mix of the piece's states, positions and colours alike
+    from blender_att3d.sizing import anchor
+
+    for f in (3, 6, 9, 16, 26, 33, 50, 58):
+        scene.frame_set(f)
+        i = [i for i, o in enumerate(pieces) if not o.hide_viewport][0]
+        obj, piece = pieces[i], seq.pieces[i]
+        frames = list(obj["att3d_state_frames"])
         w = keyframes.expected_weights(f, frames, interpolation)
-        assert _key_values(obj) == pytest.approx(w[1:], abs=1e-5), f"frame {f}"
-        # the evaluated mesh is the weighted mix of the steps
-        ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-        me = ev.to_mesh()
-        co = np.empty(len(me.vertices) * 3, np.float32)
-        me.vertices.foreach_get("co", co)
-        ev.to_mesh_clear()
-        expected = sum(wi * p for wi, p in zip(w, seq.positions))
-        assert co.reshape(-1, 3) == pytest.approx(expected, abs=1e-4)
-        col = _eval_colour(bpy, obj)
-        expected_col = sum(wi * c for wi, c in zip(w, seq.colors))
-        assert np.abs(col - expected_col).max() < 5e-3, f"frame {f}"
-        colours.append(col.mean(0))
-    assert np.ptp(np.array(colours), axis=0).max() > 0.05  # the colours change along the timeline
-    if interpolation == "CONSTANT":
-        scene.frame_set(8)
-        assert sorted(_key_values(obj))[-1] == 1.0 and sorted(_key_values(obj))[-2] == 0.0
+        placed = [p - anchor(p, "BASE") for p in piece.positions]
+        assert _evaluated(bpy, obj) == pytest.approx(sum(wi * p for wi, p in zip(w, placed)), abs=1e-4), f
+        expected = linear_to_srgb(sum(wi * srgb_to_linear(c) for wi, c in zip(w, piece.colors)))
+        assert np.abs(_colour(bpy, obj) - expected).max() < 3e-3, f
+        if interpolation == "CONSTANT":
+            assert sorted(w)[-1] == 1.0
 
 
-def test_rebuild_replaces_previous_chain(bpy_module, scene):
+def test_several_chains_rebuilding_one_leaves_the_others(bpy_module, scene):
     bpy = bpy_module
-    _set_keyframes(bpy, scene, mode="SEQUENCE")
+    s = scene.att3d
+    first = _set_keyframes(bpy, scene, mode="SEQUENCE")
     bpy.ops.att3d.build_chain(synchronous=True)
-    n_seq = len(_chain_objects(bpy))
-    assert n_seq == 10
+    assert len(_chain_objects(bpy, first.uid)) == 10
     counts = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.actions))
     assert counts == (9, 1, 9)
+    bpy.ops.att3d.chain_add(name="Morph")
+    second = _set_keyframes(bpy, scene, keys=[(100, "a pink torus"), (148, "a black cone")], steps=2)
     bpy.ops.att3d.build_chain(synchronous=True)
-    assert len(_chain_objects(bpy)) == n_seq
-    assert (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.actions)) == counts
-    scene.att3d.chain_mode = "SHAPE_KEYS"
+    uid2 = second.uid  # (a chain item may move in the list: keep its tag, not the item)
+    mine = {o.name: o.as_pointer() for o in _chain_objects(bpy, uid2)}
+    assert "Morph" in mine and len(mine) == 1 + 2  # a root and one object per keyframe
+    assert (scene.frame_start, scene.frame_end) == (1, 148)  # the range spans both chains
+    s.chain_index = 0
+    first.mode = "SHAPE_KEYS"
+    bpy.ops.att3d.build_chain(synchronous=True)  # rebuild the first chain, differently
+    assert {o.name: o.as_pointer() for o in _chain_objects(bpy, uid2)} == mine  # untouched
+    assert len(_chain_objects(bpy, first.uid)) == 1 + 3
+    assert len(bpy.data.meshes) == 3 + 2  # the first chain's old meshes went with their objects
     bpy.ops.att3d.build_chain(synchronous=True)
-    assert len(_chain_objects(bpy)) == 1 and len(bpy.data.objects) == 1
-    assert len(bpy.data.meshes) == 1  # the old meshes went with their objects
+    assert len(bpy.data.meshes) == 5 and len(bpy.data.materials) == 5 and len(bpy.data.shape_keys) == 5
+    first.name = "Renamed"  # renaming keeps the tie to its objects: the next build replaces them
     bpy.ops.att3d.build_chain(synchronous=True)
-    assert len(bpy.data.objects) == 1 and len(bpy.data.meshes) == 1 and len(bpy.data.materials) == 1
-    assert len(bpy.data.actions) == 1 and len(bpy.data.shape_keys) == 1  # the morph action, one Key
-
-
-def _glb_json(path):
-    data = path.read_bytes()
-    magic, version, length = struct.unpack_from("<4sII", data, 0)
-    assert magic == b"glTF" and version == 2
-    chunk_len, chunk_type = struct.unpack_from("<I4s", data, 12)
-    assert chunk_type == b"JSON"
-    return json.loads(data[20:20 + chunk_len])
-
-
-def test_glb_export_of_shape_keys_has_morph_targets(bpy_module, scene, tmp_path):
-    bpy = bpy_module
-    from blender_att3d import batch
-
-    _set_keyframes(bpy, scene, steps=2)
-    bpy.ops.att3d.build_chain(synchronous=True)
-    obj = _chain_objects(bpy)[0]
-    out = batch.export_objects([obj], tmp_path / "chain.glb", "glb")
-    gltf = _glb_json(out)
-    prim = gltf["meshes"][0]["primitives"][0]
-    assert len(prim["targets"]) == 4  # 5 steps: basis + 4 morph targets
-    assert "COLOR_0" in prim["attributes"]
-    assert gltf.get("animations"), "the key weights are animated"
-    assert any(ch["target"]["path"] == "weights" for a in gltf["animations"] for ch in a["channels"])
+    assert len(_chain_objects(bpy, first.uid)) == 4 and bpy.data.objects.get("Renamed") is not None
+    uid = first.uid
+    assert bpy.ops.att3d.chain_remove() == {"FINISHED"}  # removes the first chain and its objects only
+    assert not _chain_objects(bpy, uid) and [c.name for c in s.chains] == ["Morph"]
+    assert {o.name: o.as_pointer() for o in _chain_objects(bpy, uid2)} == mine
+    assert (scene.frame_start, scene.frame_end) == (100, 148)
 
 
 def test_threaded_build_replaces_chain_as_one_undo_step(bpy_module, scene, fake, monkeypatch):
@@ -194,12 +211,12 @@ def test_threaded_build_replaces_chain_as_one_undo_step(bpy_module, scene, fake,
     assert not bpy.ops.att3d.build_chain.poll()
     jobs.wait("main")
     objs = _chain_objects(bpy)
-    assert len(objs) == 1 and len(objs[0].data.shape_keys.key_blocks) == 5
+    assert len(objs) == 4 and sum(len(o.data.shape_keys.key_blocks) for o in objs if o.type == "MESH") == 2 + 3 + 2
     assert jobs.status["main"] == ("CHECKMARK", "Built a 5-step chain")
     bpy.ops.att3d.build_chain("EXEC_DEFAULT", True)
     jobs.wait("main")
-    assert len(_chain_objects(bpy)) == 1 and len(bpy.data.meshes) == 1
+    assert len(_chain_objects(bpy)) == 4 and len(bpy.data.meshes) == 3
     bpy.ops.ed.undo()  # back to the first build, not to an empty step
-    assert len(_chain_objects(bpy)) == 1
+    assert len(_chain_objects(bpy)) == 4
     bpy.ops.ed.undo()
-    assert not _chain_objects(bpy) and len(bpy.context.scene.att3d.keyframes) == 3
+    assert not _chain_objects(bpy) and len(bpy.context.scene.att3d.active_chain().keyframes) == 3

@@ -18,7 +18,8 @@ def test_zip_layout_and_validation(built_zip):
 
     with zipfile.ZipFile(built_zip) as z:
         names = set(z.namelist())
-    assert {"blender_manifest.toml", "__init__.py", "builders/geometry.py", "client/base.py", "wire/types.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "builders/geometry.py", "client/base.py", "wire/types.py",
+            "setup_backend.py", "backend_wheel/att3d-0.1.0-py3-none-any.whl"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "build.py" not in names and "bench.py" not in names
     r = build.run_ext(build.find_blender_ext(), "validate", str(built_zip))
@@ -34,8 +35,34 @@ def test_zip_layout_and_validation(built_zip):
     assert build.run_ext(build.find_blender_ext(), "validate", str(bad)).returncode != 0
 
 
+def test_the_wheel_carries_the_backend_and_its_data(built_zip, tmp_path):
+    """``make wheel``: the backend with the shipped demo model and the teacher; a wheel without them
+    is refused rather than shipped."""
+    from blender_att3d import build
+
+    wheel = built_zip.parent / "att3d-0.1.0-py3-none-any.whl"  # built beside the zip, and inside it
+    with zipfile.ZipFile(built_zip) as z:
+        assert z.read("backend_wheel/" + wheel.name) == wheel.read_bytes()
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        demo = json.loads(z.read("backend/models/demo/config.json"))
+    assert set(build.WHEEL_DATA) <= names and "backend/cli.py" in names
+    assert len(demo["provenance"]["prompts"]) == 992
+    stripped = tmp_path / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for n in src.namelist():
+            if "models/demo" not in n:
+                dst.writestr(n, src.read(n))
+    with pytest.raises(SystemExit, match="lacks backend/models/demo/config.json"):
+        build.check_wheel(stripped)
+
+
 def test_build_cli(tmp_path):
-    r = run_python(["-m", "blender_att3d.build", "--out", str(tmp_path)])
+    r = run_python(["-m", "blender_att3d.build", "--out", str(tmp_path / "w"), "--wheel-only"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("att3d-0.1.0-py3-none-any.whl") and not list((tmp_path / "w").glob("*.zip"))
+    r = run_python(["-m", "blender_att3d.build", "--out", str(tmp_path), "--wheel",
+                    str(tmp_path / "w" / "att3d-0.1.0-py3-none-any.whl")])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("att3d-0.1.0.zip") and (tmp_path / "att3d-0.1.0.zip").exists()
 

@@ -26,12 +26,16 @@ def test_generate_sync_at_cursor_with_material_colours_and_provenance(bpy_module
     assert tuple(obj.location) == pytest.approx((1.5, -2.0, 0.25))
     assert bpy.context.view_layer.objects.active == obj and obj.select_get() and not other.select_get()
     assert fake.calls[-1] == ("generate", ("a red sports car", 48, False))
-    # geometry and colours are exactly the client's
+    # geometry and colours are exactly the client's, moved so that the origin is the bottom centre
     expected = fake.generate("a red sports car", resolution=48)
+    lo, hi = expected.positions.min(0), expected.positions.max(0)
+    base = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]], np.float32)
     me = obj.data
     co = np.empty(len(me.vertices) * 3, np.float32)
     me.vertices.foreach_get("co", co)
-    assert co.reshape(-1, 3) == pytest.approx(expected.positions, abs=1e-6)
+    assert co.reshape(-1, 3) == pytest.approx(expected.positions - base, abs=1e-6)
+    world_z = [(obj.matrix_world @ v.co).z for v in me.vertices]
+    assert min(world_z) == pytest.approx(0.25, abs=1e-6)  # it rests on the cursor's height, not half under it
     assert len(me.polygons) == len(expected.faces)
     corners = np.empty(len(me.loops), np.int32)
     me.loops.foreach_get("vertex_index", corners)
@@ -51,6 +55,53 @@ def test_generate_sync_at_cursor_with_material_colours_and_provenance(bpy_module
     assert obj["att3d_model"] == "fake-model"
     assert obj["att3d_resolution"] == 48
     assert obj["att3d_chain_position"] == -1.0
+    assert obj["att3d_origin"] == "BASE" and obj["att3d_target_height"] == 0.0 and obj["att3d_scale"] == 1.0
+
+
+def test_centre_origin_and_target_height_are_kept_by_regenerate(bpy_module, scene, fake):
+    bpy = bpy_module
+    scene.cursor.location = (0.0, 0.0, 0.0)
+    scene.att3d.origin, scene.att3d.target_height = "CENTER", 2.0
+    assert bpy.ops.att3d.generate(prompt="a tall tower", synchronous=True) == {"FINISHED"}
+    obj = bpy.context.active_object
+
+    def box(o):
+        co = np.array([tuple(o.matrix_world @ v.co) for v in o.data.vertices])
+        return co.min(0), co.max(0)
+
+    lo, hi = box(obj)
+    assert hi[2] - lo[2] == pytest.approx(2.0, abs=1e-5)  # the asked height, in scene units
+    assert (lo + hi) / 2 == pytest.approx([0, 0, 0], abs=1e-5)  # centred on the origin
+    expected = fake.generate("a tall tower", resolution=128)
+    scale = 2.0 / np.ptp(expected.positions[:, 2])
+    assert obj["att3d_origin"] == "CENTER" and obj["att3d_target_height"] == 2.0
+    assert obj["att3d_scale"] == pytest.approx(scale, rel=1e-6)
+    assert hi[0] - lo[0] == pytest.approx(np.ptp(expected.positions[:, 0]) * scale, rel=1e-5)  # uniform scale
+    scene.att3d.origin, scene.att3d.target_height = "BASE", 0.0  # the scene changed; the object keeps its own
+    assert bpy.ops.att3d.regenerate(synchronous=True) == {"FINISHED"}
+    lo2, hi2 = box(obj)
+    assert lo2 == pytest.approx(lo, abs=1e-5) and hi2 == pytest.approx(hi, abs=1e-5)
+
+
+def test_one_resolution_default_for_generate_chains_and_blend(bpy_module, scene, fake):
+    bpy = bpy_module
+    from blender_att3d import live
+    from blender_att3d.choices import DEFAULT_RESOLUTION
+
+    assert scene.att3d.resolution == 0  # the scene follows the preferences' default
+    bpy.ops.att3d.generate(prompt="a red cube", synchronous=True)
+    assert fake.calls[-1] == ("generate", ("a red cube", DEFAULT_RESOLUTION, False))
+    bpy.ops.att3d.keyframe_add(frame=1, prompt="a red cube")
+    bpy.ops.att3d.keyframe_add(frame=9, prompt="a blue ball")
+    bpy.ops.att3d.build_chain(synchronous=True)
+    assert fake.calls[-1][0] == "chain" and fake.calls[-1][1][2] == DEFAULT_RESOLUTION
+    scene.att3d.blend_a, scene.att3d.blend_b = "a red cube", "a blue ball"
+    job, _ = live.blend_job(scene)
+    job.run()
+    assert fake.calls[-1][0] == "blend" and fake.calls[-1][1][3] == DEFAULT_RESOLUTION
+    scene.att3d.resolution = 40  # the scene's own value wins everywhere
+    bpy.ops.att3d.generate(prompt="a red cube", synchronous=True)
+    assert fake.calls[-1][1][1] == 40
 
 
 def test_generate_texture_mode(bpy_module, scene):
@@ -232,10 +283,12 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
         assert bpy.ops.att3d.generate(prompt="a teapot") == {"FINISHED"}
         assert jobs.busy("main")
         for _ in range(100):  # the worker shows that it waits for the backend
-            if jobs.active("main").message == "connecting to the backend":
+            if jobs.active("main").message == "loading the model":
                 break
             time.sleep(0.05)
-        assert jobs.active("main").message == "connecting to the backend"
+        # automatic mode: torch imports here, so the backend is the embedded one, loading its model
+        assert jobs.active("main").message == "loading the model"
+        assert [s for s, _ in jobs.active("main").stages] == ["starting the backend", "loading the model"]
         release.set()
         jobs.wait("main")
         assert on_main == [False]

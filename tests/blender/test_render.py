@@ -7,6 +7,7 @@ def test_render_generated_object_not_empty(bpy_module, scene, tmp_path):
     from blender_att3d import bench
 
     scene.cursor.location = (0, 0, 0)
+    scene.att3d.origin = "CENTER"  # the staging camera looks at the origin
     bpy.ops.att3d.generate(prompt="a red cube", resolution=48, synchronous=True)
     obj = bpy.context.active_object
     bench.stage_for_render(scene, obj, size=64, samples=4)
@@ -27,7 +28,7 @@ def test_chain_frames_render_differently(bpy_module, scene, tmp_path):
 
     for frame, prompt in ((1, "a red cube"), (11, "a blue ball")):
         bpy.ops.att3d.keyframe_add(frame=frame, prompt=prompt)
-    scene.att3d.chain_steps, scene.att3d.chain_resolution = 2, 32
+    scene.att3d.active_chain().steps, scene.att3d.resolution, scene.att3d.origin = 2, 32, "CENTER"
     bpy.ops.att3d.build_chain(synchronous=True)
     bench.stage_for_render(scene, bpy.context.active_object, size=32, samples=2)
     scene.frame_set(1)

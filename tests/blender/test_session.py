@@ -29,14 +29,19 @@ def _prefs(**kw):
 
 
 def test_modes_and_cache(factory):
+    import sys
+
     from blender_att3d import session
 
     c1 = session.get_client(_prefs())
     assert session.get_client(_prefs()) is c1  # cached while the settings stay the same
-    assert factory == [("auto", {"model": "demo", "device": "auto"})]
-    session.get_client(_prefs(mode="SUBPROCESS", python_path="/opt/py/bin/python", device="CUDA"))
+    # automatic: torch and att3d import in this Python, so the backend runs in-process
+    assert factory == [("embedded", {"model": "demo", "device": "auto"})]
+    session.get_client(_prefs(mode="SUBPROCESS", python_path=f" '{sys.executable}' ", device="CUDA"))
     assert factory[-2] == ("closed",)
-    assert factory[-1] == ("subprocess", {"model": "demo", "device": "cuda", "python": "/opt/py/bin/python"})
+    mode, kw = factory[-1]
+    assert mode == "subprocess" and callable(kw.pop("on_stage"))  # the start names its stages
+    assert kw == {"model": "demo", "device": "cuda", "python": sys.executable}
     session.get_client(_prefs(mode="REMOTE", url="http://127.0.0.1:8765", token="s3cret"))
     assert factory[-1] == ("remote", {"model": "demo", "url": "http://127.0.0.1:8765", "token": "s3cret"})
 
@@ -102,15 +107,34 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
         session.close()
 
 
-def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch):
-    """current_settings() reads the preferences; client_for() (worker thread) reads no Blender data."""
+def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch, tmp_path):
+    """current_settings() reads the preferences and finds the backend; client_for() (worker thread)
+    reads no Blender data."""
     from blender_att3d import session
 
-    s = session.current_settings(_prefs(mode="SUBPROCESS", python_path=" /py ", device="CPU"))
-    assert s["mode"] == "subprocess" and s["python"] == "/py" and s["device"] == "cpu"
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    py = venv / "bin" / "python"
+    py.write_text("#!/bin/sh\n")
+    py.chmod(0o755)
+    s = session.current_settings(_prefs(mode="SUBPROCESS", python_path=f' "{venv}" ', device="CPU"))
+    assert s["mode"] == "subprocess" and s["python"] == str(py) and s["device"] == "cpu"
+    assert s["backend_source"] == "the Python field"
     monkeypatch.setattr(session, "get_prefs", lambda: pytest.fail("read the preferences off the main thread"))
     session.client_for(s)
-    assert factory[-1] == ("subprocess", {"model": "demo", "device": "cpu", "python": "/py"})
+    mode, kw = factory[-1]
+    assert mode == "subprocess" and kw["python"] == str(py) and kw["device"] == "cpu"
+
+
+def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
+    from blender_att3d import session
+    from blender_att3d.client.base import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match=r"^The Python field: There is no file or folder at /nowhere/py$"):
+        session.current_settings(_prefs(mode="SUBPROCESS", python_path="/nowhere/py"))
+    with pytest.raises(BackendUnavailable, match="is a folder without a Python interpreter"):
+        session.current_settings(_prefs(mode="AUTO", python_path=str(tmp_path)))
+    assert factory == []
 
 
 def test_loopback():

@@ -1,5 +1,6 @@
 """Panels, UI list, Add-menu entry and preferences draw without errors (a recording stub layout,
 since headless Blender has no UI), and only refer to properties and operators that exist."""
+import re
 import types
 
 import pytest
@@ -66,11 +67,26 @@ def test_panels_draw(bpy_module, scene, addon):
     finally:
         jobs._jobs.clear()
     assert any(e[0] == "label" and "Far from what the model" in e[1] for e in log)
-    assert ("progress", 0.4, "Generating: step 2/5") in log and ("operator", "att3d.cancel") in log
+    bar = [e for e in log if e[0] == "progress"]
+    assert bar and bar[0][1] == 0.4 and re.fullmatch(r"Generating: step 2/5 — \d+\.\d s", bar[0][2]), bar
+    assert ("operator", "att3d.cancel") in log
     assert ("operator", "att3d.generate") not in log
     for cls in (panels.ATT3D_PT_chain, panels.ATT3D_PT_blend, panels.ATT3D_PT_backend):
         assert _draw(bpy, cls, ctx)
-    item = scene.att3d.keyframes.add()
+    log = _draw(bpy, panels.ATT3D_PT_main, ctx)
+    assert {("prop", "origin"), ("prop", "target_height"), ("prop", "resolution")} <= set(log)
+    log = _draw(bpy, panels.ATT3D_PT_chain, ctx)  # no chain yet: the list and a way to start one
+    assert ("list", "ATT3D_UL_chains") in log and ("operator", "att3d.keyframe_add") in log
+    bpy.ops.att3d.chain_add()
+    chain = scene.att3d.active_chain()
+    assert chain.name == "Chain 1" and chain.uid
+    log = _draw(bpy, panels.ATT3D_PT_chain, ctx)
+    assert ("list", "ATT3D_UL_keyframes") in log and ("operator", "att3d.build_chain") in log
+    assert {("prop", "steps"), ("prop", "mode"), ("prop", "interpolation")} <= set(log)
+    log = []
+    panels.ATT3D_UL_chains.draw_item(None, ctx, Layout(log, bpy), None, chain, 0, None, "")
+    assert log == [("prop", "name")]  # each chain shows (and edits) its name
+    item = chain.keyframes.add()
     log = []
     panels.ATT3D_UL_keyframes.draw_item(None, ctx, Layout(log, bpy), None, item, 0, None, "")
     assert ("prop", "frame") in log and ("prop", "prompt") in log
@@ -88,7 +104,8 @@ def test_preferences_draw(bpy_module, addon):
     props = cls.bl_rna.properties
     for mode in ("AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"):
         log = []
-        stub = types.SimpleNamespace(layout=Layout(log, bpy), mode=mode, bl_rna=cls.bl_rna)
+        stub = types.SimpleNamespace(layout=Layout(log, bpy), mode=mode, bl_rna=cls.bl_rna, python_path="",
+                                     setup_torch="AUTO", show_setup_commands=True, prestart=True)
 
         def prop(data, name, log=log, **k):
             log.append(("prop", name))
@@ -98,8 +115,12 @@ def test_preferences_draw(bpy_module, addon):
         stub.layout.prop = prop
         cls.draw(stub, bpy.context)
         names = {e[1] for e in log if e[0] == "prop"}
-        assert ("url" in names) == (mode == "REMOTE") and "model" in names
-        assert ("operator", "att3d.check_backend") in log
+        assert ("url" in names) == (mode == "REMOTE") and "model" in names and "prestart" in names
+        assert ("operator", "att3d.check_backend") in log and ("operator", "att3d.restart_backend") in log
+        assert ("python_path" in names) == (mode in ("AUTO", "SUBPROCESS"))
     assert props["model"].default == "demo"
+    from blender_att3d.choices import DEFAULT_RESOLUTION
+
+    assert props["resolution"].default == DEFAULT_RESOLUTION  # the one default of generate, chains, blend, batch
     assert {i.identifier for i in props["mode"].enum_items} == {"AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"}
     assert {i.identifier for i in props["device"].enum_items} == {"AUTO", "CPU", "CUDA"}

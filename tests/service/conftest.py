@@ -93,12 +93,15 @@ class Server:
 
 
 def start_server(model_dir: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 120) -> Server:
+                 timeout: float = 120, command: list[str] | None = None, preexec_fn=None) -> Server:
+    """Start ``att3d serve`` (or ``command``, a script that serves) and wait for its ready line."""
     e = {**os.environ, "ATT3D_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
     e.pop("ATT3D_TOKEN", None) if not (env and "ATT3D_TOKEN" in env) else None
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", str(model_dir), "--port", "0",
-                             "--device", "cpu", *args], cwd=ROOT, env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [e.get("PYTHONPATH")])])
+    cmd = command or [sys.executable, "-m", "backend.cli", "serve", "--model", str(model_dir), "--port", "0",
+                      "--device", "cpu", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec_fn)
     lines: queue.Queue[str | None] = queue.Queue()
     stderr: list[str] = []
 
@@ -158,19 +161,20 @@ def engine(service_model_dir):
 
 @pytest.fixture()
 def serve_app():
-    """``serve_app(app) -> url``: serve an ASGI app (e.g. ``create_app`` with a fake engine and made-up
-    ``info``) with uvicorn on a free loopback port, in a thread of this process; stopped afterwards."""
+    """``serve_app(app, **uvicorn_config) -> url``: serve an ASGI app (e.g. ``create_app`` with a fake engine
+    and made-up ``info``) with uvicorn on a free loopback port, in a thread of this process; stopped
+    afterwards."""
     import socket
 
     import uvicorn
 
     running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
-    def serve(app) -> str:
+    def serve(app, **config) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **config))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread, sock))
@@ -194,6 +198,24 @@ def start_own_server(service_model_dir, tmp_path):
 
     def start(*args: str, **kw) -> Server:
         srv = start_server(service_model_dir, tmp_path / f"data{len(started)}", *args, **kw)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+@pytest.fixture()
+def launch(tmp_path):
+    """``launch(*args, model_dir=..., command=..., preexec_fn=...)``: :func:`start_server` for a test that
+    needs its own kind of server (a stand-in engine, a low descriptor limit); killed afterwards."""
+    started: list[Server] = []
+
+    def start(*args: str, model_dir: Path | None = None, **kw) -> Server:
+        srv = start_server(model_dir or tmp_path, tmp_path / f"launch{len(started)}", *args, **kw)
         started.append(srv)
         return srv
 

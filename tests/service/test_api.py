@@ -74,7 +74,7 @@ def test_info(api):
     assert info["model"] == "tiny-service" and info["text_encoder"] == "minilm" and info["device"] == "cpu"
     assert info["training_prompts"] == 6 and info["training_prompts_known"] is True
     assert info["limits"]["max_prompt_chars"] == 500 and info["limits"]["max_chain_meshes"] == 256
-    assert info["versions"]["api"] == 1 and "torch" in info["versions"]
+    assert info["versions"]["api"] == 2 and "torch" in info["versions"]
     assert "queue" in info
 
 
@@ -100,33 +100,37 @@ def test_generate_glb(api):
         assert r.body[:4] == b"glTF"
 
 
-def test_glb_round_trip(api):
-    """The GLB holds the same mesh as the payload: positions turned Z-up → Y-up, same faces, 8-bit colours."""
-    import io
+def test_glb_round_trip(api, tmp_path):
+    """The GLB holds the same mesh as the payload: positions turned Z-up → Y-up, same faces, and the
+    colours as glTF's linear COLOR_0."""
+    from gltf_check import assert_valid, first_primitive
 
-    import trimesh
+    from blender_att3d.wire.glb import srgb_to_linear
 
     m = payload.decode(api.post("/v1/generate", GOOD).body)
-    scene = trimesh.load(io.BytesIO(api.post("/v1/generate?format=glb", GOOD).body), file_type="glb", process=False)
-    (g,) = scene.geometry.values()
-    z_up = g.vertices @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # glTF Y-up back to Blender's Z-up
+    path = tmp_path / "m.glb"
+    path.write_bytes(api.post("/v1/generate?format=glb", GOOD).body)
+    assert_valid(path)
+    g = first_primitive(path)
+    z_up = g["POSITION"] @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # glTF Y-up back to Blender's Z-up
     assert np.allclose(z_up, m.positions, atol=1e-6)
-    assert np.array_equal(g.faces, m.faces)
-    rgb = g.visual.vertex_colors[:, :3] / 255.0
-    assert np.abs(rgb - m.colors).max() <= 0.5 / 255 + 1e-6
+    assert np.array_equal(g["indices"], m.faces)
+    assert np.abs(g["COLOR_0"] - srgb_to_linear(m.colors)).max() < 1e-6
 
 
-def test_chain_glb_has_one_morph_target_per_step(api):
+def test_chain_glb_has_one_node_per_piece_and_a_morph_target_per_other_state(api):
     import struct
 
     seq = payload.decode(api.post("/v1/chain", CHAIN).body)
     data = api.post("/v1/chain?format=glb", CHAIN).body
     (json_len,) = struct.unpack_from("<I", data, 12)
     gltf = json.loads(data[20:20 + json_len])
-    prim = gltf["meshes"][0]["primitives"][0]
-    assert len(prim["targets"]) == len(seq) - 1
-    assert gltf["accessors"][prim["attributes"]["POSITION"]]["count"] == len(seq.positions[0])
-    assert gltf["accessors"][prim["indices"]]["count"] == seq.faces.size
+    assert len(gltf["meshes"]) == len(seq.pieces) == 2
+    for mesh, piece in zip(gltf["meshes"], seq.pieces):
+        prim = mesh["primitives"][0]
+        assert len(prim["targets"]) == len(piece) - 1
+        assert gltf["accessors"][prim["attributes"]["POSITION"]]["count"] == len(piece.positions[0])
+        assert gltf["accessors"][prim["indices"]]["count"] == piece.faces.size
 
 
 def test_u8_colours(api):
@@ -147,7 +151,8 @@ def test_chain_consistent_and_not(api):
     seq = payload.decode(api.post("/v1/chain", CHAIN).body)
     assert isinstance(seq, SequenceData) and seq.consistent and len(seq) == 3
     assert seq.steps == [0.0, 0.5, 1.0] and seq.prompts[0] == "a red cube" and seq.prompts[-1] == "a blue sphere"
-    assert all(p.shape == seq.positions[0].shape for p in seq.positions)
+    assert [p.times for p in seq.pieces] == [[0.0, 0.5], [0.5, 1.0]]  # keyframe pieces meet at the middle
+    assert all(p.shape == piece.positions[0].shape for piece in seq.pieces for p in piece.positions)
     loose = payload.decode(api.post("/v1/chain", {**CHAIN, "consistent": False}).body)
     assert not loose.consistent and len(loose.meshes) == 3
     glb = api.post("/v1/chain?format=glb", CHAIN)

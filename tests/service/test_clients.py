@@ -16,6 +16,7 @@ import pytest
 from blender_att3d.client import BackendUnavailable, Cancelled, InvalidRequest, MeshData, SequenceData, make_client
 from blender_att3d.client.embedded import EmbeddedClient
 from blender_att3d.client.http import HTTPClient, SubprocessClient
+from blender_att3d.wire.routes import API_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,25 +196,34 @@ def test_subprocess_python_without_att3d(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'No module named backend' >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(BackendUnavailable, match="No module named backend.*check the Python interpreter"):
+    with pytest.raises(BackendUnavailable, match="'No module named backend' — this Python has no att3d: use Set Up "
+                       "Local Backend, or pick the Python of an environment with att3d and PyTorch in the add-on "
+                       "preferences$"):
         SubprocessClient(python=str(fake), start_timeout=20)
 
 
+@pytest.mark.slow
 def test_subprocess_missing_model(tmp_path):
     with pytest.raises(BackendUnavailable, match="model 'no-such-model' not found.*check the model"):
         SubprocessClient(python=sys.executable, model="no-such-model", device="cpu",
                          env={"ATT3D_DATA_DIR": str(tmp_path)})
 
 
-def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, tmp_path):
+@pytest.mark.slow
+def test_subprocess_client_restarts_and_closes_cleanly(service_model_dir, tmp_path):
+    stages = []
     c = SubprocessClient(python=sys.executable, model=str(service_model_dir), device="cpu",
-                         env={"ATT3D_DATA_DIR": str(tmp_path)})
+                         env={"ATT3D_DATA_DIR": str(tmp_path)}, on_stage=stages.append)
     try:
+        # the start names what it waits for, in order
+        assert stages == ["starting the backend", "loading the model", "loading the text encoder",
+                          "indexing the training prompts"]
         assert c.generate("a red cube", resolution=16).faces.shape[1] == 3
         first = c.pid
         os.kill(first, signal.SIGKILL)
         m = c.generate("a red cube", resolution=16)  # restarted behind the scenes
-        assert isinstance(m, MeshData) and c.restarts == 1 and c.restarts_left == 0 and c.pid != first
+        assert isinstance(m, MeshData) and c.restarts == 1 and c.restarts_left == 2 and c.pid != first
+        assert stages[4].startswith("restarting the backend (it stopped: ") and stages[5] == "starting the backend"
         assert c.info()["model"] == "tiny-service"
     finally:
         proc = c.proc
@@ -223,19 +233,58 @@ def test_subprocess_client_restarts_once_and_closes_cleanly(service_model_dir, t
         c.info()
 
 
-def test_subprocess_client_restarts_only_once():
-    from blender_att3d.client.http import _ConnectionLost
-
-    c = SubprocessClient.__new__(SubprocessClient)  # no server: exercise the restart rule alone
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+def _dead_process():
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     dead.wait()
-    c.proc, c.restarts_left, c.restarts, c._generation, c._closed = dead, 0, 1, 1, False
-    c.python, c._stderr, c._lock = "python", [], threading.Lock()
+    return dead
+
+
+def _dead_client(restarts: int, stderr: list[str]):
+    """A SubprocessClient whose server has died (no server started: the restart rule alone)."""
+    c = SubprocessClient.__new__(SubprocessClient)
+    dead = _dead_process()
+    c.proc, c.max_restarts, c.restarts, c._deaths, c._generation, c._closed = dead, restarts, 0, [], 1, False
+    c.python, c.att3d, c._stderr, c._lock, c.on_stage, c.started_once = "python", "", stderr, threading.Lock(), \
+        None, True
+    return c
+
+
+def test_a_server_that_keeps_dying_is_given_up_with_its_own_last_error(monkeypatch):
+    """Restarts back off (0.5 s, 2 s, 5 s); after three deaths within five minutes the client gives up,
+    quoting the server's own last error line, not blaming the interpreter (it ran before)."""
+    from blender_att3d.client import http
+    from blender_att3d.client.http import _ConnectionLost
 
     def lost():
         raise _ConnectionLost("connection refused")
 
-    with pytest.raises(BackendUnavailable, match="restarted once.*check the Python interpreter"):
+    starts, sleeps = [], []
+    monkeypatch.setattr(http.time, "sleep", sleeps.append)
+    c = _dead_client(3, ["Traceback (most recent call last):", '  File "x.py", line 1', "RuntimeError: CUDA error: "
+                         "out of memory", "att3d serve: stage: loading the model"])
+    monkeypatch.setattr(c, "_start", lambda: (starts.append(1), setattr(c, "proc", _dead_process())))
+    for _ in range(3):
+        with pytest.raises(_ConnectionLost):  # restarted, then the (fake) request fails again
+            c._run(lost)
+    assert len(starts) == 3 and sleeps == [0.5, 2.0, 5.0] and c.restarts_left == 0
+    with pytest.raises(BackendUnavailable) as e:
+        c._run(lost)
+    msg = str(e.value)
+    assert msg == ("The ATT3D backend stopped 4 times within 5 minutes (exit status 3); its last error: "
+                   "'RuntimeError: CUDA error: out of memory'. Press Restart Backend once the cause is fixed")
+    assert "interpreter" not in msg and len(starts) == 3
+
+
+def test_no_restart_at_all_when_restarts_is_zero():
+    from blender_att3d.client.http import _ConnectionLost
+
+    c = _dead_client(0, ["att3d: error: model 'x' not found"])
+
+    def lost():
+        raise _ConnectionLost("connection refused")
+
+    with pytest.raises(BackendUnavailable, match=r"stopped once \(exit status 3\); its last error: "
+                       r"'model 'x' not found'\. Press Restart Backend"):
         c._run(lost)
 
 
@@ -349,12 +398,10 @@ def fake_service(serve_app):
         w.shutdown()
 
 
-@pytest.mark.parametrize("server_api, advice", [(2, "update the ATT3D add-on"),
-                                                (0, r"update att3d where the server runs"),
+@pytest.mark.parametrize("server_api, advice", [(API_VERSION + 1, "update the ATT3D add-on"),
+                                                (API_VERSION - 1, r"update att3d where the server runs"),
                                                 (None, "unknown API version")])
 def test_client_refuses_another_api_version(fake_service, server_api, advice):
-    from blender_att3d.wire.routes import API_VERSION
-
     info = {"model": "fake", "limits": {}} if server_api is None else {"model": "fake", "api": server_api}
     url, token, _ = fake_service(info)
     with pytest.raises(BackendUnavailable, match=advice) as e:

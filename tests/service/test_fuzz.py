@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from cheap_engine import CheapEngine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from backend.service.engine import check_chain, check_simplify, check_texture
 
 scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=20)
 anything = st.recursive(scalars,
@@ -35,37 +34,6 @@ paths = st.sampled_from(["/v1/generate", "/v1/blend", "/v1/chain", "/v1/nearest"
                          "/v1/jobs/blend", "/v1/jobs/chain"])
 
 
-class CheapEngine:
-    """The real engine, with the same validation but small meshes (fuzzing must stay fast)."""
-
-    def __init__(self, engine) -> None:
-        self.e = engine
-
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="skimage", progress=None):
-        check_simplify(simplify), check_texture(texture)
-        from backend.mesh import check_resolution
-
-        check_resolution(resolution)
-        return self.e.generate(prompt, 16, None, False, progress=progress)
-
-    def blend(self, prompt_a, prompt_b, alpha, resolution=96, simplify=None, progress=None):
-        from backend.mesh import check_resolution
-
-        check_resolution(resolution)
-        check_simplify(simplify)
-        return self.e.blend(prompt_a, prompt_b, alpha, 16, progress=progress)
-
-    def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None):
-        from backend.mesh import check_resolution
-
-        check_chain(keyframes, steps)
-        check_resolution(resolution)
-        return self.e.chain(list(keyframes)[:2], 1, 16, consistent, progress=progress)
-
-    def nearest(self, prompt, k=5):
-        return self.e.nearest(prompt, k)
-
-
 @pytest.fixture(scope="module")
 def app_client(engine):
     from fastapi.testclient import TestClient
@@ -75,7 +43,7 @@ def app_client(engine):
 
     worker = Worker(CheapEngine(engine), OPERATIONS, max_queue=1000).start()
     app = create_app(worker, "t" * 32, {"model": "x"})
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
         c.headers["Authorization"] = "Bearer " + "t" * 32
         yield c
     worker.shutdown()

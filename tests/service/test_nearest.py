@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.nearest import DEFAULT_THRESHOLD, PromptIndex, pooled, training_prompts
+from backend.nearest import DEFAULT_THRESHOLD, PromptIndex, index_cache_file, pooled, training_prompts
 
 
 class Emb:
@@ -64,3 +64,32 @@ def test_unknown_training_prompts_are_said_so():
 def test_real_encoder(engine):
     r = engine.nearest("a  red cube", k=2)
     assert r["prompt"] == "a red cube" and r["neighbors"][0]["prompt"] == "a red cube" and not r["far"]
+
+
+def test_the_index_is_cached_in_one_file(tmp_path):
+    """The demo's 992 prompts take most of a minute to embed on a busy CPU: a warm start reads them
+    back from one file instead, and anything wrong with that file only costs the time again."""
+    rng = np.random.default_rng(1)
+    table = {f"p{i}": rng.normal(size=8) for i in range(12)}
+    table["q"] = table["p5"] + 0.01
+    calls = []
+
+    def embed(prompts):
+        calls.append(list(prompts))
+        return fake_embed(table)(prompts)
+
+    prompts = [f"p{i}" for i in range(12)]
+    f = index_cache_file(tmp_path, "minilm", 32, prompts)
+    a = PromptIndex(embed, prompts, cache_file=f)
+    assert f.is_file() and not a.from_cache and calls
+    calls.clear()
+    b = PromptIndex(embed, prompts, cache_file=f)
+    assert b.from_cache and calls == []  # no training prompt embedded again
+    assert np.array_equal(a.vectors, b.vectors) and b.threshold == a.threshold
+    assert b.query("q") == a.query("q") and calls == [["q"], ["q"]]  # the queries only
+    assert index_cache_file(tmp_path, "minilm", 32, prompts[:-1]) != f  # another list, another file
+    assert index_cache_file(tmp_path, "minilm", 77, prompts) != f
+    f.write_bytes(b"not an npz")
+    calls.clear()
+    c = PromptIndex(embed, prompts, cache_file=f)
+    assert not c.from_cache and calls and np.allclose(c.vectors, a.vectors)

@@ -1,6 +1,7 @@
 """The binary mesh payload: round trips (mesh, sequences, with and without texture) and rejects."""
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blender_att3d.wire import payload
-from blender_att3d.wire.types import MeshData, SequenceData
+from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 
 def mesh(v: int = 20, f: int = 30, texture: bool = False, seed: int = 0) -> MeshData:
@@ -65,19 +66,50 @@ def test_empty_mesh():
 
 @pytest.mark.parametrize("colors", ["f32", "u8"])
 def test_consistent_sequence_round_trip(colors):
+    """Keyframe pieces (each its own faces, states and key) come back as they went."""
     rng = np.random.default_rng(1)
-    faces = rng.integers(0, 10, (12, 3))
-    seq = SequenceData([0.0, 0.5, 1.0], ["a", "a → b @ 0.50", "b"], faces,
-                       [rng.normal(size=(10, 3)).astype(np.float32) for _ in range(3)],
-                       [rng.random((10, 3), dtype=np.float32) for _ in range(3)], meta={"model": "m"})
+
+    def piece(times, key, n_v, n_f):
+        return SequencePiece(rng.integers(0, n_v, (n_f, 3)), times,
+                             [rng.normal(size=(n_v, 3)).astype(np.float32) for _ in times],
+                             [rng.random((n_v, 3), dtype=np.float32) for _ in times], key)
+
+    pieces = [piece([0.0, 0.25, 0.5], 0, 10, 12), piece([0.5, 0.75, 1.0], 2, 7, 9)]
+    seq = SequenceData([0.0, 0.5, 1.0], ["a", "a → b @ 0.50", "b"], meta={"model": "m"}, pieces=pieces)
     back = payload.decode(payload.encode_sequence(seq, colors))
-    assert isinstance(back, SequenceData) and back.consistent
+    assert isinstance(back, SequenceData) and back.consistent and len(back.pieces) == 2
     assert back.steps == seq.steps and back.prompts == seq.prompts and back.meta == seq.meta
-    assert np.array_equal(back.faces, faces)
-    for i in range(3):
-        assert np.array_equal(back.positions[i], seq.positions[i])
-        assert np.allclose(back.colors[i], seq.colors[i], atol=0.5 / 255 + 1e-7 if colors == "u8" else 0)
-    assert back.mesh(1).meta["prompt"] == "a → b @ 0.50"
+    for a, b in zip(pieces, back.pieces):
+        assert np.array_equal(a.faces, b.faces) and a.times == b.times and a.key == b.key
+        for i in range(3):
+            assert np.array_equal(a.positions[i], b.positions[i])
+            assert np.allclose(a.colors[i], b.colors[i], atol=0.5 / 255 + 1e-7 if colors == "u8" else 0)
+    # step 1 (0.5) is where the pieces meet: the later one shows it
+    assert back.mesh(1).meta["prompt"] == "a → b @ 0.50" and np.array_equal(back.mesh(1).positions,
+                                                                             pieces[1].positions[0])
+    assert np.array_equal(back.mesh(0).positions, pieces[0].positions[0])
+
+
+def test_single_topology_sequence_is_one_piece():
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 10, (12, 3))
+    pos = [rng.normal(size=(10, 3)).astype(np.float32) for _ in range(3)]
+    seq = SequenceData([0.0, 0.5, 1.0], ["a", "m", "b"], faces, pos, [rng.random((10, 3)) for _ in range(3)])
+    back = payload.decode(payload.encode(seq))
+    assert len(back.pieces) == 1 and back.pieces[0].times == [0.0, 0.5, 1.0]
+    assert np.array_equal(back.mesh(2).positions, pos[2])
+
+
+def test_a_consistent_sequence_without_pieces_is_refused():
+    data = payload.encode(SequenceData([0.0, 1.0], ["a", "b"], np.zeros((1, 3)), [np.zeros((3, 3))] * 2,
+                                       [np.zeros((3, 3))] * 2))
+    header, _ = payload.read_header(data)
+    header.pop("pieces")
+    js = json.dumps(header).encode()
+    js += b" " * ((-(12 + len(js))) % 8)
+    forged = data[:8] + struct.pack("<I", len(js)) + js + data[12 + struct.unpack_from("<I", data, 8)[0]:]
+    with pytest.raises(payload.PayloadError, match="without its pieces"):
+        payload.decode(forged)
 
 
 @pytest.mark.parametrize("texture", [False, True])

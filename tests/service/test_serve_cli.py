@@ -20,6 +20,7 @@ def run(*args: str, env=None, timeout=60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["0.0.0.0"])
 def test_non_loopback_needs_allow_remote(host, tmp_path):
     r = run("--host", host, "--model", "whatever", env={"ATT3D_DATA_DIR": str(tmp_path)})
@@ -29,6 +30,7 @@ def test_non_loopback_needs_allow_remote(host, tmp_path):
     assert not r.stdout
 
 
+@pytest.mark.slow
 def test_missing_model_is_a_clear_error(tmp_path):
     r = run("--model", "no-such-model", env={"ATT3D_DATA_DIR": str(tmp_path)})
     assert r.returncode == 2 and "model 'no-such-model' not found" in r.stderr and "Traceback" not in r.stderr
@@ -78,6 +80,7 @@ def test_token_from_env(monkeypatch):
         auth.resolve_token()
 
 
+@pytest.mark.slow
 def test_stops_when_its_parent_is_gone(service_model_dir, tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "pass"])
     parent.wait()  # gone (and reaped) before the server even starts
@@ -94,6 +97,7 @@ def test_stops_when_its_parent_is_gone(service_model_dir, tmp_path):
     assert "parent process" in err
 
 
+@pytest.mark.slow
 def test_sigterm_mid_job_is_a_prompt_clean_exit(start_own_server):
     """SIGTERM while a long chain runs and a request waits behind it: the waiting request gets an
     answer (503, the server is stopping) or a closed connection, and the process exits 0 within seconds."""

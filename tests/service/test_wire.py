@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from blender_att3d.wire import limits, routes, token
@@ -56,6 +57,15 @@ def test_limits_from_a_server():
 def test_limits_check_resolution(resolution):
     with pytest.raises(ValueError, match="resolution must be an integer in 16–512"):
         Limits().check_resolution(resolution)
+
+
+def test_one_resolution_check_for_the_protocol_and_the_backend():
+    from backend import mesh
+
+    assert mesh.check_resolution is limits.check_resolution  # the backend re-exports the protocol's
+    assert Limits(min_resolution=32, max_resolution=64).check_resolution(np.int64(48)) == 48
+    with pytest.raises(ValueError, match="resolution must be an integer in 32–64, got 16"):
+        Limits(min_resolution=32, max_resolution=64).check_resolution(16)
 
 
 def test_ready_line_round_trip():

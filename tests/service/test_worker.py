@@ -96,10 +96,15 @@ def test_http_503_when_full():
                max_queue=2).start()
     app = app_mod.create_app(w, TOKEN, {"model": "fake"})
     try:
-        with TestClient(app) as c:
+        with TestClient(app, base_url="http://127.0.0.1") as c:
             c.headers["Authorization"] = f"Bearer {TOKEN}"
-            codes = [c.post("/v1/jobs/generate", json={"prompt": "a", "resolution": 16}).status_code
-                     for _ in range(4)]
+            first = c.post("/v1/jobs/generate", json={"prompt": "a", "resolution": 16})
+            deadline = time.monotonic() + 10  # on a busy machine the worker thread may take a while to pick it
+            while (c.get(f"/v1/jobs/{first.json()['id']}").json()["status"] != "running"
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            codes = [first.status_code] + [c.post("/v1/jobs/generate", json={"prompt": "a", "resolution": 16})
+                                           .status_code for _ in range(3)]
             assert codes[:3] == [202, 202, 202]  # one running, two queued
             r = c.post("/v1/jobs/generate", json={"prompt": "a", "resolution": 16})
             assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]

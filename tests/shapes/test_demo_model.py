@@ -47,6 +47,7 @@ def _seen_plain_prompts(config, n=4):
     return out[:n]
 
 
+@pytest.mark.slow
 def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     import trimesh
 
@@ -66,21 +67,24 @@ def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     assert right >= len(prompts) - 1, f"only {right}/{len(prompts)} meshes have their prompt's colour"
 
 
+@pytest.mark.slow
 def test_att3d_demo_writes_the_default_prompt_as_glb_and_preview(tmp_path):
     """What `make demo` runs: "a red cube wearing a blue party hat" (a prompt it never trained on)."""
-    import trimesh
     from PIL import Image
 
     from backend.cli import main
 
     assert main(["--quiet", "demo", "--out", str(tmp_path), "--resolution", "64", "--device", "cpu"]) == 0
-    scene = trimesh.load(tmp_path / "demo.glb")
-    mesh = next(iter(scene.geometry.values())) if isinstance(scene, trimesh.Scene) else scene
-    rgb = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    from gltf_check import first_primitive
+
+    from blender_att3d.colors import linear_to_srgb
+
+    prim = first_primitive(tmp_path / "demo.glb")
+    rgb = linear_to_srgb(prim["COLOR_0"][:, :3])  # COLOR_0 is linear: back to display values
     red = (rgb[:, 0] > 0.5) & (rgb[:, 1] < 0.35) & (rgb[:, 2] < 0.35)
     blue = (rgb[:, 2] > 0.5) & (rgb[:, 0] < 0.35)
     assert red.mean() > 0.3 and blue.mean() > 0.02, (red.mean(), blue.mean())
     # the hat is on top: blue vertices sit above the red body (glTF is Y-up)
-    y = np.asarray(mesh.vertices)[:, 1]
+    y = prim["POSITION"][:, 1]
     assert np.median(y[blue]) > np.median(y[red])
     assert Image.open(tmp_path / "demo.png").size[0] >= 256

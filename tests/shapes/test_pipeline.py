@@ -22,6 +22,7 @@ def tiny_teacher(tmp_path_factory):
     return out, root, idx
 
 
+@pytest.mark.slow
 def test_teacher_folder_layout_and_resume(tiny_teacher):
     out, root, idx = tiny_teacher
     meta = json.loads((out / "att3d_teacher.json").read_text())
@@ -39,6 +40,7 @@ def test_teacher_folder_layout_and_resume(tiny_teacher):
     assert json.loads((out / "att3d_teacher.json").read_text())["steps"] == 3
 
 
+@pytest.mark.slow
 def test_teacher_loads_through_the_pixel_guidance(tiny_teacher):
     from training.guidance import GuidanceConfig, build_guidance
 
@@ -52,6 +54,7 @@ def test_teacher_loads_through_the_pixel_guidance(tiny_teacher):
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_teacher_sampling_and_nearest_gt(tiny_teacher):
     """The report's pieces: DDIM sampling (deterministic per seed, η changes it) and the nearest-GT match."""
     out, _, idx = tiny_teacher
@@ -75,6 +78,7 @@ def test_teacher_sampling_and_nearest_gt(tiny_teacher):
     assert near.tolist() == [3, 0] and d.shape == (2, 5) and float(d[0, 3]) < 1e-6
 
 
+@pytest.mark.slow
 def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     from training.config import config_from_dict
     from training.shapes.demo import demo_config
@@ -94,20 +98,20 @@ def test_tiny_sds_run_and_gt_metrics(tiny_teacher, tmp_path):
     assert len(m["per_prompt"]) == 2 and m["per_prompt"][0]["prompt"] == PROMPTS[0]
 
 
+@pytest.mark.slow
 def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeypatch, capsys):
     from backend.cli import main
     from backend.model import load_model, save_model
     from training.shapes import demo
 
     out, _, idx = tiny_teacher
-    small = dict(demo.MODEL, resolutions=[6, 10], v_dim=4)
-    monkeypatch.setattr(demo, "MODEL", small)
-    monkeypatch.setattr(demo, "RENDER", dict(demo.RENDER, height=16, width=16, n_samples=8))
+    small = ["--set", "model.resolutions=[6, 10]", "--set", "model.v_dim=4", "--set", "render.height=16",
+             "--set", "render.width=16", "--set", "render.n_samples=8"]
     monkeypatch.setattr(demo, "SHIP_DIR", tmp_path / "models" / "demo")
     # the "12.5 %" split is 2 prompts, the "50 %" one all 4
     monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[:2 if fraction < 0.5 else 4])
     run = tmp_path / "run"
-    args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet"]
+    args = ["train-demo", "--teacher", str(out), "--out", str(run), "--batch-size", "2", "--quiet", *small]
     assert main(args + ["--steps", "2"]) == 0
     assert "stopped at step 2 (done)" in capsys.readouterr().out
     assert main(args + ["--steps", "3", "--resume"]) == 0
@@ -123,12 +127,14 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     shapes = cfg["provenance"]["shapes"]
     assert shapes["split"] == "12.5%" and shapes["steps"] == 3 and shapes["metrics"] == {"iou": 0.5}
     assert shapes["guidance"]["loss"] == "SDS only" and shapes["guidance"]["scale"] == demo.GUIDANCE_SCALE
-    assert shapes["guidance"]["teacher"] == str(out)  # a teacher outside the repository keeps its path
+    assert shapes["guidance"]["teacher"] == out.name  # a teacher outside the repository: by its name
+    assert not _machine_paths(cfg), _machine_paths(cfg)  # no path of the machine that trained it
     assert demo._repo_relative(str(T.resolve_teacher("shipped"))) == "training/shapes/weights/teacher"
     teacher_meta = json.loads((out / "att3d_teacher.json").read_text())
     assert shapes["guidance"]["teacher_meta"]["steps"] == teacher_meta["steps"]
     assert shapes["guidance"]["teacher_meta"]["prediction_type"] == "v_prediction"
-    assert cfg["provenance"]["name"] == "demo" and "prompts" not in cfg["provenance"]
+    # the seen prompts stay: the service's "far from the training prompts" needs them (issue 14)
+    assert cfg["provenance"]["name"] == "demo" and cfg["provenance"]["prompts"] == PROMPTS[:2]
     assert shapes["init"] is None
 
     # the 50 % split, started from the 12.5 % run's weights (shifted by 0.25 so that "started from
@@ -140,7 +146,7 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     save_model(first, tmp_path / "init", first_cfg["provenance"])
     run50 = tmp_path / "run50"
     args50 = ["train-demo", "--teacher", str(out), "--out", str(run50), "--batch-size", "2", "--quiet",
-              "--split", "50%", "--init", str(tmp_path / "init")]
+              "--split", "50%", "--init", str(tmp_path / "init"), *small]
     assert main(args50 + ["--steps", "1"]) == 0
     after, _ = load_model(run50 / "model")
     moved = [(a - b).abs().max().item() for a, b in zip(after.parameters(), first.parameters())]
@@ -151,10 +157,35 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     assert shapes["split"] == "50%" and shapes["n_seen"] == 4 and shapes["steps"] == 1
     assert shapes["init"] == {"split": "12.5%", "n_prompts": 2, "steps": 3, "frames_per_prompt": 3.0,
                               "guidance_scale": demo.GUIDANCE_SCALE, "init": None}
+    init = cfg["provenance"]["init"]  # the run it started from, by name and weights hash
+    assert init["name"] == "init" and len(init["sha256"]) == 64 and "path" not in init
+    assert cfg["provenance"]["config"]["run"]["init"] == "init" and not _machine_paths(cfg)
     # a run on prompts that are no seen split cannot ship as the demo
     monkeypatch.setattr(demo, "seen_prompts", lambda fraction=demo.SPLIT, seed=0: PROMPTS[1:3])
     assert main(["train-demo", "--ship", str(run50)]) == 2
     assert "did not train on a seen split" in capsys.readouterr().err
+
+
+def _machine_paths(obj) -> list[str]:
+    """Every string in a JSON document that is an absolute path."""
+    if isinstance(obj, dict):
+        return [p for v in obj.values() for p in _machine_paths(v)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _machine_paths(v)]
+    return [obj] if isinstance(obj, str) and obj.startswith("/") else []
+
+
+def test_portable_provenance_rewrites_the_paths_of_older_records():
+    from training.shapes.demo import portable_provenance
+
+    old = {"init": {"path": "/work/demo_run50/checkpoints/step_0001053", "guidance": {"model": "/x/teacher"},
+                    "init": {"path": "/work/demo_run2/checkpoints/step_0003983"}},
+           "config": {"run": {"init": "/work/demo_run50/checkpoints/step_0001053"}}}
+    new = portable_provenance(old)
+    assert new["init"]["name"] == "demo_run50/step_0001053" and new["init"]["guidance"]["model"] == "teacher"
+    assert new["init"]["init"]["name"] == "demo_run2/step_0003983"
+    assert new["config"]["run"]["init"] == "demo_run50/step_0001053" and not _machine_paths(new)
+    assert old["init"]["path"].startswith("/")  # the input is left alone
 
 
 def test_train_demo_cli_errors(tmp_path, capsys):
@@ -171,6 +202,10 @@ def test_train_demo_cli_errors(tmp_path, capsys):
     assert "use one of 12.5%, 50%" in capsys.readouterr().err
     assert main(["train-demo", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "nope")]) == 2
     assert "no such model, run or checkpoint folder" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--set", "regularizers.distortoin=1"]) == 2
+    assert "did you mean regularizers.distortion" in capsys.readouterr().err
+    assert main(["train-demo", "--out", str(tmp_path / "run"), "--time-limit", "0"]) == 2
+    assert "--time-limit must be a positive" in capsys.readouterr().err
 
 
 def test_eval_defaults_to_the_split_the_model_trained_on():
@@ -184,6 +219,7 @@ def test_eval_defaults_to_the_split_the_model_trained_on():
     assert _trained_split({"prompt_set": {"sha256": prompt_hash(PROMPTS)}}) == 0.125  # anything else
 
 
+@pytest.mark.slow
 def test_gt_metrics_are_perfect_for_a_perfect_field():
     """The metric code path itself: a 'model' whose field is the ground truth scores IoU≈1, R-precision 1."""
     from training.shapes.metrics import evaluate
@@ -191,8 +227,16 @@ def test_gt_metrics_are_perfect_for_a_perfect_field():
     world = get_world()
     idx = [world.index(p) for p in PROMPTS]
     oracle = _Oracle(world)
-    m = evaluate(oracle, prompts=idx, queries=idx, grid=32, progress=False, encoder=oracle)
+    m = evaluate(oracle, prompts=idx, queries=idx, grid=32, progress=False, encoder=oracle, surface=2,
+                 surface_resolution=48)
     assert m["iou"] > 0.9 and m["color_error"] < 0.05 and m["r_precision"] == 1.0
+    # the true field's isosurface scores near the floor of every surface measure (its density is a
+    # near-step, so marching cubes places vertices within a voxel rather than exactly: a few degrees)
+    assert m["n_surface"] == 2 and set(m["surface"]) == set(m["surface_floor"])
+    s, f = m["surface"], m["surface_floor"]
+    assert s["normal_error_deg"] < f["normal_error_deg"] + 4 and abs(s["volume_ratio"] - 1) < 0.08
+    assert s["surface_distance"] < 0.3 and s["body_color_std"] < 0.01
+    assert m["by_shape"] and sum(v["n"] for v in m["by_shape"].values()) == len(idx)
 
 
 class _Oracle(torch.nn.Module):
@@ -232,6 +276,7 @@ class _Oracle(torch.nn.Module):
         return render_scenes([self._scene(mod)] * len(cams), cams, h, n_samples)
 
 
+@pytest.mark.slow
 def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_path):
     from safetensors import safe_open
 
@@ -248,6 +293,7 @@ def test_ship_teacher_is_fp16_without_checkpoint_and_loads(tiny_teacher, tmp_pat
         T.resolve_teacher(tmp_path)
 
 
+@pytest.mark.slow
 def test_warm_start_from_a_shipped_teacher_continues_its_steps(tiny_teacher, tmp_path):
     out, root, idx = tiny_teacher
     shipped = T.ship_teacher(out, tmp_path / "shipped")
@@ -289,6 +335,7 @@ def test_diffusion_loss_targets_and_min_snr_weights():
         T.diffusion_loss(v, x0, noise, a, "sample")
 
 
+@pytest.mark.slow
 def test_v_prediction_teacher_fine_tuned_from_an_epsilon_one(tiny_teacher, tmp_path):
     """--init with another prediction type: the scheduler, metadata and guidance all follow it; a resumed
     run refuses to change recipe."""

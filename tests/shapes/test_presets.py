@@ -38,6 +38,21 @@ def test_demo_config_arguments_override_the_preset():
     assert c["model"]["resolutions"] == MODEL["resolutions"] and MODEL["v_dim"] == 32  # the preset is untouched
 
 
+def test_demo_v2_recipe_adds_surface_priors_annealed_t_and_interpolants_to_v1():
+    from training.shapes.demo import demo_config
+
+    v1 = config_from_dict(demo_config("t"))
+    v2 = config_from_dict(demo_config("t", recipe="v2"))
+    assert v2.model == v1.model and v2.render == v1.render  # the same architecture: v2 starts from v1's weights
+    assert v2.run.mode == "interpolation" and v2.run.batch_size == 32 and v2.run.device == "auto"
+    assert v2.interpolation.random_pairs and v2.interpolation.target == "latent"
+    assert v2.interpolation.kappa[0][1] == 2.0 and v2.interpolation.kappa[-1][1] == 0.5
+    assert v2.regularizers.distortion > 0 and v2.regularizers.grid_tv > 0 and not v1.regularizers.active
+    assert v2.guidance.t_max_end == 0.5 and v2.guidance.t_anneal_steps > 0 and v2.guidance.scale == 2.5
+    with pytest.raises(ValueError, match="unknown demo recipe"):
+        demo_config("t", recipe="v9")
+
+
 def test_bench_sizes_are_the_documented_ones():
     from training.shapes.amortization_bench import SIZES
 

@@ -3,6 +3,7 @@ its samples show the asked-for object (a real quality check: it fails if the shi
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from training.shapes import teacher as T
@@ -23,6 +24,7 @@ def test_shipped_teacher_metadata_and_size():
     assert report["steps_trained"] == meta["steps"] and report["accuracy"] >= 0.8
 
 
+@pytest.mark.slow
 def test_shipped_teacher_draws_the_prompt_on_white():
     from backend.text_encoder import TextEncoder
     from training.guidance import GuidanceConfig, build_guidance
@@ -47,6 +49,7 @@ def test_shipped_teacher_draws_the_prompt_on_white():
         assert names[int(np.argmin(d))] == p.split()[1], f"{p}: drawn {names[int(np.argmin(d))]} ({med.round(2)})"
 
 
+@pytest.mark.slow
 def test_teacher_report_on_a_subset_of_the_world(tmp_path):
     """``teacher_report(prompts=…)``: asks and matches within a subset (its gallery is rendered, not
     cached); the shipped teacher finds most of eight distinct prompts, and the files say so."""

@@ -63,6 +63,7 @@ def test_bad_split(world):
         world.split(0.3)
 
 
+@pytest.mark.slow
 def test_objects_fit_the_box(world):
     pts = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 41)] * 3, indexing="ij"), -1).reshape(-1, 3)
     for i in range(0, len(world), 97):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -51,6 +52,7 @@ def _worker(rank: int, out: str, port: int) -> None:
 _last_model: list = []
 
 
+@pytest.mark.slow
 def test_gloo_ddp_ranks_stay_in_sync(tmp_path):
     import shutil
 

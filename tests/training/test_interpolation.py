@@ -16,10 +16,13 @@ from training.modes.interpolation import kappa_at
 class FakeEncoder:
     """Deterministic pseudo-embeddings: a prompt → [L, D] filled from its hash."""
 
-    encoder_id, dim, max_length = "fake", 4, 3
+    encoder_id, dim, max_length, clip_skip = "fake", 4, 3, 0
 
     def __init__(self):
         self.seen = []
+
+    def release(self):
+        pass
 
     def __call__(self, prompts):
         self.seen += list(prompts)

@@ -159,8 +159,13 @@ def test_init_starts_from_a_model_of_the_same_architecture(tmp_path):
     r = trainer.run()
     prov = load_model(r.model_dir)[1]["provenance"]
     assert prov["step"] == 1 and prov["init"]["step"] == 3 and prov["init"]["prompt_set"]["count"] == 3
-    with pytest.raises(ValueError, match=r"another architecture \(grid_scale: 1.0 there, 4.0 here"):
+    # an auto gain (grid_scale = 0) takes the weights' own; an explicit one must be theirs
+    assert trainer.model.config.grid_scale == b.config.grid_scale and b.config.grid_scale > 1
+    gain = b.config.grid_scale
+    with pytest.raises(ValueError, match=rf"another architecture \(grid_scale: {gain} there, 4.0 here"):
         Trainer(tiny_config(run={"init": str(base.model_dir)}, model={"grid_scale": 4.0}), tmp_path / "x",
                 progress=False)
+    with pytest.raises(ValueError, match=r"another architecture \(v_dim: 4 there, 6 here"):
+        Trainer(tiny_config(run={"init": str(base.model_dir)}, model={"v_dim": 6}), tmp_path / "y", progress=False)
     with pytest.raises(ValueError, match="a finetune starts from finetune.init"):
         tiny_config(run={"mode": "finetune", "init": str(base.model_dir)}).validate()

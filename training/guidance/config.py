@@ -34,6 +34,11 @@ class GuidanceConfig:
     use_vae: bool = True  # latent: False = resize the render to the latent size directly
     vae_resolution: int = 512  # latent: the render is resized to this before the VAE
     negative_prompt: str = ""  # the unconditional prompt
+    #: CLIP guidance: condition on the hidden states this many layers before the last (diffusers'
+    #: ``clip_skip``; as StableDiffusionPipeline.encode_prompt, the negative prompt is encoded without it)
+    clip_skip: int = 0
     view_prompts: bool = True  # append ", front view" etc. to the guidance prompt (never the mapping input)
-    dtype: DType = "auto"
+    dtype: DType = "auto"  # the UNet (and VAE)
+    #: the guidance's text encoder: auto = bf16 on GPUs that support it, else fp16 on CUDA; fp32 on the CPU
+    text_dtype: DType = "auto"
     seed: int = 0  # tiny-pixel: the random UNet's seed

@@ -124,6 +124,7 @@ class DiffusionGuidance(Guidance):
         self.encoder = encoder
         self.prediction_type = "epsilon"  # what the UNet predicts (the scheduler's prediction_type)
         self._emb: dict[str, torch.Tensor] = {}
+        self._uncond: torch.Tensor | None = None
         if config.t_min < 0 or config.t_max > 1 or config.t_min >= config.t_max:
             raise ValueError(f"need 0 ≤ t_min < t_max ≤ 1, got {config.t_min}, {config.t_max}")
         if config.t_max_end and not (config.t_min < config.t_max_end <= 1 and config.t_anneal_steps > 0):
@@ -152,17 +153,24 @@ class DiffusionGuidance(Guidance):
         if self.encoder is None:
             return 0
         views = list(views) if self.config.view_prompts else [None]
-        todo = [view_prompt(p, v) for p in prompts for v in views] + [self.config.negative_prompt]
+        todo = [view_prompt(p, v) for p in prompts for v in views]
         for i in range(0, len(todo), 256):
             self.embed(todo[i:i + 256])
-        if release and getattr(self.encoder, "_model", None) is not None:
-            self.encoder._model = None
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        return len(todo)
+        self.uncond(1)
+        if release:
+            self.encoder.release()
+        return len(todo) + 1
 
     def uncond(self, n: int) -> torch.Tensor:
-        return self.embed([self.config.negative_prompt] * n)
+        """The unconditional embedding ``[n, L, D]``: the negative prompt (""), encoded as diffusers'
+        ``encode_prompt`` does: for CLIP from the last layer even with ``clip_skip`` (diffusers 0.42)."""
+        if self._uncond is None:
+            if self.encoder is None:
+                raise RuntimeError("this guidance has no text encoder")
+            skip = {"clip_skip": 0} if getattr(self.encoder, "clip_skip", 0) else {}
+            emb = self.encoder([self.config.negative_prompt], **skip).tokens[0]
+            self._uncond = emb.to(self.dtype)
+        return self._uncond.to(self.device).expand(n, -1, -1)
 
     def prompts_for(self, prompts: Sequence[str], views: Sequence[str | None] | None) -> list[str]:
         if views is None or not self.config.view_prompts:

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from backend.text_encoder import TextEncoder
+import torch
+
+from backend.text_encoder import TextEncoder, default_dtype
 
 from .config import GuidanceConfig
 
@@ -20,10 +22,19 @@ def view_prompt(prompt: str, view: str | None) -> str:
     return prompt if not view else prompt + VIEW_SUFFIX.format(view=view)
 
 
-def pipeline_text_encoder(root: str, max_length: int | None = None, device="cpu", cache_dir=None) -> TextEncoder:
+def pipeline_text_encoder(root: str, max_length: int | None = None, device="cpu", cache_dir=None,
+                          dtype: torch.dtype | None = None, clip_skip: int = 0) -> TextEncoder:
     """The ``text_encoder/`` + ``tokenizer/`` subfolders of a diffusers pipeline (CLIP for SD, T5 for
     IF), through the backend's encoder (``ROOT#text_encoder``), so inference loads it the same way."""
-    return TextEncoder(f"{root}#text_encoder", max_length, device=device, cache_dir=cache_dir)
+    return TextEncoder(f"{root}#text_encoder", max_length, device=device, cache_dir=cache_dir, dtype=dtype,
+                       clip_skip=clip_skip)
+
+
+def text_dtype(config: GuidanceConfig, device) -> torch.dtype:
+    """``guidance.text_dtype``: auto = half precision on CUDA (bf16 where supported), float32 on the CPU."""
+    if config.text_dtype == "auto":
+        return default_dtype(device)
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.text_dtype]
 
 
 def _has_subfolder(root: str, sub: str) -> bool:
@@ -56,10 +67,11 @@ def load_guidance_text_encoder(config: GuidanceConfig, device, cache_dir=None) -
     teacher = read_teacher_json(config.model) if config.model else {}
     enc_id = config.text_encoder or teacher.get("text_encoder", "")
     max_length = config.max_length or teacher.get("max_length") or None
+    kw = dict(device=device, cache_dir=cache_dir, dtype=text_dtype(config, device), clip_skip=config.clip_skip)
     if enc_id:
-        return TextEncoder(enc_id, max_length, device=device, cache_dir=cache_dir)
+        return TextEncoder(enc_id, max_length, **kw)
     if config.model and _has_subfolder(config.model, "text_encoder"):
-        return pipeline_text_encoder(config.model, max_length, device=device, cache_dir=cache_dir)
+        return pipeline_text_encoder(config.model, max_length, **kw)
     raise ValueError(f"guidance model {config.model!r} names no text encoder: set guidance.text_encoder "
                      f"(or give the folder a text_encoder/ + tokenizer/ or an {TEACHER_JSON})")
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from backend.cameras import Cameras
-from backend.model import ATT3D, build_model, load_model
+from backend.model import ATT3D, build_model, load_model, resolve_model_path
 from backend.text_encoder import TextEncoder
 
 from ..config import TrainConfig
@@ -45,19 +45,45 @@ def shard(n_items: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n_items, world)) if n_items >= world else list(range(n_items))
 
 
-def load_init(model: ATT3D, path: str, device: torch.device) -> dict[str, Any]:
+def run_name(path: str | Path) -> str:
+    """A portable name for a model, run or checkpoint folder (no machine path): ``run/step_0001000``
+    for a checkpoint, the folder's name otherwise."""
+    p = Path(path).resolve()
+    if p.name == "model":
+        p = p.parent
+    if p.parent.name == "checkpoints":
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name
+
+
+def load_init(model: ATT3D, path: str, device: torch.device, auto_gain: bool = True) -> dict[str, Any]:
     """``run.init``: copy the weights of a model (or run / checkpoint) folder of the same architecture
-    into ``model``; returns what the provenance records of it."""
+    into ``model``, with their grid gain when ``auto_gain`` (else it must match); returns what the
+    provenance records of it: its name and the SHA-256 of its weights (never the path on this
+    machine), and what it had trained on."""
+    import hashlib
+
     inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
-    init, cfg = load_model(inner if (inner / "config.json").is_file() else path, device)
+    folder = resolve_model_path(inner if (inner / "config.json").is_file() else path)
+    init, cfg = load_model(folder, device)
     theirs, ours = asdict(init.config), asdict(model.config)
-    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+    # the backend runs the same weights; an auto gain (model.grid_scale = 0) is the one they trained with
+    skip = {"backend"} | ({"grid_scale"} if auto_gain else set())
+    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k] and k not in skip]
     if diff:
         raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
+    model.mapping.grid_scale = init.mapping.grid_scale
+    model.config = replace(model.config, grid_scale=init.config.grid_scale)
     model.load_state_dict(init.state_dict())
     prov = cfg.get("provenance", {})
-    return {"path": str(path), "step": prov.get("step"), "frames_per_prompt": prov.get("frames_per_prompt"),
-            "prompt_set": prov.get("prompt_set"), "guidance": prov.get("guidance"), "init": prov.get("init")}
+    digest = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": prov.get("name") if prov.get("name") == "demo" else run_name(path),
+            "sha256": digest.hexdigest(), "step": prov.get("step"),
+            "frames_per_prompt": prov.get("frames_per_prompt"), "prompt_set": prov.get("prompt_set"),
+            "guidance": prov.get("guidance"), "init": prov.get("init")}
 
 
 class Amortized:
@@ -93,13 +119,18 @@ class Amortized:
         """Encode the prompts, build the model; → the parameters the optimizer trains."""
         self.guidance, self.device = guidance, device
         self.encode(encoder, device)
-        # every (prompt, view) guidance embedding once, then the (large) text encoder is released
+        if self.prompt_set.held_out:  # into the embedding cache: evaluations need not reload the encoder
+            encoder(self.prompt_set.held_out)
+        # every (prompt, view) guidance embedding once, then the (large) text encoders are released
         guidance.precompute(self.prompts)
+        encoder.release()
         self.arch = replace(self.config.model, text_encoder=encoder.encoder_id, token_dim=encoder.dim,
-                            max_length=encoder.max_length)
+                            max_length=encoder.max_length, clip_skip=encoder.clip_skip)
         self.model = build_model(self.arch, self.config.run.seed).to(device).train()
         if self.config.run.init:
-            self.init_record = load_init(self.model, self.config.run.init, device)
+            self.init_record = load_init(self.model, self.config.run.init, device, not self.config.model.grid_scale)
+        elif not self.config.model.grid_scale:  # auto: the grid starts at a readable RMS for these prompts
+            self.model.calibrate_grid(self.tokens, self.mask)
         return list(self.model.parameters())
 
     def render_step(self) -> RenderStep:
@@ -133,4 +164,6 @@ class Amortized:
     def load_checkpoint(self, path: Path, data: dict[str, Any]) -> None:
         """Restore the trained weights from a checkpoint (:func:`training.checkpoint.load_checkpoint`)."""
         model, _ = load_model(data["model_dir"], self.device)
+        self.model.mapping.grid_scale = model.mapping.grid_scale  # (not a tensor of the state dict)
+        self.model.config = replace(self.model.config, grid_scale=model.config.grid_scale)
         self.model.load_state_dict(model.state_dict())

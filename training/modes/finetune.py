@@ -1,7 +1,10 @@
-"""Finetuning one prompt from an amortized model (paper App. B.1.13): only a zero-initialised offset
-δ on the mapping output (the grid parameters) is trained, ``m(c*) + δ``; the rest is frozen and the
-optimizer starts fresh. The run's model folder is a normal one, with δ folded into the mapping's last
-layer (:func:`fold_offset`); each checkpoint also keeps the raw δ (``offset.safetensors``)."""
+"""Finetuning one prompt from an amortized model (paper App. B.1.13): "we only finetune an offset to the
+output and detach all prior weights that only embed text tokens". The mapping network (it only embeds
+text) is detached and a zero-initialised offset δ on its output (the grid parameters) is trained,
+``m(c*) + δ``; the NeRF MLP and the environment map go on training as in per-prompt training
+(``finetune.freeze = "text"``, the default). ``finetune.freeze = "all"`` trains δ alone. The optimizer
+starts fresh. The run's model folder is a normal one, with δ folded into the mapping's output layer(s)
+(:func:`fold_offset`); each checkpoint also keeps the raw δ (``offset.safetensors``)."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +18,7 @@ from torch import nn
 
 from backend.mapping_network import Modulation
 from backend.model import ATT3D, load_model
-from backend.text_encoder import TextEncoder
+from backend.text_encoder import TextEncoder, encoder_for
 
 from ..config import RenderConfig, TrainConfig
 from ..guidance import Guidance
@@ -42,34 +45,35 @@ class OffsetRenderStep(RenderStep):
 
 
 def fold_offset(model: ATT3D, offset: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> ATT3D:
-    """The finetuned model as a normal model folder: the offset δ folded into ``to_w``.
+    """The finetuned model as a normal model folder: the offset δ folded into the output layer(s).
 
-    ``w = s W v`` (spectral-normed, no bias; ``s`` the ``grid_scale``) becomes ``s W' v`` with
-    ``W' = W + δ v*ᵀ / (s ‖v*‖²)`` (v* the finetuned prompt's task vector, from ``tokens``/``mask``
-    ``[1, L, D]``), which gives exactly ``w* + δ`` for that prompt (other prompts move by
-    ``δ (v·v*)/‖v*‖²``). The stored spectral-norm vectors are set so that, in eval mode, the
-    normalised weight is exactly ``W'`` — the folder is for inference; finetune again from the
-    amortized model rather than from it.
+    Each output layer ``w = s W v`` (spectral-normed, no bias; ``s`` its gain; the attention variant has
+    one per grid level) becomes ``s W' v`` with ``W' = W + δ v*ᵀ / (s ‖v*‖²)`` (v* the finetuned prompt's
+    input to that layer, from ``tokens``/``mask`` ``[1, L, D]``), which gives exactly ``w* + δ`` for that
+    prompt (other prompts move by ``δ (v·v*)/‖v*‖²``). The stored spectral-norm vectors are set so that,
+    in eval mode, the normalised weight is exactly ``W'`` — the folder is for inference; finetune again
+    from the amortized model rather than from it.
     """
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
-        v = model.modulate(tokens, mask).v[0]
-        lin = model.mapping.to_w
-        w_eff = lin.weight.detach().clone()  # normalised weight as used at inference
-        s = model.mapping.grid_scale
-        w_new = w_eff + torch.outer(offset.detach()[0], v) / (s * v.dot(v).clamp_min(1e-12))
-        par = lin.parametrizations.weight
-        par.original.copy_(w_new)
-        sn = par[0]
-        start = torch.randn(w_new.shape[1], generator=torch.Generator().manual_seed(0)).to(w_new)
-        vb = nn.functional.normalize(start, dim=0)
-        for _ in range(50):
-            ub = nn.functional.normalize(w_new @ vb, dim=0)
-            vb = nn.functional.normalize(w_new.t() @ ub, dim=0)
-        ub = w_new @ vb
-        ub = ub / ub.dot(ub)  # uᵀ W' v = 1  →  W'/σ = W'
-        sn._u.copy_(ub)
-        sn._v.copy_(vb)
+        for layer in model.mapping.output_layers(tokens, mask):
+            v = layer.v[0]
+            lin = layer.linear
+            w_eff = lin.weight.detach().clone()  # normalised weight as used at inference
+            delta = offset.detach()[0, layer.start:layer.stop]
+            w_new = w_eff + torch.outer(delta, v) / (layer.gain * v.dot(v).clamp_min(1e-12))
+            par = lin.parametrizations.weight
+            par.original.copy_(w_new)
+            sn = par[0]
+            start = torch.randn(w_new.shape[1], generator=torch.Generator().manual_seed(0)).to(w_new)
+            vb = nn.functional.normalize(start, dim=0)
+            for _ in range(50):
+                ub = nn.functional.normalize(w_new @ vb, dim=0)
+                vb = nn.functional.normalize(w_new.t() @ ub, dim=0)
+            ub = w_new @ vb
+            ub = ub / ub.dot(ub)  # uᵀ W' v = 1  →  W'/σ = W'
+            sn._u.copy_(ub)
+            sn._v.copy_(vb)
     return model
 
 
@@ -90,13 +94,20 @@ class Finetune(Amortized):
             raise ValueError("finetune.init: give the amortized model folder to finetune")
         self.model, _ = load_model(self.config.finetune.init, device)
         self.arch = self.model.config
-        if self.arch.text_encoder != encoder.encoder_id or self.arch.token_dim != encoder.dim:
-            self.encode(TextEncoder(self.arch.text_encoder, self.arch.max_length), device)  # the model's own
+        if self.arch.text_encoder != encoder.encoder_id or self.arch.token_dim != encoder.dim or \
+                self.arch.clip_skip != encoder.clip_skip:
+            self.encode(encoder_for(self.arch), device)  # the model's own
         if self.arch.mapping == "concat":
             raise ValueError("finetuning trains an offset on the grid parameters; the concat mapping has none")
-        self.model.requires_grad_(False).eval()  # no power iterations: the mapping stays fixed
+        # the mapping network only embeds text: detached, in eval mode (no power iterations), for both choices
+        self.model.requires_grad_(False).eval()
         self.offset = nn.Parameter(torch.zeros(1, self.model.point_encoder.n_params, device=device))
-        return [self.offset]
+        if self.config.finetune.freeze == "all":
+            return [self.offset]
+        rest = [self.model.nerf, self.model.env]
+        for module in rest:
+            module.requires_grad_(True).train()
+        return [self.offset] + [p for module in rest for p in module.parameters()]
 
     def render_step(self) -> RenderStep:
         return OffsetRenderStep(self.model, self.config.render, self.offset, self.config.regularizers)
@@ -108,4 +119,10 @@ class Finetune(Amortized):
         return {OFFSET_FILE: {"offset": self.offset.detach().cpu().contiguous()}}
 
     def load_checkpoint(self, path: Path, data: dict[str, Any]) -> None:
+        """δ from its raw file; the NeRF MLP and environment map (trained with ``freeze = "text"``) from the
+        checkpoint's model folder, whose mapping holds the folded δ and is not read."""
         self.offset.data.copy_(load_file(str(Path(path) / OFFSET_FILE))["offset"].to(self.device))
+        if self.config.finetune.freeze == "text":
+            saved, _ = load_model(data["model_dir"], self.device)
+            self.model.nerf.load_state_dict(saved.nerf.state_dict())
+            self.model.env.load_state_dict(saved.env.state_dict())

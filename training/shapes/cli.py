@@ -93,8 +93,10 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
             metrics = {k: v for k, v in metrics.items() if k != "per_prompt"}
         print(f"shipped (fp16) to {demo.ship(args.ship, metrics=metrics)}")
         return 0
-    if args.steps < 1 or args.batch_size < 1:
+    if args.steps < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise _error("--steps and --batch-size must be at least 1")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise _error("--time-limit must be a positive number of seconds")
     if args.threads:
         import torch
 
@@ -108,8 +110,15 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
         raise _error(str(e)) from None
     if args.init and not Path(args.init).exists():
         raise _error(f"--init {args.init}: no such model, run or checkpoint folder")
-    r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume, fraction=fraction,
-                        batch_size=args.batch_size, scale=args.scale, init=args.init or "", progress=not args.quiet)
+    overrides = list(args.set or [])
+    if args.time_limit:
+        overrides.append(f"run.time_limit_s={args.time_limit}")
+    try:
+        r = demo.train_demo(str(resolve_teacher(args.teacher)), args.out, args.steps, args.resume,
+                            fraction=fraction, batch_size=args.batch_size, scale=args.scale, init=args.init or "",
+                            progress=not args.quiet, recipe=args.recipe, overrides=overrides, device=args.device)
+    except ValueError as e:  # a bad --set or recipe: one line
+        raise _error(str(e)) from None
     print(f"stopped at step {r.step} ({r.stopped}) after {r.seconds:.0f} s, "
           f"{r.frames_per_prompt:.1f} frames per prompt; checkpoint {r.checkpoint}")
     return 0
@@ -122,6 +131,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     res = run_bench(args.out, teacher=str(resolve_teacher(args.teacher)), size=args.size, resume=args.resume,
                     progress=not args.quiet)
     for line in claim_lines(res["summary"]["claim"]):
+        print(line)
+    print(f"wrote {res['json']} and {res['png']}")
+    return 0
+
+
+def cmd_eval_interpolation(args: argparse.Namespace) -> int:
+    from backend.model import resolve_model_path
+
+    from . import interpolation_metrics as im
+
+    if args.world != "shapes":
+        raise _error(f"unknown world {args.world!r} (known: shapes)")
+    if args.pairs < 1 or args.steps < 2 or not 16 <= args.resolution <= 256:
+        raise _error("--pairs must be ≥ 1, --steps ≥ 2 and --resolution in 16–256")
+    resolve_model_path(args.model)
+    res = im.evaluate_interpolation(args.model, split=args.split, fraction=args.seen_fraction,
+                                    pairs_per_kind=args.pairs, steps=args.steps, resolution=args.resolution,
+                                    device=args.device, progress=not args.json)
+    print(json.dumps(res, default=str) if args.json else im.format_report(res))
+    return 0
+
+
+def cmd_bench_interpolation(args: argparse.Namespace) -> int:
+    from . import interpolation_bench as ib
+
+    try:
+        if args.summarize:
+            res = ib.summarize(args.out)
+        elif args.variant:
+            for name in args.variant:
+                ib.run_variant(args.out, name, args.size, args.teacher, args.device, args.resume, not args.quiet)
+            res = ib.summarize(args.out)
+        else:
+            res = ib.run_bench(args.out, args.size, None, args.teacher, args.device, args.resume, not args.quiet)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    for line in ib.claim_lines(res):
         print(line)
     print(f"wrote {res['json']} and {res['png']}")
     return 0
@@ -177,7 +223,14 @@ def register(sub) -> None:
     d.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
     d.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
     d.add_argument("--steps", type=int, default=3000)
-    d.add_argument("--batch-size", type=int, default=8, help="prompts per step")
+    d.add_argument("--batch-size", type=int, help="prompts per step (default: the recipe's: 8 for v1, 32 for v2)")
+    d.add_argument("--recipe", default="v1", choices=["v1", "v2"],
+                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU)")
+    d.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override the recipe's training config, e.g. --set regularizers.distortion=0 (repeatable)")
+    d.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop after this much training and finish the run (resume later with --resume)")
+    d.add_argument("--device", help="auto, cpu or cuda (default: the recipe's)")
     d.add_argument("--scale", type=float, help="classifier-free guidance scale (default: the demo's)")
     d.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     d.add_argument("--split", default="12.5%", help="the seen split trained on: 12.5%% (default) or 50%%")
@@ -189,6 +242,34 @@ def register(sub) -> None:
     d.add_argument("--metrics", help="with --ship: a JSON file of `att3d eval --world shapes --json` to record")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_train_demo)
+
+    ei = sub.add_parser("eval-interpolation", help="interpolation quality on the Shapes world: midpoint mottling, "
+                                                   "smoothness along α, endpoint fidelity")
+    ei.add_argument("--world", default="shapes", choices=["shapes"])
+    ei.add_argument("--model", default="demo", help="model folder or shipped name (default demo)")
+    ei.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"],
+                    help="the prompts pairs are drawn from (default: unseen by the model)")
+    ei.add_argument("--seen-fraction", help="the split's seen fraction (default: the one the model trained on)")
+    ei.add_argument("--pairs", type=int, default=6, help="pairs per kind: colour, shape, accessory (default 6)")
+    ei.add_argument("--steps", type=int, default=8, help="α steps from 0 to 1 (default 8)")
+    ei.add_argument("--resolution", type=int, default=96, help="marching-cubes lattice (default 96)")
+    ei.add_argument("--device", default="cpu")
+    ei.add_argument("--json", action="store_true", help="one JSON object on stdout (no progress bars)")
+    ei.set_defaults(func=cmd_eval_interpolation)
+
+    bi = sub.add_parser("bench-interpolation", help="no/latent/loss/guidance interpolants on the Shapes world "
+                                                    "(paper Fig. 18/19 with numbers)")
+    bi.add_argument("--world", default="shapes", choices=["shapes"])
+    bi.add_argument("--size", default="small", choices=["tiny", "small", "gpu"])
+    bi.add_argument("--out", required=True)
+    bi.add_argument("--variant", action="append", help="train and measure only this variant (repeatable): "
+                                                       "none, latent, loss, guidance, latent_small_first")
+    bi.add_argument("--summarize", action="store_true", help="only compare the variants measured in OUT")
+    bi.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
+    bi.add_argument("--device", default="cpu")
+    bi.add_argument("--resume", action="store_true", help="continue unfinished variants, keep measured ones")
+    bi.add_argument("--quiet", action="store_true")
+    bi.set_defaults(func=cmd_bench_interpolation)
 
     b = sub.add_parser("bench-amortization", help="amortized (12.5%%, 50%% seen) vs per-prompt on the Shapes world")
     b.add_argument("--world", default="shapes", choices=["shapes"])

@@ -28,7 +28,11 @@ from ..prompts import prompt_hash
 from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
 
 SPLIT = 0.125
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "shapes" / "demo.toml"
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
+#: the demo's training recipes: v1 (the first shipped model) and v2 (surface priors, annealed t,
+#: interpolants; see the presets' comments)
+RECIPES = {"v1": PRESET_DIR / "demo.toml", "v2": PRESET_DIR / "demo_v2.toml"}
+PRESET = RECIPES["v1"]
 _PRESET = read_config_file(PRESET)
 MODEL: dict[str, Any] = _PRESET["model"]
 RENDER: dict[str, Any] = _PRESET["render"]
@@ -40,18 +44,24 @@ SHIP_DIR = REPO_ROOT / "backend" / "models" / "demo"
 def demo_config(teacher: str, steps: int | None = None, batch_size: int | None = None, scale: float | None = None,
                 lr: float | None = None, model: dict | None = None, render: dict | None = None,
                 checkpoint_every: int | None = None, device: str | None = None,
-                init: str | None = None) -> dict[str, Any]:
+                init: str | None = None, recipe: str = "v1") -> dict[str, Any]:
     """The training config (``training.config.config_from_dict`` format) of the demo model: the
-    preset's, with ``teacher`` as the guidance model, the world's cameras, and any argument given
-    here (``model`` / ``render``: keys over :data:`MODEL` / :data:`RENDER`)."""
+    ``recipe``'s preset, with ``teacher`` as the guidance model, the world's cameras, and any
+    argument given here (``model`` / ``render``: keys over the preset's)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown demo recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    preset = read_config_file(RECIPES[recipe])
     cam = camera_sampler()
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every,
              "device": device, "init": init}
+    out = {k: v for k, v in preset.items() if k not in ("run", "guidance", "model", "render")}
     return {
-        "run": {**_PRESET["run"], **{k: v for k, v in given.items() if v is not None}},
-        "guidance": {**_PRESET["guidance"], "model": str(teacher), "scale": GUIDANCE_SCALE if scale is None else scale},
-        "model": {**MODEL, **(model or {})},
-        "render": {**RENDER, **(render or {})},
+        **out,
+        "run": {**preset["run"], **{k: v for k, v in given.items() if v is not None}},
+        "guidance": {**preset["guidance"], "model": str(teacher),
+                     **({"scale": scale} if scale is not None else {})},
+        "model": {**preset["model"], **(model or {})},
+        "render": {**preset["render"], **(render or {})},
         "camera": {"distance": list(cam.distance), "focal": list(cam.focal), "elevation": list(cam.elevation),
                    "azimuth": list(cam.azimuth), "shading_probs": list(cam.shading_probs),
                    "ambient": list(cam.ambient), "light_distance": list(cam.light_distance),
@@ -65,14 +75,17 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 
 def train_demo(teacher: str, out: str | Path, steps: int | None = None, resume: bool = False,
-               fraction: float = SPLIT, progress: bool = True, scale: float | None = None, **kw):
+               fraction: float = SPLIT, progress: bool = True, scale: float | None = None,
+               overrides: list[str] | tuple[str, ...] = (), **kw):
     """Train (or ``resume``) the demo run in ``out`` on the seen split of ``fraction``; ``kw`` goes to
-    :func:`demo_config` (``init``: start from a model trained before, e.g. on the smaller split); ``None``
-    (``steps``, ``scale``) keeps the preset's value."""
-    from training.config import config_from_dict
+    :func:`demo_config` (``recipe``; ``init``: start from a model trained before, e.g. on the smaller
+    split); ``None`` (``steps``, ``scale``) keeps the preset's value; ``overrides`` are
+    ``section.key=value`` strings applied last (``regularizers.distortion=0``)."""
+    from training.config import TrainConfig, apply_dict, apply_overrides
     from training.train import train
 
-    cfg = config_from_dict(demo_config(teacher, steps, scale=scale, **kw))
+    cfg = apply_overrides(apply_dict(TrainConfig(), demo_config(teacher, steps, scale=scale, **kw)),
+                          list(overrides)).validate()
     return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
 
 
@@ -140,19 +153,46 @@ def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | No
     run_dir = Path(run_dir)
     model, cfg = load_model(run_dir / "model")
     prov = dict(cfg.get("provenance", {}))
-    prov.pop("prompts", None)  # the seen prompts are recoverable from the world + split
-    if prov.get("init"):
-        prov["init"]["path"] = _repo_relative(prov["init"]["path"])
+    # the seen prompts stay (992 for the 50 % split, ~40 KB): the service's "far from the training
+    # prompts" warning needs them, and without them it can only say "unknown"
     prov["name"] = "demo"
     prov["shapes"] = shapes_provenance(run_dir)
-    # a teacher inside this repository is recorded relative to it, not by this machine's path
-    for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
-                   (prov["shapes"]["guidance"], "teacher")):
-        if g and g.get(key):
-            g[key] = _repo_relative(g[key])
     if metrics:
         prov["shapes"]["metrics"] = metrics
-    return save_model(model, dest or SHIP_DIR, prov, dtype=torch.float16)
+    return save_model(model, dest or SHIP_DIR, portable_provenance(prov), dtype=torch.float16)
+
+
+def portable_provenance(prov: dict) -> dict:
+    """The provenance with no path of the machine that trained it: a teacher inside this repository
+    by its repository-relative path, any other folder (a teacher elsewhere, the runs a model started
+    from) by its name; runs started from are recorded by name and weights hash (``load_init``)."""
+    from training.modes.amortized import run_name
+
+    def folder(p: str) -> str:
+        rel = _repo_relative(p)
+        return rel if not Path(rel).is_absolute() else run_name(rel)
+
+    def chain(init: dict | None) -> dict | None:
+        if not init:
+            return init
+        init = dict(init)
+        if "path" in init:  # recorded before runs were named by name and hash
+            init.setdefault("name", run_name(init.pop("path")))
+        if (init.get("guidance") or {}).get("model"):
+            init["guidance"] = {**init["guidance"], "model": folder(init["guidance"]["model"])}
+        init["init"] = chain(init.get("init"))
+        return init
+
+    prov = json.loads(json.dumps(prov))  # a deep copy
+    prov["init"] = chain(prov.get("init"))
+    for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
+                   (prov.get("shapes", {}).get("guidance"), "teacher")):
+        if g and g.get(key):
+            g[key] = folder(g[key])
+    run = prov.get("config", {}).get("run", {})
+    if run.get("init"):
+        run["init"] = (prov.get("init") or {}).get("name") or run_name(run["init"])
+    return prov
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,9 @@ thing — the colour, the shape, or the accessory — the model is evaluated alo
 the mapping input ``(1 − α) c₁ + α c₂`` (what ``att3d interpolate`` and the add-on's chains use):
 
 * ``midpoint_mottling``: the midpoint mesh's colour variation across edges over the mean of the two
-  endpoints' (:func:`surface.color_variation`; 1 = as clean as the ends, the dissolve of an
-  untrained interpolant is > 1);
+  endpoints' (:func:`surface.color_variation`, each plus a floor of 0.002 — about what marching
+  cubes of the true SDF shows — so that perfectly uniform ends do not divide by zero; 1 = as clean
+  as the ends, the dissolve of an untrained interpolant is > 1);
 * ``smoothness``: how evenly the change is spread along α: the largest step's change over the mean
   step's (1 = perfectly even; K = everything happens in one step). A step's change is
   ``1 − IoU`` of the occupancies (shape and accessory pairs) or the mean |Δ| of the albedo renders
@@ -34,6 +35,7 @@ from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world
 
 PAIR_KINDS = ("color", "shape", "accessory")
 DEFAULT_STEPS = 8
+MOTTLING_FLOOR = 0.002
 DEFAULT_PAIRS_PER_KIND = 6
 RESOLUTION = 96
 OCC_GRID = 64
@@ -95,14 +97,18 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
                            pairs_per_kind: int = DEFAULT_PAIRS_PER_KIND, steps: int = DEFAULT_STEPS,
                            resolution: int = RESOLUTION, device: str = "cpu", encoder=None,
                            world_seed: int = 0, seed: int = 0, progress: bool = True,
-                           pairs: Sequence[tuple[str, int, int]] | None = None) -> dict[str, Any]:
-    """The interpolation measures of the module docstring for ``model`` (folder, name or ``ATT3D``)."""
+                           pairs: Sequence[tuple[str, int, int]] | None = None,
+                           queries: Sequence[int] | None = None, grid: int = 64) -> dict[str, Any]:
+    """The interpolation measures of the module docstring for ``model`` (folder, name or ``ATT3D``).
+
+    ``pairs``: explicit ``(kind, i, j)`` pairs instead of :func:`pick_pairs`; ``queries``: the world
+    prompts whose GT renders the realism and retrieval compare with (default: all; a subset must hold
+    every pair's prompts — quick checks); ``grid``: the occupancy grid of the endpoints' IoU."""
     from tqdm import tqdm
 
-    from backend.mesh import density_lattice, field_colors, marching_cubes
     from backend.text_encoder import TextEncoder
 
-    from .metrics import _load, _trained_split, gt_eval_renders
+    from .metrics import _load, _query_set, _trained_split, lattice_and_mesh
     from .surface import color_variation
     from .world import parse_fraction
 
@@ -116,7 +122,10 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
     pairs = list(pairs) if pairs is not None else pick_pairs(world, pool, pairs_per_kind, seed)
     arch = model.config
     encoder = encoder or TextEncoder(arch.text_encoder, arch.max_length)
-    gt = gt_eval_renders(world, progress=progress).reshape(len(world), -1)
+    ends = sorted({i for _, i, _ in pairs} | {j for _, _, j in pairs})
+    qidx, gt = _query_set(world, ends, queries, progress, device)
+    gt = gt.reshape(len(qidx), -1)
+    qpos = {q: k for k, q in enumerate(qidx)}
     cams = eval_cameras(1).to(device)
     nv = len(EVAL_AZIMUTHS)
     alphas = [k / steps for k in range(steps + 1)]
@@ -128,10 +137,9 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
         occs, imgs, variation, nearest = [], [], [], []
         for a in alphas:
             mod = model.modulate((1 - a) * tok[:1] + a * tok[1:], mask[:1] | mask[1:])
-            vol = density_lattice(model, mod, resolution)
+            vol, v, f, c = lattice_and_mesh(model, mod, resolution)
             occs.append(vol[np.ix_(occ_idx, occ_idx, occ_idx)] > arch.iso_density)
-            v, f = marching_cubes(vol, arch.iso_density, arch.bound)
-            variation.append(color_variation(f, field_colors(model, mod, v)) if len(f) else float("nan"))
+            variation.append(color_variation(f, c) if len(f) else float("nan"))
             modb = type(mod)(None if mod.params is None else mod.params.expand(nv, -1), mod.v.expand(nv, -1))
             img = model.render(modb, cams, EVAL_SIZE, EVAL_SIZE, n_samples=EVAL_SAMPLES, stratified=False,
                                use_env=False).albedo.clamp(0, 1).cpu().reshape(-1)
@@ -145,20 +153,20 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
                 union = (occs[k] | occs[k + 1]).sum()
                 changes.append(float(1 - (occs[k] & occs[k + 1]).sum() / union) if union else 0.0)
         mid = steps // 2
-        ends_var = np.nanmean([variation[0], variation[-1]])
-        d_end = [float(nearest[0][i]), float(nearest[-1][j])]
+        ends_var = np.nanmean([variation[0], variation[-1]]) + MOTTLING_FLOOR
+        d_end = [float(nearest[0][qpos[i]]), float(nearest[-1][qpos[j]])]
         rows.append({"kind": kind, "prompt_a": world.texts[i], "prompt_b": world.texts[j],
-                     "midpoint_mottling": float(variation[mid] / ends_var) if ends_var > 0 else float("nan"),
+                     "midpoint_mottling": float((variation[mid] + MOTTLING_FLOOR) / ends_var),
                      "smoothness": _ratio_max_mean(changes),
                      "midpoint_realism": float(nearest[mid].min() / max(np.mean(d_end), 1e-12)),
-                     "endpoint_retrieved": float(np.mean([int(nearest[0].argmin()) == i,
-                                                          int(nearest[-1].argmin()) == j])),
+                     "endpoint_retrieved": float(np.mean([qidx[int(nearest[0].argmin())] == i,
+                                                          qidx[int(nearest[-1].argmin())] == j])),
                      "changes": changes, "color_variation": variation})
     # the endpoints' GT occupancy IoU, as `att3d eval --world shapes` measures it
     from .metrics import evaluate
 
-    ends = sorted({i for _, i, _ in pairs} | {j for _, _, j in pairs})
-    gt_ends = evaluate(model, prompts=ends, max_prompts=0, device=device, encoder=encoder, progress=False)
+    gt_ends = evaluate(model, prompts=ends, max_prompts=0, device=device, encoder=encoder, progress=False,
+                       queries=qidx if queries is not None else None, surface=0, grid=grid)
     iou = {r["index"]: r["iou"] for r in gt_ends["per_prompt"]}
     for r, (_, i, j) in zip(rows, pairs):
         r["endpoint_iou"] = float(np.mean([iou[i], iou[j]]))
@@ -174,3 +182,17 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
             "n_pairs": len(rows), **{k: mean(rows, k) for k in keys}, "by_kind": by_kind,
             "shape_smoothness": mean([r for r in rows if r["kind"] != "color"], "smoothness"),
             "pairs": rows, "model": prov.get("name", ""), "seconds": time.perf_counter() - t0}
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The interpolation measures per kind of pair, readable."""
+    keys = ("midpoint_mottling", "smoothness", "midpoint_realism", "endpoint_iou", "endpoint_retrieved")
+    lines = [f"{result.get('model') or 'model'}: {result['n_pairs']} {result['split']} pairs, α in "
+             f"{result['steps']} steps, {result['resolution']}³, {result['seconds']:.0f} s",
+             f"  {'pairs':<10}" + "".join(f"{k:>20}" for k in keys)]
+    for kind, v in result["by_kind"].items():
+        lines.append(f"  {kind:<10}" + "".join(f"{v[k]:20.3f}" for k in keys))
+    lines.append(f"  {'all':<10}" + "".join(f"{result[k]:20.3f}" for k in keys))
+    lines.append(f"  shape morphs (shape and accessory pairs): smoothness {result['shape_smoothness']:.3f} "
+                 "(largest step / mean step; 1 = even)")
+    return "\n".join(lines)

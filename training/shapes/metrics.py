@@ -11,7 +11,10 @@ Per prompt, and their means:
   its nearest ground-truth prompt — mean squared image distance over the 4 views, among the GT
   renders of **all** world prompts — is its own prompt. ``shape_acc`` / ``color_acc`` /
   ``accessory_acc`` say whether that nearest prompt at least has the right shape / colour /
-  accessory (with its colour).
+  accessory (with its colour); ``by_shape`` gives R-precision and IoU per shape.
+* ``surface`` / ``surface_floor``: on a subset of the prompts, the extracted mesh against the
+  analytic SDF (:mod:`training.shapes.surface`) and the same measures of the floor (marching cubes
+  of the true SDF at the same resolution). :func:`format_report` prints them side by side.
 """
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ import numpy as np
 import torch
 
 from .cache import DEFAULT_DATA_DIR, save_npy_atomically
-from .world import EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
+from .surface import SURFACE_RESOLUTION, summarize
+from .world import EVAL_AZIMUTHS, SHAPES, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
 
 GRID = 64
+DEFAULT_SURFACE_PROMPTS = 16
 EVAL_SIZE = 32
 EVAL_SAMPLES = 64
 DEFAULT_MAX_PROMPTS = 128
@@ -39,9 +44,9 @@ def _cache_dir() -> Path:
 
 
 def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = True,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, device: str | torch.device = "cpu") -> torch.Tensor:
     """GT albedo renders of every world prompt from the evaluation views ``[P, V, 3, S, S]`` (float,
-    cached as uint8 in the data dir, keyed by the prompt hash)."""
+    cached as uint8 in the data dir, keyed by the prompt hash), rendered on ``device``."""
     path = _cache_dir() / f"eval_views_{size}px_{world.prompt_hash[:12]}.npy"
     if cache and path.is_file():
         try:
@@ -49,9 +54,11 @@ def gt_eval_renders(world: ShapesWorld, size: int = EVAL_SIZE, cache: bool = Tru
         except (OSError, ValueError):
             pass
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: faster on one thread on a shared CPU
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)  # many tiny ops: faster on one thread on a shared CPU
     try:
-        imgs = render_eval_views(world, range(len(world)), size, EVAL_SAMPLES, progress=progress)
+        imgs = render_eval_views(world, range(len(world)), size, EVAL_SAMPLES, progress=progress, device=device,
+                                 batch=64 if torch.device(device).type == "cpu" else 1024)
     finally:
         torch.set_num_threads(threads)
     arr = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
@@ -112,15 +119,15 @@ def _scored_prompts(world: ShapesWorld, split: str, fraction: float | str | None
 
 
 def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None,
-               progress: bool) -> tuple[list[int], torch.Tensor]:
+               progress: bool, device: str | torch.device = "cpu") -> tuple[list[int], torch.Tensor]:
     """The retrieval query prompts and their GT renders ``[Q, V, 3, S, S]``: all world prompts
     (cached), or the subset ``queries`` (rendered now), which must hold every scored prompt."""
     if queries is None:
-        return list(range(len(world))), gt_eval_renders(world, progress=progress)
+        return list(range(len(world))), gt_eval_renders(world, progress=progress, device=device)
     qidx = sorted(set(int(q) for q in queries))
     if not set(idx) <= set(qidx):
         raise ValueError("the query set must contain every scored prompt")
-    return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES)
+    return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES, device=device)
 
 
 def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float]:
@@ -160,7 +167,8 @@ def _gt_distances(model: Any, mod, gt_flat: torch.Tensor, device: str) -> torch.
 def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None = None, world_seed: int = 0,
              prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
-             per_prompt: bool = True, queries: Sequence[int] | None = None) -> dict[str, Any]:
+             per_prompt: bool = True, queries: Sequence[int] | None = None, surface: int = DEFAULT_SURFACE_PROMPTS,
+             surface_resolution: int = SURFACE_RESOLUTION) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
@@ -168,6 +176,11 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     or texts). At most ``max_prompts`` (an evenly spread subset; 0 = all) are scored; the retrieval
     query set is every world prompt (``queries``: a subset of prompt indices instead, which must
     contain the scored prompts — for quick checks; the GT renders of a subset are not cached).
+
+    ``surface``: on this many of the scored prompts (evenly spread; 0 = none) the extracted mesh at
+    ``surface_resolution``³ is also measured against the analytic SDF (:mod:`.surface`: normal
+    error, roughness, distance, volume ratio, colour spread and leaks), beside the floor: the same
+    measures of marching cubes on the true SDF. ``by_shape`` breaks the scores down per shape.
     """
     from tqdm import tqdm
 
@@ -183,10 +196,11 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     arch = model.config
     if encoder is None:
         encoder = TextEncoder(arch.text_encoder, arch.max_length)
-    qidx, gt = _query_set(world, idx, queries, progress)
+    qidx, gt = _query_set(world, idx, queries, progress, device)
     gt_flat = gt.reshape(len(qidx), -1)
     qpos = {q: k for k, q in enumerate(qidx)}
     pts = grid_points(grid).to(device)
+    surface_idx = set(pick_prompts(idx, surface)) if surface else set()
     rows = []
     for i in tqdm(idx, desc="GT eval", disable=not progress, file=sys.stderr, leave=False):
         p = world.prompts[i]
@@ -197,10 +211,13 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
         nn_i = qidx[int(d.argmin())]
         q = world.prompts[nn_i]
         rank = int((d < d[qpos[i]]).sum())
-        rows.append({"index": i, "prompt": p.text, "iou": iou, "color_error": color_err,
+        rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "color_error": color_err,
                      "retrieved": nn_i == i, "nearest": q.text, "rank": rank,
                      "shape_ok": q.shape == p.shape, "color_ok": q.color == p.color,
                      "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
+        if i in surface_idx:
+            rows[-1]["surface"], rows[-1]["surface_floor"] = _surface_scores(model, mod, world.scene(i),
+                                                                             surface_resolution)
 
     def mean(k):
         vals = [float(r[k]) for r in rows if r[k] == r[k]]
@@ -212,8 +229,71 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
            "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
            "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
            "seconds": time.perf_counter() - t0}
+    shapes = sorted({r["shape"] for r in rows}, key=lambda s: SHAPES.index(s))
+    out["by_shape"] = {s: {"n": len(rs), "r_precision": float(np.mean([r["retrieved"] for r in rs])),
+                           "iou": float(np.mean([r["iou"] for r in rs]))}
+                       for s in shapes for rs in [[r for r in rows if r["shape"] == s]]}
+    measured = [r for r in rows if "surface" in r]
+    if measured:
+        out["surface_resolution"] = surface_resolution
+        out["n_surface"] = len(measured)
+        out["surface"] = summarize([r["surface"] for r in measured])
+        out["surface_floor"] = summarize([r["surface_floor"] for r in measured])
     if prov:
         out["model"] = prov.get("name", "")
     if per_prompt:
         out["per_prompt"] = rows
     return out
+
+
+def _surface_scores(model: Any, mod, scene, resolution: int) -> tuple[dict[str, float], dict[str, float]]:
+    """The :mod:`.surface` measures of the model's extracted mesh (the path ``att3d generate`` takes,
+    without simplification) and of the floor mesh, at the same resolution."""
+    from .surface import floor_mesh, mesh_metrics, mesh_volume
+
+    fv, ff, fc = floor_mesh(scene, resolution)
+    true_volume = mesh_volume(fv, ff)
+    _, v, f, c = lattice_and_mesh(model, mod, resolution)
+    return (mesh_metrics(v, f, c, scene, resolution, true_volume=true_volume),
+            mesh_metrics(fv, ff, fc, scene, resolution, true_volume=true_volume))
+
+
+def lattice_and_mesh(model: Any, mod, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The density lattice ``[x, y, z]`` of one prompt and its extracted mesh (vertices, faces,
+    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification), the plain
+    lattice for anything else with ``density`` and ``field`` (the tests' oracles)."""
+    from backend.mesh import density_lattice, field_colors, marching_cubes
+    from backend.model import ATT3D
+
+    cfg = model.config
+    if isinstance(model, ATT3D):
+        vol = density_lattice(model, mod, resolution)
+    else:
+        pts = grid_points(resolution).to(mod.v.device)
+        vol = torch.cat([model.density(mod, chunk[None])[0] for chunk in pts.split(1 << 16)]).cpu()
+        vol = vol.reshape(resolution, resolution, resolution).numpy()
+    v, f = marching_cubes(vol, cfg.iso_density, cfg.bound)
+    if isinstance(model, ATT3D):
+        c = field_colors(model, mod, v)
+    else:
+        c = model.field(mod, torch.from_numpy(v).to(mod.v.device)[None])[1][0].cpu().numpy() if len(v) \
+            else np.zeros((0, 3), np.float32)
+    return vol, v, f, c
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A readable summary of :func:`evaluate`'s result: scores, the per-shape breakdown, and each
+    surface measure beside its floor."""
+    lines = [f"{result.get('model') or 'model'}: {result['n_prompts']} {result['split']} prompts "
+             f"({result['n_queries']} queries), {result['seconds']:.0f} s",
+             f"  GT R-precision {result['r_precision']:.3f}   IoU {result['iou']:.3f}   colour error "
+             f"{result['color_error']:.3f}   shape/colour/accessory acc {result['shape_acc']:.2f}/"
+             f"{result['color_acc']:.2f}/{result['accessory_acc']:.2f}",
+             "  by shape: " + ", ".join(f"{s} {v['r_precision']:.2f}/{v['iou']:.2f}"
+                                        for s, v in result.get("by_shape", {}).items()) + "  (R-precision/IoU)"]
+    if "surface" in result:
+        lines.append(f"  surface on {result['n_surface']} prompts at {result['surface_resolution']}³ "
+                     "(model | floor = marching cubes of the true SDF):")
+        for k, v in result["surface"].items():
+            lines.append(f"    {k:<18} {v:8.3f} | {result['surface_floor'][k]:8.3f}")
+    return "\n".join(lines)

@@ -462,8 +462,9 @@ def eval_cameras(n: int = 1, azimuths: Sequence[float] = EVAL_AZIMUTHS):
 
 
 def render_eval_views(world: ShapesWorld, indices: Sequence[int], size: int = 32, n_samples: int = 64,
-                      batch: int = 64, progress: bool = False) -> torch.Tensor:
-    """GT albedo renders ``[len(indices), V, 3, size, size]`` from the fixed evaluation views."""
+                      batch: int = 64, progress: bool = False, device: str | torch.device = "cpu") -> torch.Tensor:
+    """GT albedo renders ``[len(indices), V, 3, size, size]`` (on the CPU) from the fixed evaluation
+    views, rendered on ``device``."""
     from tqdm import tqdm
 
     nv = len(EVAL_AZIMUTHS)
@@ -473,6 +474,6 @@ def render_eval_views(world: ShapesWorld, indices: Sequence[int], size: int = 32
     for s in tqdm(range(0, len(idx), per), disable=not progress, desc="GT renders", leave=False):
         chunk = idx[s:s + per]
         scenes = [sc for sc in world.scenes(chunk) for _ in range(nv)]
-        r = render_scenes(scenes, eval_cameras(len(chunk)), size, n_samples)
-        out.append(r.rgb.reshape(len(chunk), nv, 3, size, size))
+        r = render_scenes(scenes, eval_cameras(len(chunk)).to(device), size, n_samples)
+        out.append(r.rgb.reshape(len(chunk), nv, 3, size, size).cpu())
     return torch.cat(out)

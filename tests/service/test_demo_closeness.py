@@ -1,0 +1,27 @@
+"""The shipped demo through the service (issue 14): ``/v1/nearest`` flags a prompt from outside its
+world as far and one of its world as close, and ``/v1/info`` says how many prompts it was trained
+on with a few examples. Slow: the first start embeds the demo's 992 training prompts."""
+import sys
+
+import pytest
+
+from blender_att3d.client.http import SubprocessClient
+
+
+@pytest.mark.slow
+def test_demo_far_and_close_through_v1_nearest():
+    c = SubprocessClient(python=sys.executable, model="demo", device="cpu")
+    try:
+        far = c.nearest("a medieval castle")
+        close = c.nearest("a purple cube wearing a red party hat")
+        assert far["far"] is True and far["distance"] > far["threshold"] and far["known_prompts"] == 992
+        assert close["far"] is False and close["distance"] < close["threshold"]
+        assert close["neighbors"][0]["prompt"].startswith("a purple cube wearing a ")
+        for other in ("a cute corgi", "a purple dragon"):  # the issue's false all-clears
+            assert c.nearest(other)["far"] is True, other
+        info = c.info()
+        assert info["training_prompts"] == 992 and info["training_prompts_known"] is True
+        ex = info["training_prompt_examples"]
+        assert len(ex) == 5 and len(set(ex)) == 5 and all(p.startswith("a ") for p in ex)
+    finally:
+        c.close()

@@ -1,0 +1,99 @@
+"""The chain measures (backend.chain_quality) on shapes whose answers are known."""
+import numpy as np
+import pytest
+import trimesh
+
+from backend.chain_quality import (
+    chain_quality,
+    chamfer,
+    closest_points_on_triangles,
+    inward_face_fraction,
+    point_mesh_distance,
+)
+
+
+def test_closest_points_on_triangles_match_a_dense_search():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(3, 200, 3))
+    p = rng.normal(size=(200, 3)) * 2
+    q = closest_points_on_triangles(p, a, b, c)
+    u, v = np.meshgrid(np.linspace(0, 1, 301), np.linspace(0, 1, 301))
+    keep = u + v <= 1
+    u, v = u[keep], v[keep]
+    for i in range(200):
+        dense = a[i] + np.outer(u, b[i] - a[i]) + np.outer(v, c[i] - a[i])
+        best = np.linalg.norm(dense - p[i], axis=1).min()
+        assert best - 1e-3 <= np.linalg.norm(q[i] - p[i]) <= best + 1e-12
+
+
+def test_chamfer_of_concentric_spheres_is_their_gap():
+    s = trimesh.creation.icosphere(4)
+    bigger = trimesh.creation.icosphere(3, radius=1.02)
+    assert chamfer(s.vertices, s.faces, s.vertices, s.faces) == pytest.approx((0.0, 0.0), abs=1e-7)
+    mean, haus = chamfer(s.vertices, s.faces, bigger.vertices, bigger.faces)
+    assert 0.015 < mean < 0.021 and 0.019 < haus < 0.025  # a 0.02 gap (facets make it a little less)
+    far = point_mesh_distance(np.array([[0.0, 0.0, 3.0]]), s.vertices, s.faces)
+    assert far[0] == pytest.approx(2.0, abs=2e-3)
+
+
+def test_inward_faces_are_found(pipeline):
+    mesh = pipeline.generate("a red cube", resolution=32)
+    mod = pipeline.modulate(pipeline.embed("a red cube"))
+    assert inward_face_fraction(pipeline.model, mod, mesh.vertices, mesh.faces) < 0.02
+    flipped = mesh.faces[:, ::-1]
+    assert inward_face_fraction(pipeline.model, mod, mesh.vertices, flipped) > 0.98
+
+
+def test_chain_quality_reports_exact_keyframes_and_every_state(pipeline):
+    prompts = ["a red cube", "a blue sphere"]
+    seq = pipeline.chain(prompts, steps=2, resolution=32)
+    q = chain_quality(pipeline, seq, prompts, resolution=32, key_frames=[1, 25])
+    assert [kf["chamfer_pct_diag"] for kf in q["keyframes"]] == [0.0, 0.0]
+    assert q["max_inward_excess_pct"] == 0.0
+    assert len(q["states"]) == 4 and q["min_on_surface_pct"] >= 99.0
+    assert len(q["swap_gap_voxels"]) == 1 and q["swap_gap_voxels"][0] < 2
+    assert 0 < q["max_jump_per_frame_voxels"] < q["max_jump_voxels"]
+    # a chain whose keyframe mesh is not the direct one is caught
+    seq.pieces[1].vertices[seq.pieces[1].key] = seq.pieces[1].vertices[seq.pieces[1].key] * 1.1
+    bad = chain_quality(pipeline, seq, prompts, resolution=32)
+    assert bad["keyframes"][1]["chamfer_pct_diag"] > 1.0
+
+
+def test_plan_pieces_adds_topologies_only_where_tracking_fails():
+    """Synthetic tracking that holds for one step from its anchor: the anchors 0 and 8 become
+    0, 2, 4, 6, 8; each piece covers its anchor ± 1; tracked states are computed once."""
+    from backend.chain import plan_pieces
+
+    calls = []
+
+    def extract(i):
+        return np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])
+
+    def project(x, v, f, prep):
+        calls.append((prep, x))
+        ok = np.ones(4, bool) if abs(x - prep) <= 1 else np.zeros(4, bool)
+        return v + 0.1, ok
+
+    pieces = plan_pieces(9, [0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]))
+    assert [p.anchor for p in pieces] == [0, 2, 4, 6, 8]
+    assert [p.xs for p in pieces] == [[0, 1], [1, 2, 3], [3, 4, 5], [5, 6, 7], [7, 8]]
+    assert [p.key for p in pieces] == [0, 1, 1, 1, 1]
+    assert all(min(p.on_surface) == 1.0 and not any(p.held) for p in pieces)
+    assert len(calls) == len(set(calls))  # nothing tracked twice
+    assert np.allclose(pieces[1].vertices[0], 2 - 0.1 * 0 + 0.1)  # state 1 tracked from anchor 2
+
+
+def test_plan_pieces_meets_between_steps_and_keeps_a_failing_middle():
+    from backend.chain import plan_pieces
+
+    def project(x, v, f, prep):
+        return v, np.array([abs(x - prep) < 0.4] * 3 + [True])  # 3 of 4 vertices lost beyond 0.4 steps
+
+    pieces = plan_pieces(4, [0, 3], lambda i: (np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])),
+                         project, prepare=lambda v, f: int(v[0, 0]))
+    # every step becomes an anchor; neighbouring steps meet half-way, where each holds its own mesh
+    assert [p.anchor for p in pieces] == [0, 1, 2, 3]
+    assert [p.xs for p in pieces] == [[0, 0.5], [0.5, 1, 1.5], [1.5, 2, 2.5], [2.5, 3]]
+    assert [p.on_surface for p in pieces] == [[1, 0.25], [0.25, 1, 0.25], [0.25, 1, 0.25], [0.25, 1]]
+    assert [p.held for p in pieces] == [[False, True], [True, False, True], [True, False, True], [True, False]]
+    assert all(np.array_equal(v, p.vertices[p.key]) for p in pieces for v in p.vertices)

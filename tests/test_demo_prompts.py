@@ -1,0 +1,34 @@
+"""The shipped demo lists what it was trained on, so "far from the training prompts" is computed
+for it (issue 14): its 992 prompts are the Shapes world's 50 % seen split, the very list its
+provenance hashes; ``ship()`` keeps a run's prompts."""
+from __future__ import annotations
+
+import json
+
+from backend.model import resolve_model_path
+from backend.nearest import training_prompts
+from training.prompts import prompt_hash
+
+
+def test_the_demo_lists_its_992_training_prompts():
+    config = json.loads((resolve_model_path("demo") / "config.json").read_text())
+    prov = config["provenance"]
+    prompts = training_prompts(config)
+    assert prompts is not None and len(prompts) == 992 == prov["prompt_set"]["count"]
+    assert prompt_hash(prompts) == prov["prompt_set"]["sha256"]  # exactly what it trained on
+    assert "a red sphere wearing a red party hat" in prompts and "a medieval castle" not in prompts
+
+
+def test_ship_keeps_the_prompts(tmp_path, monkeypatch):
+    import torch
+
+    from backend.model import ModelConfig, build_model, load_model, save_model
+    from training.shapes import demo
+
+    run = tmp_path / "run"
+    save_model(build_model(ModelConfig(resolutions=[8, 12], v_dim=4), seed=0), run / "model",
+               {"name": "run", "prompts": ["a red cube", "a blue sphere"], "guidance": {"model": "x"}})
+    monkeypatch.setattr(demo, "shapes_provenance", lambda run_dir: {"guidance": {"teacher": "x"}})
+    dest = demo.ship(run, tmp_path / "shipped")
+    _, cfg = load_model(dest, torch.device("cpu"))
+    assert cfg["provenance"]["prompts"] == ["a red cube", "a blue sphere"] and cfg["provenance"]["name"] == "demo"

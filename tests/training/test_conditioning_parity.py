@@ -1,0 +1,131 @@
+"""The guidance's text conditioning is what diffusers' own pipelines compute: ``IFPipeline.encode_prompt``
+for DeepFloyd IF, ``StableDiffusionPipeline.encode_prompt`` for Stable Diffusion (incl. ``clip_skip``),
+prompt and unconditional, with the view suffixes, in the same dtype. Tiny pipelines with real tokenizer
+types (tiny_pipelines.py), no network."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_pipelines import if_like, sd_like
+
+from training.guidance import GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, view_prompt
+
+PROMPTS = ["a red cube", "A DSLR photo of a pig riding a bicycle", "  a blue sphere made out of gold "]
+VIEWS = ["front", "side", "back"]
+
+
+@pytest.fixture(scope="module")
+def if_root(tmp_path_factory):
+    return if_like(tmp_path_factory.mktemp("if_parity"))
+
+
+@pytest.fixture(scope="module")
+def sd_root(tmp_path_factory):
+    return sd_like(tmp_path_factory.mktemp("sd_parity"))
+
+
+def _if_pipeline(root, dtype):
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    return IFPipeline(tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer"),
+                      text_encoder=T5EncoderModel.from_pretrained(root / "text_encoder", dtype=dtype),
+                      unet=UNet2DConditionModel.from_pretrained(root / "unet", dtype=dtype),
+                      scheduler=DDPMScheduler.from_pretrained(root / "scheduler"),
+                      safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+
+
+@pytest.fixture
+def diffusers_clip_skip(monkeypatch):
+    """diffusers' clip_skip reads ``text_encoder.text_model.final_layer_norm``, which transformers ≥ 5.6
+    flattened away (huggingface/diffusers#14124, open): give the reference its old path back."""
+    from transformers import CLIPTextModel
+
+    if not hasattr(CLIPTextModel, "text_model"):
+        monkeypatch.setattr(CLIPTextModel, "text_model", property(lambda self: self), raising=False)
+
+
+def _sd_pipeline(root, dtype):
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    return StableDiffusionPipeline(vae=AutoencoderKL.from_pretrained(root / "vae", dtype=dtype),
+                                   text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", dtype=dtype),
+                                   tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer"),
+                                   unet=UNet2DConditionModel.from_pretrained(root / "unet", dtype=dtype),
+                                   scheduler=PNDMScheduler.from_pretrained(root / "scheduler"),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _guidance(kind, root, dtype_name, tmp_path, **kw):
+    cfg = GuidanceConfig(kind=kind, model=str(root), dtype=dtype_name, text_dtype=dtype_name, vae_resolution=16, **kw)
+
+    cls = PixelDiffusionGuidance if kind == "pixel" else LatentDiffusionGuidance
+    return cls(cfg, "cpu", cache_dir=tmp_path)  # a fresh cache: nothing comes from an earlier test
+
+
+@pytest.mark.parametrize("dtype_name,dtype", [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_if_encode_prompt_parity(if_root, tmp_path, dtype_name, dtype):
+    pipe = _if_pipeline(if_root, dtype)
+    g = _guidance("pixel", if_root, dtype_name, tmp_path)
+    assert g.encoder.kind == "t5" and g.encoder.dtype == dtype
+    want, want_neg = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=True, device=torch.device("cpu"))
+    ours = g.embed(PROMPTS)
+    assert ours.dtype == want.dtype == dtype and ours.shape == want.shape == (3, 77, 16)
+    assert torch.equal(ours, want)  # bit for bit
+    assert torch.equal(g.uncond(3), want_neg)
+    # IF lowercases: the capitalised prompt is the lowercase one, not <unk> tokens
+    assert torch.equal(g.embed(["a dslr photo of a pig riding a bicycle"])[0], ours[1])
+    # padding positions are the encoder's raw outputs (diffusers does not zero them)
+    assert ours[0, -1].abs().sum() > 0 and not torch.equal(ours[0, -1], torch.zeros_like(ours[0, -1]))
+    # the view-dependent guidance prompts, as the training modes ask for them
+    views = g.prompts_for(PROMPTS, VIEWS)
+    assert views[0] == view_prompt(PROMPTS[0], "front") == "a red cube, front view"
+    want_v, _ = pipe.encode_prompt(views, do_classifier_free_guidance=True, device=torch.device("cpu"))
+    assert torch.equal(g.embed(views), want_v)
+    assert not torch.equal(want_v[0], want[0])
+
+
+def test_if_encode_prompt_parity_negative_prompt(if_root, tmp_path):
+    pipe = _if_pipeline(if_root, torch.float32)
+    g = _guidance("pixel", if_root, "float32", tmp_path, negative_prompt="ugly, blurry")
+    _, want_neg = pipe.encode_prompt(PROMPTS[:2], device=torch.device("cpu"), negative_prompt=["ugly, blurry"] * 2)
+    assert torch.equal(g.uncond(2), want_neg)
+
+
+@pytest.mark.parametrize("clip_skip", [0, 1, 2])
+@pytest.mark.parametrize("dtype_name,dtype", [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_sd_encode_prompt_parity(sd_root, tmp_path, clip_skip, dtype_name, dtype, diffusers_clip_skip):
+    pipe = _sd_pipeline(sd_root, dtype)
+    g = _guidance("latent", sd_root, dtype_name, tmp_path, clip_skip=clip_skip)
+    assert g.encoder.kind == "clip" and g.encoder.clip_skip == clip_skip
+    want, want_neg = pipe.encode_prompt(PROMPTS, torch.device("cpu"), 1, True, clip_skip=clip_skip or None)
+    ours = g.embed(PROMPTS)
+    assert ours.dtype == want.dtype == dtype and ours.shape == want.shape == (3, 77, 16)
+    assert torch.equal(ours, want)
+    assert torch.equal(g.uncond(3), want_neg)  # (diffusers encodes the negative prompt without clip_skip)
+    views = g.prompts_for(PROMPTS, VIEWS)
+    want_v, _ = pipe.encode_prompt(views, torch.device("cpu"), 1, True, clip_skip=clip_skip or None)
+    assert torch.equal(g.embed(views), want_v)
+
+
+def test_sd_clip_skip_changes_the_conditioning(sd_root, tmp_path):
+    """The parity above is not vacuous: clip_skip and the prompt both change what the UNet reads."""
+    a = _guidance("latent", sd_root, "float32", tmp_path / "a").embed(PROMPTS)
+    b = _guidance("latent", sd_root, "float32", tmp_path / "b", clip_skip=1).embed(PROMPTS)
+    assert (a - b).abs().max() > 1e-3
+    assert (a[0] - a[2]).abs().max() > 1e-3
+
+
+def test_conditioning_is_cached_per_clip_skip_and_survives_release(sd_root, tmp_path, diffusers_clip_skip):
+    g = _guidance("latent", sd_root, "float32", tmp_path, clip_skip=1)
+    n = g.precompute(["a red cube"])
+    assert n == 5 and g.encoder._model is None  # 4 views + the negative prompt, then the encoder is freed
+    fresh = _guidance("latent", sd_root, "float32", tmp_path, clip_skip=1)
+    got = fresh.embed(["a red cube, side view"])
+    assert fresh.encoder._model is None  # from the on-disk cache
+    pipe = _sd_pipeline(sd_root, torch.float32)
+    want, _ = pipe.encode_prompt(["a red cube, side view"], torch.device("cpu"), 1, True, clip_skip=1)
+    assert torch.equal(got, want)
+    other = _guidance("latent", sd_root, "float32", tmp_path)  # clip_skip 0 must not read clip_skip 1's entries
+    assert not torch.equal(other.embed(["a red cube, side view"]), want)
