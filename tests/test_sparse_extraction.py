@@ -25,8 +25,8 @@ def _random_model(mapping: str, hash_resolutions: list[int]):
         mod = model.modulate(torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(0)) * 3)
         if mod.params is None:  # the concatenation variant's shared grid: give it values worth reading
             model.point_encoder.shared.normal_(generator=torch.Generator().manual_seed(1))
-        else:
-            mod.params.mul_(1000)
+        else:  # grids of a few units (whatever the mapping's gain): densities that cross the level often
+            mod.params.mul_(3.0 / mod.params.std())
     return model, mod
 
 

@@ -13,6 +13,7 @@ import pytest
 from backend.service.app import OPERATIONS, create_app, header_value, text
 from backend.service.auth import HostPolicy
 from backend.service.worker import Worker
+from blender_att3d.wire.routes import API_VERSION
 
 TOKEN = "h" * 32
 
@@ -123,7 +124,7 @@ def test_the_addons_client_still_connects(server):
     for url in (server.url, f"http://localhost:{server.ready['port']}"):
         client = HTTPClient(url, server.token)
         try:
-            assert client.info()["api"] == 1
+            assert client.info()["api"] == API_VERSION
             assert client.nearest("a red cube", 1)["prompt"] == "a red cube"
         finally:
             client.close()
@@ -207,7 +208,7 @@ def test_hundreds_of_stalled_sockets_do_not_starve_a_server_with_few_descriptors
         t0 = time.monotonic()
         r = srv.api.get("/v1/info", timeout=10)
         elapsed = time.monotonic() - t0
-        assert r.status == 200 and r.json()["api"] == 1
+        assert r.status == 200 and r.json()["api"] == API_VERSION
         assert elapsed < 3, f"a client waited {elapsed:.1f} s behind stalled connections"
         # the oldest stalled connections were closed (503 JSON), not left to use up descriptors
         closed = sum(1 for s in stalled[:200] if _recv_all(s, 0.05).startswith(b"HTTP/1.1 503 "))
