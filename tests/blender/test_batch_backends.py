@@ -49,7 +49,7 @@ def test_auto_without_torch_uses_a_local_server_it_starts_and_stops(tmp_path, pr
     err = r.stderr
     assert f"backend: local, a local server ({sys.executable}), ready in" in err
     assert "backend: loading the model" in err  # the start names its stages
-    assert "[2/2] 'Blue sphere'" in err
+    assert "[2/2] generating 'a blue sphere'" in err
     pid = int(re.search(r"stopped the local backend \(pid (\d+)\)", err).group(1))
     assert not _alive(pid), "the batch left its server running"
 

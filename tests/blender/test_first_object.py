@@ -60,7 +60,7 @@ def test_a_new_user_gets_a_first_object_without_a_terminal(extension_zip, tmp_pa
     stages = [s for s, _ in res["timings"]]
     order = ["starting the backend", "loading the model", "loading the text encoder", "indexing the training prompts",
              "encoding the prompt",
-             "building the grid", "extracting the mesh", "receiving the result", "building the Blender object",
+             "building the grid", "extracting the mesh", "colouring", "receiving the result", "building the Blender object",
              "total from the click"]
     assert stages == [s for s in order if s in stages], stages
     assert {"starting the backend", "loading the model", "extracting the mesh", "building the Blender object"} \
