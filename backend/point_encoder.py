@@ -130,7 +130,14 @@ def _split_factor(batch: int, n: int, device: torch.device) -> int:
 
 
 def sample_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Trilinear lookup: grid ``[B, C, R, R, R]`` (z, y, x), ``u`` ``[B, N, 3]`` (x, y, z) in [-1, 1]."""
+    """Trilinear lookup: grid ``[B, C, R, R, R]`` (z, y, x), ``u`` ``[B, N, 3]`` (x, y, z) in [-1, 1].
+
+    ``grid_sample`` where nothing differentiates twice; when the points themselves need a gradient
+    inside a graph (autograd normals of lit training renders, whose loss differentiates the normals
+    again) a gather-based lookup: CUDA has no second derivative of ``grid_sampler_3d`` ("derivative
+    for aten::grid_sampler_3d_backward is not implemented", measured on an H200 with torch 2.11)."""
+    if u.requires_grad and torch.is_grad_enabled():
+        return sample_dense_twice_differentiable(grid, u)
     b, n, _ = u.shape
     k = _split_factor(b, n, u.device)
     if k > 1:
@@ -144,6 +151,30 @@ def sample_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return out[:, :n]
     out = F.grid_sample(grid, u[:, :, None, None, :], mode="bilinear", padding_mode="zeros", align_corners=True)
     return out[:, :, :, 0, 0].transpose(1, 2)
+
+
+def sample_dense_twice_differentiable(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """:func:`sample_dense`'s values (``grid_sample``, ``align_corners=True``, zero padding) from gathers and
+    products only, so that every derivative of every order exists on every device."""
+    b, c, r = grid.shape[0], grid.shape[1], grid.shape[-1]
+    n = u.shape[1]
+    x = (u + 1) * 0.5 * (r - 1)  # node units, (x, y, z)
+    x0 = x.detach().floor()
+    frac = x - x0
+    x0 = x0.long()
+    flat = grid.reshape(b, c, r ** 3)
+    out = None
+    for corner in range(8):
+        off = torch.tensor([(corner >> i) & 1 for i in range(3)], device=u.device)
+        idx = x0 + off
+        w = torch.where(off.bool(), frac, 1 - frac).prod(-1)  # [B, N]
+        w = w * ((idx >= 0) & (idx < r)).all(-1)  # corners outside the grid read zeros
+        idx = idx.clamp(0, r - 1)
+        lin = idx[..., 0] + r * (idx[..., 1] + r * idx[..., 2])  # the grid is (z, y, x)
+        term = flat.gather(2, lin[:, None, :].expand(b, c, n)) * w[:, None, :]
+        out = term if out is None else out + term
+    assert out is not None
+    return out.transpose(1, 2)
 
 
 def hash_level_size(resolution: int, table: int) -> int:
