@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras
+from .point_encoder import twice_differentiable
 
 Field = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Background = Callable[[torch.Tensor], torch.Tensor]
@@ -99,12 +100,13 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
         grad = torch.stack([(dens4[:, (k + 1) * n:(k + 2) * n] - density) / fd_eps for k in range(3)], dim=-1)
         normal_vecs = -F.normalize(grad, dim=-1, eps=1e-6).reshape(bsz, n_rays, n_samples, 3)
     elif need_normals:
-        with torch.enable_grad():
+        training = torch.is_grad_enabled()  # then the loss differentiates the normals again
+        with torch.enable_grad(), twice_differentiable(training):
             if not flat.requires_grad:
                 flat = flat.detach().requires_grad_(True)
             density, albedo = field(flat)
             if density.requires_grad:
-                grad = torch.autograd.grad(density.sum(), flat, create_graph=torch.is_grad_enabled())[0]
+                grad = torch.autograd.grad(density.sum(), flat, create_graph=training)[0]
             else:  # a field that is piecewise constant in x has no normals
                 grad = torch.zeros_like(flat)
         if not torch.is_grad_enabled():  # inference: drop the graph built for the normals

@@ -1,10 +1,10 @@
 """Autograd normals differentiate the point encoder twice (the loss of a lit render differentiates
 the normals, which are a gradient w.r.t. the points). CUDA's grid_sampler_3d has no second
-derivative, so points that need a gradient take a gather-based lookup: the same values and first
-derivatives as grid_sample, and second derivatives on every device."""
+derivative, so the renderer's autograd normals take a gather-based lookup (``twice_differentiable``):
+the same values and first derivatives as grid_sample, and second derivatives on every device."""
 import torch
 
-from backend.point_encoder import sample_dense
+from backend.point_encoder import sample_dense, twice_differentiable
 
 
 def _inputs(seed: int = 0, outside: float = 1.1):
@@ -20,7 +20,8 @@ def test_gather_lookup_equals_grid_sample_in_values_and_gradients():
     with torch.no_grad():
         want = sample_dense(grid, u)  # grid_sample: nothing needs a gradient
     grid_a, u_a = grid.clone().requires_grad_(True), u.clone().requires_grad_(True)
-    got = sample_dense(grid_a, u_a)  # the gather path
+    with twice_differentiable():
+        got = sample_dense(grid_a, u_a)  # the gather path
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ga, ua = torch.autograd.grad((got * weights).sum(), (grid_a, u_a))
@@ -36,7 +37,8 @@ def test_second_derivative_through_the_normals():
     grid, u = _inputs(2, outside=0.95)
     grid.requires_grad_(True)
     u.requires_grad_(True)
-    density = sample_dense(grid, u).sum(-1)
+    with twice_differentiable():
+        density = sample_dense(grid, u).sum(-1)
     (normal,) = torch.autograd.grad(density.sum(), u, create_graph=True)
     loss = normal.pow(2).sum()
     (g_grid,) = torch.autograd.grad(loss, grid)
@@ -46,7 +48,8 @@ def test_second_derivative_through_the_normals():
 
     def loss_at(g):
         uu = u.detach().requires_grad_(True)
-        (nn,) = torch.autograd.grad(sample_dense(g, uu).sum(), uu)
+        with twice_differentiable():
+            (nn,) = torch.autograd.grad(sample_dense(g, uu).sum(), uu)
         return nn.pow(2).sum()
 
     numeric = (loss_at(grid.detach() + eps * d) - loss_at(grid.detach() - eps * d)) / (2 * eps)
@@ -82,3 +85,11 @@ def test_a_lit_training_render_with_autograd_normals_has_no_grid_sampler_in_its_
     assert not any("GridSampler" in n for n in _op_names(loss)), sorted(_op_names(loss))
     loss.backward()  # through the normals' second derivative
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_first_order_gradients_keep_grid_sample():
+    """Outside the renderer's autograd normals (e.g. a chain's Newton steps) the fast lookup stays."""
+    grid, u = _inputs()
+    u.requires_grad_(True)
+    out = sample_dense(grid, u)
+    assert any("GridSampler" in n for n in _op_names(out.sum()))
