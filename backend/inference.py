@@ -32,8 +32,8 @@ from .mesh import (
     check_resolution,
     density_lattice,
     extract_mesh,
+    extract_surface,
     field_colors,
-    marching_cubes,
 )
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
 from .progress import CancelledError, ProgressFn  # noqa: F401 (re-exported: the service and clients use them)
@@ -232,9 +232,8 @@ class Pipeline:
                 a += (x - int(x)) / steps
                 return positions[k] + a * (positions[k + 1] - positions[k])
 
-            def extract(i: int) -> tuple[np.ndarray, np.ndarray]:
-                return marching_cubes(density_lattice(self.model, mod_at(i), resolution), cfg.iso_density,
-                                      cfg.bound)
+            def extract(i: int) -> tuple[np.ndarray, np.ndarray]:  # an anchor: what generate would make
+                return extract_surface(self.model, mod_at(i), resolution, cfg.iso_density)
 
             def project(x: float, v: np.ndarray, f: np.ndarray, adj) -> tuple[np.ndarray, np.ndarray]:
                 return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel)
