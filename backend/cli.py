@@ -84,6 +84,17 @@ def _check_mesh_options(args: argparse.Namespace) -> None:
             check_texture_size(args.texture)
         except ValueError as e:
             raise CLIError(f"--texture: {e}") from None
+    args.smooth = check_smooth_option(getattr(args, "smooth", 0))
+
+
+def check_smooth_option(smooth: int) -> int:
+    """``--smooth N``: Taubin iterations in 0–100, or one line and exit code 2."""
+    from .mesh import check_smooth
+
+    try:
+        return check_smooth(smooth)
+    except ValueError as e:
+        raise CLIError(f"--smooth: {e}") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -108,7 +119,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     bar.set_description("mesh")
     bar.update()
     mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False, extract=args.extract, mc=args.mc,
-                     unwrap=args.unwrap)
+                     unwrap=args.unwrap, smooth=args.smooth)
     mesh.meta.update(prompt=prompt, model=pipe.model_id)
     if len(mesh.faces) == 0:
         raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
@@ -236,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet, extract="auto", mc="skimage", unwrap="box")
+                            quiet=args.quiet, extract="auto", mc="skimage", unwrap="box", smooth=0)
     return cmd_generate(ns)
 
 
@@ -271,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="marching cubes: skimage (default, faster) or pymcubes")
     g.add_argument("--unwrap", choices=["box", "xatlas"], default="box",
                    help="UV charts for --texture: box (default, 0.1 s) or xatlas (rounder charts, seconds)")
+    g.add_argument("--smooth", type=int, default=0, metavar="N",
+                   help="Taubin smoothing of the extracted surface, N iterations (0–100; volume-preserving; "
+                        "default 0: off)")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("interpolate", help="a chain of prompts → a sequence of meshes")

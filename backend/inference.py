@@ -123,24 +123,26 @@ class Pipeline:
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
              texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
-             progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
+             progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> Mesh:
         """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
         the same mesh); ``mc``: ``skimage``
         (default) or ``pymcubes``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
-        ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`) within one
-        step of the extraction."""
+        ``smooth``: Taubin iterations on the extracted surface, volume-preserving (0–100; 0, the
+        default: off); ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`)
+        within one step of the extraction."""
         check_resolution(resolution)
         tex = (1024 if texture is True else int(texture)) if texture else None
         if tex and not simplify:
             simplify = 20000  # the texture carries the detail; xatlas is slow on dense meshes
         return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress,
-                            unwrap=unwrap)
+                            unwrap=unwrap, smooth=smooth)
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
-                 progress: ProgressFn | None = None) -> Mesh:
+                 progress: ProgressFn | None = None, smooth: int = 0) -> Mesh:
         prompt = check_prompt(prompt)
-        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress)
+        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress,
+                         smooth=smooth)
         mesh.meta.update(prompt=prompt, model=self.model_id)
         return mesh
 

@@ -30,7 +30,8 @@ from .progress import Checkpoint, ProgressFn
 from .texture import bake_texture
 
 __all__ = ["EXTRACT_METHODS", "MC_METHODS", "Mesh", "check_resolution", "density_lattice", "extract_mesh",
-           "extract_surface", "field_colors", "marching_cubes", "project_to_isosurface", "simplify"]
+           "extract_surface", "field_colors", "marching_cubes", "project_to_isosurface", "simplify", "check_smooth",
+           "taubin_smooth", "MAX_SMOOTH"]
 
 Check = Callable[[float], None]
 
@@ -160,6 +161,50 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return v.astype(np.float32), f.astype(np.int64)
 
 
+#: the most Taubin iterations ``smooth`` may ask for (the CLI's ``--smooth``)
+MAX_SMOOTH = 100
+#: Taubin's λ/μ pair: a shrinking step then a slightly larger inflating one (pass band k < 1/λ + 1/μ
+#: ≈ 0.05). Chosen on a noisy sphere and a tube two voxels thick at 64³: both keep their volume within
+#: 0.6 % up to 100 iterations (0.5/−0.53 fattens the tube 17 % at 100, 0.5/−0.5 thins it 13 %)
+TAUBIN_LAMBDA, TAUBIN_MU = 0.6, -0.62
+
+
+def check_smooth(smooth: object) -> int:
+    """A number of Taubin smoothing iterations: an integer in 0–:data:`MAX_SMOOTH` (0: off)."""
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or not 0 <= smooth <= MAX_SMOOTH:
+        raise ValueError(f"smooth must be a whole number of iterations in 0–{MAX_SMOOTH} (0: off), got {smooth!r}")
+    return int(smooth)
+
+
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int,
+                  lam: float = TAUBIN_LAMBDA, mu: float = TAUBIN_MU) -> np.ndarray:
+    """Taubin λ/μ smoothing (Taubin 1995): per iteration, every vertex moves ``lam`` of the way to the
+    mean of its one-ring neighbours, then ``mu`` (< 0) of the way, i.e. back out. A low-pass filter of
+    the surface: it removes lattice-scale lumps while keeping the volume (plain Laplacian smoothing
+    shrinks, most of all thin parts). The faces are unchanged; ``iterations`` 0 returns ``vertices``
+    itself. Vertices without neighbours stay where they are."""
+    iterations = check_smooth(iterations)
+    if iterations == 0 or len(faces) == 0:
+        return vertices
+    import scipy.sparse as sp
+
+    n = len(vertices)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)  # each undirected edge once
+    rows, cols = np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])
+    adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    mean = sp.diags(1.0 / np.maximum(deg, 1)) @ adj  # row-normalised: the neighbours' mean
+    lonely = deg == 0
+    v = vertices.astype(np.float64)
+    for _ in range(iterations):
+        for k in (lam, mu):
+            step = mean @ v - v
+            step[lonely] = 0.0
+            v = v + k * step
+    return v.astype(vertices.dtype, copy=False)
+
+
 def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
                     extract: str = "auto", mc: str = "skimage",
                     check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
@@ -192,13 +237,19 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
                  texture_size: int | None = None, level: float | None = None, extract: str = "auto",
-                 mc: str = "skimage", progress: ProgressFn | None = None, unwrap: str = "box") -> Mesh:
-    """The whole path: surface → (simplify) → colours (→ texture, ``unwrap``: ``box`` or ``xatlas``).
+                 mc: str = "skimage", progress: ProgressFn | None = None, unwrap: str = "box",
+                 smooth: int = 0) -> Mesh:
+    """The whole path: surface → (Taubin smoothing, ``smooth`` iterations; 0: off) → (simplify) →
+    colours, sampled at the smoothed positions (→ texture, ``unwrap``: ``box`` or ``xatlas``).
     ``progress(fraction, message)`` is told how far it got, and may stop it (returning True raises
     :class:`CancelledError`)."""
+    smooth = check_smooth(smooth)
     check = Checkpoint(progress, 0.0, 1.0, "extracting the mesh")
     share = (0.0, 0.8, 0.9) if texture_size else (0.0, 0.9, 1.0)
     verts, faces = extract_surface(model, mod, resolution, level, extract, mc, check=check.part(0, share[1]))
+    if smooth:
+        check(share[1], "smoothing", force=True)
+        verts = taubin_smooth(verts, faces, smooth)
     if simplify_to:
         check(share[1], "simplifying", force=True)
         verts, faces = simplify(verts, faces, simplify_to)

@@ -89,6 +89,12 @@ def _eval_world(args: argparse.Namespace) -> int:
     """``att3d eval --world shapes``: the synthetic world's own ground-truth metrics."""
     if args.world != "shapes":
         raise ValueError(f"unknown world {args.world!r} (known: shapes)")
+    from backend.mesh import check_smooth
+
+    try:
+        smooth = check_smooth(args.smooth)
+    except ValueError as e:
+        raise ValueError(f"--smooth: {e}") from None
     try:
         from .shapes import metrics
     except ImportError as e:
@@ -105,6 +111,8 @@ def _eval_world(args: argparse.Namespace) -> int:
         kwargs["device"] = args.device
     if args.surface_prompts is not None:
         kwargs["surface"] = args.surface_prompts
+    if smooth:
+        kwargs["smooth"] = smooth
     result = metrics.evaluate(args.model, **kwargs)
     if args.json:
         print(json.dumps(result, default=str))
@@ -169,6 +177,9 @@ def register(sub) -> None:
     e.add_argument("--max-prompts", type=int, help="score at most this many prompts (0 = all; --world default: 128)")
     e.add_argument("--surface-prompts", type=int, help="--world: measure the extracted surface against the true "
                                                        "SDF on this many of them (default 16; 0 = none)")
+    e.add_argument("--smooth", type=int, default=0, metavar="N",
+                   help="--world: Taubin-smooth the measured meshes N iterations first, as `att3d generate "
+                        "--smooth N` (0–100; default 0: off)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.set_defaults(func=cmd_eval)

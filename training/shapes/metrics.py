@@ -168,7 +168,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
              prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
              per_prompt: bool = True, queries: Sequence[int] | None = None, surface: int = DEFAULT_SURFACE_PROMPTS,
-             surface_resolution: int = SURFACE_RESOLUTION) -> dict[str, Any]:
+             surface_resolution: int = SURFACE_RESOLUTION, smooth: int = 0) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
@@ -180,13 +180,18 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     ``surface``: on this many of the scored prompts (evenly spread; 0 = none) the extracted mesh at
     ``surface_resolution``³ is also measured against the analytic SDF (:mod:`.surface`: normal
     error, roughness, distance, volume ratio, colour spread and leaks), beside the floor: the same
-    measures of marching cubes on the true SDF. ``by_shape`` breaks the scores down per shape.
+    measures of marching cubes on the true SDF. ``smooth``: Taubin iterations applied to the model's
+    mesh before those measures (``att3d generate --smooth``; 0: off; the floor is never smoothed, and
+    IoU, colour error and R-precision read the field, not the mesh). ``by_shape`` breaks the scores
+    down per shape.
     """
     from tqdm import tqdm
 
+    from backend.mesh import check_smooth
     from backend.text_encoder import TextEncoder
 
     t0 = time.perf_counter()
+    smooth = check_smooth(smooth)
     world = get_world(world_seed)
     model, cfg = _load(model, device)
     model.eval()
@@ -217,7 +222,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
                      "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
         if i in surface_idx:
             rows[-1]["surface"], rows[-1]["surface_floor"] = _surface_scores(model, mod, world.scene(i),
-                                                                             surface_resolution)
+                                                                             surface_resolution, smooth)
 
     def mean(k):
         vals = [float(r[k]) for r in rows if r[k] == r[k]]
@@ -236,6 +241,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     measured = [r for r in rows if "surface" in r]
     if measured:
         out["surface_resolution"] = surface_resolution
+        out["surface_smooth"] = smooth
         out["n_surface"] = len(measured)
         out["surface"] = summarize([r["surface"] for r in measured])
         out["surface_floor"] = summarize([r["surface_floor"] for r in measured])
@@ -246,23 +252,26 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     return out
 
 
-def _surface_scores(model: Any, mod, scene, resolution: int) -> tuple[dict[str, float], dict[str, float]]:
+def _surface_scores(model: Any, mod, scene, resolution: int,
+                    smooth: int = 0) -> tuple[dict[str, float], dict[str, float]]:
     """The :mod:`.surface` measures of the model's extracted mesh (the path ``att3d generate`` takes,
-    without simplification) and of the floor mesh, at the same resolution."""
+    without simplification; ``smooth`` Taubin iterations) and of the floor mesh, at the same resolution."""
     from .surface import floor_mesh, mesh_metrics, mesh_volume
 
     fv, ff, fc = floor_mesh(scene, resolution)
     true_volume = mesh_volume(fv, ff)
-    _, v, f, c = lattice_and_mesh(model, mod, resolution)
+    _, v, f, c = lattice_and_mesh(model, mod, resolution, smooth)
     return (mesh_metrics(v, f, c, scene, resolution, true_volume=true_volume),
             mesh_metrics(fv, ff, fc, scene, resolution, true_volume=true_volume))
 
 
-def lattice_and_mesh(model: Any, mod, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def lattice_and_mesh(model: Any, mod, resolution: int,
+                     smooth: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The density lattice ``[x, y, z]`` of one prompt and its extracted mesh (vertices, faces,
-    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification), the plain
-    lattice for anything else with ``density`` and ``field`` (the tests' oracles)."""
-    from backend.mesh import density_lattice, field_colors, marching_cubes
+    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification; ``smooth``
+    Taubin iterations before the colours, as ``--smooth``), the plain lattice for anything else with
+    ``density`` and ``field`` (the tests' oracles)."""
+    from backend.mesh import density_lattice, field_colors, marching_cubes, taubin_smooth
     from backend.model import ATT3D
 
     cfg = model.config
@@ -273,6 +282,7 @@ def lattice_and_mesh(model: Any, mod, resolution: int) -> tuple[np.ndarray, np.n
         vol = torch.cat([model.density(mod, chunk[None])[0] for chunk in pts.split(1 << 16)]).cpu()
         vol = vol.reshape(resolution, resolution, resolution).numpy()
     v, f = marching_cubes(vol, cfg.iso_density, cfg.bound)
+    v = taubin_smooth(v, f, smooth)
     if isinstance(model, ATT3D):
         c = field_colors(model, mod, v)
     else:
@@ -292,8 +302,10 @@ def format_report(result: dict[str, Any]) -> str:
              "  by shape: " + ", ".join(f"{s} {v['r_precision']:.2f}/{v['iou']:.2f}"
                                         for s, v in result.get("by_shape", {}).items()) + "  (R-precision/IoU)"]
     if "surface" in result:
-        lines.append(f"  surface on {result['n_surface']} prompts at {result['surface_resolution']}³ "
-                     "(model | floor = marching cubes of the true SDF):")
+        smooth = result.get("surface_smooth", 0)
+        lines.append(f"  surface on {result['n_surface']} prompts at {result['surface_resolution']}³"
+                     + (f", Taubin-smoothed ×{smooth}" if smooth else "")
+                     + " (model | floor = marching cubes of the true SDF):")
         for k, v in result["surface"].items():
             lines.append(f"    {k:<18} {v:8.3f} | {result['surface_floor'][k]:8.3f}")
     return "\n".join(lines)
