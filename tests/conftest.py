@@ -31,3 +31,15 @@ def pipeline(tiny_model_dir):
     from backend.inference import Pipeline
 
     return Pipeline(str(tiny_model_dir), device="cpu")
+
+
+# Fixtures that start a backend process (a cold start of torch and the model: seconds each) or build
+# the extension zip. A test that uses one is `slow`: `make test-fast` leaves it out, `make test` and CI
+# run it.
+_PROCESS_FIXTURES = {"server", "start_own_server", "launch", "built_zip"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

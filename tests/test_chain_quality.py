@@ -44,6 +44,7 @@ def test_inward_faces_are_found(pipeline):
     assert inward_face_fraction(pipeline.model, mod, mesh.vertices, flipped) > 0.98
 
 
+@pytest.mark.slow  # a 16-state chain at 64³ and its measures (~8 s)
 def test_chain_quality_reports_exact_keyframes_and_every_state(pipeline):
     prompts = ["a red cube", "a blue sphere"]
     seq = pipeline.chain(prompts, steps=2, resolution=32)

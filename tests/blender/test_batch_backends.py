@@ -40,6 +40,7 @@ def prompts(tmp_path):
     return p
 
 
+@pytest.mark.slow  # starts a backend process
 def test_auto_without_torch_uses_a_local_server_it_starts_and_stops(tmp_path, prompts, tiny_model_dir):
     out = tmp_path / "scene.blend"
     r = batch_without_torch(["--prompts", prompts, "--out", out, "--model", tiny_model_dir, "--device", "cpu",
@@ -54,6 +55,7 @@ def test_auto_without_torch_uses_a_local_server_it_starts_and_stops(tmp_path, pr
     assert not _alive(pid), "the batch left its server running"
 
 
+@pytest.mark.slow  # starts a backend process
 def test_remote_backend_with_a_token_file(tmp_path, prompts, tiny_model_dir):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-the-batch-test\n")

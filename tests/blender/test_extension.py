@@ -57,6 +57,7 @@ def test_the_wheel_carries_the_backend_and_its_data(built_zip, tmp_path):
         build.check_wheel(stripped)
 
 
+@pytest.mark.slow  # builds the extension zip and wheel (~2 s)
 def test_build_cli(tmp_path):
     r = run_python(["-m", "blender_att3d.build", "--out", str(tmp_path / "w"), "--wheel-only"])
     assert r.returncode == 0, r.stderr

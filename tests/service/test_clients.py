@@ -87,7 +87,7 @@ def test_nearest_and_info_agree(embedded, remote):
     assert ie["transport"] == "embedded" and ir["transport"] == "http"
 
 
-@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
 def test_errors_are_invalid_request(request, client_name):
     c = request.getfixturevalue(client_name)
     with pytest.raises(InvalidRequest, match="empty"):
@@ -108,7 +108,7 @@ def test_numpy_scalars_work_on_both_transports(embedded, remote):
          remote.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)))
 
 
-@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
 def test_non_finite_numbers_are_invalid_request(request, client_name):
     c = request.getfixturevalue(client_name)
     with pytest.raises(InvalidRequest):
@@ -120,7 +120,7 @@ def test_non_finite_numbers_are_invalid_request(request, client_name):
     assert isinstance(c.generate("a red cube", resolution=16), MeshData)  # still usable
 
 
-@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
 def test_progress_and_cancel_from_callback(request, client_name):
     c = request.getfixturevalue(client_name)
     seen = []
@@ -137,7 +137,7 @@ def test_progress_and_cancel_from_callback(request, client_name):
     assert seen2[-1][0] == 1.0
 
 
-@pytest.mark.parametrize("client_name", ["embedded", "remote"])
+@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
 def test_cancel_from_another_thread(request, client_name):
     c = request.getfixturevalue(client_name)
     started = threading.Event()
@@ -349,6 +349,7 @@ def test_remote_that_is_another_web_server(health_status, health_body):
         srv.server_close()
 
 
+@pytest.mark.slow  # starts a Python process that never becomes ready
 def test_subprocess_start_up_timeout(tmp_path):
     """A server that never prints its ready line: a clear error after start_timeout, and no process left."""
     pid_file = tmp_path / "pid"

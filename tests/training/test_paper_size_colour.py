@@ -46,7 +46,12 @@ def training_model(arch: ModelConfig, tokens: torch.Tensor):
     return model
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+# the paper-size grids (DF415, animals) take a second or more each: slow; the small ones stay fast
+PAPER_SIZE = ("df415_if", "df415_sd", "animals")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in PAPER_SIZE else p
+                                  for p in SHIPPED], ids=lambda p: p.stem)
 def test_every_shipped_config_starts_with_grid_features_that_carry_colour(path):
     cfg = load_config(path)
     mc = cfg.model
