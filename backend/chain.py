@@ -6,7 +6,7 @@ Two forms:
 * **keyframe pieces** (``consistent=True``, the default): one topology per keyframe. Piece ``k`` is
   keyframe ``k``'s own marching-cubes mesh (exact at its keyframe: the directly generated mesh),
   tracked along the chain to the middle of the segments on both sides of it: its vertices are moved
-  onto each state's isosurface in turn (:func:`backend.mesh.project_to_isosurface`, a short way at a
+  onto each state's isosurface in turn (:func:`settle_on_isosurface`, a short way at a
   time). At each segment's middle two pieces meet on the same isosurface, and the one that shows
   swaps there. Every keyframe shows its own surface; each topology travels half a segment at
   most, so it never has to become a shape far from its own (one sphere mesh dragged onto a cube left

@@ -30,7 +30,7 @@ from .progress import Checkpoint, ProgressFn
 from .texture import bake_texture
 
 __all__ = ["EXTRACT_METHODS", "MC_METHODS", "Mesh", "check_resolution", "density_lattice", "extract_mesh",
-           "extract_surface", "field_colors", "marching_cubes", "project_to_isosurface", "simplify", "check_smooth",
+           "extract_surface", "field_colors", "marching_cubes", "simplify", "check_smooth",
            "taubin_smooth", "MAX_SMOOTH"]
 
 Check = Callable[[float], None]
@@ -260,65 +260,3 @@ def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_
         mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size, check=bake, unwrap=unwrap)
     check(1.0, force=True)
     return mesh
-
-
-# -- consistent topology ------------------------------------------------------------------------
-
-def vertex_neighbors_mean(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Mean of each vertex's one-ring neighbours (for the fallback smoothing)."""
-    v = torch.from_numpy(vertices)
-    f = torch.from_numpy(faces)
-    src = torch.cat([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
-    dst = torch.cat([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
-    acc = torch.zeros_like(v).index_add_(0, src, v[dst])
-    cnt = torch.zeros(len(v)).index_add_(0, src, torch.ones(len(src))).clamp_min(1)
-    return (acc / cnt[:, None]).numpy()
-
-
-def project_to_isosurface(model: ATT3D, mod: Modulation, vertices: np.ndarray, faces: np.ndarray,
-                          level: float | None = None, iterations: int = 6, max_step: float | None = None,
-                          tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Move vertices onto this prompt's isosurface with damped Newton steps along the density gradient.
-
-    Vertices whose density stays far from the level (no surface nearby, vanishing gradient) fall
-    back to the average of their neighbours, so the mesh stays valid (finite, same faces).
-    Returns the new vertices and the boolean mask of converged vertices.
-    """
-    cfg = model.config
-    level = cfg.iso_density if level is None else level
-    max_step = max_step if max_step is not None else 2 * cfg.bound / 64
-    tol = tol if tol is not None else 0.05 * level
-    one = mod.select([0]).detach()
-    x = torch.from_numpy(vertices.copy()).to(mod.v.device)
-    resid = torch.full((len(x),), float("inf"), device=x.device)
-    # Newton converges in 2–3 steps for most vertices: a vertex within 0.1 % of the level stops (its
-    # next step would move it less than 1e-4 of the box), so later steps touch only the rest
-    # (chain16 at 128³: 15 projections 2.1 s → 0.9 s on one core of the development CPU)
-    done = 1e-3 * level
-    active = torch.arange(len(x), device=x.device)
-    for _ in range(iterations):
-        if len(active) == 0:
-            break
-        with torch.enable_grad():
-            xa = x[active][None].requires_grad_(True)
-            d = model.density(one, xa)
-            (g,) = torch.autograd.grad(d.sum(), xa)
-        r = (d.detach() - level)[0]
-        resid[active] = r.abs()
-        keep = r.abs() >= done
-        active, r, g = active[keep], r[keep, None], g[0][keep]
-        step = -r * g / (g.pow(2).sum(-1, keepdim=True) + 1e-8)
-        norm = step.norm(dim=-1, keepdim=True)
-        step = step * (max_step / norm.clamp_min(max_step))  # clamp the step length
-        x[active] = (x[active] + step).clamp(-cfg.bound, cfg.bound)
-    if len(active):
-        with torch.no_grad():
-            resid[active] = (model.density(one, x[active][None]) - level).abs()[0]
-    x = x[None]
-    out = x[0].cpu().numpy()
-    ok = (resid < tol).cpu().numpy() & np.isfinite(out).all(axis=1)
-    if not ok.all():
-        out = np.where(np.isfinite(out), out, vertices)
-        for _ in range(3):
-            out = np.where(ok[:, None], out, vertex_neighbors_mean(out, faces))
-    return out.astype(np.float32), ok

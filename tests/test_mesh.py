@@ -5,8 +5,9 @@ import pytest
 import torch
 import trimesh
 
+from backend.chain import neighbor_mean_operator, settle_on_isosurface
 from backend.export import export_mesh
-from backend.mesh import Mesh, marching_cubes, project_to_isosurface
+from backend.mesh import Mesh, marching_cubes
 
 
 def sphere_volume(n: int, radius: float, bound: float = 1.0) -> np.ndarray:
@@ -87,12 +88,12 @@ class _SphereField:
         return 5.0 + 40.0 * (self.radius - x.norm(dim=-1))
 
 
-def test_project_to_isosurface_moves_vertices_onto_the_new_surface():
+def test_settle_on_isosurface_moves_vertices_onto_the_new_surface():
     from backend.mapping_network import Modulation
 
     verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
     mod = Modulation(None, torch.zeros(1, 2))
-    new, ok = project_to_isosurface(_SphereField(0.62), mod, verts, faces)
+    new, ok = settle_on_isosurface(_SphereField(0.62), mod, verts, neighbor_mean_operator(faces, len(verts)), 2 / 47)
     assert ok.all()
     np.testing.assert_allclose(np.linalg.norm(new, axis=1), 0.62, atol=2e-3)
     assert trimesh.Trimesh(new, faces, process=False).is_watertight
@@ -106,7 +107,8 @@ def test_projection_fallback_keeps_the_mesh_valid():
             return torch.zeros(x.shape[:-1]) + 0 * x.sum(-1)
 
     verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
-    new, ok = project_to_isosurface(Flat(0.5), Modulation(None, torch.zeros(1, 2)), verts, faces)
+    new, ok = settle_on_isosurface(Flat(0.5), Modulation(None, torch.zeros(1, 2)), verts,
+                                   neighbor_mean_operator(faces, len(verts)), 2 / 23)
     assert not ok.any()
     assert np.isfinite(new).all() and new.shape == verts.shape
 
