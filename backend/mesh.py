@@ -1,5 +1,5 @@
 """Mesh extraction: density → marching cubes → vertex colours from the colour field; optional
-simplification and UV-atlas texture bake; consistent-topology sequences.
+Taubin smoothing, simplification and UV-atlas texture bake (chains: backend/chain.py).
 
 Two ways to the surface, the same mesh (``tests/test_sparse_extraction.py``):
 
