@@ -1,9 +1,10 @@
-"""Prepare ``.device/`` for an offline GPU box (``training/shapes/gpu_campaign.sh``): the wheels of
-diffusers and trimesh, and all-MiniLM-L6-v2 in fp16 with only the word-embedding rows of the
+"""Prepare ``.device/`` for an offline GPU box (``training/shapes/gpu_campaign.sh``,
+``training/gpu_check.sh``): the wheels of diffusers, trimesh and fast-simplification (built for the
+box's Python, ``--python-version``, default 3.12), and all-MiniLM-L6-v2 in fp16 with only the word-embedding rows of the
 tokens the Shapes world's prompts use (every other row zero, so the archive is 23 MB instead of
 88 MB; embeddings of world prompts differ from the fp32 model's by ~1e-3 relative).
 
-    python -m training.shapes.pack_offline [--out .device]
+    python -m training.shapes.pack_offline [--out .device] [--python-version 3.12]
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import tarfile
 from pathlib import Path
 
 WHEELS = ("diffusers==0.42.1", "trimesh==5.2.0")
+BINARY_WHEELS = ("fast-simplification==0.2.0",)  # compiled: fetched for the box's Python and Linux
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
 def pack_minilm(out: Path) -> Path:
@@ -57,11 +60,15 @@ def pack_minilm(out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=".device")
+    ap.add_argument("--python-version", default="3.12", help="the GPU box's Python (default 3.12)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(out / "wheels"), *WHEELS],
-                   check=True)
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(out / "wheels")]
+    subprocess.run([*pip, *WHEELS], check=True)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    subprocess.run([*pip, "--only-binary=:all:", "--implementation", "cp", "--python-version", args.python_version,
+                    *platforms, *BINARY_WHEELS], check=True)
     print(f"wrote {pack_minilm(out)} and {out / 'wheels'}")
     return 0
 
