@@ -282,8 +282,12 @@ def plot(summary: dict, png: Path) -> Path:
         marker = "s" if name == "per-prompt" else "o"
         for ax, k in zip(axes, ("r_precision", "iou")):
             ax.plot(xs, [p[k] for p in pts], ls, marker=marker, label=name)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax, k in zip(axes, ("GT R-precision", "occupancy IoU")):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 100 rather than 10¹, 10²
+        ax.xaxis.set_minor_formatter(NullFormatter())  # (labelled minor ticks overlapped on short spans)
         ax.set_xlabel("rendered frames per prompt")
         ax.set_ylabel(k)
         ax.grid(alpha=0.3)
