@@ -192,23 +192,6 @@ def serve_app():
 
 
 @pytest.fixture()
-def start_own_server(service_model_dir, tmp_path):
-    """Start a server of the test's own (to stop or kill it); any left running are killed afterwards."""
-    started: list[Server] = []
-
-    def start(*args: str, **kw) -> Server:
-        srv = start_server(service_model_dir, tmp_path / f"data{len(started)}", *args, **kw)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        if srv.proc.poll() is None:
-            srv.proc.kill()
-            srv.proc.wait()
-
-
-@pytest.fixture()
 def launch(tmp_path):
     """``launch(*args, model_dir=..., command=..., preexec_fn=...)``: :func:`start_server` for a test that
     needs its own kind of server (a stand-in engine, a low descriptor limit); killed afterwards."""
@@ -224,3 +207,15 @@ def launch(tmp_path):
         if srv.proc.poll() is None:
             srv.proc.kill()
             srv.proc.wait()
+
+
+@pytest.fixture()
+def start_own_server(service_model_dir, launch):
+    """Start a server of the test's own on the tiny service model (to stop or kill it); any left running
+    are killed afterwards."""
+
+    def start(*args: str, **kw) -> Server:
+        return launch(*args, model_dir=service_model_dir, **kw)
+
+    return start
+
