@@ -65,25 +65,15 @@ def stage_for_render(scene, target, size: int = 64, samples: int = 8, distance: 
     import bpy
     from mathutils import Vector
 
+    from .builders.staging import add_light
+
     cam = bpy.data.objects.new("ATT3D Camera", bpy.data.cameras.new("ATT3D Camera"))
     scene.collection.objects.link(cam)
     center = Vector(target.location)
     cam.location = center + Vector((0.0, -distance, distance * 0.45))
     cam.rotation_euler = (center - cam.location).to_track_quat("-Z", "Y").to_euler()
     scene.camera = cam
-    sun = bpy.data.objects.new("ATT3D Sun", bpy.data.lights.new("ATT3D Sun", "SUN"))
-    sun.data.energy = 3.0
-    sun.rotation_euler = (0.7, 0.2, 0.6)
-    scene.collection.objects.link(sun)
-    world = scene.world or bpy.data.worlds.new("World")
-    scene.world = world
-    world.color = (0.05, 0.05, 0.05)
-    if world.node_tree is None:
-        world.use_nodes = True
-    bg = next((n for n in world.node_tree.nodes if n.bl_idname == "ShaderNodeBackground"), None)
-    if bg is not None:
-        bg.inputs["Color"].default_value = (0.05, 0.05, 0.05, 1.0)
-        bg.inputs["Strength"].default_value = 1.0
+    add_light(scene)  # the batch scene's sun and grey world
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = samples

@@ -73,16 +73,22 @@ def remove_chain(chain_id: str) -> int:
     return n
 
 
-def build_sequence(collection, seq: SequenceData, frames: Sequence[float], name: str, chain_id: str,
-                   location=(0.0, 0.0, 0.0), model: str = "", resolution: int = 0):
-    """One object per step under an empty; ``hide_viewport``/``hide_render`` keyed (CONSTANT)."""
-    if len(frames) != len(seq):
-        raise ValueError("one frame per chain step")
+def _chain_root(collection, seq: SequenceData, name: str, chain_id: str, location, model: str, resolution: int):
+    """The empty a chain's objects hang under, tagged with the chain's provenance."""
     root = bpy.data.objects.new(name, None)
     root.empty_display_type = "PLAIN_AXES"
     root.location = location
     _tag(root, chain_id, seq.meta, -1.0, model, resolution, " -> ".join(dict.fromkeys(seq.prompts)))
     link(root, collection)
+    return root
+
+
+def build_sequence(collection, seq: SequenceData, frames: Sequence[float], name: str, chain_id: str,
+                   location=(0.0, 0.0, 0.0), model: str = "", resolution: int = 0):
+    """One object per step under an empty; ``hide_viewport``/``hide_render`` keyed (CONSTANT)."""
+    if len(frames) != len(seq):
+        raise ValueError("one frame per chain step")
+    root = _chain_root(collection, seq, name, chain_id, location, model, resolution)
     mat = vertex_color_material(f"{name} colours")
     vis = sequence_visibility_keys(frames)
     for i in range(len(seq)):
@@ -158,11 +164,7 @@ def build_shape_keys(collection, seq: SequenceData, frame_of: Callable[[float], 
     """
     if not seq.consistent:
         raise ValueError("shape keys need a consistent-topology chain (client.chain(consistent=True))")
-    root = bpy.data.objects.new(name, None)
-    root.empty_display_type = "PLAIN_AXES"
-    root.location = location
-    _tag(root, chain_id, seq.meta, -1.0, model, resolution, " -> ".join(dict.fromkeys(seq.prompts)))
-    link(root, collection)
+    root = _chain_root(collection, seq, name, chain_id, location, model, resolution)
     starts = [frame_of(p.times[0]) for p in seq.pieces]
     vis = sequence_visibility_keys(starts)
     for i, piece in enumerate(seq.pieces):
