@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
+from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece, piece_showing
 
 from .mesh_type import Mesh
 
@@ -69,8 +69,7 @@ class ChainResult:
 
     def piece_at(self, t: float) -> int:
         """The piece that shows at chain position ``t``: the later one at a swap."""
-        starts = [p.times[0] for p in self.pieces]
-        return max(0, int(np.searchsorted(np.asarray(starts), t + 1e-9, side="right")) - 1)
+        return piece_showing([p.times[0] for p in self.pieces], t)
 
     def sequence_data(self, meta: dict[str, Any] | None = None) -> SequenceData:
         """The client-side form (:class:`blender_att3d.wire.types.SequenceData`); meshes' meta as given."""

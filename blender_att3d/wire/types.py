@@ -7,7 +7,7 @@ sRGB-encoded display values (what the model renders).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,12 @@ class SequencePiece:
         return MeshData(self.positions[j], self.faces, self.colors[j], meta=dict(meta or {}))
 
 
+def piece_showing(starts: Sequence[float], position: float) -> int:
+    """Index of the chain piece that shows at ``position``, given each piece's first position
+    (``starts``, increasing): the later one where two meet. The one rule of the backend and the add-on."""
+    return max(0, int(np.searchsorted(np.asarray(starts), position + 1e-9, side="right")) - 1)
+
+
 @dataclass
 class SequenceData:
     """Meshes along a prompt chain, one per step.
@@ -121,8 +127,7 @@ class SequenceData:
 
     def piece_at(self, position: float) -> int:
         """Index of the piece that shows at chain ``position`` (the later one where two meet)."""
-        starts = np.asarray([p.times[0] for p in self.pieces])
-        return max(0, int(np.searchsorted(starts, position + 1e-9, side="right")) - 1)
+        return piece_showing([p.times[0] for p in self.pieces], position)
 
     def mesh(self, i: int) -> MeshData:
         """Step ``i`` as a standalone mesh, as it shows, whichever the topology mode."""
