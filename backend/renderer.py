@@ -109,7 +109,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, *, radi
                 grad = torch.autograd.grad(density.sum(), flat, create_graph=training)[0]
             else:  # a field that is piecewise constant in x has no normals
                 grad = torch.zeros_like(flat)
-        if not torch.is_grad_enabled():  # inference: drop the graph built for the normals
+        if not training:  # inference: drop the graph built for the normals
             density, albedo, grad = density.detach(), albedo.detach(), grad.detach()
         normal_vecs = -F.normalize(grad, dim=-1, eps=1e-6).reshape(bsz, n_rays, n_samples, 3)
     else:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,25 +153,19 @@ class TextEncoder:
         # loaded lazily (transformers alone takes seconds to import): a warm cache needs neither
         self._model: torch.nn.Module | None = None
         self._tokenizer: Any = None
-        self._lock = threading.RLock()  # one loader, one encoding at a time (fast tokenizers are not re-entrant)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     # -- model -----------------------------------------------------------------------------
     @property
     def tokenizer(self) -> Any:
-        with self._lock:
-            if self._tokenizer is None:
-                from transformers import AutoTokenizer
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self._path, **self._tok_kw)
-            return self._tokenizer
+            self._tokenizer = AutoTokenizer.from_pretrained(self._path, **self._tok_kw)
+        return self._tokenizer
 
     @property
     def model(self) -> torch.nn.Module:
-        with self._lock:
-            return self._load_model()
-
-    def _load_model(self) -> torch.nn.Module:
         if self._model is None:
             from transformers import AutoModel, CLIPTextModel, T5EncoderModel
 
@@ -208,12 +201,8 @@ class TextEncoder:
         _ = self.tokenizer, self.model
         return self
 
-    def _encode(self, prompts: Sequence[str], clip_skip: int = 0) -> TextEmbedding:
-        with self._lock:
-            return self._encode_locked(prompts, clip_skip)
-
     @torch.no_grad()
-    def _encode_locked(self, prompts: Sequence[str], clip_skip: int = 0) -> TextEmbedding:
+    def _encode(self, prompts: Sequence[str], clip_skip: int = 0) -> TextEmbedding:
         prompts = list(prompts)
         if self.kind == "t5":
             prompts = [p.lower().strip() for p in prompts]  # IFPipeline._text_preprocessing(clean_caption=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -171,7 +170,6 @@ class Engine:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self._index: PromptIndex | None = None
-        self._index_lock = threading.Lock()  # the service warms the index on its own thread
 
     @classmethod
     def load(cls, model: str = "demo", device: str = "auto", cache_dir: str | None = None) -> Engine:
@@ -191,12 +189,11 @@ class Engine:
 
     @property
     def index(self) -> PromptIndex:
-        with self._index_lock:
-            if self._index is None:
-                from ..nearest import PromptIndex
+        if self._index is None:
+            from ..nearest import PromptIndex
 
-                self._index = PromptIndex.from_pipeline(self.pipeline)
-            return self._index
+            self._index = PromptIndex.from_pipeline(self.pipeline)
+        return self._index
 
     def info(self) -> dict[str, Any]:
         import torch
