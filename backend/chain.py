@@ -262,8 +262,8 @@ def neighbor_mean_operator(faces: np.ndarray, n_vertices: int, device: Any = "cp
 
 
 def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_mean: Any, voxel: float,
-                         iterations: int = 6, relax: float = 0.5,
-                         relax_passes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                         iterations: int = 6, relax: float = 0.5, relax_passes: int = 10,
+                         settled: float = 0.1, hopeless: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
     """Move a tracked mesh onto this state's isosurface, keeping its triangles even.
 
     Damped Newton steps along the density gradient (each at most half a voxel... of the coarse
@@ -273,6 +273,11 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
     mesh's faces pointed inward halfway to a sphere, 0.19 % with it (demo model, 128³).
     Vertices that end more than a quarter voxel from the surface (``|σ − ℓ| / |∇σ|``) fall back to
     their neighbours' mean. Returns the vertices and the mask of those on the surface.
+
+    Two early ends, each checked on the density already evaluated for the next step: after the
+    first step, every vertex within ``settled`` voxels of the surface (a short move: the mesh is
+    done), or more than ``hopeless`` of them farther away than the steps left can carry them (the
+    shape changed too much for this topology; :func:`plan_pieces` will not use the state).
     """
     import torch
 
@@ -289,8 +294,19 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
             (g,) = torch.autograd.grad(d.sum(), p)
         return d.detach(), g
 
-    for it in range(iterations):
+    def distance(d, g):
+        return (d - level).abs() / g.norm(dim=-1).clamp_min(1e-8)
+
+    for it in range(iterations + 1):
         d, g = density_grad(x)
+        if it == iterations:
+            break
+        if it >= 1:
+            dist = distance(d, g)
+            if float(dist.max()) <= settled * voxel:
+                break
+            if float((dist > (iterations - it) * max_step).float().mean()) > hopeless:
+                break
         gg = g.pow(2).sum(-1, keepdim=True) + 1e-8
         step = -(d - level)[:, None] * g / gg
         step = step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step))
@@ -301,9 +317,7 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
                 lap = neighbor_mean(x) - x
                 x = x + relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
         x = x.clamp(-cfg.bound, cfg.bound)
-    d, g = density_grad(x)
-    dist = (d - level).abs() / g.norm(dim=-1).clamp_min(1e-8)
-    ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
+    ok = (distance(d, g) <= 0.25 * voxel) & torch.isfinite(x).all(-1)
     if not bool(ok.all()):
         x = torch.where(torch.isfinite(x), x, torch.from_numpy(vertices).to(x.device))
         for _ in range(3):

@@ -113,6 +113,34 @@ def test_projection_fallback_keeps_the_mesh_valid():
     assert np.isfinite(new).all() and new.shape == verts.shape
 
 
+class _CountingSphere(_SphereField):
+    calls = 0
+
+    def density(self, mod, x):
+        type(self).calls += 1
+        return super().density(mod, x)
+
+
+@pytest.mark.parametrize("radius, evaluations, on_surface", [
+    (0.5, 2, True),     # already on the surface: one step, then done
+    (0.6, 5, True),     # 0.1 away: four steps of at most 2/64, then done (the field is linear)
+    (0.9, 2, False),    # 0.4 away, more than the five steps left can cover: given up after one
+])
+def test_settling_ends_early_when_done_or_hopeless(radius, evaluations, on_surface):
+    from backend.mapping_network import Modulation
+
+    verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
+    verts = (verts / np.linalg.norm(verts, axis=1, keepdims=True) * 0.5).astype(np.float32)
+    field = _CountingSphere(radius)
+    _CountingSphere.calls = 0
+    new, ok = settle_on_isosurface(field, Modulation(None, torch.zeros(1, 2)), verts,
+                                   neighbor_mean_operator(faces, len(verts)), 2 / 47)
+    assert _CountingSphere.calls == evaluations
+    assert bool(ok.all()) is on_surface
+    if on_surface:
+        np.testing.assert_allclose(np.linalg.norm(new, axis=1), radius, atol=0.1 * 2 / 47)
+
+
 def test_texture_bake_reproduces_the_colour_field(tmp_path):
     from backend.texture import bake_texture
 
