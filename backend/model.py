@@ -230,8 +230,9 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, Any] | None = None,
-               dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename)."""
+               dtype: torch.dtype = torch.float32, extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder, then rename);
+    ``extra_files`` (name → text, e.g. a model card) go into the same folder in the same swap."""
     from safetensors.torch import save_file
 
     if model.frozen:  # its weights lost their spectral-norm parametrization: load_model could not read them
@@ -244,6 +245,8 @@ def save_model(model: ATT3D, folder: str | os.PathLike, provenance: dict[str, An
         config = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "architecture": asdict(model.config), "provenance": provenance or {}}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     return write_folder_atomically(folder, write)
 

@@ -144,6 +144,9 @@ def _repo_relative(path: str) -> str:
         return str(path)
 
 
+MODEL_CARD = "README.md"
+
+
 def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | None = None) -> Path:
     """Copy ``run_dir/model`` into ``dest`` (default :data:`SHIP_DIR`) in fp16 with the Shapes provenance."""
     import torch
@@ -159,7 +162,10 @@ def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | No
     prov["shapes"] = shapes_provenance(run_dir)
     if metrics:
         prov["shapes"]["metrics"] = metrics
-    return save_model(model, dest or SHIP_DIR, portable_provenance(prov), dtype=torch.float16)
+    dest = Path(dest or SHIP_DIR)
+    card = dest / MODEL_CARD  # hand-written, updated with each version: it stays
+    extra = {MODEL_CARD: card.read_text(encoding="utf-8")} if card.is_file() else None
+    return save_model(model, dest, portable_provenance(prov), dtype=torch.float16, extra_files=extra)
 
 
 def portable_provenance(prov: dict) -> dict:
