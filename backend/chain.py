@@ -294,19 +294,16 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
             (g,) = torch.autograd.grad(d.sum(), p)
         return d.detach(), g
 
-    def distance(d, g):
+    def distance(d, g):  # first-order distance to the isosurface
         return (d - level).abs() / g.norm(dim=-1).clamp_min(1e-8)
 
     for it in range(iterations + 1):
         d, g = density_grad(x)
-        if it == iterations:
+        dist = distance(d, g)
+        if it == iterations or it >= 1 and (
+                float(dist.max()) <= settled * voxel
+                or float((dist > (iterations - it) * max_step).float().mean()) > hopeless):
             break
-        if it >= 1:
-            dist = distance(d, g)
-            if float(dist.max()) <= settled * voxel:
-                break
-            if float((dist > (iterations - it) * max_step).float().mean()) > hopeless:
-                break
         gg = g.pow(2).sum(-1, keepdim=True) + 1e-8
         step = -(d - level)[:, None] * g / gg
         step = step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step))
@@ -317,7 +314,7 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
                 lap = neighbor_mean(x) - x
                 x = x + relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
         x = x.clamp(-cfg.bound, cfg.bound)
-    ok = (distance(d, g) <= 0.25 * voxel) & torch.isfinite(x).all(-1)
+    ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
     if not bool(ok.all()):
         x = torch.where(torch.isfinite(x), x, torch.from_numpy(vertices).to(x.device))
         for _ in range(3):

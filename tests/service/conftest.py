@@ -218,4 +218,3 @@ def start_own_server(service_model_dir, launch):
         return launch(*args, model_dir=service_model_dir, **kw)
 
     return start
-
