@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     from .chain_quality import chain_quality
     from .export import export_mesh
     from .inference import Pipeline
-    from .mesh import density_lattice, marching_cubes, simplify
+    from .mesh import density_lattice, extract_surface, field_colors, marching_cubes, resolve_mc, simplify
     from .texture import bake_texture
 
     def log(msg: str) -> None:
@@ -72,9 +73,15 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["mapping"] = _median(lambda: pipe.modulate(one), repeats)
     log("lattice_128")
     res["lattice_128"] = _median(lambda: density_lattice(pipe.model, mod, 128), repeats)
-    vol = density_lattice(pipe.model, mod, 128)
+    vol = density_lattice(pipe.model, mod, 128, tensor=True)  # on the device: --mc auto marches it there
     log("marching_cubes_128")
     res["marching_cubes_128"] = _median(lambda: marching_cubes(vol, cfg.iso_density, cfg.bound), repeats)
+    res["marching_cubes_method"] = resolve_mc("auto", pipe.device)
+    # where generate_glb_128's time goes: surface (sparse), vertex colours, GLB file
+    log("surface_128")
+    res["surface_128"] = _median(lambda: extract_surface(pipe.model, mod, 128), repeats)
+    verts, _ = extract_surface(pipe.model, mod, 128)
+    res["colours_128"] = _median(lambda: field_colors(pipe.model, mod, verts), repeats)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.glb"
         for n in (128, 256, 512):
@@ -91,12 +98,14 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
                 res[key] = _median(run, reps, warm)
                 if n == 128 and not suffix:
                     res["glb_bytes"] = out.stat().st_size
+                    res["export_glb_128"] = _median(partial(export_mesh, pipe.generate(PROMPTS[0], n), out),
+                                                    reps, warm)
             if f"generate_glb_{n}_dense" in res:
                 res[f"generate_glb_{n}_vs_dense"] = round(res[f"generate_glb_{n}"] / res[f"generate_glb_{n}_dense"], 4)
     log("texture_1024")
     mesh = pipe.generate(PROMPTS[0], 128)
     verts, faces = simplify(mesh.vertices, mesh.faces, 20000)
-    from .mesh import Mesh, field_colors
+    from .mesh import Mesh
 
     low = Mesh(verts, faces, field_colors(pipe.model, mod, verts))
     res["texture_faces"] = int(len(faces))

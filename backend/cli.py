@@ -247,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet, extract="auto", mc="skimage", unwrap="box", smooth=0)
+                            quiet=args.quiet, extract="auto", mc="auto", unwrap="box", smooth=0)
     return cmd_generate(ns)
 
 
@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--extract", choices=EXTRACT_METHODS, default="auto",
                    help="sparse: evaluate the density only where the surface can be; dense: at every lattice "
                         "node (the reference, the same mesh); auto (default): sparse from 96³, dense below")
-    g.add_argument("--mc", choices=MC_METHODS, default="skimage",
-                   help="marching cubes: skimage (default, faster) or pymcubes")
+    g.add_argument("--mc", choices=MC_METHODS, default="auto",
+                   help="marching cubes: skimage (scikit-image), pymcubes, torch (on the model's device); "
+                        "auto (default): torch on a GPU, skimage on the CPU")
     g.add_argument("--unwrap", choices=["box", "xatlas"], default="box",
                    help="UV charts for --texture: box (default, 0.1 s) or xatlas (rounder charts, seconds)")
     g.add_argument("--smooth", type=int, default=0, metavar="N",

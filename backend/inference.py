@@ -122,11 +122,12 @@ class Pipeline:
 
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
-             texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
+             texture: bool | int = False, extract: str = "auto", mc: str = "auto",
              progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> Mesh:
         """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
-        the same mesh); ``mc``: ``skimage``
-        (default) or ``pymcubes``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
+        the same mesh); ``mc``: ``auto``
+        (default: ``torch`` on a GPU, ``skimage`` elsewhere), ``skimage``, ``pymcubes`` or
+        ``torch``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
         ``smooth``: Taubin iterations on the extracted surface, volume-preserving (0–100; 0, the
         default: off); ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`)
         within one step of the extraction."""
@@ -138,7 +139,7 @@ class Pipeline:
                             unwrap=unwrap, smooth=smooth)
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool | int = False, extract: str = "auto", mc: str = "skimage",
+                 texture: bool | int = False, extract: str = "auto", mc: str = "auto",
                  progress: ProgressFn | None = None, smooth: int = 0) -> Mesh:
         prompt = check_prompt(prompt)
         mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress,
@@ -147,7 +148,7 @@ class Pipeline:
         return mesh
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None, mc: str = "skimage", progress: ProgressFn | None = None) -> Mesh:
+              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> Mesh:
         if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
         mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify,

@@ -8,7 +8,9 @@ Two ways to the surface, the same mesh (``tests/test_sparse_extraction.py``):
 - ``dense`` (the reference): the density at every node of the ``N³`` lattice, one marching cubes;
 - ``auto`` (the default): sparse from 96³ on, dense below (cheaper there).
 
-Marching cubes is scikit-image's (Lewiner; the default, faster) or PyMCubes' (``mc="pymcubes"``).
+Marching cubes is scikit-image's (Lewiner; the fastest on a CPU), PyMCubes' (``mc="pymcubes"``) or our
+PyTorch one (``mc="torch"``, :mod:`backend.marching_cubes`: on the model's device, a few ms on a GPU);
+``mc="auto"`` (the default) takes PyTorch's on a GPU and scikit-image's elsewhere.
 Meshes are plain numpy (:class:`Mesh`, in ``mesh_type``), in the model's world frame (Z up, front −Y).
 """
 from __future__ import annotations
@@ -17,12 +19,15 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # the one resolution check is the protocol's; the CLI, inference and the service import it from here
 from blender_att3d.wire import check_resolution
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
 
+from . import marching_cubes as torch_mc
 from . import sparse_lattice
+from .device import chunk_points
 from .mapping_network import Modulation
 from .mesh_type import Mesh
 from .model import ATT3D
@@ -30,7 +35,7 @@ from .progress import Checkpoint, ProgressFn
 from .texture import bake_texture
 
 __all__ = ["EXTRACT_METHODS", "MC_METHODS", "Mesh", "check_resolution", "density_lattice", "extract_mesh",
-           "extract_surface", "field_colors", "marching_cubes", "simplify", "check_smooth",
+           "extract_surface", "field_colors", "marching_cubes", "resolve_mc", "simplify", "check_smooth",
            "taubin_smooth", "MAX_SMOOTH"]
 
 Check = Callable[[float], None]
@@ -40,20 +45,32 @@ def _no_check(fraction: float = 0.0) -> None:
     return None
 
 
+def resolve_mc(mc: str, device: torch.device | str) -> str:
+    """``auto`` → ``torch`` on a GPU (no copy of the lattice to the host, a few ms) and ``skimage`` on a
+    CPU (scikit-image's C code beats PyTorch's there); the others as they are."""
+    mc = check_mc(mc)
+    if mc == "auto":
+        return "torch" if torch.device(device).type != "cpu" else "skimage"
+    return mc
+
+
 @torch.no_grad()
 def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
-                    max_points: int = 1 << 16, check: Check = _no_check) -> np.ndarray:
+                    max_points: int | None = None, check: Check = _no_check, tensor: bool = False) -> np.ndarray:
     """Density of one prompt on an ``N³`` lattice over [-bound, bound]³, indexed ``[x, y, z]``.
 
     The point encoder gives the features of a slab of z rows at a time, channel-first
     (:meth:`PointEncoder.lattice_slabs`: separable interpolation, exact at lattice points), and the
     NeRF MLP turns them into densities as matrix products (:meth:`NeRFMLP.density_channels_first`),
-    2¹⁴ points at a time so its activations stay in cache: the same density as ``model.density``
-    there, far cheaper. ``check(fraction)`` is called after every slab (a cancel point).
+    2¹⁴ points at a time on a CPU so its activations stay in cache: the same density as
+    ``model.density`` there, far cheaper. ``max_points`` per slab (default: 2¹⁶ on a CPU, 2²¹ on a
+    GPU). ``check(fraction)`` is called after every slab (a cancel point). ``tensor``: return it as a
+    tensor on the model's device (typed as an array for the callers that take numpy)
     """
     cfg = model.config
     n = check_resolution(resolution)
     dev = mod.v.device
+    max_points = max_points or chunk_points(dev, 1 << 16)
     one = mod.select([0])
     coords = torch.linspace(-cfg.bound, cfg.bound, n, device=dev)
     r2_xy = (coords[None, :] ** 2 + coords[:, None] ** 2).reshape(-1)  # [n*n] (y, x)
@@ -63,7 +80,8 @@ def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
         radius = (r2_xy[None, :] + coords[z0:z1, None] ** 2).sqrt()
         sparse_lattice.mlp_density(model.nerf, feats, radius.reshape(-1), v, out[z0:z1].view(-1))
         check(z1 / n)
-    return out.view(n, n, n).permute(2, 1, 0).contiguous().cpu().numpy()
+    vol = out.view(n, n, n).permute(2, 1, 0).contiguous()
+    return vol if tensor else vol.cpu().numpy()  # type: ignore[return-value]
 
 
 # a single marching-cubes call up to this many voxels (256³: about 0.3 s); larger volumes go in
@@ -71,12 +89,25 @@ def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
 SLAB_VOXELS = 1 << 24
 
 
-def marching_cubes(volume: np.ndarray, level: float, bound: float, method: str = "skimage",
+def marching_cubes(volume: np.ndarray | torch.Tensor, level: float, bound: float, method: str = "auto",
                    check: Check = _no_check, slab_voxels: int = SLAB_VOXELS) -> tuple[np.ndarray, np.ndarray]:
     """Isosurface of an ``[x, y, z]`` lattice spanning [-bound, bound]³; closed (the volume is padded),
-    faces counter-clockwise seen from outside. ``method``: ``skimage`` or ``pymcubes``."""
-    method = check_mc(method)
+    faces counter-clockwise seen from outside. ``method``: ``auto`` (by where the volume lies),
+    ``skimage``, ``pymcubes`` or ``torch`` (on the volume's device)."""
+    on = volume.device if isinstance(volume, torch.Tensor) else torch.device("cpu")
+    method = resolve_mc(method, on)
     n = volume.shape[0]
+    if method == "torch":
+        vol_t = torch.as_tensor(volume)
+        if not (vol_t.max() > level):
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+        padded_t = F.pad(vol_t, (1, 1, 1, 1, 1, 1), value=min(0.0, float(vol_t.min())))
+        v_t, f_t = torch_mc.marching_cubes_volume(padded_t, level)
+        check(1.0)
+        step = 2 * bound / (n - 1)
+        return ((v_t.double() - 1) * step - bound).float().cpu().numpy(), f_t.cpu().numpy()
+    if isinstance(volume, torch.Tensor):
+        volume = volume.cpu().numpy()
     if not (volume.max() > level):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, float(volume.min())))
@@ -132,12 +163,13 @@ def _march_slabs(volume: np.ndarray, level: float, method: str, layers: int,
 
 
 @torch.no_grad()
-def field_colors(model: ATT3D, mod: Modulation, vertices: np.ndarray, chunk: int = 1 << 16,
+def field_colors(model: ATT3D, mod: Modulation, vertices: np.ndarray, chunk: int | None = None,
                  check: Check = _no_check) -> np.ndarray:
     """Albedo of the colour field at the given points (one prompt)."""
     if len(vertices) == 0:
         return np.zeros((0, 3), np.float32)
     dev = mod.v.device
+    chunk = chunk or chunk_points(dev, 1 << 16)
     one = mod.select([0])
     out = []
     for s in range(0, len(vertices), chunk):
@@ -206,7 +238,7 @@ def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int,
 
 
 def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
-                    extract: str = "auto", mc: str = "skimage",
+                    extract: str = "auto", mc: str = "auto",
                     check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
     """The isosurface of one prompt's density: ``(vertices [V, 3] float32, faces [F, 3] int64)``.
 
@@ -217,17 +249,19 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
     """
     cfg = model.config
     n = check_resolution(resolution)
-    extract, mc = check_extract(extract), check_mc(mc)
+    extract, mc = check_extract(extract), resolve_mc(mc, mod.v.device)
     if extract == "auto":
         extract = "sparse" if n >= sparse_lattice.SPARSE_FROM else "dense"
     level = cfg.iso_density if level is None else float(level)
     if extract == "dense" or level <= 0 or not sparse_lattice.supports_sparse(model):
         # the lattice is most of the dense path's time (0.27 s of 0.31 s at 128³)
-        vol = density_lattice(model, mod, n, check=lambda f: check(0.85 * f))
+        vol = density_lattice(model, mod, n, check=lambda f: check(0.85 * f), tensor=mc == "torch")
         return marching_cubes(vol, level, cfg.bound, mc, check=lambda f: check(0.85 + 0.15 * f))
     grid = sparse_lattice.BlockGrid(n, sparse_lattice.default_block_size(n), cfg.bound)
     surface, lower = sparse_lattice.surface_blocks(model, mod, grid, level, check=lambda f: check(0.15 * f))
     blocks, values = sparse_lattice.block_densities(model, mod, grid, surface, check=lambda f: check(0.15 + 0.6 * f))
+    if mc == "torch":
+        return sparse_lattice.march_blocks_torch(values, blocks, grid, level)
     if mc == "pymcubes":
         return sparse_lattice.march_filled(blocks, values, lower, grid, level, import_pymcubes(),
                                            check=lambda f: check(0.75 + 0.25 * f))
@@ -237,7 +271,7 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
                  texture_size: int | None = None, level: float | None = None, extract: str = "auto",
-                 mc: str = "skimage", progress: ProgressFn | None = None, unwrap: str = "box",
+                 mc: str = "auto", progress: ProgressFn | None = None, unwrap: str = "box",
                  smooth: int = 0) -> Mesh:
     """The whole path: surface → (Taubin smoothing, ``smooth`` iterations; 0: off) → (simplify) →
     colours, sampled at the smoothed positions (→ texture, ``unwrap``: ``box`` or ``xatlas``).

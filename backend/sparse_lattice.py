@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import chunk_points
 from .mapping_network import Modulation
 from .model import ATT3D
 from .nerf_mlp import NeRFMLP
@@ -272,14 +273,15 @@ class NodeField:
         self.real = ((p >= 1) & (p <= grid.n)).float()
 
     def product(self, blocks: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, oz: torch.Tensor,
-                check: Check = _no_check, max_points: int = 1 << 16) -> torch.Tensor:
+                check: Check = _no_check, max_points: int | None = None) -> torch.Tensor:
         """Density at nodes ``block·s + (ox × oy × oz)`` of each block ``[K, 3]`` → ``[K, |ox|, |oy|, |oz|]``,
-        ``max_points`` at a time. Padding nodes are not set to 0 here (see :func:`block_densities`)."""
+        ``max_points`` at a time (default: 2¹⁶ on a CPU, 2²¹ on a GPU). Padding nodes are not set to 0
+        here (see :func:`block_densities`)."""
         pe, s = self.model.point_encoder, self.grid.s
         shape = (len(ox), len(oy), len(oz))
         n_lv = self.corner.shape[0]
         out = torch.empty(len(blocks), *shape, device=self.device)
-        per_chunk = max(1, max_points // math.prod(shape))
+        per_chunk = max(1, (max_points or chunk_points(self.device, 1 << 16)) // math.prod(shape))
         for k0 in range(0, len(blocks), per_chunk):
             b = blocks[k0:k0 + per_chunk]
             k = len(b)
@@ -307,10 +309,11 @@ class NodeField:
 
 
 def mlp_density(nerf: NeRFMLP, feats: torch.Tensor, radius: torch.Tensor, v: torch.Tensor | None,
-                out: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
-    """:meth:`NeRFMLP.density_channels_first` into ``out``, ``chunk`` points at a time: the ``[hidden, chunk]``
-    activations stay in cache between the product, SiLU and the output row (2× faster than 2¹⁶
-    points at a time on the 2-core development CPU)."""
+                out: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """:meth:`NeRFMLP.density_channels_first` into ``out``, ``chunk`` points at a time: on a CPU 2¹⁴, so
+    the ``[hidden, chunk]`` activations stay in cache between the product, SiLU and the output row (2×
+    faster than 2¹⁶ points at a time on the 2-core development CPU); on a GPU 2²¹."""
+    chunk = chunk or chunk_points(feats.device, 1 << 14)
     for a in range(0, feats.shape[1], chunk):
         out[a:a + chunk] = nerf.density_channels_first(feats[:, a:a + chunk], radius[a:a + chunk], v)
     return out
@@ -444,6 +447,31 @@ def march_blocks(values: np.ndarray, blocks: np.ndarray, grid: BlockGrid, level:
     points, faces = weld(np.concatenate(all_v), np.concatenate(all_f), grid.nb * s + 1)
     # skimage orients faces for 'descent' inward-facing for a density (high inside): flip to outward.
     return grid.world(points).astype(np.float32), faces[:, ::-1].copy()
+
+
+def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGrid,
+                       level: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`march_blocks` with :mod:`backend.marching_cubes`, on the device of ``values``: the blocks'
+    cells whose corners straddle the level, marched at once and welded by lattice edge there (no
+    copy of the lattice to the host). The same mesh as scikit-image's where a cell is unambiguous."""
+    from .marching_cubes import marching_cubes_cells
+
+    s = grid.s
+    if len(blocks) == 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    # corner c of cell (i, j, k) of a block is node (i, j, k) + offset(c) of its (s + 1)³ values
+    off = torch.tensor([[(c >> a) & 1 for a in range(3)] for c in range(8)], device=values.device)
+    q = torch.arange(s, device=values.device)
+    local = torch.stack(torch.meshgrid(q, q, q, indexing="ij"), -1).reshape(-1, 3)  # [s³, 3]
+    stride = torch.tensor([(s + 1) ** 2, s + 1, 1], device=values.device)
+    corner = ((local[:, None, :] + off[None]) * stride).sum(-1)  # [s³, 8]
+    vals = values.reshape(len(blocks), -1)[:, corner]  # [K, s³, 8]
+    inside = vals > level
+    crossed = inside.any(-1) & ~inside.all(-1)
+    k, cell = crossed.nonzero(as_tuple=True)
+    origins = blocks[k] * s + local[cell]
+    v, f = marching_cubes_cells(vals[k, cell], origins, level, grid.nb * s + 1)
+    return grid.world(v.double().cpu().numpy()).astype(np.float32), f.cpu().numpy()
 
 
 def march_filled(blocks: torch.Tensor, values: torch.Tensor, lower: torch.Tensor, grid: BlockGrid, level: float,

@@ -12,8 +12,11 @@ CHAIN_MODES = [
     ("SEQUENCE", "Mesh Sequence", "One object per step, exactly one visible at each frame"),
 ]
 MC_METHODS = [  # the wire's MC_METHODS, labelled
-    ("skimage", "scikit-image", "Lewiner marching cubes (faster, the default)"),
-    ("pymcubes", "PyMCubes", "Classic marching cubes from PyMCubes (the backend needs it installed)"),
+    # numbered: a .blend saved before "auto" and "torch" existed keeps its choice
+    ("auto", "Automatic", "PyTorch marching cubes when the backend runs on a GPU, scikit-image on a CPU", 2),
+    ("skimage", "scikit-image", "Lewiner marching cubes (the fastest on a CPU)", 0),
+    ("pymcubes", "PyMCubes", "Classic marching cubes from PyMCubes (the backend needs it installed)", 1),
+    ("torch", "PyTorch", "Marching cubes on the backend's device (the fastest on a GPU)", 3),
 ]
 INTERPOLATIONS = [
     ("LINEAR", "Linear", "Morph smoothly between steps"),

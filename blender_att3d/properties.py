@@ -53,7 +53,7 @@ class ATT3D_PG_settings(PropertyGroup):
                             default=0, min=0, max=512, soft_max=256)
     color_mode: EnumProperty(name="Colour", items=COLOR_MODES, default="VERTEX")
     mc: EnumProperty(name="Marching Cubes", description="Which marching cubes turns the density into a mesh",
-                     items=MC_METHODS, default="skimage")
+                     items=MC_METHODS, default="auto")
     origin: EnumProperty(name="Origin", items=ORIGIN_CHOICES, default="BASE",
                          description="Where the object's origin sits: it lands there, at the 3D cursor")
     target_height: FloatProperty(name="Height", description="Scale results to this height (0: as generated, "

@@ -11,13 +11,13 @@ def test_cli_generate_with_each_extraction_and_marching_cubes(tiny_model_dir, tm
     pytest.importorskip("mcubes")
     meshes = {}
     for extract in ("sparse", "dense"):
-        for mc in ("skimage", "pymcubes"):
+        for mc in ("skimage", "pymcubes", "torch", "auto"):
             out = tmp_path / f"{extract}-{mc}.ply"
             assert main(["-q", "generate", "a red cube", "--model", str(tiny_model_dir), "--out", str(out),
                          "--resolution", "40", "--extract", extract, "--mc", mc]) == 0
             meshes[extract, mc] = trimesh.load(out, force="mesh", process=False)
     counts = {k: (len(m.vertices), len(m.faces)) for k, m in meshes.items()}
-    assert len(set(counts.values())) == 1, counts  # the same surface four ways
+    assert len(set(counts.values())) == 1, counts  # the same surface eight ways
     assert all(m.is_watertight for m in meshes.values())
 
 
@@ -35,9 +35,10 @@ def test_service_request_takes_mc_and_refuses_others():
 
     from backend.service.schemas import GenerateRequest
 
-    assert GenerateRequest(prompt="a red cube").mc == "skimage"
+    assert GenerateRequest(prompt="a red cube").mc == "auto"
+    assert GenerateRequest(prompt="a red cube", mc="torch").mc == "torch"
     assert GenerateRequest(prompt="a red cube", mc="pymcubes").mc == "pymcubes"
-    with pytest.raises(ValidationError, match="mc must be one of skimage, pymcubes"):
+    with pytest.raises(ValidationError, match="mc must be one of auto, skimage, pymcubes, torch"):
         GenerateRequest(prompt="a red cube", mc="marching")
 
 
@@ -64,4 +65,5 @@ def test_http_client_sends_mc_only_when_chosen(monkeypatch):
     monkeypatch.setattr(client, "_job", lambda kind, body, progress: sent.append(body))
     client.generate("a red cube", 64)
     client.generate("a red cube", 64, mc="pymcubes")
-    assert "mc" not in sent[0] and sent[1]["mc"] == "pymcubes"
+    client.generate("a red cube", 64, mc="auto")
+    assert "mc" not in sent[0] and sent[1]["mc"] == "pymcubes" and "mc" not in sent[2]

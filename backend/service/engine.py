@@ -212,7 +212,7 @@ class Engine:
 
     # -- operations ---------------------------------------------------------------------------
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
-                 mc: str = "skimage", progress: ProgressFn | None = None) -> MeshData:
+                 mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
         prompt = check_prompt(prompt)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
@@ -230,7 +230,7 @@ class Engine:
         return mesh_data(mesh)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None, mc: str = "skimage", progress: ProgressFn | None = None) -> MeshData:
+              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
         prompt_a, prompt_b = check_prompt(prompt_a), check_prompt(prompt_b)
         alpha = check_alpha(alpha)
         check_resolution(resolution)

@@ -36,7 +36,8 @@ class GenerateRequest(Strict):
     resolution: int = Field(128, ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="marching-cubes lattice size")
     simplify: int | None = Field(None, ge=4, le=MAX_SIMPLIFY, description="simplify to about this many faces")
     texture: bool = Field(False, description=f"bake a {TEXTURE_SIZE}² UV texture")
-    mc: str = Field("skimage", description="marching cubes: skimage (faster) or pymcubes")
+    mc: str = Field("auto", description="marching cubes: skimage, pymcubes, torch (on the backend's device); "
+                    "auto: torch on a GPU, skimage on the CPU")
 
     _p = field_validator("prompt")(_prompt)
     _mc = field_validator("mc")(check_mc_available)

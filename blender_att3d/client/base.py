@@ -40,7 +40,7 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         """``mc``: the marching cubes, one of ``wire.options.MC_METHODS``."""
 
     @abc.abstractmethod

@@ -90,7 +90,7 @@ class EmbeddedClient(Client):
         return {**self._call(lambda p: self._engine.info(), None, False), "transport": "embedded"}
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         return self._call(lambda p: self._engine.generate(prompt, resolution, simplify, texture, mc=mc, progress=p),
                           progress)
 

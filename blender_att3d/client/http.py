@@ -281,10 +281,10 @@ class HTTPClient(Client):
         return {**info, "transport": "http", "url": self.url}
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "skimage") -> MeshData:
+                 texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         self._check_request([prompt], resolution)
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
-        if mc != "skimage":  # sent only when chosen: servers before the option refuse unknown fields
+        if mc != "auto":  # sent only when chosen: servers before the option refuse unknown fields
             body["mc"] = check_mc(mc)
         return self._run(lambda: self._job("generate", body, progress))
 

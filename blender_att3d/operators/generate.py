@@ -70,7 +70,7 @@ class ATT3D_OT_generate(Operator):
         fit = fit_of(context.scene)
         scene_name, coll_name = context.scene.name, active_collection_name(context)
 
-        mc = {"mc": settings.mc} if settings.mc != "skimage" else {}  # the default: clients of any age
+        mc = {"mc": settings.mc} if settings.mc != "auto" else {}  # the default: clients of any age
 
         def work(progress):
             return backend.get(progress).generate(prompt, resolution=res, texture=(mode == "TEXTURE"),

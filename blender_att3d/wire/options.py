@@ -7,8 +7,9 @@ from typing import Any
 #: how the density is sampled: only where the surface can be (sparse), or at every lattice node (dense,
 #: the reference); the same mesh. auto (the default): sparse from 96³, dense below (cheaper there)
 EXTRACT_METHODS = ("auto", "sparse", "dense")
-#: marching cubes: scikit-image (Lewiner, the default: 32 ms at 128³ vs 61 ms) or PyMCubes
-MC_METHODS = ("skimage", "pymcubes")
+#: marching cubes: scikit-image (Lewiner: 32 ms at 128³ on a CPU vs 61 ms), PyMCubes, or PyTorch (on the
+#: device of the model: a few ms on a GPU); auto (the default): PyTorch on a GPU, scikit-image elsewhere
+MC_METHODS = ("auto", "skimage", "pymcubes", "torch")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

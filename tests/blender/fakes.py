@@ -95,7 +95,7 @@ class FakeClient(Client):
             raise self.fail
         return {"model": self.model, "device": "cpu", "version": "fake"}
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None, mc="skimage") -> MeshData:
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None, mc="auto") -> MeshData:
         p = self._check(prompt)
         self.calls.append(("generate", (p, resolution, texture)))
         self.mc = mc

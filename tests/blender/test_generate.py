@@ -380,9 +380,10 @@ def test_check_prompt_operator_reports(bpy_module, scene):
 
 def test_the_marching_cubes_setting_reaches_the_backend(bpy_module, scene, fake):
     bpy = bpy_module
-    assert scene.att3d.mc == "skimage"
+    assert scene.att3d.mc == "auto"
     assert bpy.ops.att3d.generate(prompt="a red cube", synchronous=True) == {"FINISHED"}
-    assert fake.mc == "skimage"
-    scene.att3d.mc = "pymcubes"
-    assert bpy.ops.att3d.generate(prompt="a red cube", synchronous=True) == {"FINISHED"}
-    assert fake.mc == "pymcubes"
+    assert fake.mc == "auto"  # not sent: the backend's default
+    for mc in ("pymcubes", "torch", "skimage"):
+        scene.att3d.mc = mc
+        assert bpy.ops.att3d.generate(prompt="a red cube", synchronous=True) == {"FINISHED"}
+        assert fake.mc == mc

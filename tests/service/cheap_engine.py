@@ -10,7 +10,7 @@ class CheapEngine:
     def __init__(self, engine) -> None:
         self.e = engine
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="skimage", progress=None):
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
         check_simplify(simplify), check_texture(texture)
         from backend.mesh import check_resolution
 

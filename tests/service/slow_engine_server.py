@@ -18,7 +18,7 @@ class SlowEngine:
     def warm(self, on_stage=None) -> None:
         pass
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="skimage", progress=None):
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
         if progress is not None:
             progress(0.3, "extracting the mesh")  # then no cancel point for a minute
         a = torch.randn(1024, 1024)

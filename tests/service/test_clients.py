@@ -373,7 +373,7 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="skimage", progress=None):
+    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
         self.calls.append((prompt, resolution))
         return MeshData(np.eye(3, dtype=np.float32), [[0, 1, 2]], np.full((3, 3), 0.5, np.float32),
                         meta={"prompt": prompt})
