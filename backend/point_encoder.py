@@ -169,6 +169,14 @@ def sample_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out[:, :, :, 0, 0].transpose(1, 2)
 
 
+def corner_weight(frac: torch.Tensor, corner: int) -> torch.Tensor:
+    """Trilinear weight of cell corner ``corner`` (bit i: the upper node on axis i) at fractions ``frac``
+    ``[..., 3]``: three factors multiplied out, not ``prod(-1)``, whose backward runs cumulative-product
+    scans over the axis of 3 that CUDA does slowly (1.7 s of a 1.8 s lit training step on an H200)."""
+    w = [frac[..., i] if (corner >> i) & 1 else 1 - frac[..., i] for i in range(3)]
+    return w[0] * w[1] * w[2]
+
+
 def sample_dense_twice_differentiable(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """:func:`sample_dense`'s values (``grid_sample``, ``align_corners=True``, zero padding) from gathers and
     products only, so that every derivative of every order exists on every device."""
@@ -183,7 +191,7 @@ def sample_dense_twice_differentiable(grid: torch.Tensor, u: torch.Tensor) -> to
     for corner in range(8):
         off = torch.tensor([(corner >> i) & 1 for i in range(3)], device=u.device)
         idx = x0 + off
-        w = torch.where(off.bool(), frac, 1 - frac).prod(-1)  # [B, N]
+        w = corner_weight(frac, corner)  # [B, N]
         w = w * ((idx >= 0) & (idx < r)).all(-1)  # corners outside the grid read zeros
         idx = idx.clamp(0, r - 1)
         lin = idx[..., 0] + r * (idx[..., 1] + r * idx[..., 2])  # the grid is (z, y, x)
@@ -220,7 +228,7 @@ def sample_hash(table: torch.Tensor, u: torch.Tensor, resolution: int) -> torch.
         else:  # (int64 products: their low 32 bits, all that `% t` reads for a power-of-two t, are uint32's)
             h = (idx[..., 0] * _PRIMES[0]) ^ (idx[..., 1] * _PRIMES[1]) ^ (idx[..., 2] * _PRIMES[2])
         h = h % t
-        w = torch.where(offs.bool(), frac, 1 - frac).prod(dim=-1, keepdim=True)
+        w = corner_weight(frac, corner)[..., None]
         out = out + w * torch.gather(table, 1, h[..., None].expand(-1, -1, c))
     return out * inside
 
