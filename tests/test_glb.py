@@ -92,3 +92,19 @@ def test_chain_glb_pieces_morph_and_swap(tmp_path):
 def test_chain_glb_needs_pieces():
     with pytest.raises(ValueError, match="consistent"):
         glb.sequence_glb(SequenceData([0.0, 1.0], ["a", "b"], meshes=[]))
+
+
+def test_vertex_normals_sum_the_area_weighted_normals_of_the_faces_around_each_vertex():
+    pos, faces, _ = _tetra()
+    pos = np.vstack([pos, [[5.0, 5.0, 5.0]]]).astype(np.float32)  # a vertex no face uses: +Z
+    got = glb.vertex_normals(pos, faces)
+    want = np.zeros((5, 3))
+    for a, b, c in faces.astype(int):
+        n = np.cross(pos[b] - pos[a], pos[c] - pos[a])  # twice the area along the face normal
+        for v in (a, b, c):
+            want[v] += n
+    want[:4] /= np.linalg.norm(want[:4], axis=1, keepdims=True)
+    want[4] = [0, 0, 1]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # the tetrahedron's corner at the origin sees three faces of area ½: its normal leans (−1, −1, −1)
+    np.testing.assert_allclose(got[0], -np.ones(3) / np.sqrt(3), atol=1e-6)
