@@ -261,7 +261,7 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
     surface, lower = sparse_lattice.surface_blocks(model, mod, grid, level, check=lambda f: check(0.15 * f))
     blocks, values = sparse_lattice.block_densities(model, mod, grid, surface, check=lambda f: check(0.15 + 0.6 * f))
     if mc == "torch":
-        return sparse_lattice.march_blocks_torch(values, blocks, grid, level)
+        return sparse_lattice.march_blocks_torch(values, blocks, grid, level, check=lambda f: check(0.75 + 0.25 * f))
     if mc == "pymcubes":
         return sparse_lattice.march_filled(blocks, values, lower, grid, level, import_pymcubes(),
                                            check=lambda f: check(0.75 + 0.25 * f))

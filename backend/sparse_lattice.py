@@ -449,11 +449,12 @@ def march_blocks(values: np.ndarray, blocks: np.ndarray, grid: BlockGrid, level:
     return grid.world(points).astype(np.float32), faces[:, ::-1].copy()
 
 
-def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGrid,
-                       level: float) -> tuple[np.ndarray, np.ndarray]:
+def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGrid, level: float,
+                       check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
     """:func:`march_blocks` with :mod:`backend.marching_cubes`, on the device of ``values``: the blocks'
     cells whose corners straddle the level, marched at once and welded by lattice edge there (no
-    copy of the lattice to the host). The same mesh as scikit-image's where a cell is unambiguous."""
+    copy of the lattice to the host). The same mesh as scikit-image's where a cell is unambiguous. One
+    call (0.3 s at 512³ on the 2-core CPU, milliseconds on a GPU), then ``check(1.0)``."""
     from .marching_cubes import marching_cubes_cells
 
     s = grid.s
@@ -471,6 +472,7 @@ def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGr
     k, cell = crossed.nonzero(as_tuple=True)
     origins = blocks[k] * s + local[cell]
     v, f = marching_cubes_cells(vals[k, cell], origins, level, grid.nb * s + 1)
+    check(1.0)
     return grid.world(v.double().cpu().numpy()).astype(np.float32), f.cpu().numpy()
 
 
