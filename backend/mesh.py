@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from blender_att3d.wire import check_resolution
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
 
-from . import marching_cubes as torch_mc
 from . import sparse_lattice
 from .device import chunk_points
 from .mapping_network import Modulation
@@ -98,11 +97,13 @@ def marching_cubes(volume: np.ndarray | torch.Tensor, level: float, bound: float
     method = resolve_mc(method, on)
     n = volume.shape[0]
     if method == "torch":
+        from .marching_cubes import marching_cubes_volume  # its table takes 26 ms to build: not at startup
+
         vol_t = torch.as_tensor(volume)
         if not (vol_t.max() > level):
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
         padded_t = F.pad(vol_t, (1, 1, 1, 1, 1, 1), value=min(0.0, float(vol_t.min())))
-        v_t, f_t = torch_mc.marching_cubes_volume(padded_t, level)
+        v_t, f_t = marching_cubes_volume(padded_t, level)
         check(1.0)
         step = 2 * bound / (n - 1)
         return ((v_t.double() - 1) * step - bound).float().cpu().numpy(), f_t.cpu().numpy()
