@@ -301,12 +301,7 @@ def marching_cubes_cells(
     compute_dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
     verts = lower[rep].to(compute_dtype)
     verts[torch.arange(verts.shape[0], device=device), axis[rep]] += t.to(compute_dtype)
-
-    # Edge keys are distinct per triangle corner, so this never fires for a well-formed
-    # table; it is kept as a cheap guard for the documented contract.
-    good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    if not bool(good.all()):
-        faces = faces[good]
+    # no degenerate faces to drop: a triangle's corners lie on three different edges of its cell
     return verts.to(torch.float32), faces
 
 

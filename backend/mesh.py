@@ -95,28 +95,25 @@ def marching_cubes(volume: np.ndarray | torch.Tensor, level: float, bound: float
     ``skimage``, ``pymcubes`` or ``torch`` (on the volume's device)."""
     on = volume.device if isinstance(volume, torch.Tensor) else torch.device("cpu")
     method = resolve_mc(method, on)
-    n = volume.shape[0]
-    if method == "torch":
-        from .marching_cubes import marching_cubes_volume  # its table takes 26 ms to build: not at startup
-
-        vol_t = torch.as_tensor(volume)
-        if not (vol_t.max() > level):
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-        padded_t = F.pad(vol_t, (1, 1, 1, 1, 1, 1), value=min(0.0, float(vol_t.min())))
-        v_t, f_t = marching_cubes_volume(padded_t, level)
-        check(1.0)
-        step = 2 * bound / (n - 1)
-        return ((v_t.double() - 1) * step - bound).float().cpu().numpy(), f_t.cpu().numpy()
-    if isinstance(volume, torch.Tensor):
+    if method != "torch" and isinstance(volume, torch.Tensor):
         volume = volume.cpu().numpy()
+    n = volume.shape[0]
     if not (volume.max() > level):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, float(volume.min())))
-    if padded.size <= slab_voxels:
-        verts, faces = _march(padded, level, method)
+    if method == "torch":  # on the volume's device, in one call
+        from .marching_cubes import marching_cubes_volume  # its table takes 26 ms to build: not at startup
+
+        vol = torch.as_tensor(volume)
+        v, f = marching_cubes_volume(F.pad(vol, (1,) * 6, value=min(0.0, float(vol.min()))), level)
+        verts, faces = v.cpu().numpy(), f.cpu().numpy()
         check(1.0)
     else:
-        verts, faces = _march_slabs(padded, level, method, max(2, slab_voxels // padded[0].size), check)
+        padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, float(volume.min())))
+        if padded.size <= slab_voxels:
+            verts, faces = _march(padded, level, method)
+            check(1.0)
+        else:
+            verts, faces = _march_slabs(padded, level, method, max(2, slab_voxels // padded[0].size), check)
     step = 2 * bound / (n - 1)
     return ((verts - 1) * step - bound).astype(np.float32), faces
 

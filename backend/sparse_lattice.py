@@ -455,23 +455,22 @@ def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGr
     cells whose corners straddle the level, marched at once and welded by lattice edge there (no
     copy of the lattice to the host). The same mesh as scikit-image's where a cell is unambiguous. One
     call (0.3 s at 512³ on the 2-core CPU, milliseconds on a GPU), then ``check(1.0)``."""
-    from .marching_cubes import marching_cubes_cells
+    from .marching_cubes import CORNER_OFFSETS, marching_cubes_cells
 
     s = grid.s
     if len(blocks) == 0:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    dev = values.device
     # corner c of cell (i, j, k) of a block is node (i, j, k) + offset(c) of its (s + 1)³ values
-    off = torch.tensor([[(c >> a) & 1 for a in range(3)] for c in range(8)], device=values.device)
-    q = torch.arange(s, device=values.device)
+    q = torch.arange(s, device=dev)
     local = torch.stack(torch.meshgrid(q, q, q, indexing="ij"), -1).reshape(-1, 3)  # [s³, 3]
-    stride = torch.tensor([(s + 1) ** 2, s + 1, 1], device=values.device)
-    corner = ((local[:, None, :] + off[None]) * stride).sum(-1)  # [s³, 8]
-    vals = values.reshape(len(blocks), -1)[:, corner]  # [K, s³, 8]
-    inside = vals > level
-    crossed = inside.any(-1) & ~inside.all(-1)
-    k, cell = crossed.nonzero(as_tuple=True)
+    stride = torch.tensor([(s + 1) ** 2, s + 1, 1], device=dev)
+    corner = ((local[:, None, :] + torch.from_numpy(CORNER_OFFSETS).to(dev)[None]) * stride).sum(-1)  # [s³, 8]
+    flat = values.reshape(len(blocks), -1)
+    inside = (flat > level)[:, corner]  # [K, s³, 8], as bytes: the values of crossed cells only are read
+    k, cell = (inside.any(-1) & ~inside.all(-1)).nonzero(as_tuple=True)
     origins = blocks[k] * s + local[cell]
-    v, f = marching_cubes_cells(vals[k, cell], origins, level, grid.nb * s + 1)
+    v, f = marching_cubes_cells(flat[k[:, None], corner[cell]], origins, level, grid.nb * s + 1)
     check(1.0)
     return grid.world(v.double().cpu().numpy()).astype(np.float32), f.cpu().numpy()
 
