@@ -141,6 +141,38 @@ def test_settling_ends_early_when_done_or_hopeless(radius, evaluations, on_surfa
         np.testing.assert_allclose(np.linalg.norm(new, axis=1), radius, atol=0.1 * 2 / 47)
 
 
+class _CapSphere(_SphereField):
+    """A sphere of radius 0.5 with a cap raised towards +z (up to 0.62); records the points of each call."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def density(self, mod, x):
+        self.sizes.append(x.shape[-2])
+        r = x.norm(dim=-1)
+        return 5.0 + 40.0 * (0.5 + 0.12 * (x[..., 2] / r).clamp_min(0) ** 2 - r)
+
+
+def test_settled_vertices_stay_put_and_are_not_evaluated_again():
+    from backend.mapping_network import Modulation
+
+    verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
+    verts = (verts / np.linalg.norm(verts, axis=1, keepdims=True) * 0.5).astype(np.float32)
+    before = verts.copy()
+    field = _CapSphere()
+    new, ok = settle_on_isosurface(field, Modulation(None, torch.zeros(1, 2)), verts,
+                                   neighbor_mean_operator(faces, len(verts)), 2 / 47, relax=0)
+    np.testing.assert_array_equal(verts, before)  # the input is not written to
+    assert ok.all()
+    unit = new / np.linalg.norm(new, axis=1, keepdims=True)
+    target = 0.5 + 0.12 * np.clip(unit[:, 2], 0, None) ** 2
+    np.testing.assert_allclose(np.linalg.norm(new, axis=1), target, atol=0.1 * 2 / 47)
+    lower = before[:, 2] < -0.01  # on the surface from the start: never moved
+    np.testing.assert_array_equal(new[lower], before[lower])
+    assert field.sizes[0] == len(verts)
+    assert 0 < max(field.sizes[1:]) <= (~lower).sum()  # later steps evaluate only the moving vertices
+
+
 def test_texture_bake_reproduces_the_colour_field(tmp_path):
     from backend.texture import bake_texture
 
