@@ -22,6 +22,7 @@ import torch
 
 PROMPTS = ["a red cube wearing a party hat", "a blue sphere on a plate", "a green cone with a ring",
            "a yellow torus"]
+TRACKED = ["a red sphere", "a yellow sphere", "a blue cube", "a green cube"]
 
 
 def _sync() -> None:
@@ -40,6 +41,12 @@ def _times(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
         _sync()
         ts.append(time.perf_counter() - t)
     return ts
+
+
+def _converged(chain: Any) -> float:
+    """The worst tracked state of a chain: its share of vertices on the surface (held states, which
+    show a neighbour's own surface, aside: a pop, see backend.chain)."""
+    return round(min(float(c) for p in chain.pieces for c, held in zip(p.on_surface, p.held) if not held), 4)
 
 
 def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -117,10 +124,19 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
                                         max(1, repeats // 2))
     seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
     res["chain16_vertices"] = [int(len(p.vertices[0])) for p in seq.pieces]
-    # over the tracked states; a held state shows its neighbour's own surface (a pop, see backend.chain)
-    res["chain16_converged"] = round(min(float(c) for p in seq.pieces
-                                         for c, held in zip(p.on_surface, p.held) if not held), 4)
+    res["chain16_converged"] = _converged(seq)
     res["chain16_held"] = sum(int(h) for p in seq.pieces for h in p.held)
+    # the floor: the same 16 steps as independent meshes (a mesh sequence, no shape keys)
+    log("chain16_independent")
+    res["chain16_independent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=False),
+                                         max(1, repeats // 2))
+    # keyframes of one topology: every step between them is tracked (what chain16_consistent's
+    # prompts, whose topology changes at almost every step, rarely allow)
+    log("chain16_tracked")
+    res["chain16_tracked"] = _median(lambda: pipe.chain(TRACKED, steps=5, resolution=128), max(1, repeats // 2))
+    tracked = pipe.chain(TRACKED, steps=5, resolution=128)
+    res["chain16_tracked_pieces"] = len(tracked.pieces)
+    res["chain16_tracked_converged"] = _converged(tracked)
     log("chain16_quality")
     # how faithful the chain is (backend.chain_quality): keyframes vs the direct meshes, every state
     q = chain_quality(pipe, seq, PROMPTS, resolution=128)

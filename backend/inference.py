@@ -226,9 +226,13 @@ class Pipeline:
             cfg = self.model.config
             voxel = 2 * cfg.bound / (resolution - 1)
 
+            mods: dict[float, Modulation] = {}  # each is needed 2–3 times (extract or track, colour)
+
             def mod_at(x: float) -> Modulation:  # step x (a .5: the middle between two steps)
-                k, a, _ = schedule[int(x)]
-                return self.chain_modulation(emb, k, a + (x - int(x)) / steps)
+                if x not in mods:
+                    k, a, _ = schedule[int(x)]
+                    mods[x] = self.chain_modulation(emb, k, a + (x - int(x)) / steps)
+                return mods[x]
 
             def position(x: float) -> float:
                 k, a, _ = schedule[int(x)]
