@@ -84,6 +84,33 @@ def test_plan_pieces_adds_topologies_only_where_tracking_fails():
     assert np.allclose(pieces[1].vertices[0], 2 - 0.1 * 0 + 0.1)  # state 1 tracked from anchor 2
 
 
+def test_plan_pieces_reports_progress_before_each_extraction_and_settle():
+    """One report per piece of work, never going back, never far from the share of the work done
+    (an extraction weighs EXTRACT_WORK settles), although three splits add work on the way."""
+    from backend.chain import EXTRACT_WORK, plan_pieces
+
+    events, reports = [], []
+
+    def extract(i):
+        events.append(EXTRACT_WORK)
+        return np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])
+
+    def project(x, v, f, prep):
+        events.append(1.0)
+        return v + 0.1, np.full(4, abs(x - prep) <= 1)
+
+    def tick(frac):
+        reports.append((frac, len(events)))
+
+    plan_pieces(9, [0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]), tick=tick)
+    assert len(reports) == len(events) == 15  # 5 extractions, 10 settles
+    fracs = [f for f, _ in reports]
+    assert fracs == sorted(fracs) and fracs[0] == 0 and 0.8 <= fracs[-1] <= 0.95
+    total = sum(events)
+    for frac, n_before in reports:
+        assert abs(frac - sum(events[:n_before]) / total) <= 0.2
+
+
 def test_plan_pieces_meets_between_steps_and_keeps_a_failing_middle():
     from backend.chain import plan_pieces
 
