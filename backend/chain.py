@@ -146,11 +146,11 @@ class PlannedPiece:
 EXTRACT_WORK = 1.5
 
 
-def plan_pieces(n_steps: int, anchors: Sequence[int], extract: Callable[[int], tuple[np.ndarray, np.ndarray]],
+def plan_pieces(anchors: Sequence[int], extract: Callable[[int], tuple[np.ndarray, np.ndarray]],
                 project: Callable[[float, np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
                 prepare: Callable[[np.ndarray, np.ndarray], Any] = lambda v, f: None,
                 threshold: float = 0.99, tick: Callable[[float], None] = lambda frac: None) -> list[PlannedPiece]:
-    """Topologies for a chain of ``n_steps`` steps (indices 0..n−1), one per anchor step.
+    """Topologies for the chain of steps from the first anchor to the last, one per anchor step.
 
     Starts from ``anchors`` (the keyframes' steps). Two neighbouring anchors meet half-way: each is
     tracked there, state by state (``project(x, vertices, faces, prepared)``: onto step ``x``'s
@@ -348,11 +348,10 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
             x[moving] = (x[moving] + step[moving]).clamp(-cfg.bound, cfg.bound)
             continue
         x = x + step
-        if relaxing:
-            n = g / gg.sqrt()
-            for _ in range(relax_passes):
-                lap = neighbor_mean(x) - x
-                x = x + relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
+        n = g / gg.sqrt()
+        for _ in range(relax_passes):
+            lap = neighbor_mean(x) - x
+            x = x + relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
         x = x.clamp(-cfg.bound, cfg.bound)
     ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
     if not bool(ok.all()):

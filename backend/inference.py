@@ -5,6 +5,7 @@ client use. (Not `torch.Generator`: instances are `pipe` or `pipeline`.)
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -226,13 +227,10 @@ class Pipeline:
             cfg = self.model.config
             voxel = 2 * cfg.bound / (resolution - 1)
 
-            mods: dict[float, Modulation] = {}  # each is needed 2–3 times (extract or track, colour)
-
+            @functools.cache  # each is needed 2–3 times (extract or track, colour)
             def mod_at(x: float) -> Modulation:  # step x (a .5: the middle between two steps)
-                if x not in mods:
-                    k, a, _ = schedule[int(x)]
-                    mods[x] = self.chain_modulation(emb, k, a + (x - int(x)) / steps)
-                return mods[x]
+                k, a, _ = schedule[int(x)]
+                return self.chain_modulation(emb, k, a + (x - int(x)) / steps)
 
             def position(x: float) -> float:
                 k, a, _ = schedule[int(x)]
@@ -245,7 +243,7 @@ class Pipeline:
             def project(x: float, v: np.ndarray, f: np.ndarray, adj) -> tuple[np.ndarray, np.ndarray]:
                 return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel)
 
-            planned = plan_pieces(len(schedule), [k * steps for k in range(len(prompts))], extract, project,
+            planned = plan_pieces([k * steps for k in range(len(prompts))], extract, project,
                                   lambda v, f: neighbor_mean_operator(f, len(v), self.device),
                                   tick=lambda frac: tick(frac, 1, "tracking the keyframes' meshes"))
             for p in planned:

@@ -75,7 +75,7 @@ def test_plan_pieces_adds_topologies_only_where_tracking_fails():
         ok = np.ones(4, bool) if abs(x - prep) <= 1 else np.zeros(4, bool)
         return v + 0.1, ok
 
-    pieces = plan_pieces(9, [0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]))
+    pieces = plan_pieces([0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]))
     assert [p.anchor for p in pieces] == [0, 2, 4, 6, 8]
     assert [p.xs for p in pieces] == [[0, 1], [1, 2, 3], [3, 4, 5], [5, 6, 7], [7, 8]]
     assert [p.key for p in pieces] == [0, 1, 1, 1, 1]
@@ -102,7 +102,7 @@ def test_plan_pieces_reports_progress_before_each_extraction_and_settle():
     def tick(frac):
         reports.append((frac, len(events)))
 
-    plan_pieces(9, [0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]), tick=tick)
+    plan_pieces([0, 8], extract, project, prepare=lambda v, f: int(v[0, 0]), tick=tick)
     assert len(reports) == len(events) == 15  # 5 extractions, 10 settles
     fracs = [f for f, _ in reports]
     assert fracs == sorted(fracs) and fracs[0] == 0 and 0.8 <= fracs[-1] <= 0.95
@@ -117,7 +117,7 @@ def test_plan_pieces_meets_between_steps_and_keeps_a_failing_middle():
     def project(x, v, f, prep):
         return v, np.array([abs(x - prep) < 0.4] * 3 + [True])  # 3 of 4 vertices lost beyond 0.4 steps
 
-    pieces = plan_pieces(4, [0, 3], lambda i: (np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])),
+    pieces = plan_pieces([0, 3], lambda i: (np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])),
                          project, prepare=lambda v, f: int(v[0, 0]))
     # every step becomes an anchor; neighbouring steps meet half-way, where each holds its own mesh
     assert [p.anchor for p in pieces] == [0, 1, 2, 3]
