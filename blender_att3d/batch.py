@@ -266,17 +266,18 @@ def export_result(obj: Any, data: Any, path: Path, fmt: str) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from .wire.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, fmt: str, fps: float) -> list[Path]:
     """Export a built chain at the origin. ``seq`` is the placed chain (:func:`.sizing.fit_sequence`),
     ``frames`` its steps' frames.
 
-    Shape keys in GLB: one file, :func:`.wire.glb.sequence_glb` (keyframe pieces with morph targets,
-    per-state colours as ``COLOR_0`` morph targets, visibility as STEP scale keys; seconds = frame / fps).
+    Shape keys in GLB: one file, :func:`.chain_io.chain_glb_bytes` (what the add-on's Export writes:
+    keyframe pieces with position, normal and colour morph targets, one animation timed to the scene,
+    frame f at (f − frame_start) / fps, and what its Import needs to rebuild a live chain).
     Otherwise one file per step, ``..._000``, ``..._001`` ...: a mesh sequence's step objects, or a
     shape-key chain's visible piece evaluated at the step's frame (OBJ and USD keep no such animation).
     """
@@ -286,11 +287,9 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
     export_dir.mkdir(parents=True, exist_ok=True)
     if obj.get("att3d_pieces") is not None:  # shape keys
         if fmt == "glb":
-            from .wire import glb
+            from .chain_io import export_chain_glb
 
-            path = export_dir / f"{base}.glb"
-            _write_atomic(path, glb.sequence_glb(seq, [(f - frames[0]) / fps for f in frames], name=obj.name))
-            return [path]
+            return [export_chain_glb(obj, bpy.context.scene, export_dir / f"{base}.glb")]
         scene, paths = bpy.context.scene, []
         current = scene.frame_current
         with at_origin(obj):
@@ -314,19 +313,16 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
                 paths.append(path)
                 continue
             ad = step.animation_data
-            action = ad.action if ad is not None else None
-            slot = getattr(ad, "action_slot", None) if ad is not None else None
+            drivers = [d for d in (ad.drivers if ad is not None else []) if d.data_path in ("hide_viewport", "hide_render")]
             hidden = step.hide_viewport, step.hide_render
-            if ad is not None:
-                ad.action = None  # else the visibility keys hide it again while the exporter evaluates
+            for d in drivers:  # else the position's drivers hide it again while the exporter evaluates
+                d.mute = True
             step.hide_viewport = step.hide_render = False
             try:
                 paths.append(export_objects([step], export_dir / f"{base}_{i:03d}.{fmt}", fmt))
             finally:
-                if ad is not None:
-                    ad.action = action
-                    if slot is not None and getattr(ad, "action_slot", None) != slot:
-                        ad.action_slot = slot
+                for d in drivers:
+                    d.mute = False
                 step.hide_viewport, step.hide_render = hidden
     return paths
 
