@@ -313,7 +313,8 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
                 paths.append(path)
                 continue
             ad = step.animation_data
-            drivers = [d for d in (ad.drivers if ad is not None else []) if d.data_path in ("hide_viewport", "hide_render")]
+            drivers = [d for d in (ad.drivers if ad is not None else [])
+                       if d.data_path in ("hide_viewport", "hide_render")]
             hidden = step.hide_viewport, step.hide_render
             for d in drivers:  # else the position's drivers hide it again while the exporter evaluates
                 d.mute = True

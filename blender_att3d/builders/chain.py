@@ -369,9 +369,11 @@ def build_chain(collection, seq: SequenceData, key_frames: Sequence[float], name
         root.empty_display_type = "PLAIN_AXES"
         root.location = location
         link(root, collection)
-    prompts = list(dict.fromkeys((record or {}).get("prompts") or [p for p in seq.prompts if p]))
-    _tag(root, chain_id, seq.meta, 0.0, model, resolution, " -> ".join(prompts))
-    root[PROP_BUILD] = json.dumps({**(record or {}), "mode": mode, "resolution": int(resolution), "model": model})
+    prompts = list((record or {}).get("prompts") or
+                   [p for p, t in zip(seq.prompts, seq.steps) if float(t).is_integer()])  # the keyframes' labels
+    _tag(root, chain_id, seq.meta, 0.0, model, resolution, " -> ".join(dict.fromkeys(prompts)))
+    root[PROP_BUILD] = json.dumps({**(record or {}), "prompts": prompts, "mode": mode, "resolution": int(resolution),
+                                   "model": model})
     keep_curve = position_fcurve(root) is not None and len(root.get(PROP_KEY_FRAMES, [])) == len(key_frames)
     if keep_curve:
         retime(root, key_frames)

@@ -458,3 +458,27 @@ def test_reset_timing_applies_the_panels_interpolation_only_when_asked(bpy_modul
     scene.frame_set(5)
     assert _position(root) < (5 - 1) / 47  # slower than linear near a keyframe
     assert bpy.ops.att3d.chain_select_timing() == {"FINISHED"} and bpy.context.active_object == root
+
+
+def test_panel_says_when_a_chain_is_out_of_date_and_offers_its_timing_and_export(bpy_module, scene, fake):
+    bpy = bpy_module
+    from test_ui import Layout, _draw
+
+    from blender_att3d import operators, panels
+
+    chain, root = _build_animator_chain(bpy, scene, fake)
+    log = _draw(bpy, panels.ATT3D_PT_chain, bpy.context)
+    labels = [e[1] for e in log if e[0] == "label"]
+    assert any(t.startswith("Built: 'Chain 1', 3 pieces; timing: its Chain Position curve") for t in labels), labels
+    assert {("operator", "att3d.chain_select_timing"), ("operator", "att3d.chain_reset_timing"),
+            ("operator", "att3d.export_chain"), ("prop", "max_states")} <= set(log)
+    chain.keyframes[2].frame = 90  # timing alone: still up to date
+    assert not any("Out of date" in e[1] for e in _draw(bpy, panels.ATT3D_PT_chain, bpy.context) if e[0] == "label")
+    chain.keyframes[0].prompt = "a purple cube"
+    labels = [e[1] for e in _draw(bpy, panels.ATT3D_PT_chain, bpy.context) if e[0] == "label"]
+    assert "Out of date: prompts changed" in labels
+    for menu in (operators.menu_export, operators.menu_import):
+        log = []
+        menu(type("M", (), {"layout": Layout(log, bpy)})(), bpy.context)
+        assert log in ([("operator", "att3d.export_chain")], [("operator", "att3d.import_chain")])
+    assert bpy.types.TOPBAR_MT_file_export.is_extended() and bpy.types.TOPBAR_MT_file_import.is_extended()
