@@ -92,7 +92,8 @@ def test_import_gives_back_a_live_chain(bpy_module, scene, fake, tmp_path):
     item = scene.att3d.active_chain()
     assert [(k.frame, k.prompt) for k in item.keyframes] == ANIMATOR_KEYS and item.name == "Chain 1"
     new_root = _root(bpy, item.uid)
-    got = [tuple(k.co) + tuple(k.handle_left) + tuple(k.handle_right) for k in position_fcurve(new_root).keyframe_points]
+    got = [tuple(k.co) + tuple(k.handle_left) + tuple(k.handle_right)
+           for k in position_fcurve(new_root).keyframe_points]
     assert np.asarray(got) == pytest.approx(np.asarray(keys), abs=1e-5)
     assert (scene.frame_start, scene.frame_end) == (1, 96)
     for f, (i, mesh, colour) in want.items():
