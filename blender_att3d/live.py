@@ -138,6 +138,39 @@ def schedule_blend_preview(scene, delay: float = 0.12) -> None:
         jobs.debounce(_blend_timer, delay)
 
 
+def _blend_animated(scene) -> bool:
+    ad = scene.animation_data
+    if ad is None:
+        return False
+    if ad.action is not None:
+        from .builders.animation import fcurves_of
+
+        if fcurves_of(scene).find("att3d.blend_factor") is not None:
+            return True
+    return any(d.data_path == "att3d.blend_factor" for d in ad.drivers)
+
+
+@bpy.app.handlers.persistent
+def on_frame_change(scene, depsgraph=None) -> None:
+    """A keyed (or driven) Blend factor follows the timeline: the animation system sets the value
+    without its update callback, so the frame change updates the preview (debounced while the UI
+    runs; at once in the background, e.g. rendering an animation)."""
+    s = getattr(scene, "att3d", None)
+    obj = s.blend_object if s is not None else None
+    if obj is None or not s.blend_live or not _blend_animated(scene):
+        return
+    if abs(float(obj.get("att3d_blend_factor", -1.0)) - float(s.blend_factor)) < 1e-6:
+        return
+    if not jobs.headless():
+        schedule_blend_preview(scene, delay=0.0)
+        return
+    try:
+        job, name = blend_job(scene)
+        apply_blend(job.work(None), name)
+    except (ValueError, BackendError) as e:
+        jobs.status[jobs.BLEND] = ("ERROR", str(e) if isinstance(e, ValueError) else jobs.describe_error(e))
+
+
 def cancel_timers() -> None:
     """Unregister both debounce timers (the add-on is being disabled)."""
     for fn in (_nearest_timer, _blend_timer):

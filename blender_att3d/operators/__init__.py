@@ -58,6 +58,8 @@ def register() -> None:
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
     if jobs.on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(jobs.on_load_pre)
+    if live.on_frame_change not in bpy.app.handlers.frame_change_post:
+        bpy.app.handlers.frame_change_post.append(live.on_frame_change)
 
 
 def unregister() -> None:
@@ -66,6 +68,8 @@ def unregister() -> None:
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)
     if jobs.on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(jobs.on_load_pre)
+    if live.on_frame_change in bpy.app.handlers.frame_change_post:
+        bpy.app.handlers.frame_change_post.remove(live.on_frame_change)
     jobs.cancel_all()
     live.cancel_timers()
     for c in reversed(CLASSES):
