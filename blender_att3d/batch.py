@@ -81,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--texture", action="store_true", help="bake textures instead of vertex colours")
     ap.add_argument("--steps", type=int, default=None, help="chain meshes per segment (default 4)")
     ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
-    ap.add_argument("--interpolation", choices=("linear", "constant"), default="linear")
+    ap.add_argument("--interpolation", choices=("linear", "ease", "constant"), default="linear",
+                    help="the chain's position curve between keyframes (default linear)")
     ap.add_argument("--origin", choices=("base", "center"), default="base",
                     help="each object's origin: the bottom centre (default; objects rest on the ground) or centre")
     ap.add_argument("--height", type=float, default=0.0,
