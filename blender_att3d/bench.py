@@ -188,6 +188,15 @@ def main(argv=None) -> int:
         build_chain(scene.collection, seq, key_frames, "Bench seq", "bench-seq", "SEQUENCE")
         return time.perf_counter() - t
 
+    def retime():  # a prompt keyframe moved: the position curve re-keyed, no backend (then a frame shown)
+        from .builders.chain import chain_root, retime as retime_chain
+
+        root = chain_root("bench")
+        t = time.perf_counter()
+        retime_chain(root, [1, 60 if root["att3d_key_frames"][1] == 96 else 96])
+        scene.frame_set(30)
+        return time.perf_counter() - t
+
     def rebuild():  # the same chain built again in place (the objects, modifiers and timing stay)
         t = time.perf_counter()
         build_chain(scene.collection, seq, key_frames, "Bench chain", "bench", "SHAPE_KEYS")
@@ -199,6 +208,7 @@ def main(argv=None) -> int:
         "shape_keys_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(shape_keys, args.runs)},
         "sequence_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(sequence, args.runs)},
         "rebuild_in_place_16": {"steps": len(seq), **_median_runs(rebuild, args.runs)},
+        "retime_16": {"steps": len(seq), **_median_runs(retime, args.runs)},
     }
     if args.backend != "none":
         from . import register
