@@ -140,25 +140,29 @@ def run(model: str = "demo", device: str = "cpu", http: bool = False, log: Calla
         "known_words": time_queries(engine.nearest, world.texts[::8]),
         "outside_list": time_queries(engine.nearest, read_prompt_list())}}
     if http:
-        import sys
+        import json
 
-        from blender_att3d.client.http import SubprocessClient
+        from backend.service.bench import _Service
+        from blender_att3d.wire import routes
 
         log("starting an att3d serve for the HTTP timings")
-        client = SubprocessClient(python=sys.executable, model=model, device=device)
+        service = _Service(model, device)
         try:
-            client.nearest("a red cube")  # waits for the encoder and the index
-            from blender_att3d.wire import routes
+            def over_http(prompt: str) -> dict[str, Any]:
+                status, body, _ = service.request("POST", routes.NEAREST, json.dumps({"prompt": prompt}).encode())
+                if status != 200:
+                    raise RuntimeError(f"/v1/nearest answered {status}: {body[:200]!r}")
+                return json.loads(body)
 
-            # the same transport without the model's worker: what HTTP alone costs here
-            def health(_: str) -> dict[str, Any]:
-                return client._json("GET", routes.HEALTH, auth=False)
+            def health(_: str) -> dict[str, Any]:  # the same transport without the model's worker
+                return json.loads(service.request("GET", routes.HEALTH)[1])
 
-            timing["http"] = {"new_words": time_queries(client.nearest, new_word_prompts()),
-                              "known_words": time_queries(client.nearest, world.texts[::8]),
+            over_http("a red cube")  # waits for the encoder and the index
+            timing["http"] = {"new_words": time_queries(over_http, new_word_prompts()),
+                              "known_words": time_queries(over_http, world.texts[::8]),
                               "health_route_baseline": time_queries(health, world.texts[::8])}
         finally:
-            client.close()
+            service.stop()
     log("counting verdicts")
     res: dict[str, Any] = {"model": model, "known_prompts": len(training), "measure": "words",
                            "bounds": BOUNDS, **figures(engine.nearest, training, world)}
