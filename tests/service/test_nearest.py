@@ -88,6 +88,16 @@ def test_unknown_words_are_ranked_through_their_closest_known_word():
     assert [n["prompt"] for n in box["neighbors"]][:2] == ["a red cube", "a red sphere"]
 
 
+def test_word_vectors_that_fail_only_cost_the_hints():
+    def broken(ws):
+        raise AttributeError("this encoder has no input embeddings")
+
+    idx = PromptIndex(WORLD, broken)
+    assert idx.word_vectors_error == "AttributeError: this encoder has no input embeddings"
+    r = idx.query("a red orb", k=2)
+    assert r["far"] is True and r["unknown_words"] == ["orb"] and len(r["neighbors"]) == 2
+
+
 def test_unknown_training_prompts_are_said_so():
     for idx in (PromptIndex(None), PromptIndex([])):
         r = idx.query("anything")
