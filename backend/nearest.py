@@ -23,9 +23,10 @@ short prompts sit far from long training prompts in that space without being unk
 ``docs/closeness.md`` has the figures and the command that measures them.
 
 The nearest known prompts (the add-on's clickable suggestions) are ranked by TF-IDF cosine over
-content words and adjacent pairs of them; an unknown word counts as its closest known word in the text encoder's
-input (word-piece) embeddings, weighted by half their cosine ("tree" → pyramid, cone, green; "orb" →
-sphere): a table lookup, no transformer pass, so a query takes a fraction of a millisecond.
+content words and adjacent pairs of them, earlier words weighing more; an unknown word counts as
+its closest known word in the text encoder's input (word-piece) embeddings, at half their cosine
+("tree" → pyramid, "orb" → sphere): a table lookup, no transformer pass, so a query takes a
+fraction of a millisecond.
 """
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ POSITION_DECAY = 0.5
 #: unknown words whose typo hint and closest known word are remembered
 CACHE_WORDS = 10_000
 
-#: words → L2-normalised vectors ``[len(words), D]`` (the text encoder's input embeddings)
 #: how much an unknown word's closest known word counts in the ranking, times their cosine (≈ 0.1–0.4)
 SOFT_WEIGHT = 0.5
 
+#: words → L2-normalised vectors ``[len(words), D]`` (the text encoder's input embeddings)
 WordVectorFn = Callable[[Sequence[str]], np.ndarray]
 
 _WORD = re.compile(r"[^\W\d_]+|\d+")
@@ -271,7 +272,7 @@ class PromptIndex:
         weight: list[float] = []
         for w in words(prompt):
             f = fold(w)
-            if f in FUNCTION_WORDS or (f not in self.vocab and w in FUNCTION_WORDS):
+            if f in FUNCTION_WORDS or w in FUNCTION_WORDS:  # (name nothing: no feature, known or not)
                 continue
             if f in self.vocab:
                 content.append(f)
