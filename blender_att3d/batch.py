@@ -24,7 +24,15 @@ Runs synchronously through the same placement and mesh-building code as the add-
 (:func:`blender_att3d.placement.place_generated` and :func:`blender_att3d.placement.build_chain_objects`,
 which use :mod:`blender_att3d.builders`), and never imports the UI modules. Progress goes to stderr.
 
-Prompts file: UTF-8 text, one prompt per line; blank lines and lines starting with ``#`` are ignored.
+Prompts file (``--prompts``, UTF-8), any of
+  * text: one prompt per line; blank lines and lines starting with ``#`` are ignored;
+  * JSON (``.json``, or starting with ``[``): ``["a red cube", "a blue sphere"]`` or
+    ``[{"prompt": "a red cube", "name": "Hero", "location": [0, 2, 0]}, …]`` (name and location optional;
+    the location is the object's origin in metres, the others fill the grid);
+  * CSV (``.csv``, or a first row of these column names): a ``prompt`` column, optional ``name`` and
+    ``location`` (``"0, 2, 0"``) or ``x``, ``y``, ``z``; comma, semicolon or tab separated.
+  Anything else (a CSV without a prompt column, JSON of another shape, an unknown field) is one line
+  and exit 2, before anything is generated.
 
 Chain file (``--chain``), either
   * text, one keyframe per line: ``FRAME<TAB>PROMPT`` (any whitespace after the frame number), blank
@@ -68,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     from .choices import DEFAULT_RESOLUTION
 
     ap = _Parser(prog="python -m blender_att3d.batch", description="Prompts -> .blend (headless)")
-    ap.add_argument("--prompts", help="text file, one prompt per line")
+    ap.add_argument("--prompts", help="prompts file: text (one per line), JSON or CSV with a 'prompt' column "
+                                      "(optional name, location; see the module docs)")
     ap.add_argument("--chain", help="chain file: 'FRAME<TAB>PROMPT' lines or JSON (see the module docs)")
     ap.add_argument("--out", required=True, help="the .blend to write")
     ap.add_argument("--export-dir", help="also export every result into this folder, each at the origin (a "
@@ -371,7 +380,7 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
             log(f"stopped the local backend (pid {pid})")
 
 
-def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Callable[[str], None]) -> dict[str, Any]:
+def _run(args: argparse.Namespace, client, prompts: list[Any], chain, log: Callable[[str], None]) -> dict[str, Any]:
     import bpy
 
     from .builders.staging import add_light, frame_camera
@@ -388,11 +397,11 @@ def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Calla
     summary: dict[str, Any] = {"objects": [], "exports": [], "chain": None}
     color_mode = "TEXTURE" if args.texture else "VERTEX"
     results = []
-    for i, prompt in enumerate(prompts):
+    for i, item in enumerate(prompts):
         t0 = time.perf_counter()
-        log(f"[{i + 1}/{len(prompts)}] generating '{prompt}'")
-        data = client.generate(prompt, resolution=args.resolution, texture=args.texture)
-        results.append((prompt, data, fit_mesh(data, fit)[0]))
+        log(f"[{i + 1}/{len(prompts)}] generating '{item.prompt}'" + (f" as '{item.name}'" if item.name else ""))
+        data = client.generate(item.prompt, resolution=args.resolution, texture=args.texture)
+        results.append((item, data, fit_mesh(data, fit)[0]))
         log(f"[{i + 1}/{len(prompts)}] {data.n_vertices:,} vertices in {time.perf_counter() - t0:.2f} s")
     seq = placed_seq = None
     if chain is not None:
@@ -404,15 +413,20 @@ def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Calla
                            consistent=(mode == "SHAPE_KEYS"))
         placed_seq = fit_sequence(seq, fit)[0]
         log(f"chain: {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
-    feet = [footprint([placed.positions]) for _, _, placed in results]
+    # objects the prompts file places itself keep their location; the others (and the chain) share the grid
+    feet = [footprint([placed.positions]) for item, _, placed in results if item.location is None]
     if placed_seq is not None:
         feet.append(footprint([p for piece in placed_seq.pieces for p in piece.positions]
                               or [m.positions for m in placed_seq.meshes]))
-    spots = grid_positions(feet, args.spacing)
+    grid = iter(grid_positions(feet, args.spacing))
+    spots = [item.location if item.location is not None else next(grid) for item, _, _ in results]
+    if placed_seq is not None:
+        spots.append(next(grid))
     bounds: list[np.ndarray] = []
     objects = []
-    for (prompt, data, placed), spot in zip(results, spots):
-        obj = place_generated(data, prompt, args.resolution, color_mode, spot, scene.name, fit=fit)
+    for (item, data, placed), spot in zip(results, spots):
+        obj = place_generated(data, item.prompt, args.resolution, color_mode, spot, scene.name, fit=fit,
+                              name=item.name)
         objects.append((obj, placed))
         summary["objects"].append(obj.name)
         if len(placed.positions):

@@ -189,7 +189,8 @@ def main(argv=None) -> int:
         return time.perf_counter() - t
 
     def retime():  # a prompt keyframe moved: the position curve re-keyed, no backend (then a frame shown)
-        from .builders.chain import chain_root, retime as retime_chain
+        from .builders.chain import chain_root
+        from .builders.chain import retime as retime_chain
 
         root = chain_root("bench")
         t = time.perf_counter()

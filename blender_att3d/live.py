@@ -13,28 +13,33 @@ from . import jobs, session
 from .client.base import BackendError
 from .placement import apply_blend, resolution_of
 from .wire import check_prompt
+from .wire import closeness as closeness_text
 
 # -- the prompt's distance to the training prompts ----------------------------------------------------
 _prompt_to_check: list[str] = []  # the latest prompt typed, waiting for the debounce timer
 
 
-UNKNOWN = "Closeness unknown: this model does not list its training prompts"
+UNKNOWN = closeness_text.UNKNOWN
+
+
+def closeness(prompt: str) -> closeness_text.Closeness | None:
+    """How close ``prompt`` is to what the model was trained on, once the backend told
+    (:func:`wire.closeness.describe_closeness`: far with the words new to the model and the nearest
+    known prompts to use instead, close, or unknown); None while not checked yet."""
+    res = jobs.nearest_cache.get(" ".join(prompt.split()))
+    return closeness_text.describe_closeness(res) if res else None
 
 
 def prompt_closeness(prompt: str) -> tuple[str, str] | None:
-    """(icon, text) saying how close ``prompt`` is to the training prompts, once the backend told:
-    far (ERROR), close (CHECKMARK), or unknown when the model does not list them (QUESTION: never
-    a check mark). None while not checked yet."""
-    res = jobs.nearest_cache.get(" ".join(prompt.split()))
-    if not res:
-        return None
-    nb = res.get("neighbors") or []
-    nearest = nb[0].get("prompt") if nb and isinstance(nb[0], dict) else None
-    if res.get("far") is None:
-        return "QUESTION", UNKNOWN
-    if res["far"]:
-        return "ERROR", "Far from what the model was trained on" + (f"; closest: '{nearest}'" if nearest else "")
-    return "CHECKMARK", "Close to the training prompts" + (f" (nearest: '{nearest}')" if nearest else "")
+    """(icon, one line) of :func:`closeness`, for status lines and reports."""
+    c = closeness(prompt)
+    return (c.icon, c.line()) if c is not None else None
+
+
+def prompt_suggestions(prompt: str) -> list[str]:
+    """The nearest known prompts the panel offers under a far ``prompt`` (empty when close or unknown)."""
+    c = closeness(prompt)
+    return c.suggestions if c is not None else []
 
 
 def prompt_warning(prompt: str) -> str | None:

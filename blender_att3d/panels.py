@@ -7,7 +7,7 @@ from bpy.types import Panel, UIList
 from . import chains, jobs, session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
-from .live import prompt_closeness
+from .live import closeness
 from .placement import resolution_of
 
 
@@ -56,6 +56,23 @@ def draw_backend_status(layout) -> None:
             col.label(text=line)
 
 
+def draw_closeness(layout, prompt: str) -> None:
+    """Under the prompt: how close it is to what the model was trained on and, when far, which
+    words are new to the model and the nearest known prompts as buttons that put them in the field."""
+    c = closeness(prompt) if prompt else None
+    if c is None:
+        return
+    icon, head, detail, suggestions = c
+    col = layout.column(align=True)
+    col.label(text=head, icon=icon)
+    if detail:
+        col.label(text=detail[:1].upper() + detail[1:], icon="BLANK1")
+    if suggestions:
+        col.label(text="Known prompts to try:", icon="BLANK1")
+        for p in suggestions:
+            col.operator("att3d.use_prompt", text=p, icon="FORWARD").prompt = p
+
+
 class ATT3D_PT_main(Panel):
     bl_idname = "ATT3D_PT_main"
     bl_label = "ATT3D"
@@ -67,10 +84,7 @@ class ATT3D_PT_main(Panel):
         layout = self.layout
         s = context.scene.att3d
         layout.prop(s, "prompt", text="")
-        closeness = prompt_closeness(s.prompt) if s.prompt else None
-        if closeness:
-            icon, text = closeness
-            layout.label(text=text, icon=icon)
+        draw_closeness(layout, s.prompt)
         col = layout.column(align=True)
         col.prop(s, "resolution", text="Resolution" if s.resolution else f"Resolution: default {resolution_of(None)}")
         col.prop(s, "color_mode", text="")

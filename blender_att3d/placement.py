@@ -84,11 +84,13 @@ def active_collection_name(context) -> str | None:
 
 
 def place_generated(data: MeshData, prompt: str, resolution: int, color_mode: str, location: Location,
-                    scene_name: str, collection_name: str | None = None, fit: Fit | None = None):
-    """Main thread: the generated mesh as a new object with its origin at ``location``, selected and active."""
+                    scene_name: str, collection_name: str | None = None, fit: Fit | None = None,
+                    name: str | None = None):
+    """Main thread: the generated mesh as a new object with its origin at ``location``, selected and
+    active; named ``name`` (the batch's prompts file may give one), else from the prompt."""
     scene, view_layer, coll = target(scene_name, collection_name)
     data, _ = fit_mesh(data, fit or Fit())
-    obj = create_object(coll, data, name_from_prompt(prompt), location, color_mode,
+    obj = create_object(coll, data, name or name_from_prompt(prompt), location, color_mode,
                         prompt=prompt, model=model_name(data.meta), resolution=resolution)
     select_only(view_layer, obj)
     return obj

@@ -3,7 +3,7 @@
 * :mod:`.run`: how an operator runs a backend job (worker thread + one undo step, or synchronous),
   ``att3d.apply_result`` and ``att3d.cancel``;
 * :mod:`.generate`: ``att3d.generate``, ``att3d.regenerate``;
-* :mod:`.checks`: ``att3d.check_backend``, ``att3d.check_prompt``;
+* :mod:`.checks`: ``att3d.check_backend``, ``att3d.check_prompt``, ``att3d.use_prompt``;
 * :mod:`.setup`: ``att3d.setup_backend``, ``att3d.cancel_setup``, ``att3d.remove_backend``,
   ``att3d.restart_backend``, ``att3d.copy_setup_commands``;
 * :mod:`.chain`: ``att3d.chain_add/remove``, ``att3d.keyframe_add/remove/move``, ``att3d.build_chain``,
@@ -33,15 +33,15 @@ from .chain import (
     menu_export,
     menu_import,
 )
-from .checks import ATT3D_OT_check_backend, ATT3D_OT_check_prompt
+from .checks import ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_use_prompt
 from .generate import ATT3D_OT_generate, ATT3D_OT_regenerate
 from .run import ATT3D_OT_apply_result, ATT3D_OT_cancel
 from .setup import CLASSES as SETUP_CLASSES
 
 CLASSES = (ATT3D_OT_generate, ATT3D_OT_regenerate, ATT3D_OT_apply_result, ATT3D_OT_cancel,
-           ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_keyframe_add, ATT3D_OT_keyframe_remove,
-           ATT3D_OT_keyframe_move, ATT3D_OT_build_chain, ATT3D_OT_chain_add, ATT3D_OT_chain_remove,
-           ATT3D_OT_blend_preview, ATT3D_OT_chain_reset_timing, ATT3D_OT_chain_select_timing,
+           ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_use_prompt, ATT3D_OT_keyframe_add,
+           ATT3D_OT_keyframe_remove, ATT3D_OT_keyframe_move, ATT3D_OT_build_chain, ATT3D_OT_chain_add,
+           ATT3D_OT_chain_remove, ATT3D_OT_blend_preview, ATT3D_OT_chain_reset_timing, ATT3D_OT_chain_select_timing,
            ATT3D_OT_export_chain, ATT3D_OT_import_chain, *SETUP_CLASSES)
 
 
