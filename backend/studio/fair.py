@@ -1,12 +1,12 @@
 """Per-user queues served in turn: one user's 500-prompt batch delays another user's single job by
 about one job, not by 500.
 
-Each user with queued jobs has a count of jobs served; the next job comes from the user with the
-lowest count, the one served least recently on a tie. A user who arrives (or comes back after their
-queue emptied) starts at the lowest count among the waiting users and goes first on that tie: the
-newcomer waits for nobody's batch, and cannot jump more than one round either (start-time fair
-queuing with equal weights). An express lane (priority 0: quick lookups such as ``nearest``) is
-served before every user queue.
+Each user has a count of jobs served; the next job comes from the waiting user with the lowest
+count, the one served least recently on a tie. A user who starts waiting is brought up to the lowest
+count among the users already waiting (never down: a user whose queue just emptied between two
+submissions keeps the count it had) and goes first on that tie: the newcomer waits for nobody's
+batch, and cannot jump more than one round either (start-time fair queuing with equal weights). An
+express lane (priority 0: quick lookups such as ``nearest``) is served before every user queue.
 """
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ class FairQueue(Generic[T]):
     def __init__(self) -> None:
         self._express: deque[T] = deque()
         self._queues: dict[str, deque[T]] = {}
-        self._key: dict[str, tuple[int, int]] = {}  # user -> (jobs served, when last served)
+        self._key: dict[str, tuple[int, int]] = {}  # waiting user -> (jobs served, when last served)
+        self._served: dict[str, tuple[int, int]] = {}  # every user seen -> the same, kept while idle
         self._clock = itertools.count()
         self._newcomers = itertools.count(-(1 << 62))  # before anyone served, in order of arrival
+        self._retries = itertools.count(-(1 << 63))  # before newcomers too
 
     def __len__(self) -> int:
         return len(self._express) + sum(len(q) for q in self._queues.values())
@@ -40,10 +42,11 @@ class FairQueue(Generic[T]):
         if q is None:
             q = self._queues[user] = deque()
             floor = min((k[0] for k in self._key.values()), default=0)
-            self._key[user] = (floor, next(self._newcomers))
+            before = self._served.get(user)
+            self._key[user] = before if before is not None and before[0] >= floor else (floor, next(self._newcomers))
         if front:
             served, last = self._key[user]
-            self._key[user] = (served - 1, next(self._newcomers))
+            self._key[user] = (served - 1, next(self._retries))
         (q.appendleft if front else q.append)(item)
 
     def _next_user(self) -> str | None:
@@ -58,9 +61,8 @@ class FairQueue(Generic[T]):
             return None
         q = self._queues[user]
         item = q.popleft()
-        if q:
-            self._key[user] = (self._key[user][0] + 1, next(self._clock))
-        else:  # gone until it queues again (then a newcomer)
+        self._served[user] = self._key[user] = (self._key[user][0] + 1, next(self._clock))
+        if not q:  # not waiting until it queues again
             del self._queues[user], self._key[user]
         return user, item
 

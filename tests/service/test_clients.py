@@ -26,9 +26,19 @@ def embedded(engine):
     return EmbeddedClient(engine=engine)
 
 
-@pytest.fixture(scope="module")
-def remote(server):
-    c = HTTPClient(server.url, server.token)
+@pytest.fixture(scope="module", params=["serve", pytest.param("studio", marks=pytest.mark.slow)])
+def remote(request, service_model_dir):
+    """The HTTP client of `att3d serve`, and of `att3d studio` (one replica with this process's torch
+    threads: the same bits as the embedded client) on a local Ray instance."""
+    if request.param == "serve":
+        server = request.getfixturevalue("server")
+        c = HTTPClient(server.url, server.token)
+    else:
+        import torch
+
+        studio = request.getfixturevalue("studio_cluster").deploy(service_model_dir, replicas=1,
+                                                                  threads=torch.get_num_threads())
+        c = HTTPClient(studio.url, studio.tokens["default"])
     yield c
     c.close()
 

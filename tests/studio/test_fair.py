@@ -66,3 +66,18 @@ def test_positions_are_the_order_items_are_served_in(ops, pops):
             queued[(user, n)] = p
     order = drain(q)
     assert {item: order.index(item) for item in order} == queued
+
+
+def test_a_user_whose_queue_empties_between_submissions_keeps_its_count():
+    """Jobs dispatched as fast as one user submits them empty that user's queue each time; a user who
+    arrives later must still go next, not behind the whole batch submitted since."""
+    q: FairQueue[str] = FairQueue()
+    q.push("a", "a0")
+    q.pop()
+    q.push("a", "a1")
+    q.pop()  # two replicas busy
+    for i in range(2, 16):
+        q.push("a", f"a{i}")
+    q.push("b", "b0")
+    assert q.position("b", "b0") == 0
+    assert [item for _, item in (q.pop(), q.pop(), q.pop())] == ["b0", "a2", "a3"]
