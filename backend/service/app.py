@@ -317,7 +317,7 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
 
     @v1.get(routes.INFO, tags=["service"])
     async def get_info(request: Request) -> dict[str, Any]:
-        return {**info, **await backend.info(user_of(request))}
+        return {**await backend.info(user_of(request)), **info}  # what the server was started with wins
 
     @v1.get(routes.OPENAPI, include_in_schema=False)
     async def openapi() -> dict[str, Any]:

@@ -5,17 +5,17 @@ import argparse
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
-    from ..cli import CLIError
-
+    # errors are ValueErrors, which `att3d` prints as one line (under `python -m backend.cli` the running
+    # module's CLIError is another class than the one an import of backend.cli would give)
     if args.add_user:
         from .users import add_user
 
         if not args.tokens:
-            raise CLIError("--add-user needs --tokens FILE (the tokens file to add the user to)")
+            raise ValueError("--add-user needs --tokens FILE (the tokens file to add the user to)")
         try:
             token = add_user(args.tokens, args.add_user)
         except ValueError as e:
-            raise CLIError(str(e)) from None
+            raise ValueError(str(e)) from None
         print(token)
         return 0
     try:
@@ -24,17 +24,17 @@ def cmd_studio(args: argparse.Namespace) -> int:
         require_ray()
         import fastapi  # noqa: F401
     except ImportError as e:
-        raise CLIError(str(e) if "att3d[studio]" in str(e) else
+        raise ValueError(str(e) if "att3d[studio]" in str(e) else
                        f"`att3d studio` needs {e.name}: pip install 'att3d[studio]'") from None
     if (args.min_replicas is None) != (args.max_replicas is None):
-        raise CLIError("--min-replicas and --max-replicas go together (autoscaling bounds)")
+        raise ValueError("--min-replicas and --max-replicas go together (autoscaling bounds)")
     if args.min_replicas is not None and not 0 <= args.min_replicas <= args.max_replicas:
-        raise CLIError("autoscaling bounds need 0 <= --min-replicas <= --max-replicas")
+        raise ValueError("autoscaling bounds need 0 <= --min-replicas <= --max-replicas")
     for name in ("replicas", "batch_size", "max_queue", "max_queue_per_user", "ingress_replicas"):
         if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be at least 1")
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.retries not in (0, 1):
-        raise CLIError("--retries must be 0 or 1")
+        raise ValueError("--retries must be 0 or 1")
     from .deployments import Settings
     from .server import studio
 
@@ -44,13 +44,10 @@ def cmd_studio(args: argparse.Namespace) -> int:
                         batch_wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue,
                         max_queue_per_user=args.max_queue_per_user, retries=args.retries,
                         ingress_replicas=args.ingress_replicas, allow_hosts=list(args.allow_host or ()))
-    try:
-        return studio(settings, host=args.host, port=args.port, allow_remote=args.allow_remote,
-                      token_file=args.token_file, rotate_token=args.rotate_token, tokens_file=args.tokens,
-                      address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                      object_store_mb=args.object_store_mb, log_level=args.log_level)
-    except (ValueError, RuntimeError) as e:
-        raise CLIError(str(e)) from None
+    return studio(settings, host=args.host, port=args.port, allow_remote=args.allow_remote,
+                  token_file=args.token_file, rotate_token=args.rotate_token, tokens_file=args.tokens,
+                  address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                  object_store_mb=args.object_store_mb, log_level=args.log_level)
 
 
 def register(subparsers) -> None:

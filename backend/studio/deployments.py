@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from ..service.jobs import Refused
-from ..service.worker import CANCELLED, JobSnapshot, Outcome, run_operation
+from ..service.worker import JobSnapshot, Outcome, run_operation
 from .store import JobStore, ReplicaLost
 
 log = logging.getLogger("att3d.studio")
@@ -84,7 +85,7 @@ class StudioModel:
         self.where = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
                       "replica": getattr(ctx.replica_id, "unique_id", str(ctx.replica_id))}
         self._store: DeploymentHandle | None = None
-        self.batches: list[int] = []  # sizes of the batches run (tests, the bench)
+        self.batch_sizes: Counter[int] = Counter()  # how many batches of each size ran (tests, operators)
 
     @property
     def store(self) -> DeploymentHandle:
@@ -96,7 +97,7 @@ class StudioModel:
         return {**self.engine.info(), "threads": __import__("torch").get_num_threads()}
 
     def stats(self) -> dict[str, Any]:
-        return {**self.where, "batches": list(self.batches)}
+        return {**self.where, "batch_sizes": dict(self.batch_sizes)}
 
     async def run(self, spec: dict[str, Any]) -> Outcome:
         return await self.run_batch(spec)
@@ -106,7 +107,7 @@ class StudioModel:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run_all, specs)
 
     def _run_all(self, specs: list[dict[str, Any]]) -> list[Outcome]:
-        self.batches.append(len(specs))
+        self.batch_sizes[len(specs)] += 1
         shared: dict[str, Any] = {}
         gen = [s for s in specs if s["kind"] == "generate"]
         if len(gen) > 1:  # one mapping-network pass for the prompts that arrived together
@@ -119,8 +120,7 @@ class StudioModel:
 
     def _run_one(self, spec: dict[str, Any], modulation: Any) -> Outcome:
         progress = self._progress(spec["id"])
-        if progress(0.0, "running"):
-            return CANCELLED
+        progress(0.0, "running")  # marks it running (a job cancelled meanwhile stops at its next report)
         params = dict(spec["params"], modulation=modulation) if modulation is not None else spec["params"]
         t0 = time.perf_counter()
         outcome = run_operation(self.operations[spec["kind"]], self.engine, params, progress, spec["kind"], spec["id"])
@@ -128,16 +128,25 @@ class StudioModel:
         return outcome
 
     def _progress(self, job_id: str):
-        last, stop = [-1e9], [False]
+        """The progress callback of one job: reports reach the store without the job waiting for them
+        (a round trip through Serve per report would sit on every job's critical path); the answer of
+        the last one says whether to stop."""
+        last, stop, pending = [-1e9], [False], [None]  # type: list[float], list[bool], list[Any]
 
         def progress(frac: float, message: str) -> bool:
-            now = time.monotonic()
-            if not stop[0] and now - last[0] >= PROGRESS_EVERY_S:
-                last[0] = now
+            if pending[0] is not None:
                 try:
-                    stop[0] = bool(self.store.progress.remote(job_id, frac, message, self.where).result(timeout_s=30))
+                    stop[0] = bool(pending[0].result(timeout_s=0))
+                    pending[0] = None
+                except TimeoutError:
+                    pass  # not answered yet: ask again later
                 except Exception as e:  # noqa: BLE001 - the store restarting: go on, report later
                     log.warning("could not report progress of job %s: %s", job_id, e)
+                    pending[0] = None
+            now = time.monotonic()
+            if not stop[0] and pending[0] is None and now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                pending[0] = self.store.progress.remote(job_id, frac, message, self.where)
             return stop[0]
 
         return progress

@@ -40,6 +40,7 @@ class StudioJob(Job):
         self.express = priority == 0
         self.attempts = 0
         self.assigned = False  # sent to a model replica (maybe still waiting in Serve's router)
+        self.assigned_at: float | None = None
         self.replica: dict[str, Any] | None = None  # where it runs: {"pid", "node", "replica"}
 
 
@@ -183,6 +184,8 @@ class JobStore:
         return None if job is None else job.replica
 
     def _finish(self, job: StudioJob, outcome: Outcome) -> None:
+        if job.started_at is None and job.assigned_at is not None:  # done before its first report came
+            job.started_at = job.assigned_at
         if job._finish(outcome.status, outcome.message, outcome.result, outcome.error):
             job.params = {}
             self.completed += 1
@@ -219,7 +222,7 @@ class JobStore:
                 if nxt is None:
                     break
                 job = nxt[1]
-                job.assigned = True
+                job.assigned, job.assigned_at = True, time.monotonic()
                 job.attempts += 1
                 self.in_flight += 1
                 asyncio.create_task(self._run(job))
@@ -235,7 +238,8 @@ class JobStore:
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             log.warning("job %s (%s) lost its replica: %s", job.id, job.kind, reason)
             if not job.finished and not job.cancel_requested.is_set() and job.attempts <= self.retries:
-                job.status, job.assigned, job.replica = JobState.QUEUED, False, None
+                job.status, job.assigned, job.assigned_at, job.replica = JobState.QUEUED, False, None, None
+                job.started_at = None
                 job.progress, job.message = 0.0, "queued again: the replica running it stopped"
                 job._changed()
                 self.queue.push(job.user, job, job.express, front=True)
