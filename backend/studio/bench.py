@@ -143,8 +143,7 @@ def run(model: str = "demo", cpus: int = 2, jobs: int = 24, users: int = 3, reso
     from .server import free_port, init_ray
 
     out: dict[str, Any] = {"model": model, "cpus": cpus, "cpu_count": os.cpu_count(), "jobs": jobs, "users": users,
-                           "resolution": resolution, "device": "cpu", "repeats": repeats,
-                           "command": "python -m backend.studio.bench --out docs/results/studio_bench.json"}
+                           "resolution": resolution, "device": "cpu", "repeats": repeats}
     _log("mapping network: alone vs batched")
     out["mapping_batching"] = bench_batching(model, cpus, batch)
     _log(f"att3d serve, {cpus} threads")
@@ -198,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds of the load per configuration (median)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
-    res = run(a.model, a.cpus, a.jobs, a.users, a.resolution, a.batch, a.repeats)
+    res = {"command": " ".join(["python -m backend.studio.bench", *(sys.argv[1:] if argv is None else argv)]),
+           **run(a.model, a.cpus, a.jobs, a.users, a.resolution, a.batch, a.repeats)}
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:
