@@ -4,6 +4,8 @@ the session, and the application deployed again whenever a test asks for other s
 test dependency (``att3d[test]``): without it these tests fail, saying how to install it."""
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import secrets
 import selectors
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,45 @@ def stop_process(proc: subprocess.Popen, timeout: float = 60) -> int:
         proc.wait()
         raise
 
+
+class Http:
+    """The jobs API by hand (raw HTTP: GLB results, status codes), for the studio tests."""
+
+    def __init__(self, url: str, token: str) -> None:
+        u = urllib.parse.urlsplit(url)
+        self.host, self.port, self.token = u.hostname, u.port, token
+
+    def request(self, method: str, path: str, body=None, timeout: float = 120) -> tuple[int, bytes]:
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            h = {"Authorization": f"Bearer {self.token}"}
+            data = None if body is None else json.dumps(body).encode()
+            if data:
+                h["Content-Type"] = "application/json"
+            c.request(method, path, data, h)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def json(self, method: str, path: str, body=None, expect: int = 200) -> dict:
+        status, data = self.request(method, path, body)
+        assert status == expect, (status, data[:300])
+        return json.loads(data)
+
+    def submit(self, prompt: str, resolution: int = 64) -> dict:
+        return self.json("POST", "/v1/jobs/generate", {"prompt": prompt, "resolution": resolution}, expect=202)
+
+    def wait(self, job_id: str, until=lambda st: st["status"] not in ("queued", "running"), limit: float = 600):
+        deadline, version = time.monotonic() + limit, -1
+        while True:
+            st = self.json("GET", f"/v1/jobs/{job_id}?wait=5&since={version}")
+            version = st["version"]
+            if until(st):
+                return st
+            assert time.monotonic() < deadline, f"job {job_id} still {st}"
+
+    def glb(self, job_id: str) -> bytes:
+        status, data = self.request("GET", f"/v1/jobs/{job_id}/result?format=glb")
+        assert status == 200, data[:300]
+        return data

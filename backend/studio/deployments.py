@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +84,6 @@ class StudioModel:
         self.where = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
                       "replica": getattr(ctx.replica_id, "unique_id", str(ctx.replica_id))}
         self._store: DeploymentHandle | None = None
-        self.batch_sizes: Counter[int] = Counter()  # how many batches of each size ran (tests, operators)
 
     @property
     def store(self) -> DeploymentHandle:
@@ -94,10 +92,9 @@ class StudioModel:
         return self._store
 
     def info(self) -> dict[str, Any]:
-        return {**self.engine.info(), "threads": __import__("torch").get_num_threads()}
+        import torch
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.where, "batch_sizes": dict(self.batch_sizes)}
+        return {**self.engine.info(), "threads": torch.get_num_threads()}
 
     async def run(self, spec: dict[str, Any]) -> Outcome:
         return await self.run_batch(spec)
@@ -107,7 +104,6 @@ class StudioModel:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run_all, specs)
 
     def _run_all(self, specs: list[dict[str, Any]]) -> list[Outcome]:
-        self.batch_sizes[len(specs)] += 1
         shared: dict[str, Any] = {}
         gen = [s for s in specs if s["kind"] == "generate"]
         if len(gen) > 1:  # one mapping-network pass for the prompts that arrived together

@@ -5,7 +5,6 @@ served within about two jobs' time; cancel works; a replica killed mid-job fails
 clear error and the next job succeeds."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -13,10 +12,10 @@ import signal
 import statistics
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from studio_harness import Http
 
 from blender_att3d.wire.job_state import JobState
 
@@ -28,47 +27,6 @@ PROMPTS = ["a red cube wearing a party hat", "a pig riding a bike", "a blue sphe
 RES = 64
 FAIR_RES = 256  # about 1 s a job on one thread here: long enough that waiting behind 16 would show
 LONG_RES = 512  # a job that runs for seconds on one thread: time to cancel it or kill its replica
-
-
-class Http:
-    def __init__(self, url: str, token: str) -> None:
-        u = urllib.parse.urlsplit(url)
-        self.host, self.port, self.token = u.hostname, u.port, token
-
-    def request(self, method: str, path: str, body=None, timeout: float = 120) -> tuple[int, bytes]:
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            h = {"Authorization": f"Bearer {self.token}"}
-            data = None if body is None else json.dumps(body).encode()
-            if data:
-                h["Content-Type"] = "application/json"
-            c.request(method, path, data, h)
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-    def json(self, method: str, path: str, body=None, expect: int = 200) -> dict:
-        status, data = self.request(method, path, body)
-        assert status == expect, (status, data[:300])
-        return json.loads(data)
-
-    def submit(self, prompt: str, resolution: int = RES) -> dict:
-        return self.json("POST", "/v1/jobs/generate", {"prompt": prompt, "resolution": resolution}, expect=202)
-
-    def wait(self, job_id: str, until=lambda st: st["status"] not in ("queued", "running"), limit: float = 600):
-        deadline, version = time.monotonic() + limit, -1
-        while True:
-            st = self.json("GET", f"/v1/jobs/{job_id}?wait=5&since={version}")
-            version = st["version"]
-            if until(st):
-                return st
-            assert time.monotonic() < deadline, f"job {job_id} still {st}"
-
-    def glb(self, job_id: str) -> bytes:
-        status, data = self.request("GET", f"/v1/jobs/{job_id}/result?format=glb")
-        assert status == 200, data[:300]
-        return data
 
 
 @pytest.fixture(scope="module")
