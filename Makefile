@@ -27,7 +27,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[mesh,serve,train,test,dev]"
+	$(BIN)/python -m pip install -q -e ".[mesh,serve,studio,train,test,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

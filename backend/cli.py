@@ -18,7 +18,7 @@ import numpy as np
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
 
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
-PLUGINS = ("backend.service.cli", "training.cli", "training.shapes.cli")
+PLUGINS = ("backend.service.cli", "backend.studio.cli", "training.cli", "training.shapes.cli")
 
 
 MAX_REPEATS = 1000

@@ -36,7 +36,18 @@ def pipeline(tiny_model_dir):
 # Fixtures that start a backend process (a cold start of torch and the model: seconds each) or build
 # the extension zip. A test that uses one is `slow`: `make test-fast` leaves it out, `make test` and CI
 # run it.
-_PROCESS_FIXTURES = {"server", "start_own_server", "launch", "built_zip"}
+_PROCESS_FIXTURES = {"server", "start_own_server", "launch", "built_zip", "studio_cluster"}
+
+
+@pytest.fixture(scope="session")
+def studio_cluster():
+    """A local Ray instance (2 CPUs, 200 MB object store, no dashboard) for the ``att3d studio`` tests:
+    ``studio_cluster.deploy(model, users, **settings)`` -> a :class:`studio_harness.Studio`."""
+    from studio_harness import StudioCluster
+
+    cluster = StudioCluster().start()
+    yield cluster
+    cluster.stop()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -43,8 +43,9 @@ from blender_att3d.wire.types import MeshData, SequenceData
 
 from .auth import HostPolicy, host_name
 from .engine import Engine
+from .jobs import DEFAULT_USER, JobBackend, LocalJobs, Refused
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
-from .worker import Job, QueueFull, ShuttingDown, Worker
+from .worker import JobSnapshot, Worker
 
 log = logging.getLogger("att3d.service")
 
@@ -178,18 +179,30 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+#: who a token belongs to: the user's name, or None for a token nobody has
+Authenticator = Callable[[bytes], str | None]
+
+
+def single_token(token: str, user: str = DEFAULT_USER) -> Authenticator:
+    """``att3d serve``'s one token (compared in constant time)."""
+    expected = token.encode()
+    return lambda given: user if hmac.compare_digest(given, expected) else None
+
+
 class BearerAuth:
     """401 for any request (but the liveness probe) without ``Authorization: Bearer <token>``.
 
     A middleware rather than a route dependency so that it runs before the body is read or
     parsed: without the token, malformed JSON, an oversized body or an unknown path all get the
-    same 401 and nothing else. The token is compared in constant time.
+    same 401 and nothing else. ``token``: the one token (compared in constant time), or an
+    :data:`Authenticator` (a studio's users). The user's name goes to ``request.state.user``.
     """
 
     OPEN_PATHS = (routes.HEALTH,)
 
-    def __init__(self, app, token: str, hint: str = "") -> None:
-        self.app, self.expected, self.hint = app, token.encode(), hint
+    def __init__(self, app, token: str | Authenticator, hint: str = "") -> None:
+        self.app, self.hint = app, hint
+        self.who: Authenticator = single_token(token) if isinstance(token, str) else token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
@@ -201,12 +214,14 @@ class BearerAuth:
                 break
         scheme, _, given = header.strip().partition(b" ")
         given = given.strip()
+        user = self.who(given) if scheme.lower() == b"bearer" and given else None
         if scheme.lower() != b"bearer" or not given:
             response = error(401, "authentication required: send 'Authorization: Bearer <token>'" + self.hint,
                              {"WWW-Authenticate": "Bearer"})
-        elif not hmac.compare_digest(given, self.expected):
+        elif user is None:
             response = error(401, "invalid token" + self.hint, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         else:
+            scope.setdefault("state", {})["user"] = user
             return await self.app(scope, receive, send)
         return await response(scope, receive, send)
 
@@ -254,10 +269,15 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts[:8]) + (" ..." if len(parts) > 8 else "")
 
 
-def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str = "",
-               host_allowed: Callable[[str], bool] | None = None) -> FastAPI:
-    """The ASGI app (``token``: the bearer token every request but /v1/health must carry;
-    ``host_allowed``: which ``Host`` headers to answer, default loopback names and addresses)."""
+def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict[str, Any], token_hint: str = "",
+               host_allowed: Callable[[str], bool] | None = None,
+               health: Callable[[], Any] | None = None) -> FastAPI:
+    """The ASGI app. ``jobs``: where jobs run (a :class:`Worker` of this process, or any
+    :class:`~backend.service.jobs.JobBackend`); ``token``: the bearer token every request but
+    /v1/health must carry, or an :data:`Authenticator` of several users; ``host_allowed``: which
+    ``Host`` headers to answer, default loopback names and addresses; ``health``: an async function
+    whose dict ``/v1/health`` answers (default ``{"ok": true}``)."""
+    backend: JobBackend = LocalJobs(jobs) if isinstance(jobs, Worker) else jobs
     app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description=__doc__)
     hint = f" (the token is in {token_hint})" if token_hint else ""
@@ -287,51 +307,61 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
     app.add_middleware(HostCheck, allowed=host_allowed or HostPolicy())  # added last: runs first
 
     @app.get(routes.HEALTH, tags=["service"])
-    async def health() -> dict[str, bool]:
-        return {"ok": True}
+    async def get_health() -> dict[str, Any]:
+        return {"ok": True} if health is None else await health()
 
     v1 = APIRouter()  # every route here is behind BearerAuth
 
+    def user_of(request: Request) -> str:
+        return getattr(request.state, "user", DEFAULT_USER)
+
     @v1.get(routes.INFO, tags=["service"])
-    async def get_info() -> dict[str, Any]:
-        return {**info, "queue": worker.stats()}
+    async def get_info(request: Request) -> dict[str, Any]:
+        return {**await backend.info(user_of(request)), **info}  # what the server was started with wins
 
     @v1.get(routes.OPENAPI, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
     # -- helpers -----------------------------------------------------------------------------
-    def submit(kind: str, params: dict[str, Any], priority: int = 1) -> Job:
+    async def submit(request: Request, kind: str, params: dict[str, Any], priority: int = 1) -> JobSnapshot:
         try:
-            return worker.submit(kind, params, priority)
-        except QueueFull as e:
-            raise ApiError(503, str(e), {"Retry-After": "1"}) from None
-        except ShuttingDown as e:
-            raise ApiError(503, str(e)) from None
+            return await backend.submit(kind, params, priority, user_of(request))
+        except Refused as e:
+            raise ApiError(e.status, e.message, e.headers or None) from None
 
-    async def wait_done(request: Request | None, job: Job) -> None:
+    async def wait_done(request: Request, job: JobSnapshot) -> JobSnapshot:
         """Until the job finishes; cancels it if the client hangs up meanwhile."""
+        user = user_of(request)
         while not job.finished:
-            await job.wait_change(job.version, DISCONNECT_POLL_S)
-            if not job.finished and request is not None and await request.is_disconnected():
-                worker.forget(job.id)
+            now = await backend.status(job.id, user, job.version, DISCONNECT_POLL_S)
+            if now is None:  # forgotten meanwhile (the server is stopping)
+                raise ApiError(503, "the job was cancelled: the server is stopping")
+            job = now
+            if not job.finished and await request.is_disconnected():
+                await backend.forget(job.id, user)
                 raise ApiError(499, "client closed the request")
+        return job
 
-    def job_error(job: Job) -> ApiError:
-        if job.status == JobState.CANCELLED and worker.closing:
+    async def job_error(job: JobSnapshot) -> ApiError:
+        if job.status == JobState.CANCELLED and await backend.closing():
             return ApiError(503, "the job was cancelled: the server is stopping")
         if job.status == JobState.CANCELLED:
             return ApiError(409, "the job was cancelled")
         status, msg = job.error or (500, "the job failed")
         return ApiError(status, msg)
 
-    async def result_response(job: Job, fmt: str, colors: str) -> Response:
+    async def result_response(request: Request, job_id: str, fmt: str, colors: str) -> Response:
+        found = await backend.result(job_id, user_of(request))
+        if found is None:
+            raise ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
+        job, result = found
         if job.status != JobState.DONE:
-            raise job_error(job)
-        if isinstance(job.result, (dict, list)):
-            return JSONResponse(job.result)
-        data, media = await run_in_threadpool(encode_result, job.result, fmt, colors)
-        meta = job.result.meta if isinstance(job.result, (MeshData, SequenceData)) else {}
+            raise await job_error(job)
+        if isinstance(result, (dict, list)):
+            return JSONResponse(result)
+        data, media = await run_in_threadpool(encode_result, result, fmt, colors)
+        meta = result.meta if isinstance(result, (MeshData, SequenceData)) else {}
         headers = {"X-ATT3D-Model": header_value(meta.get("model", ""))}
         if job.compute_s is not None:
             headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
@@ -339,14 +369,14 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
 
     async def run_sync(request: Request, kind: str, params: dict[str, Any], fmt: str, colors: str,
                        priority: int = 1) -> Response:
-        job = submit(kind, params, priority)
+        job = await submit(request, kind, params, priority)
         try:
-            await wait_done(request, job)
+            job = await wait_done(request, job)
             if job.status == JobState.CANCELLED:
                 raise ApiError(503, "the job was cancelled: the server is stopping")
-            return await result_response(job, fmt, colors)
+            return await result_response(request, job.id, fmt, colors)
         finally:
-            worker.forget(job.id)
+            await backend.forget(job.id, user_of(request))
 
     Fmt = Query(None, description="att3d (binary payload, default) or glb")
     Col = Query("f32", description="colour encoding of the payload: f32 or u8")
@@ -367,62 +397,62 @@ def create_app(worker: Worker, token: str, info: dict[str, Any], token_hint: str
         return await run_sync(request, "chain", _params("chain", req), _format(request, format), colors)
 
     @v1.post(routes.NEAREST, tags=["prompts"])
-    async def nearest(req: NearestRequest, request: Request) -> dict[str, Any]:
-        job = submit("nearest", req.model_dump(), priority=0)
+    async def nearest(req: NearestRequest, request: Request) -> Any:
+        job = await submit(request, "nearest", req.model_dump(), priority=0)
         try:
-            await wait_done(request, job)
+            job = await wait_done(request, job)
             if job.status != JobState.DONE:
-                raise job_error(job)
-            return job.result
+                raise await job_error(job)
+            found = await backend.result(job.id, user_of(request))
+            if found is None:
+                raise ApiError(503, "the job was cancelled: the server is stopping")
+            return found[1]
         finally:
-            worker.forget(job.id)
+            await backend.forget(job.id, user_of(request))
 
     # -- jobs -------------------------------------------------------------------------------------
-    def accepted(job: Job) -> JSONResponse:
-        return JSONResponse(job.describe(worker.queue_position(job)), status_code=202,
-                            headers={"Location": routes.job(job.id)})
+    def accepted(job: JobSnapshot) -> JSONResponse:
+        return JSONResponse(job.describe(), status_code=202, headers={"Location": routes.job(job.id)})
 
     @v1.post(routes.submit_job("generate"), tags=["jobs"], status_code=202)
-    async def job_generate(req: GenerateRequest):
-        return accepted(submit("generate", _params("generate", req)))
+    async def job_generate(req: GenerateRequest, request: Request):
+        return accepted(await submit(request, "generate", _params("generate", req)))
 
     @v1.post(routes.submit_job("blend"), tags=["jobs"], status_code=202)
-    async def job_blend(req: BlendRequest):
-        return accepted(submit("blend", _params("blend", req)))
+    async def job_blend(req: BlendRequest, request: Request):
+        return accepted(await submit(request, "blend", _params("blend", req)))
 
     @v1.post(routes.submit_job("chain"), tags=["jobs"], status_code=202)
-    async def job_chain(req: ChainRequest):
-        return accepted(submit("chain", _params("chain", req)))
+    async def job_chain(req: ChainRequest, request: Request):
+        return accepted(await submit(request, "chain", _params("chain", req)))
 
-    def find(job_id: str) -> Job:
-        job = worker.get(job_id)
-        if job is None:
-            raise ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
-        return job
+    def missing(job_id: str) -> ApiError:
+        return ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
 
     @v1.get(routes.JOB, tags=["jobs"])
-    async def job_status(job_id: str, since: int = Query(-1, ge=-1, description="the version you last saw"),
+    async def job_status(job_id: str, request: Request,
+                         since: int = Query(-1, ge=-1, description="the version you last saw"),
                          wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, allow_inf_nan=False)):
-        job = find(job_id)
-        if wait > 0 and not job.finished:
-            await job.wait_change(job.version if since < 0 else since, wait)
-        return {**job.describe(worker.queue_position(job)), "version": job.version}
+        job = await backend.status(job_id, user_of(request), since, wait)
+        if job is None:
+            raise missing(job_id)
+        return {**job.describe(), "version": job.version}
 
     @v1.get(routes.JOB_RESULT, tags=["jobs"], response_class=Response, responses=mesh_responses)
     async def job_result(job_id: str, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        job = find(job_id)
+        job = await backend.status(job_id, user_of(request))
+        if job is None:
+            raise missing(job_id)
         if not job.finished:
             raise ApiError(409, f"job {job.id} is still {job.status}; poll GET {routes.job(job.id)}?wait=10")
-        return await result_response(job, _format(request, format), colors)
+        return await result_response(request, job_id, _format(request, format), colors)
 
     @v1.delete(routes.JOB, tags=["jobs"])
-    async def job_cancel(job_id: str):
-        job = find(job_id)
-        if job.finished:
-            worker.forget(job_id)
-        else:
-            worker.cancel(job_id)  # it stays, to report "cancelled" to whoever polls it
-        return {**job.describe(), "cancel_requested": not job.finished or job.status == JobState.CANCELLED}
+    async def job_cancel(job_id: str, request: Request):
+        answer = await backend.cancel(job_id, user_of(request))
+        if answer is None:
+            raise missing(job_id)
+        return answer
 
     app.include_router(v1)
     return app

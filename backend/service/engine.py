@@ -31,6 +31,7 @@ from ..inference import CancelledError, Pipeline
 from ..mesh import Mesh, check_resolution
 
 if TYPE_CHECKING:
+    from ..mapping_network import Modulation
     from ..nearest import PromptIndex
 
 
@@ -211,19 +212,35 @@ class Engine:
                 "features": features(), "limits": limits.as_dict()}
 
     # -- operations ---------------------------------------------------------------------------
+    def modulations(self, prompts: Sequence[str]) -> list[Modulation]:
+        """The mapping network's output for several prompts in one pass (a server batching requests that
+        arrive together); each equals ``modulate(embed(p))`` to float rounding, not bit for bit."""
+        import torch
+
+        embs = [self.pipeline.embed(check_prompt(p)) for p in prompts]
+        width = max(e.tokens.shape[1] for e in embs)
+        if any(e.tokens.shape[1] != width for e in embs):  # encoders pad to a fixed length; if not, one by one
+            return [self.pipeline.modulate(e) for e in embs]
+        batch = type(embs[0])(torch.cat([e.tokens for e in embs]), torch.cat([e.mask for e in embs]))
+        mod = self.pipeline.modulate(batch)
+        return [mod.select([i]) for i in range(len(embs))]
+
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
-                 mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
+                 mc: str = "auto", progress: ProgressFn | None = None,
+                 modulation: Modulation | None = None) -> MeshData:
+        """``modulation``: this prompt's, already computed (:meth:`modulations`), or None."""
         prompt = check_prompt(prompt)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
         texture = check_texture(texture)
         mc = check_mc_available(mc)
         _check(progress, 0.0, STAGE_PROMPT)
-        emb = self.pipeline.embed(prompt)
-        _check(progress, 0.15, STAGE_GRID)
-        mod = self.pipeline.modulate(emb)
+        if modulation is None:
+            emb = self.pipeline.embed(prompt)
+            _check(progress, 0.15, STAGE_GRID)
+            modulation = self.pipeline.modulate(emb)
         _check(progress, 0.3, STAGE_MESH)
-        mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
+        mesh = self.pipeline.mesh(modulation, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
                                   progress=_from(progress, 0.3))
         mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
         _check(progress, 1.0, "done")

@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from blender_att3d.wire.job_state import FINISHED, JobState
@@ -34,6 +35,36 @@ class ShuttingDown(RuntimeError):
 def _set_result(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's state at one moment: what ``GET /v1/jobs/{id}`` reports (:meth:`describe`)."""
+
+    id: str
+    kind: str
+    status: JobState
+    progress: float
+    message: str
+    error: tuple[int, str] | None  # (HTTP status, message)
+    version: int
+    compute_s: float | None
+    queue_position: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "status": self.status,
+                             "progress": round(float(self.progress), 4), "message": self.message}
+        if self.error:
+            d["error"], d["error_status"] = self.error[1], self.error[0]
+        if self.queue_position is not None and self.status == JobState.QUEUED:
+            d["queue_position"] = self.queue_position
+        if self.compute_s is not None:
+            d["compute_s"] = round(self.compute_s, 6)
+        return d
 
 
 class Job:
@@ -103,15 +134,13 @@ class Job:
         return self.status in FINISHED
 
     def describe(self, queue_position: int | None = None) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "status": self.status,
-                             "progress": round(float(self.progress), 4), "message": self.message}
-        if self.error:
-            d["error"], d["error_status"] = self.error[1], self.error[0]
-        if queue_position is not None and self.status == JobState.QUEUED:
-            d["queue_position"] = queue_position
-        if self.compute_s is not None:
-            d["compute_s"] = round(self.compute_s, 6)
-        return d
+        return self.snapshot(queue_position).describe()
+
+    def snapshot(self, queue_position: int | None = None) -> JobSnapshot:
+        """The job as it is now, a plain value (what a service hands across processes)."""
+        with self._lock:
+            return JobSnapshot(self.id, self.kind, JobState(self.status), float(self.progress), self.message,
+                               self.error, self.version, self.compute_s, queue_position)
 
     @property
     def compute_s(self) -> float | None:
@@ -121,7 +150,53 @@ class Job:
         return self.finished_at - self.started_at
 
 
+def forget_finished(jobs: dict[str, Job], keep: int, ttl: float) -> None:
+    """Drop finished jobs older than ``ttl`` seconds, and all but the ``keep`` newest finished ones:
+    memory stays bounded however many clients come and go without fetching their results."""
+    now = time.monotonic()
+    for j in [j for j in jobs.values() if j.finished]:
+        if now - (j.finished_at or now) > ttl:
+            jobs.pop(j.id, None)
+    finished = sorted((j for j in jobs.values() if j.finished), key=lambda j: j.finished_at or 0)
+    for j in finished[: max(0, len(finished) - keep)]:
+        jobs.pop(j.id, None)
+
+
 Operation = Callable[[Engine, dict[str, Any], Callable[[float, str], bool]], Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an operation ended, as a job records it (:meth:`Job._finish`'s arguments)."""
+
+    status: JobState
+    message: str
+    result: Any = None
+    error: tuple[int, str] | None = None  # (HTTP status, message)
+
+
+CANCELLED = Outcome(JobState.CANCELLED, "cancelled")
+
+
+def run_operation(operation: Operation, engine: Any, params: dict[str, Any],
+                  progress: Callable[[float, str], bool], kind: str = "job", job_id: str = "") -> Outcome:
+    """Run one operation and map how it ended to a job's outcome: the one place that decides which
+    failures are the request's (400), the device's memory (507) or the server's (500). Shared by
+    :class:`Worker` and the studio's replicas, so both report the same errors."""
+    try:
+        result = operation(engine, params, progress)
+    except CancelledError:
+        return CANCELLED
+    except (ValueError, TypeError) as e:  # the request's content, not the server
+        return Outcome(JobState.ERROR, str(e), error=(400, str(e)))
+    except MemoryError:
+        msg = "out of memory: try a lower resolution"
+        return Outcome(JobState.ERROR, msg, error=(507, msg))
+    except Exception as e:  # a bug or a device failure: keep serving
+        log.exception("job %s (%s) failed", job_id, kind)
+        msg = f"internal error in {kind}: {type(e).__name__}: {e}"
+        return Outcome(JobState.ERROR, msg, error=(500, msg))
+    return Outcome(JobState.DONE, "done", result=result)
 
 
 class Worker:
@@ -202,14 +277,7 @@ class Worker:
         return job
 
     def _gc_locked(self) -> None:
-        now = time.monotonic()
-        finished = [j for j in self.jobs.values() if j.finished]
-        for j in finished:
-            if now - (j.finished_at or now) > self.ttl:
-                self.jobs.pop(j.id, None)
-        finished = sorted((j for j in self.jobs.values() if j.finished), key=lambda j: j.finished_at or 0)
-        for j in finished[: max(0, len(finished) - self.keep_finished)]:
-            self.jobs.pop(j.id, None)
+        forget_finished(self.jobs, self.keep_finished, self.ttl)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -241,22 +309,9 @@ class Worker:
                 return job.cancel_requested.is_set()
 
             try:
-                if job.cancel_requested.is_set():
-                    raise CancelledError("cancelled")
-                result = self.operations[job.kind](self.engine, job.params, progress)
-            except CancelledError:
-                job._finish(JobState.CANCELLED, "cancelled")
-            except (ValueError, TypeError) as e:  # the request's content, not the server
-                job._finish(JobState.ERROR, str(e), error=(400, str(e)))
-            except MemoryError:
-                msg = "out of memory: try a lower resolution"
-                job._finish(JobState.ERROR, msg, error=(507, msg))
-            except Exception as e:  # a bug or a device failure: keep serving
-                log.exception("job %s (%s) failed", job.id, job.kind)
-                msg = f"internal error in {job.kind}: {type(e).__name__}: {e}"
-                job._finish(JobState.ERROR, msg, error=(500, msg))
-            else:
-                job._finish(JobState.DONE, "done", result=result)
+                outcome = CANCELLED if job.cancel_requested.is_set() else run_operation(
+                    self.operations[job.kind], self.engine, job.params, progress, job.kind, job.id)
+                job._finish(outcome.status, outcome.message, outcome.result, outcome.error)
             finally:
                 job.params = {}
                 with self._lock:

@@ -56,10 +56,14 @@ def test_auto_without_torch_uses_a_local_server_it_starts_and_stops(tmp_path, pr
 
 
 @pytest.mark.slow  # starts a backend process
-def test_remote_backend_with_a_token_file(tmp_path, prompts, tiny_model_dir):
+@pytest.mark.parametrize("command", [["serve"], ["studio", "--num-cpus", "2", "--replicas", "1"]], ids=["serve",
+                                                                                                     "studio"])
+def test_remote_backend_with_a_token_file(tmp_path, prompts, tiny_model_dir, command):
+    """The add-on's remote mode against `att3d serve`, and against `att3d studio` (Ray Serve) unchanged."""
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-the-batch-test\n")
-    server = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--model", str(tiny_model_dir),
+    token_file.chmod(0o600)
+    server = subprocess.Popen([sys.executable, "-m", "backend.cli", *command, "--model", str(tiny_model_dir),
                                "--device", "cpu", "--port", "0", "--token-file", str(token_file)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT),
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -78,7 +82,7 @@ def test_remote_backend_with_a_token_file(tmp_path, prompts, tiny_model_dir):
         assert r.returncode == 1 and "rejected the token" in r.stderr and not (tmp_path / "b.blend").exists()
     finally:
         server.terminate()
-        server.wait(30)
+        assert server.wait(60) == 0
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -27,10 +27,31 @@ def embedded(engine):
 
 
 @pytest.fixture(scope="module")
-def remote(server):
+def remote_serve(server):
     c = HTTPClient(server.url, server.token)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def remote_studio(studio_cluster, service_model_dir):
+    """The HTTP client of `att3d studio` on a local Ray instance: one replica with this process's torch
+    threads, so the same bits as the embedded client."""
+    import torch
+
+    studio = studio_cluster.deploy(service_model_dir, replicas=1, threads=torch.get_num_threads())
+    c = HTTPClient(studio.url, studio.tokens["default"])
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module", params=["serve", pytest.param("studio", marks=pytest.mark.slow)])
+def remote(request):
+    """The HTTP client of `att3d serve`, and of `att3d studio`."""
+    return request.getfixturevalue(f"remote_{request.param}")
+
+
+REMOTES = [pytest.param("remote_serve", marks=pytest.mark.slow), pytest.param("remote_studio", marks=pytest.mark.slow)]
 
 
 def same(a: MeshData, b: MeshData) -> None:
@@ -87,7 +108,7 @@ def test_nearest_and_info_agree(embedded, remote):
     assert ie["transport"] == "embedded" and ir["transport"] == "http"
 
 
-@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("client_name", ["embedded", *REMOTES])
 def test_errors_are_invalid_request(request, client_name):
     c = request.getfixturevalue(client_name)
     with pytest.raises(InvalidRequest, match="empty"):
@@ -108,7 +129,7 @@ def test_numpy_scalars_work_on_both_transports(embedded, remote):
          remote.blend("a red cube", "a blue sphere", np.float32(0.25), resolution=np.int32(20)))
 
 
-@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("client_name", ["embedded", *REMOTES])
 def test_non_finite_numbers_are_invalid_request(request, client_name):
     c = request.getfixturevalue(client_name)
     with pytest.raises(InvalidRequest):
@@ -120,7 +141,7 @@ def test_non_finite_numbers_are_invalid_request(request, client_name):
     assert isinstance(c.generate("a red cube", resolution=16), MeshData)  # still usable
 
 
-@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("client_name", ["embedded", *REMOTES])
 def test_progress_and_cancel_from_callback(request, client_name):
     c = request.getfixturevalue(client_name)
     seen = []
@@ -137,7 +158,7 @@ def test_progress_and_cancel_from_callback(request, client_name):
     assert seen2[-1][0] == 1.0
 
 
-@pytest.mark.parametrize("client_name", ["embedded", pytest.param("remote", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("client_name", ["embedded", *REMOTES])
 def test_cancel_from_another_thread(request, client_name):
     c = request.getfixturevalue(client_name)
     started = threading.Event()
