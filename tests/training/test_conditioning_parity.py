@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_pipelines import clip_like, if_like, sd_like
 
+from backend.text_encoder import TextEncoder
 from training.guidance import GuidanceConfig, LatentDiffusionGuidance, PixelDiffusionGuidance, view_prompt
 
 PROMPTS = ["a red cube", "A DSLR photo of a pig riding a bicycle", "  a blue sphere made out of gold "]
@@ -139,6 +140,25 @@ def clip_root(tmp_path_factory):
     return clip_like(tmp_path_factory.mktemp("clip_mapping"))
 
 
+def _if_preset(if_root, clip_root, device: str, dtype: str, steps: int = 1):
+    """df415_if.toml on tiny stand-ins of its three hub models (the same layouts: an IF pipeline folder
+    whose text_encoder/ conditions the teacher, a whole CLIP model folder for the mapping network)."""
+    from training.config import load_config, preset_path
+
+    cfg = load_config(preset_path("df415_if"))
+    assert (cfg.model.text_encoder, cfg.model.max_length) == ("openai/clip-vit-large-patch14", 77)
+    assert cfg.guidance.text_encoder == f"{cfg.guidance.model}#text_encoder"  # IF's own T5
+    cfg.guidance.model, cfg.guidance.text_encoder = str(if_root), f"{if_root}#text_encoder"
+    cfg.guidance.dtype = cfg.guidance.text_dtype = dtype
+    cfg.model.text_encoder, cfg.model.resolutions = str(clip_root), [4, 6]
+    cfg.prompts.set, cfg.prompts.list = "", PROMPTS
+    cfg.run.steps, cfg.run.batch_size, cfg.run.device, cfg.run.preview_every = steps, 2, device, 0
+    cfg.render.height = cfg.render.width = 12
+    cfg.render.n_samples = 8
+    cfg.eval.clip_model = ""
+    return cfg.validate()
+
+
 def test_if_preset_run_conditions_the_mapping_on_clip_and_the_teacher_on_t5(if_root, clip_root, sd_root, tmp_path):
     """One run of df415_if.toml (its teacher, text encoders and mapping input; the models tiny): the mapping
     network reads what ``StableDiffusionPipeline.encode_prompt`` gives with that CLIP — the paper's CLIP
@@ -147,22 +167,9 @@ def test_if_preset_run_conditions_the_mapping_on_clip_and_the_teacher_on_t5(if_r
     from transformers import AutoTokenizer, CLIPModel
 
     from backend.inference import Pipeline
-    from training.config import load_config, preset_path
     from training.loop import Trainer
 
-    cfg = load_config(preset_path("df415_if"))
-    assert (cfg.model.text_encoder, cfg.model.max_length) == ("openai/clip-vit-large-patch14", 77)
-    assert cfg.guidance.text_encoder == f"{cfg.guidance.model}#text_encoder"  # IF's own T5
-    # the same run on tiny stand-ins of its three hub models (same layouts: IF pipeline, whole CLIP model)
-    cfg.guidance.model, cfg.guidance.text_encoder = str(if_root), f"{if_root}#text_encoder"
-    cfg.guidance.dtype = cfg.guidance.text_dtype = "float32"
-    cfg.model.text_encoder, cfg.model.resolutions = str(clip_root), [4, 6]
-    cfg.prompts.set, cfg.prompts.list = "", PROMPTS
-    cfg.run.steps, cfg.run.batch_size, cfg.run.device, cfg.run.preview_every = 1, 2, "cpu", 0
-    cfg.render.height = cfg.render.width = 12
-    cfg.render.n_samples = 8
-    cfg.eval.clip_model = ""
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer = Trainer(_if_preset(if_root, clip_root, "cpu", "float32"), tmp_path / "run", progress=False)
     mapping, g = trainer.mode.encoder, trainer.guidance
     assert (mapping.kind, mapping.dim, mapping.max_length, mapping.dtype) == ("clip", 24, 77, torch.float32)
     assert (g.encoder.kind, g.encoder.dim) == ("t5", 16)
@@ -203,3 +210,21 @@ def test_if_preset_run_conditions_the_mapping_on_clip_and_the_teacher_on_t5(if_r
     assert inference.encoder.kind == "clip" and inference.encoder.encoder_id == str(clip_root)
     assert torch.equal(inference.encoder(prompts, use_cache=False).tokens, want_map)
     assert len(inference.generate("a green cone", resolution=16).vertices) > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (training/gpu_check.sh)")
+def test_if_preset_run_on_cuda(if_root, clip_root, tmp_path):
+    """The same run on a GPU with the preset's dtypes (auto: the UNet in fp16, T5 in bf16): the mapping
+    encoder embeds on the GPU in float32, the tokens the CPU gives; two steps train."""
+    from training.loop import Trainer
+
+    trainer = Trainer(_if_preset(if_root, clip_root, "cuda", "auto", steps=2), tmp_path / "run", progress=False)
+    mapping, g = trainer.mode.encoder, trainer.guidance
+    assert (mapping.device.type, mapping.dtype, g.encoder.device.type) == ("cuda", torch.float32, "cuda")
+    assert g.dtype == torch.float16 and g.encoder.dtype in (torch.bfloat16, torch.float16)
+    on_cpu = TextEncoder(str(clip_root), 77, device="cpu", dtype=torch.float32, cache_dir=tmp_path / "cpu")
+    torch.testing.assert_close(trainer.mode.tokens.cpu(), on_cpu(trainer.mode.prompts, use_cache=False).tokens,
+                               rtol=1e-4, atol=1e-5)
+    result = trainer.run()
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(result.losses)))
