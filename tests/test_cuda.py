@@ -99,10 +99,13 @@ def test_prompt_to_mesh_on_cuda_is_the_cpus(tiny_model_dir) -> None:
 
     gpu = Pipeline(str(tiny_model_dir), device="cuda").generate("a red cube", 128, mc="torch")
     cpu = Pipeline(str(tiny_model_dir), device="cpu").generate("a red cube", 128, mc="torch")
+    from scipy.spatial import cKDTree
+
     assert len(cpu.faces) > 1000
     assert abs(len(gpu.vertices) - len(cpu.vertices)) <= 0.002 * len(cpu.vertices)
-    # every GPU vertex lies on the CPU's surface, to a twentieth of a voxel
-    d = torch.cdist(torch.from_numpy(gpu.vertices).float(), torch.from_numpy(cpu.vertices).float()).min(1).values
+    # the GPU's vertices lie on the CPU's surface: all but a few within a hundredth of a voxel (a vertex
+    # of a cell whose corner values nearly equal moves along its edge with float rounding), none off it
     voxel = 2 * Pipeline(str(tiny_model_dir), device="cpu").model.config.bound / 127
-    assert float(d.max()) < 0.05 * voxel, float(d.max()) / voxel
+    d = cKDTree(cpu.vertices).query(gpu.vertices)[0] / voxel
+    assert np.mean(d < 0.01) > 0.999 and d.max() < 0.5, (np.mean(d < 0.01), d.max())
     np.testing.assert_allclose(gpu.colors.mean(0), cpu.colors.mean(0), atol=1e-3)
