@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .fileio import atomic_write_text
+
 PROMPTS = ["a red cube wearing a party hat", "a blue sphere on a plate", "a green cone with a ring",
            "a yellow torus"]
 TRACKED = ["a red sphere", "a yellow sphere", "a blue cube", "a green cube"]
@@ -54,7 +56,10 @@ def _median(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet: bool = False,
-              service: bool = True, dense_512: bool = True) -> dict[str, Any]:
+              service: bool = True, dense_512: bool = True, partial_out: str | Path | None = None) -> dict[str, Any]:
+    """The timings (see the module's docstring). ``partial_out``: a JSON file rewritten with the keys measured
+    so far before each next one, ``"complete": true`` at the end: a run stopped by a time limit (a lent
+    GPU machine's) still leaves what it measured."""
     from .chain_quality import chain_quality
     from .export import export_mesh
     from .inference import Pipeline
@@ -62,6 +67,8 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     from .texture import bake_texture
 
     def log(msg: str) -> None:
+        if partial_out is not None:
+            atomic_write_text(partial_out, json.dumps({**res, "complete": False, "next": msg}) + "\n")
         if not quiet:
             print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -143,6 +150,8 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["chain16_quality"] = {k: v for k, v in q.items() if k not in ("keyframes", "states")}
     if service:
         res.update(service_bench(pipe, model, device, repeats, log))
+    if partial_out is not None:
+        atomic_write_text(partial_out, json.dumps({**res, "complete": True}) + "\n")
     return res
 
 

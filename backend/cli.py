@@ -230,7 +230,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--repeats must be in 1–{MAX_REPEATS}, got {args.repeats}")
 
     result = run_bench(args.model, device=args.device, repeats=args.repeats, quiet=args.quiet or args.json,
-                       service=not args.no_service, dense_512=not args.no_dense_512)
+                       service=not args.no_service, dense_512=not args.no_dense_512,
+                       partial_out=args.partial)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--no-service", action="store_true", help="skip serve_ready and http_overhead_128")
     b.add_argument("--no-dense-512", action="store_true", help="skip the dense 512³ reference (slow on a CPU)")
+    b.add_argument("--partial", metavar="FILE", help="rewrite FILE with the keys measured so far before each "
+                   "next one (\"complete\": true at the end): a run cut short keeps them")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="generate a demo asset into a folder (what `make demo` runs)")

@@ -237,6 +237,11 @@ def _constants(device: torch.device) -> dict[str, torch.Tensor]:
     return _device_constants[device]
 
 
+def corner_offsets(device: torch.device) -> torch.Tensor:
+    """``CORNER_OFFSETS`` ``[8, 3]`` int64 on ``device``, uploaded once (an upload synchronises a GPU)."""
+    return _constants(device)["corner_offsets"]
+
+
 def _empty_mesh(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (
         torch.zeros((0, 3), dtype=torch.float32, device=device),

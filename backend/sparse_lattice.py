@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -102,14 +103,30 @@ class BlockGrid:
 def _windows(grid_units: tuple[np.ndarray, np.ndarray], r: int, device: torch.device):
     """For per-block intervals [u0, u1] in a level's grid units: the coordinates where a piecewise-
     linear function of the grid can take its extremes (block ends and grid planes) as a linear
-    interpolation from the ``r`` grid nodes (lower node, upper weight), and each block's first and
-    last coordinate."""
+    interpolation from the ``r`` grid nodes (lower node, upper weight), each block's first and last
+    coordinate, and the widest window (``last − first``, known here on the host: reading it from the
+    device would synchronise a GPU at every reduction)."""
     u0, u1 = grid_units
     coords = np.unique(np.concatenate([u0, u1, np.arange(r, dtype=np.float64)]))
     i0 = np.clip(np.floor(coords), 0, r - 2).astype(np.int64)
     first = np.searchsorted(coords, u0)
     last = np.searchsorted(coords, u1)
-    return tuple(torch.from_numpy(a).to(device) for a in (i0, (coords - i0).astype(np.float32), first, last))
+    tensors = tuple(torch.from_numpy(a).to(device) for a in (i0, (coords - i0).astype(np.float32), first, last))
+    return (*tensors, int((last - first).max()))
+
+
+@lru_cache(maxsize=32)
+def _grid_tables(grid: BlockGrid, resolutions: tuple[int, ...], device: torch.device) -> tuple:
+    """What the bound reads of the grid alone, on ``device``, uploaded once per (grid, dense level
+    resolutions, device): every copy from the host synchronises a GPU (a copy from pageable memory waits
+    for the stream), and there are 4 per level. → (per level :func:`_windows`, the blocks' first and last
+    real node coordinates ``[nb]`` each, which blocks have padding nodes ``[nb]``)."""
+    first_p, last_p = grid.real_nodes()
+    x0, x1 = grid.world(first_p.astype(np.float64)), grid.world(last_p.astype(np.float64))
+    f0, f1 = (x0 + grid.bound) / (2 * grid.bound), (x1 + grid.bound) / (2 * grid.bound)  # in [0, 1]
+    windows = [_windows((f0 * (r - 1), f1 * (r - 1)), r, device) for r in resolutions]
+    t0, t1 = torch.from_numpy(x0).float().to(device), torch.from_numpy(x1).float().to(device)
+    return windows, t0, t1, torch.from_numpy(grid.has_padding()).to(device)
 
 
 def _lerp_rows(t: torch.Tensor, i0: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -120,12 +137,13 @@ def _lerp_rows(t: torch.Tensor, i0: torch.Tensor, w: torch.Tensor) -> torch.Tens
     return a.add_(t.index_select(0, i0 + 1).sub_(a).mul_(w))
 
 
-def _window_reduce(lo: torch.Tensor, hi: torch.Tensor, first: torch.Tensor,
-                   last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum of ``lo`` and maximum of ``hi`` over row windows [first, last] (rows are dim 0)."""
+def _window_reduce(lo: torch.Tensor, hi: torch.Tensor, first: torch.Tensor, last: torch.Tensor,
+                   widest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum of ``lo`` and maximum of ``hi`` over row windows [first, last] (rows are dim 0), the
+    widest ``widest`` rows long."""
     out_lo = lo.index_select(0, first)
     out_hi = hi.index_select(0, first)
-    for k in range(1, int((last - first).max()) + 1):
+    for k in range(1, widest + 1):
         idx = torch.minimum(first + k, last)
         out_lo = torch.minimum(out_lo, lo.index_select(0, idx))
         out_hi = torch.maximum(out_hi, hi.index_select(0, idx))
@@ -161,8 +179,7 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
     n_feat = pe.out_dim
     if model.config.mapping == "concat":  # v is the same at every point: part of the bias
         b1 = b1 + w1[:, n_feat:] @ one.v[0]
-    first_p, last_p = grid.real_nodes()
-    x0, x1 = grid.world(first_p.astype(np.float64)), grid.world(last_p.astype(np.float64))
+    windows, t0, t1, _ = _grid_tables(grid, tuple(pe.resolutions), dev)
     c = pe.features
     n_dense = len(pe.resolutions)
     base_lo, base_hi = b1.clone(), b1.clone()
@@ -173,10 +190,9 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
         base_hi += proj.amax(1)
     dense = []
     for k, (g, r) in enumerate(zip(levels[:n_dense], pe.resolutions)):
-        span = ((x0 + grid.bound) / (2 * grid.bound) * (r - 1), (x1 + grid.bound) / (2 * grid.bound) * (r - 1))
-        dense.append((g[0], w1[:, k * c:(k + 1) * c], r, _windows(span, r, dev)))
+        dense.append((g[0], w1[:, k * c:(k + 1) * c], r, windows[k]))
     w2, b2 = nerf.out.weight[0], nerf.out.bias[0]
-    raw_lo = torch.full((nb, nb, nb), float(b2), device=dev)  # [z, y, x]
+    raw_lo = b2.detach().expand(nb, nb, nb).clone()  # [z, y, x] (not float(b2): a GPU sync)
     raw_hi = raw_lo.clone()
     widest = max(len(win[0]) for *_, win in dense) * nb * nb
     step = max(1, min(hidden, (1 << 18) // widest))
@@ -185,16 +201,16 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
         hc = units.stop - units.start
         h_lo = base_lo[units].expand(nb, nb, nb, hc).clone()
         h_hi = base_hi[units].expand(nb, nb, nb, hc).clone()
-        for g, w, r, (i0, wt, first, last) in dense:
+        for g, w, r, (i0, wt, first, last, widest) in dense:
             proj = torch.einsum("hc,czyx->hzyx", w[units], g)  # [hc, z, y, x]
             # x: exact extremes of the piecewise-linear rows over each block's x range
             a = _lerp_rows(_next_axis(proj), i0, wt)
-            lo, hi = _window_reduce(a, a, first, last)
+            lo, hi = _window_reduce(a, a, first, last, widest)
             # y, then z: interpolated minima (maxima) bound the minimum from below (above)
             lo, hi = (_next_axis(t.view(nb, hc, r, r)) for t in (lo, hi))  # [y, bx·hc·z]
-            lo, hi = _window_reduce(_lerp_rows(lo, i0, wt), _lerp_rows(hi, i0, wt), first, last)
+            lo, hi = _window_reduce(_lerp_rows(lo, i0, wt), _lerp_rows(hi, i0, wt), first, last, widest)
             lo, hi = (_next_axis(t.view(nb, nb, hc, r)) for t in (lo, hi))  # [z, by·bx·hc]
-            lo, hi = _window_reduce(_lerp_rows(lo, i0, wt), _lerp_rows(hi, i0, wt), first, last)
+            lo, hi = _window_reduce(_lerp_rows(lo, i0, wt), _lerp_rows(hi, i0, wt), first, last, widest)
             h_lo += lo.view(nb, nb, nb, hc)
             h_hi += hi.view(nb, nb, nb, hc)
         s_lo, s_hi = _silu_interval(h_lo, h_hi)
@@ -203,7 +219,6 @@ def block_bounds(model: ATT3D, mod: Modulation, grid: BlockGrid,
         raw_hi += s_hi @ w_pos + s_lo @ w_neg
         check(units.stop / hidden)
     # the radial density bias over a block: the norm ranges from the box's nearest point to its farthest corner
-    t0, t1 = torch.from_numpy(x0).float().to(dev), torch.from_numpy(x1).float().to(dev)
     near = torch.where((t0 <= 0) & (t1 >= 0), torch.zeros_like(t0), torch.minimum(t0.abs(), t1.abs())) ** 2
     far = torch.maximum(t0.abs(), t1.abs()) ** 2
     bias_a = nerf.radial_density_bias((near[:, None, None] + near[None, :, None] + near[None, None, :]).sqrt())
@@ -220,7 +235,7 @@ def surface_blocks(model: ATT3D, mod: Modulation, grid: BlockGrid, level: float,
     lo, hi = block_bounds(model, mod, grid, check)
     # a margin for float rounding between the bound's arithmetic and the nodes' own
     eps = 1e-4 * (1 + abs(level))
-    pad = torch.from_numpy(grid.has_padding()).to(lo.device)
+    pad = _grid_tables(grid, tuple(model.point_encoder.resolutions), lo.device)[3]
     with_pad = pad[:, None, None] | pad[None, :, None] | pad[None, None, :]
     # a block with padding nodes (density 0 < level) straddles as soon as it can reach the level
     return (hi >= level - eps) & ((lo <= level + eps) | with_pad), lo
@@ -455,7 +470,7 @@ def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGr
     cells whose corners straddle the level, marched at once and welded by lattice edge there (no
     copy of the lattice to the host). The same mesh as scikit-image's where a cell is unambiguous. One
     call (0.3 s at 512³ on the 2-core CPU, milliseconds on a GPU), then ``check(1.0)``."""
-    from .marching_cubes import CORNER_OFFSETS, marching_cubes_cells
+    from .marching_cubes import corner_offsets, marching_cubes_cells
 
     s = grid.s
     if len(blocks) == 0:
@@ -464,8 +479,8 @@ def march_blocks_torch(values: torch.Tensor, blocks: torch.Tensor, grid: BlockGr
     # corner c of cell (i, j, k) of a block is node (i, j, k) + offset(c) of its (s + 1)³ values
     q = torch.arange(s, device=dev)
     local = torch.stack(torch.meshgrid(q, q, q, indexing="ij"), -1).reshape(-1, 3)  # [s³, 3]
-    stride = torch.tensor([(s + 1) ** 2, s + 1, 1], device=dev)
-    corner = ((local[:, None, :] + torch.from_numpy(CORNER_OFFSETS).to(dev)[None]) * stride).sum(-1)  # [s³, 8]
+    node = local[:, None, :] + corner_offsets(dev)[None]  # [s³, 8, 3]
+    corner = (node[..., 0] * (s + 1) + node[..., 1]) * (s + 1) + node[..., 2]  # (no upload of a stride: a sync)
     flat = values.reshape(len(blocks), -1)
     inside = (flat > level)[:, corner]  # [K, s³, 8], as bytes: the values of crossed cells only are read
     k, cell = (inside.any(-1) & ~inside.all(-1)).nonzero(as_tuple=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +42,25 @@ def _from_pretrained(cls, path: str, dtype: torch.dtype, **kw):
 
     key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     return cls.from_pretrained(path, **{key: dtype}, **kw)
+
+
+@contextmanager
+def _quiet_weight_report() -> Iterator[None]:
+    """Without transformers' per-key report of checkpoint weights the model does not use: a whole CLIP
+    checkpoint (``openai/clip-vit-large-patch14``, the IF preset's mapping encoder) holds the vision tower
+    too, ~200 lines of "unexpected" keys on every load. Missing weights are checked by the caller. (A
+    filter, not a higher level: transformers 5 logs other warnings when this logger's level is raised.)"""
+    log = logging.getLogger("transformers.modeling_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return "LOAD REPORT" not in text and "were not used when initializing" not in text  # (transformers 5, 4)
+
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
 def default_cache_dir() -> Path:
@@ -171,7 +192,17 @@ class TextEncoder:
 
             # Any: transformers types from_pretrained's keywords and the loaded model's .to() too loosely to check
             cls: Any = {"clip": CLIPTextModel, "t5": T5EncoderModel}.get(self.kind, AutoModel)
-            model = _from_pretrained(cls, self._path, self.dtype, **self._sub_kw).eval()
+            if self.kind == "clip":
+                with _quiet_weight_report():
+                    model, info = _from_pretrained(cls, self._path, self.dtype, output_loading_info=True,
+                                                   **self._sub_kw)
+                missing = sorted(info.get("missing_keys") or ())
+                if missing:  # (transformers would go on with random weights: embeddings of noise)
+                    raise ValueError(f"text encoder {self.encoder_id!r}: its checkpoint lacks {len(missing)} of the "
+                                     f"CLIP text encoder's weights (e.g. {missing[0]}): not a CLIP text model?")
+            else:
+                model = _from_pretrained(cls, self._path, self.dtype, **self._sub_kw)
+            model = model.eval()
             try:
                 model = model.to(self.device)
             except torch.cuda.OutOfMemoryError:  # CPU fallback: slow, but evaluation and inference go on

@@ -77,3 +77,73 @@ def test_cache_key_depends_on_encoder_and_prompt(tmp_path):
     assert enc._key("a") != enc._key("b")
     enc.encoder_id = "other"
     assert enc._key("a") != TextEncoder("minilm", cache_dir=tmp_path)._key("a")
+
+
+@pytest.fixture(scope="module")
+def whole_clip(tiny_clip, tmp_path_factory):
+    """A whole CLIP model (text and vision towers, projections) with the tiny tokenizer beside it: the
+    layout of ``openai/clip-vit-large-patch14``, which the IF preset's mapping network reads."""
+    import shutil
+
+    from transformers import CLIPConfig, CLIPModel
+
+    d = tmp_path_factory.mktemp("whole_clip")
+    for f in tiny_clip.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            shutil.copy(f, d / f.name)
+    text = dict(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=16)
+    torch.manual_seed(1)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(d)
+    return d
+
+
+def test_whole_clip_checkpoint_loads_its_text_tower_quietly(whole_clip, tmp_path):
+    """The text tower's own weights (the same tokens as CLIPModel's text model), without transformers'
+    key-by-key report of the vision tower it leaves out."""
+    import logging
+
+    from transformers import AutoTokenizer, CLIPModel, CLIPTextModel
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    log = logging.getLogger("transformers.modeling_utils")  # (transformers' loggers do not reach caplog's)
+    handler = Keep(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        CLIPTextModel.from_pretrained(whole_clip)  # what transformers says on its own
+        assert any("vision_model" in r for r in records)
+        records.clear()
+        enc = TextEncoder(str(whole_clip), cache_dir=tmp_path).load()
+    finally:
+        log.removeHandler(handler)
+    assert not [r for r in records if "vision_model" in r or "UNEXPECTED" in r], records
+    assert (enc.kind, enc.dim, enc.max_length) == ("clip", 16, 77)
+    got = enc(["a red cube", "a blue cube"]).tokens
+    ids = AutoTokenizer.from_pretrained(whole_clip)(["a red cube", "a blue cube"], padding="max_length",
+                                                    max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = CLIPModel.from_pretrained(whole_clip).text_model(input_ids=ids).last_hidden_state
+    assert torch.equal(got, want)
+
+
+def test_clip_checkpoint_without_its_text_weights_is_refused(whole_clip, tmp_path):
+    """transformers would fill missing weights with random ones: embeddings of noise, trained on silently."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(whole_clip, broken)
+    state = load_file(broken / "model.safetensors")
+    save_file({k: v for k, v in state.items() if "final_layer_norm" not in k}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    enc = TextEncoder(str(broken), cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"lacks 2 of the CLIP text encoder's weights \(e\.g\. .*final_layer_norm"):
+        enc(["a red cube"])

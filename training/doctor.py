@@ -5,7 +5,8 @@ parts import), and with ``--gpu-bench`` real-size teacher UNets on the GPU.
 architecture JSONs (``training/guidance/architectures/``: no download) directly on the GPU in half
 precision with random weights, then times SDS steps (teacher forward with classifier-free guidance, the
 SDS gradient, its backward into the render) at the DF415 configs' batch and resolution and at 8 prompts,
-and a full training step (the paper-size ATT3D model rendering 64×64 frames, SDS, backward, Adam), with
+and a full training step (the paper-size ATT3D model, its mapping network reading the config's mapping
+input — CLIP-L's 77×768 tokens in both DF415 configs — rendering 64×64 frames, SDS, backward, Adam), with
 the peak memory of each. With two or more GPUs it also runs a 2-process NCCL all-reduce. It prints JSON
 and keeps within a time budget (``--budget``, default 170 s, models' construction included): what does
 not fit is reported as skipped.
@@ -157,18 +158,20 @@ def _sds_step(g, width: int, batch: int, size: int, device: torch.device, tokens
 
 
 def _training_step(g, width: int, batch: int, size: int, samples: int, device: torch.device, tokens: int = 77,
-                   resolutions=(9, 14, 22, 36, 58)):
+                   resolutions=(9, 14, 22, 36, 58), mapping_input: tuple[int, int] | None = None):
     """One step of amortized training as the loop runs it: m(c) → renders → SDS → backward → Adam
-    (the paper-size model, reading the teacher's own tokens)."""
+    (the paper-size model). The teacher reads ``tokens × width`` conditioning; the mapping network reads
+    ``mapping_input`` (tokens, width): the teacher's own by default, CLIP-L's 77×768 for the IF preset."""
     from backend.cameras import CameraSampler
     from backend.model import ModelConfig, build_model
 
     from .config import RenderConfig
     from .render_step import RenderStep
 
-    model = build_model(ModelConfig(max_length=tokens, token_dim=width, resolutions=list(resolutions))).to(device)
-    c = torch.randn(batch, tokens, width, device=device) * 0.2
-    mask = torch.ones(batch, tokens, dtype=torch.bool, device=device)
+    m_tokens, m_width = mapping_input or (tokens, width)
+    model = build_model(ModelConfig(max_length=m_tokens, token_dim=m_width, resolutions=list(resolutions))).to(device)
+    c = torch.randn(batch, m_tokens, m_width, device=device) * 0.2
+    mask = torch.ones(batch, m_tokens, dtype=torch.bool, device=device)
     model.calibrate_grid(c, mask)
     render = RenderStep(model.train(), RenderConfig(height=size, width=size, n_samples=samples))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.0, 0.999), eps=1e-15)
@@ -242,6 +245,20 @@ def _nccl_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+def mapping_input(cfg, teacher_width: int, teacher_tokens: int = 77) -> tuple[int, int, str]:
+    """(tokens, width, encoder) of what a config's mapping network reads: the teacher's own tokens
+    (``model.text_encoder = "guidance"``) or its own encoder's (the IF preset: CLIP-L, 77×768)."""
+    mc = cfg.model
+    if mc.text_encoder == "guidance":
+        return teacher_tokens, teacher_width, "the teacher's"
+    from .plan import encoder_dims
+
+    tokens, width, _, where = encoder_dims(mc.text_encoder, mc.max_length)
+    if not width:
+        raise ValueError(f"model.text_encoder {mc.text_encoder!r}: token width unknown here ({where})")
+    return tokens, width, mc.text_encoder
+
+
 def gpu_bench(budget_s: float = 170.0, repeats: int = 5) -> dict[str, Any]:
     """Real-size IF-I-XL and SD 1.5 SDS and training steps on ``cuda:0`` (see the module's docstring)."""
     if not torch.cuda.is_available():
@@ -270,6 +287,7 @@ def gpu_bench(budget_s: float = 170.0, repeats: int = 5) -> dict[str, Any]:
         torch.cuda.synchronize()
         build_s = time.perf_counter() - t0
         size, samples = cfg.render.height, cfg.render.n_samples
+        m_tokens, m_width, m_encoder = mapping_input(cfg, width)
         runs = [("sds", 8), ("training_step", 8)]
         if cfg.run.batch_size != 8:
             runs += [("sds", cfg.run.batch_size), ("training_step", cfg.run.batch_size)]
@@ -279,12 +297,14 @@ def gpu_bench(budget_s: float = 170.0, repeats: int = 5) -> dict[str, Any]:
                 continue
             try:
                 fn = (_sds_step(g, width, batch, size, device) if what == "sds" else
-                      _training_step(g, width, batch, size, samples, device))
+                      _training_step(g, width, batch, size, samples, device, mapping_input=(m_tokens, m_width)))
                 median, times, peak = _timed(fn, repeats)
                 rec = {"config": name, "teacher": "IF-I-XL (4.3 B)" if kind == "if" else "SD 1.5 (UNet + VAE)",
                        "what": what, "batch": batch, "render": f"{size}×{size}", "median_s": round(median, 4),
                        "times_s": [round(t, 4) for t in times], "peak_gib": round(peak, 2),
                        "build_s": round(build_s, 1)}
+                if what == "training_step":
+                    rec["mapping_input"] = f"{m_tokens}×{m_width} ({m_encoder})"
             except torch.cuda.OutOfMemoryError as e:
                 rec = {"config": name, "what": what, "batch": batch, "error": f"out of memory: {str(e)[:200]}"}
             result["benches"].append(rec)

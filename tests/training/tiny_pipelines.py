@@ -4,7 +4,8 @@
 - a CLIP byte-level BPE tokenizer (vocab + merges), as Stable Diffusion's ``tokenizer/``;
 - IF-like (``unet/`` with ``encoder_hid_dim``, ``scheduler/``, ``text_encoder/`` T5, ``tokenizer/``) and
   SD-like (``unet/``, ``vae/``, ``scheduler/``, ``text_encoder/`` CLIP, ``tokenizer/``) folders that
-  ``IFPipeline`` / ``StableDiffusionPipeline`` and our guidance both load.
+  ``IFPipeline`` / ``StableDiffusionPipeline`` and our guidance both load;
+- a whole CLIP model folder (text and vision towers), as ``openai/clip-vit-large-patch14``.
 
 The vocabularies cover the words of the test prompts, so different prompts get different token ids
 (a BERT tokenizer under a T5 model, as before, says nothing about IF's conditioning).
@@ -97,4 +98,24 @@ def sd_like(root: Path, hidden: int = 16, seed: int = 1) -> Path:
                       norm_num_groups=4, sample_size=16, scaling_factor=0.5).save_pretrained(root / "vae")
     PNDMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
                   beta_end=0.012).save_pretrained(root / "scheduler")
+    return root
+
+
+def clip_like(root: Path, hidden: int = 24, seed: int = 3) -> Path:
+    """A whole CLIP model folder laid out as ``openai/clip-vit-large-patch14`` (the IF preset's mapping
+    encoder): ``config.json`` of model_type ``clip`` with a text and a vision tower and their projections,
+    ``model.safetensors`` holding both towers, and the CLIP tokenizer beside them. ``hidden`` differs from
+    the T5 of :func:`if_like` (16), so a token width tells the two encoders apart."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tok = clip_tokenizer()
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=32, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(root)
+    tok.save_pretrained(root)
     return root

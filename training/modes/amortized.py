@@ -121,6 +121,8 @@ class Amortized:
         self.encode(encoder, device)
         if self.prompt_set.held_out:  # into the embedding cache: evaluations need not reload the encoder
             encoder(self.prompt_set.held_out)
+        if encoder is not guidance.encoder:  # (a mapping encoder of its own: freed before the teacher's loads)
+            encoder.release()
         # every (prompt, view) guidance embedding once, then the (large) text encoders are released
         guidance.precompute(self.prompts)
         encoder.release()
