@@ -277,11 +277,15 @@ def _build(s: dict[str, Any], on_stage: StageFn | None) -> Client:
     elif mode == "embedded":
         _set_stage("loading the model", on_stage)
     try:
-        return make_client(mode, **kw)
+        client = make_client(mode, **kw)
     except BackendUnavailable:
         raise
     except Exception as e:  # a transport that fails to start: say what and where
         raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
+    if mode == "subprocess" and hasattr(client, "on_stage"):
+        # this build's listener is done; a later restart names its stages to the request waiting for it
+        client.on_stage = None
+    return client
 
 
 def get_client(prefs=None, **overrides: Any) -> Client:
