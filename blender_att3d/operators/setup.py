@@ -9,6 +9,7 @@ from bpy.types import Operator
 
 from .. import jobs, prestart, session, setup_job
 from ..client.base import BackendError
+from ..preferences import setup_indexes
 from ..setup_backend import SetupError, describe
 from .checks import busy_with_backend, info_text, remember_info
 
@@ -70,8 +71,9 @@ folder: no terminal needed"""
             return {"CANCELLED"}
         prefs = session.get_prefs()
         torch = prefs.setup_torch if prefs is not None else "AUTO"
+        indexes = setup_indexes(prefs)
         try:
-            setup_job.plan_for(root, torch)  # bad choices and a missing wheel fail here, with one sentence
+            setup_job.plan_for(root, torch, indexes)  # bad choices, a missing wheel or URL: one sentence here
         except SetupError as e:
             jobs.status[jobs.BACKEND] = ("ERROR", f"Set-up: {e}")
             self.report({"ERROR"}, f"Set-up: {e}")
@@ -82,7 +84,7 @@ folder: no terminal needed"""
         jobs.drop(jobs.BACKEND)
         session.close()
         jobs.status.pop(jobs.BACKEND, None)
-        run = setup_job.current = setup_job.SetupRun(root, torch)
+        run = setup_job.current = setup_job.SetupRun(root, torch, indexes)
         if self.synchronous or jobs.headless():
             run.wait()
             finish_setup(run)
@@ -184,7 +186,7 @@ class ATT3D_OT_copy_setup_commands(Operator):
             return {"CANCELLED"}
         prefs = session.get_prefs()
         try:
-            plan = setup_job.plan_for(root, prefs.setup_torch if prefs is not None else "AUTO")
+            plan = setup_job.plan_for(root, prefs.setup_torch if prefs is not None else "AUTO", setup_indexes(prefs))
         except SetupError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

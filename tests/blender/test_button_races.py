@@ -41,7 +41,7 @@ class StartingClient(FakeClient):
 class FakeSetupRun:
     """The installer, replaced: done after a short while, with a backend that works."""
 
-    def __init__(self, user_root, torch="auto", **kw):
+    def __init__(self, user_root, torch="auto", indexes=None):
         self.done_at = time.monotonic() + random.uniform(0.0, 0.05)
         self.result = {"python": sys.executable, "torch": "2.13.0", "torch_variant": "cpu", "model": "demo"}
         self.cancelled = False
@@ -80,13 +80,14 @@ def racing(monkeypatch, bpy_module, scene, tmp_path):
             return made[-1]
 
     prefs = types.SimpleNamespace(mode="SUBPROCESS", model="demo", device="AUTO", python_path=sys.executable, url="",
-                                  token="", prestart=True, setup_torch="CPU")
+                                  token="", prestart=True, setup_torch="CPU", setup_index="PIP", setup_index_url="",
+                                  setup_torch_index="PYTORCH", setup_torch_index_url="")
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
     monkeypatch.setattr(jobs, "headless", lambda: False)
     monkeypatch.setattr(session, "get_prefs", lambda: prefs)
     monkeypatch.setattr(session, "user_root", lambda: str(tmp_path))
     monkeypatch.setattr(session, "online_access_message", lambda what: None)
-    monkeypatch.setattr(setup_job, "plan_for", lambda root, torch: None)
+    monkeypatch.setattr(setup_job, "plan_for", lambda *args: None)
     monkeypatch.setattr(setup_job, "SetupRun", FakeSetupRun)
     session.set_override(None)
     session.close()
