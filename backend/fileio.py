@@ -7,6 +7,7 @@ only), so the add-on's own writes (its batch's .blend and exports) use the same 
 from __future__ import annotations
 
 from blender_att3d.wire.fileio import (
+    WriteFailed,
     atomic_files,
     atomic_output,
     atomic_write_bytes,
@@ -18,8 +19,9 @@ from blender_att3d.wire.fileio import (
     remove_stale_temporaries,
     write_error_text,
     write_folder_atomically,
+    writing,
 )
 
-__all__ = ["atomic_files", "atomic_output", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "fsync_tree", "is_disk_full", "is_temporary", "remove_stale_temporaries", "write_error_text",
-           "write_folder_atomically"]
+__all__ = ["WriteFailed", "atomic_files", "atomic_output", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "fsync_tree", "is_disk_full", "is_temporary", "remove_stale_temporaries",
+           "write_error_text", "write_folder_atomically", "writing"]

@@ -233,7 +233,7 @@ def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
-    with writing(path), fileio.atomic_files(path.parent) as tmp:  # an OBJ's MTL, a USD's textures: all or none
+    with fileio.writing(path), fileio.atomic_files(path.parent) as tmp:  # an OBJ's MTL, a USD's textures: all or none
         out = tmp / path.name
         if fmt == "glb":
             kw: dict[str, Any] = dict(filepath=str(out), export_format="GLB", use_selection=True,
@@ -270,30 +270,10 @@ def export_result(obj: Any, data: Any, path: Path, fmt: str) -> Path:
         return export_objects([obj], path, fmt)
 
 
-class WriteFailed(RuntimeError):
-    """A file could not be written (a full disk ...); the message is one line, and says that the
-    earlier file is unchanged (every write is atomic: no partial file under the final name)."""
-
-
-@contextmanager
-def writing(path: Path):
-    """Turn a failed write of ``path`` (an OSError, or a Blender writer's RuntimeError) into a
-    :class:`WriteFailed` with one clear line."""
-    from .wire import fileio
-
-    existed = path.exists()
-    try:
-        yield
-    except WriteFailed:
-        raise
-    except (OSError, RuntimeError) as e:
-        raise WriteFailed(fileio.write_error_text(path, e, existed)) from e
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     from .wire import fileio
 
-    with writing(path):
+    with fileio.writing(path):
         fileio.atomic_write_bytes(path, data)
 
 
@@ -365,7 +345,7 @@ def save_blend_atomic(out: Path) -> Path:
     from .wire import fileio
 
     out = out.resolve()
-    with writing(out), fileio.atomic_output(out) as tmp:
+    with fileio.writing(out), fileio.atomic_output(out) as tmp:
         bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
         if tmp.is_file() and not blend_is_complete(tmp):  # cut short without a word (a full disk)
             raise RuntimeError("Blender wrote an incomplete file")

@@ -142,3 +142,19 @@ def test_a_writer_that_leaves_the_disk_full_is_not_trusted(tmp_path, monkeypatch
         with fileio.atomic_files(tmp_path) as tmp:
             (tmp / "a.obj").write_text("short")
     assert _files(tmp_path) == {"scene.blend": b"earlier"}
+
+
+def test_writing_turns_any_failed_write_into_one_line(tmp_path, disk_full_after_half):
+    """What an operator or the batch reports: a WriteFailed with the one line (the export operator
+    of the add-on writes through atomic_write_bytes inside writing(), and reports str(e))."""
+    target = tmp_path / "chain.glb"
+    target.write_bytes(b"earlier")
+    with pytest.raises(fileio.WriteFailed) as e:
+        with fileio.writing(target):
+            fileio.atomic_write_bytes(target, b"glTF" * 10_000)
+    assert str(e.value).startswith(f"could not write {target}: the disk is full (")
+    assert str(e.value).endswith("; the earlier file is unchanged") and isinstance(e.value.__cause__, OSError)
+    assert _files(tmp_path) == {"chain.glb": b"earlier"}
+    with pytest.raises(fileio.WriteFailed, match=r": Permission denied; nothing was left there$"):
+        with fileio.writing(tmp_path / "new.glb"):
+            raise PermissionError(errno.EACCES, "Permission denied")

@@ -244,3 +244,22 @@ def write_error_text(path: str | os.PathLike, e: BaseException, existed: bool | 
             why += f"; only {_size(free)} free on that disk: it may be full"
     kept = "the earlier file is unchanged" if existed else "nothing was left there"
     return f"could not write {path}: {why}; {kept}"
+
+
+class WriteFailed(RuntimeError):
+    """A file could not be written; the message is one line (:func:`write_error_text`)."""
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Around any write of ``path`` (this module's writers, Blender's save or exporters): a failure
+    (an OSError, or the RuntimeError of a writer that only passes the system's message on) becomes
+    a :class:`WriteFailed` with one clear line, e.g. for an operator's report."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise WriteFailed(write_error_text(path, e, existed)) from e
