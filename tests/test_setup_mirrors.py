@@ -156,6 +156,7 @@ def _run_streaming(args: list[str], env: dict, timeout: float = 300) -> tuple[in
     return proc.returncode, lines, out
 
 
+@pytest.mark.slow  # makes a virtual environment and installs into it (about 35 s)
 def test_pytorch_index_unreachable_torch_comes_from_pips_index_and_the_bar_keeps_moving(tmp_path, pip_env):
     """A studio mirror: PyTorch's index does not answer, pip's configured index does. The set-up says
     so, installs torch from the mirror (a 24 MB stand-in served at 3 MB/s: pip prints nothing for
