@@ -24,7 +24,15 @@ Runs synchronously through the same placement and mesh-building code as the add-
 (:func:`blender_att3d.placement.place_generated` and :func:`blender_att3d.placement.build_chain_objects`,
 which use :mod:`blender_att3d.builders`), and never imports the UI modules. Progress goes to stderr.
 
-Prompts file: UTF-8 text, one prompt per line; blank lines and lines starting with ``#`` are ignored.
+Prompts file (``--prompts``, UTF-8), any of
+  * text: one prompt per line; blank lines and lines starting with ``#`` are ignored;
+  * JSON (``.json``, or starting with ``[``): ``["a red cube", "a blue sphere"]`` or
+    ``[{"prompt": "a red cube", "name": "Hero", "location": [0, 2, 0]}, …]`` (name and location optional;
+    the location is the object's origin in metres, the others fill the grid);
+  * CSV (``.csv``, or a first row of these column names): a ``prompt`` column, optional ``name`` and
+    ``location`` (``"0, 2, 0"``) or ``x``, ``y``, ``z``; comma, semicolon or tab separated.
+  Anything else (a CSV without a prompt column, JSON of another shape, an unknown field) is one line
+  and exit 2, before anything is generated.
 
 Chain file (``--chain``), either
   * text, one keyframe per line: ``FRAME<TAB>PROMPT`` (any whitespace after the frame number), blank
@@ -70,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     from .choices import DEFAULT_RESOLUTION
 
     ap = _Parser(prog="python -m blender_att3d.batch", description="Prompts -> .blend (headless)")
-    ap.add_argument("--prompts", help="text file, one prompt per line")
+    ap.add_argument("--prompts", help="prompts file: text (one per line), JSON or CSV with a 'prompt' column "
+                                      "(optional name, location; see the module docs)")
     ap.add_argument("--chain", help="chain file: 'FRAME<TAB>PROMPT' lines or JSON (see the module docs)")
     ap.add_argument("--out", required=True, help="the .blend to write")
     ap.add_argument("--export-dir", help="also export every result into this folder, each at the origin (a "
@@ -83,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--texture", action="store_true", help="bake textures instead of vertex colours")
     ap.add_argument("--steps", type=int, default=None, help="chain meshes per segment (default 4)")
     ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
-    ap.add_argument("--interpolation", choices=("linear", "constant"), default="linear")
+    ap.add_argument("--interpolation", choices=("linear", "ease", "constant"), default="linear",
+                    help="the chain's position curve between keyframes (default linear)")
     ap.add_argument("--origin", choices=("base", "center"), default="base",
                     help="each object's origin: the bottom centre (default; objects rest on the ground) or centre")
     ap.add_argument("--height", type=float, default=0.0,
@@ -281,8 +291,9 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
     """Export a built chain at the origin. ``seq`` is the placed chain (:func:`.sizing.fit_sequence`),
     ``frames`` its steps' frames.
 
-    Shape keys in GLB: one file, :func:`.wire.glb.sequence_glb` (keyframe pieces with morph targets,
-    per-state colours as ``COLOR_0`` morph targets, visibility as STEP scale keys; seconds = frame / fps).
+    Shape keys in GLB: one file, :func:`.chain_io.chain_glb_bytes` (what the add-on's Export writes:
+    keyframe pieces with position, normal and colour morph targets, one animation timed to the scene,
+    frame f at (f − frame_start) / fps, and what its Import needs to rebuild a live chain).
     Otherwise one file per step, ``..._000``, ``..._001`` ...: a mesh sequence's step objects, or a
     shape-key chain's visible piece evaluated at the step's frame (OBJ and USD keep no such animation).
     """
@@ -292,11 +303,9 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
     export_dir.mkdir(parents=True, exist_ok=True)
     if obj.get("att3d_pieces") is not None:  # shape keys
         if fmt == "glb":
-            from .wire import glb
+            from .chain_io import export_chain_glb
 
-            path = export_dir / f"{base}.glb"
-            _write_atomic(path, glb.sequence_glb(seq, [(f - frames[0]) / fps for f in frames], name=obj.name))
-            return [path]
+            return [export_chain_glb(obj, bpy.context.scene, export_dir / f"{base}.glb")]
         scene, paths = bpy.context.scene, []
         current = scene.frame_current
         with at_origin(obj):
@@ -320,19 +329,17 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
                 paths.append(path)
                 continue
             ad = step.animation_data
-            action = ad.action if ad is not None else None
-            slot = getattr(ad, "action_slot", None) if ad is not None else None
+            drivers = [d for d in (ad.drivers if ad is not None else [])
+                       if d.data_path in ("hide_viewport", "hide_render")]
             hidden = step.hide_viewport, step.hide_render
-            if ad is not None:
-                ad.action = None  # else the visibility keys hide it again while the exporter evaluates
+            for d in drivers:  # else the position's drivers hide it again while the exporter evaluates
+                d.mute = True
             step.hide_viewport = step.hide_render = False
             try:
                 paths.append(export_objects([step], export_dir / f"{base}_{i:03d}.{fmt}", fmt))
             finally:
-                if ad is not None:
-                    ad.action = action
-                    if slot is not None and getattr(ad, "action_slot", None) != slot:
-                        ad.action_slot = slot
+                for d in drivers:
+                    d.mute = False
                 step.hide_viewport, step.hide_render = hidden
     return paths
 
@@ -407,7 +414,7 @@ def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log
             log(f"stopped the local backend (pid {pid})")
 
 
-def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Callable[[str], None]) -> dict[str, Any]:
+def _run(args: argparse.Namespace, client, prompts: list[Any], chain, log: Callable[[str], None]) -> dict[str, Any]:
     import bpy
 
     from .builders.staging import add_light, frame_camera
@@ -424,11 +431,11 @@ def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Calla
     summary: dict[str, Any] = {"objects": [], "exports": [], "chain": None}
     color_mode = "TEXTURE" if args.texture else "VERTEX"
     results = []
-    for i, prompt in enumerate(prompts):
+    for i, item in enumerate(prompts):
         t0 = time.perf_counter()
-        log(f"[{i + 1}/{len(prompts)}] generating '{prompt}'")
-        data = client.generate(prompt, resolution=args.resolution, texture=args.texture)
-        results.append((prompt, data, fit_mesh(data, fit)[0]))
+        log(f"[{i + 1}/{len(prompts)}] generating '{item.prompt}'" + (f" as '{item.name}'" if item.name else ""))
+        data = client.generate(item.prompt, resolution=args.resolution, texture=args.texture)
+        results.append((item, data, fit_mesh(data, fit)[0]))
         log(f"[{i + 1}/{len(prompts)}] {data.n_vertices:,} vertices in {time.perf_counter() - t0:.2f} s")
     seq = placed_seq = None
     if chain is not None:
@@ -440,15 +447,20 @@ def _run(args: argparse.Namespace, client, prompts: list[str], chain, log: Calla
                            consistent=(mode == "SHAPE_KEYS"))
         placed_seq = fit_sequence(seq, fit)[0]
         log(f"chain: {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
-    feet = [footprint([placed.positions]) for _, _, placed in results]
+    # objects the prompts file places itself keep their location; the others (and the chain) share the grid
+    feet = [footprint([placed.positions]) for item, _, placed in results if item.location is None]
     if placed_seq is not None:
         feet.append(footprint([p for piece in placed_seq.pieces for p in piece.positions]
                               or [m.positions for m in placed_seq.meshes]))
-    spots = grid_positions(feet, args.spacing)
+    grid = iter(grid_positions(feet, args.spacing))
+    spots = [item.location if item.location is not None else next(grid) for item, _, _ in results]
+    if placed_seq is not None:
+        spots.append(next(grid))
     bounds: list[np.ndarray] = []
     objects = []
-    for (prompt, data, placed), spot in zip(results, spots):
-        obj = place_generated(data, prompt, args.resolution, color_mode, spot, scene.name, fit=fit)
+    for (item, data, placed), spot in zip(results, spots):
+        obj = place_generated(data, item.prompt, args.resolution, color_mode, spot, scene.name, fit=fit,
+                              name=item.name)
         objects.append((obj, placed))
         summary["objects"].append(obj.name)
         if len(placed.positions):

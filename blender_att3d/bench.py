@@ -153,9 +153,8 @@ def main(argv=None) -> int:
 
     import bpy
 
-    from .builders.chain import build_sequence, build_shape_keys, remove_chain
+    from .builders.chain import build_chain, remove_chain
     from .builders.objects import create_object
-    from .keyframes import step_frames
     from .wire.types import MeshData
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -175,21 +174,33 @@ def main(argv=None) -> int:
         return dt
 
     seq = chain_sequence(16, args.chain_rings)
-    frames = step_frames(seq.steps, [1, 96])
-
-    def frame_of(t: float) -> float:  # chain position -> frame (shape keys take the pieces' state times)
-        return float(np.interp(t, seq.steps, frames))
+    key_frames = [1, 96]
 
     def shape_keys():
         remove_chain("bench")
         t = time.perf_counter()
-        build_shape_keys(scene.collection, seq, frame_of, "Bench chain", "bench", "LINEAR")
+        build_chain(scene.collection, seq, key_frames, "Bench chain", "bench", "SHAPE_KEYS")
         return time.perf_counter() - t
 
     def sequence():
         remove_chain("bench-seq")
         t = time.perf_counter()
-        build_sequence(scene.collection, seq, frames, "Bench seq", "bench-seq")
+        build_chain(scene.collection, seq, key_frames, "Bench seq", "bench-seq", "SEQUENCE")
+        return time.perf_counter() - t
+
+    def retime():  # a prompt keyframe moved: the position curve re-keyed, no backend (then a frame shown)
+        from .builders.chain import chain_root
+        from .builders.chain import retime as retime_chain
+
+        root = chain_root("bench")
+        t = time.perf_counter()
+        retime_chain(root, [1, 60 if root["att3d_key_frames"][1] == 96 else 96])
+        scene.frame_set(30)
+        return time.perf_counter() - t
+
+    def rebuild():  # the same chain built again in place (the objects, modifiers and timing stay)
+        t = time.perf_counter()
+        build_chain(scene.collection, seq, key_frames, "Bench chain", "bench", "SHAPE_KEYS")
         return time.perf_counter() - t
 
     result = {
@@ -197,6 +208,8 @@ def main(argv=None) -> int:
         "insert_100k": {"vertices": big.n_vertices, "triangles": len(faces), **_median_runs(insert, args.runs)},
         "shape_keys_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(shape_keys, args.runs)},
         "sequence_16": {"steps": len(seq), "vertices": len(seq.positions[0]), **_median_runs(sequence, args.runs)},
+        "rebuild_in_place_16": {"steps": len(seq), **_median_runs(rebuild, args.runs)},
+        "retime_16": {"steps": len(seq), **_median_runs(retime, args.runs)},
     }
     if args.backend != "none":
         from . import register
@@ -216,7 +229,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
-        obj = build_shape_keys(scene.collection, seq, frame_of, "Chain", "render", "LINEAR")
+        obj = build_chain(scene.collection, seq, key_frames, "Chain", "render", "SHAPE_KEYS")
         stage_for_render(scene, obj, size=args.render_size, samples=16, distance=4.6)
         renders = []
         for f in (1, 48, 96):

@@ -18,9 +18,10 @@ MC_METHODS = [  # the wire's MC_METHODS, labelled
     ("pymcubes", "PyMCubes", "Classic marching cubes from PyMCubes (the backend needs it installed)", 1),
     ("torch", "PyTorch", "Marching cubes on the backend's device (the fastest on a GPU)", 3),
 ]
-INTERPOLATIONS = [
-    ("LINEAR", "Linear", "Morph smoothly between steps"),
-    ("CONSTANT", "Constant", "Jump from step to step"),
+INTERPOLATIONS = [  # how new keys of a chain's position curve move between prompt keyframes
+    ("LINEAR", "Linear", "Morph at an even pace from keyframe to keyframe"),
+    ("EASE", "Ease", "Ease out of each keyframe and into the next (Bezier)"),
+    ("CONSTANT", "Constant", "Hold each keyframe's object until the next keyframe"),
 ]
 ORIGIN_CHOICES = [
     ("BASE", "Base", "Origin at the bottom centre: the object rests on the ground where it lands"),

@@ -1,16 +1,23 @@
 """Batch input files (no bpy, no torch: testable anywhere): a prompts file and a prompt-chain file.
 
-See :func:`parse_prompts_file` and :func:`parse_chain_file`; every problem is an
-:class:`InputFileError` with a one-line message (the batch prints it and exits with status 2).
+See :func:`parse_prompts_file` (plain text, JSON or CSV) and :func:`parse_chain_file` (text or
+JSON); both tell JSON the same way (``.json``, or a text that starts with ``[`` / ``{``) and read it
+through one guarded loader. Every problem is an :class:`InputFileError` with a one-line message
+(the batch prints it and exits with status 2, before any generation).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .keyframes import sorted_keyframes
+from .naming import MAX_NAME_BYTES
 from .wire import check_prompt
 from .wire.limits import MAX_KEYFRAMES, Limits
 
@@ -23,6 +30,16 @@ class InputFileError(ValueError):
     """A batch input file is missing, unreadable, empty or malformed (message is one line)."""
 
 
+@dataclass(frozen=True)
+class PromptItem:
+    """One object the batch makes: its prompt, and optionally its object name and its location
+    (metres, Blender's Z-up frame; None: a free cell of the grid)."""
+
+    prompt: str
+    name: str | None = None
+    location: tuple[float, float, float] | None = None
+
+
 def _read_text(path: str | Path, what: str) -> str:
     p = Path(path)
     if not p.exists():
@@ -30,28 +47,193 @@ def _read_text(path: str | Path, what: str) -> str:
     if p.is_dir():
         raise InputFileError(f"{what} file is a folder, not a file: {p}")
     try:
-        return p.read_text(encoding="utf-8")
+        # utf-8-sig: spreadsheets (Excel's "CSV UTF-8") start the file with a byte-order mark
+        return p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputFileError(f"{what} file is not UTF-8 text: {p}") from None
     except OSError as e:
         raise InputFileError(f"cannot read {what} file {p}: {e.strerror or e}") from None
 
 
-def parse_prompts_file(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are ignored."""
+def _is_json(path: str | Path, text: str) -> bool:
+    """Both input files: JSON when named ``.json`` or when the text starts with ``[`` or ``{``."""
+    return Path(path).suffix.lower() == ".json" or text.lstrip().startswith(("{", "["))
+
+
+def _load_json(path: str | Path, text: str, what: str) -> Any:
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:  # json.loads would recurse (100k levels: a RecursionError traceback)
+        raise InputFileError(f"{what} file {path}: JSON nested {depth} levels deep; a {what} file needs at most "
+                             f"{MAX_JSON_DEPTH}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputFileError(f"{what} file {path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+
+
+# -- the prompts file ---------------------------------------------------------------------------------
+PROMPT_FIELDS = ("prompt", "name", "location")
+#: a CSV may give the location as one "location" column ("1, 2, 0") or as x, y, z columns
+CSV_COLUMNS = (*PROMPT_FIELDS, "x", "y", "z")
+_CSV_DELIMITERS = ",;\t"
+
+
+def parse_prompts_file(path: str | Path) -> list[PromptItem]:
+    """The batch's prompts, from any of the files an artist would write:
+
+    * plain text: one prompt per line; blank lines and lines starting with ``#`` are ignored;
+    * JSON (named ``.json``, or starting with ``[`` / ``{``): an array of prompts, each a string or an
+      object ``{"prompt": …, "name": …, "location": [x, y, z]}`` (name and location optional; also
+      ``{"prompts": [...]}``, as the chain file's ``{"keyframes": [...]}``);
+    * CSV (named ``.csv`` / ``.tsv``, or whose first line is a header of these columns): a ``prompt``
+      column, optional ``name`` and ``location`` (``"1, 2, 0"``) or ``x``, ``y``, ``z`` columns;
+      comma, semicolon or tab separated, as spreadsheets save it.
+
+    Anything else (a CSV without a prompt column, JSON of another shape, an unknown field or column,
+    a location that is not 2–3 numbers) is an :class:`InputFileError` naming the file and the place.
+    """
     text = _read_text(path, "prompts")
-    prompts = []
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        try:
-            prompts.append(check_prompt(s))
-        except ValueError as e:
-            raise InputFileError(f"{path}:{n}: {e}") from None
-    if not prompts:
+    if _is_json(path, text):
+        items = _prompts_from_json(path, _load_json(path, text, "prompts"))
+    elif Path(path).suffix.lower() in (".csv", ".tsv") or _csv_header(text) is not None:
+        items = _prompts_from_csv(path, text)
+    else:
+        items = []
+        for n, line in enumerate(text.splitlines(), 1):
+            s = line.strip()
+            if s and not s.startswith("#"):
+                items.append(PromptItem(_prompt(s, f"{path}:{n}")))
+    if not items:
         raise InputFileError(f"prompts file has no prompts: {path}")
-    return prompts
+    return items
+
+
+def _prompt(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InputFileError(f"{where}: a prompt must be text, got {json.dumps(value)[:40]}")
+    try:
+        return check_prompt(value)
+    except ValueError as e:
+        raise InputFileError(f"{where}: {e}") from None
+
+
+def _name(value: Any, where: str) -> str | None:
+    """An object name as given (trimmed; at most Blender's 63 bytes, cut at a character); empty: none."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputFileError(f"{where}: 'name' must be text, got {json.dumps(value)[:40]}")
+    name = " ".join(value.split())
+    while len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        name = name[:-1]
+    return name.rstrip() or None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _location(value: Any, where: str, text: bool = False) -> tuple[float, float, float] | None:
+    """[x, y] or [x, y, z] numbers (z = 0 when left out); with ``text`` (a CSV cell) "1, 2, 0", "1 2 0"
+    or "(1, 2, 0)"; None or an empty cell: no location."""
+    if value is None or (text and not value.strip()):
+        return None
+    nums: list[float | None]
+    if text:
+        nums = [_number(p) for p in value.strip().strip("()[]").replace(",", " ").replace(";", " ").split()]
+    elif isinstance(value, list):
+        nums = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in value]
+    else:
+        nums = [None]
+    if len(nums) not in (2, 3) or any(n is None or not math.isfinite(n) for n in nums):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        raise InputFileError(f"{where}: 'location' must be 2 or 3 numbers (x, y, z in metres), got {shown[:40]!r}")
+    x, y, z = [float(n) for n in nums if n is not None] + [0.0] * (3 - len(nums))
+    return (x, y, z)
+
+
+def _prompts_from_json(path: str | Path, data: Any) -> list[PromptItem]:
+    if isinstance(data, dict) and set(data) == {"prompts"}:
+        data = data["prompts"]
+    if not isinstance(data, list):
+        raise InputFileError(f"prompts file {path}: expected a JSON array of prompts (strings, or objects with a "
+                             f"\"prompt\"), got {'an object' if isinstance(data, dict) else json.dumps(data)[:40]}")
+    items = []
+    for i, it in enumerate(data, 1):
+        where = f"prompts file {path}: item {i}"
+        if isinstance(it, str):
+            items.append(PromptItem(_prompt(it, where)))
+            continue
+        if not isinstance(it, dict):
+            raise InputFileError(f"{where}: expected a prompt or an object with a \"prompt\", got "
+                                 f"{json.dumps(it)[:40]}")
+        unknown = [k for k in it if k not in PROMPT_FIELDS]
+        if unknown:
+            raise InputFileError(f"{where}: unknown field {unknown[0]!r} (the fields are {', '.join(PROMPT_FIELDS)})")
+        if "prompt" not in it:
+            raise InputFileError(f"{where}: no \"prompt\"")
+        items.append(PromptItem(_prompt(it["prompt"], where), _name(it.get("name"), where),
+                                _location(it.get("location"), where)))
+    return items
+
+
+def _split_header(line: str, delimiter: str) -> list[str]:
+    return [c.strip().strip('"').strip().lower() for c in line.split(delimiter)]
+
+
+def _csv_header(text: str) -> str | None:
+    """The delimiter of a CSV header made only of :data:`CSV_COLUMNS` with a prompt column, else None."""
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    for d in _CSV_DELIMITERS:
+        cols = _split_header(first, d)
+        if "prompt" in cols and all(c in CSV_COLUMNS for c in cols):
+            return d
+    return None
+
+
+def _prompts_from_csv(path: str | Path, text: str) -> list[PromptItem]:
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    delimiter = _csv_header(text) or max(_CSV_DELIMITERS, key=first.count)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as e:
+        raise InputFileError(f"prompts file {path} is not valid CSV: {e}") from None
+    body = [(n, r) for n, r in enumerate(rows, 1) if any(c.strip() for c in r)]
+    if not body:
+        raise InputFileError(f"prompts file has no prompts: {path}")
+    (_, header), rows_ = body[0], body[1:]
+    cols = [c.strip().lower() for c in header]
+    if "prompt" not in cols:
+        shown = ", ".join(repr(c) for c in header[:6] if c.strip()) or "nothing"
+        raise InputFileError(f"prompts file {path}: a CSV needs a 'prompt' column in its first row (it has {shown})")
+    unknown = [c for c in cols if c and c not in CSV_COLUMNS]
+    if unknown:
+        raise InputFileError(f"prompts file {path}: unknown column {unknown[0]!r} (the columns are prompt, name, "
+                             "location or x, y, z)")
+    if len(set(c for c in cols if c)) != len([c for c in cols if c]):
+        raise InputFileError(f"prompts file {path}: a column is named twice in the first row")
+    if "location" in cols and {"x", "y", "z"} & set(cols):
+        raise InputFileError(f"prompts file {path}: give the location as one 'location' column or as x, y, z "
+                             "columns, not both")
+    items = []
+    for n, row in rows_:
+        where = f"{path}:{n}"
+        if len(row) > len(cols) and any(c.strip() for c in row[len(cols):]):
+            raise InputFileError(f"{where}: {len(row)} cells but the header names {len(cols)} columns (a prompt "
+                                 f"with a {'comma' if delimiter == ',' else 'separator'} must be in double quotes)")
+        cell = {c: (row[i].strip() if i < len(row) else "") for i, c in enumerate(cols) if c}
+        if not cell["prompt"]:
+            raise InputFileError(f"{where}: no prompt in this row")
+        location: Any = cell.get("location")
+        if {"x", "y", "z"} & set(cell):
+            xyz = [cell.get(k, "") for k in ("x", "y", "z")]
+            location = None if not any(xyz) else ", ".join(v or "?" for v in xyz)
+        items.append(PromptItem(_prompt(cell["prompt"], where), _name(cell.get("name"), where),
+                                _location(location, where, text=True)))
+    return items
 
 
 def parse_chain_file(path: str | Path) -> dict:
@@ -65,25 +247,18 @@ def parse_chain_file(path: str | Path) -> dict:
           1	a red cube
           48	a blue sphere
 
-    * JSON (the file starts with ``{`` or ``[``): ``[[1, "a red cube"], [48, "a blue sphere"]]`` or
+    * JSON (named ``.json``, or starting with ``{`` or ``[``, as the prompts file):
+      ``[[1, "a red cube"], [48, "a blue sphere"]]`` or
       ``{"keyframes": [{"frame": 1, "prompt": "a red cube"}, ...], "steps": 4}``.
 
     At least two keyframes (at most the protocol's ``MAX_KEYFRAMES``), on distinct frames; they are
     returned sorted by frame. Frames and ``steps`` are numbers: JSON's ``true``/``false`` are neither.
     """
     text = _read_text(path, "chain")
-    stripped = text.lstrip()
     steps = None
     raw: list[tuple[object, object]] = []
-    if stripped.startswith(("{", "[")):
-        depth = json_depth(text)
-        if depth > MAX_JSON_DEPTH:  # json.loads would recurse (100k levels: a RecursionError traceback)
-            raise InputFileError(f"chain file {path}: JSON nested {depth} levels deep; a chain needs at most "
-                                 f"{MAX_JSON_DEPTH}")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputFileError(f"chain file {path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    if _is_json(path, text):
+        data = _load_json(path, text, "chain")
         items = data.get("keyframes") if isinstance(data, dict) else data
         if isinstance(data, dict) and data.get("steps") is not None:
             steps = data["steps"]
@@ -154,7 +329,7 @@ def json_depth(text: str) -> int:
     return deepest
 
 
-def check_batch(prompts: list[str], chain: dict | None, steps: Any, resolution: Any,
+def check_batch(prompts: Sequence[PromptItem | str], chain: dict | None, steps: Any, resolution: Any,
                 limits: Limits | None = None) -> int | None:
     """Everything a batch will ask for, checked before it generates anything (so a bad chain is exit 2
     at once, not exit 1 after every prompt was generated): the resolution, the chain's steps and its
@@ -164,7 +339,8 @@ def check_batch(prompts: list[str], chain: dict | None, steps: Any, resolution: 
         lim.check_resolution(resolution)
     except ValueError as e:
         raise InputFileError(f"--{e}") from None
-    for p in prompts:
+    for item in prompts:
+        p = item.prompt if isinstance(item, PromptItem) else item
         try:
             lim.check_prompt(p)
         except ValueError as e:

@@ -1,7 +1,9 @@
 """Chain keyframe maths (no bpy, no torch: testable anywhere).
 
-Keyframe (frame, prompt) lists, mapping chain positions to frames, which step shows at a frame, and
-the keyframes that animate mesh sequences and chain pieces (visibility) and shape keys (weights).
+Keyframe (frame, prompt) lists; chain positions and frames; the driver expressions that make a
+built chain follow its one position value (:mod:`.wire.chain_position`), written as *simple
+expressions* that Blender evaluates without Python (a .blend plays its chains with scripts off and
+without the add-on); the position curve's keys and its retiming when a prompt keyframe moves.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .wire import check_prompt
+from .wire.chain_position import POSITION_EPS
 
 
 def sorted_keyframes(keyframes: Iterable[tuple[float, str]]) -> list[tuple[float, str]]:
@@ -55,57 +58,46 @@ def visible_step(frame: float, frames: Sequence[float]) -> int:
     return min(max(i, 0), len(frames) - 1)
 
 
-def sequence_visibility_keys(frames: Sequence[float]) -> list[list[tuple[float, bool]]]:
-    """Per step, (frame, hidden) keyframes (CONSTANT) so exactly one step shows at any frame."""
-    n = len(frames)
-    out = []
-    for i in range(n):
-        keys: list[tuple[float, bool]] = []
-        if i > 0:
-            keys.append((frames[0], True))
-        keys.append((frames[i], False))
-        if i + 1 < n:
-            keys.append((frames[i + 1], True))
-        out.append(keys)
-    return out
+def _num(x: float) -> str:
+    return repr(float(x))
 
 
-def shape_key_weight_keys(frames: Sequence[float], interpolation: str = "LINEAR",
-                          key: int = 0) -> list[list[tuple[float, float]]]:
-    """Keyframes (frame, value) of the shape key of every state but ``key`` (the basis), in order.
-
-    LINEAR: a tent 0 -> 1 -> 0 over (frame[i-1], frame[i], frame[i+1]): the weights are a partition of
-    unity (the basis weighs what is left), so the mesh is exactly state i at its frame and the
-    straight blend of neighbours between.
-    CONSTANT: the same keys held: key i is 1 on [frame[i], frame[i+1]) and 0 elsewhere.
-    """
-    if interpolation not in ("LINEAR", "CONSTANT"):
-        raise ValueError(f"unknown interpolation {interpolation!r}")
-    n = len(frames)
-    if not 0 <= key < n:
-        raise ValueError(f"basis state {key} of {n}")
-    out = []
-    for i in range(n):
-        if i == key:
-            continue
-        keys = [(frames[i - 1], 0.0)] if i > 0 else []
-        keys.append((frames[i], 1.0))
-        if i + 1 < n:
-            keys.append((frames[i + 1], 0.0))
-        out.append(keys)
-    return out
+def weight_expression(times: Sequence[float], j: int, var: str = "p") -> str:
+    """A driver expression for the weight of state ``j`` of a piece whose states sit at chain positions
+    ``times``: :func:`.wire.chain_position.tent_weights` at position ``var``, as a simple expression."""
+    n = len(times)
+    if n < 2 or not 0 <= j < n:
+        raise ValueError(f"state {j} of a {n}-state piece has no weight to drive")
+    rise = f"({var}-{_num(times[j - 1])})*{_num(1.0 / (times[j] - times[j - 1]))}" if j > 0 else None
+    fall = f"({_num(times[j + 1])}-{var})*{_num(1.0 / (times[j + 1] - times[j]))}" if j + 1 < n else None
+    inner = f"min({rise},{fall})" if rise and fall else (rise or fall)
+    return f"clamp({inner},0.0,1.0)"
 
 
-def expected_weights(frame: float, frames: Sequence[float], interpolation: str = "LINEAR") -> np.ndarray:
-    """Weights of states 0..N-1 at ``frame`` (the basis state weighs what the keys leave); sums to 1."""
-    n = len(frames)
-    w = np.zeros(n)
-    i = visible_step(frame, frames)
-    if interpolation == "CONSTANT" or i == n - 1 or frame <= frames[0]:
-        w[i] = 1.0
-        return w
-    t = (frame - frames[i]) / (frames[i + 1] - frames[i])
-    w[i], w[i + 1] = 1.0 - t, t
-    return w
+def hidden_expression(starts: Sequence[float], j: int, var: str = "p") -> str | None:
+    """A driver expression that is true while piece ``j`` of pieces starting at ``starts`` does not
+    show (:func:`.wire.chain_position.piece_showing`); None when it always shows (one piece)."""
+    parts = []
+    if j > 0:
+        parts.append(f"{var}<{_num(starts[j] - POSITION_EPS)}")
+    if j + 1 < len(starts):
+        parts.append(f"{var}>={_num(starts[j + 1] - POSITION_EPS)}")
+    return " or ".join(parts) or None
 
 
+def position_keys(key_frames: Sequence[float]) -> list[tuple[float, float]]:
+    """The position curve's keys: keyframe ``k`` on its frame at position ``k``."""
+    return [(float(f), float(k)) for k, f in enumerate(key_frames)]
+
+
+def warp_frame(x: float, old: Sequence[float], new: Sequence[float]) -> float:
+    """Where a key at frame ``x`` goes when the prompt keyframes move from frames ``old`` to ``new``:
+    keys on a keyframe follow it, keys between two keyframes keep their share of the segment, keys
+    before the first or after the last move with it (a hold, a loop's extra keys)."""
+    if len(old) != len(new) or not len(old):
+        raise ValueError("one new frame per keyframe")
+    if x <= old[0]:
+        return float(x + new[0] - old[0])
+    if x >= old[-1]:
+        return float(x + new[-1] - old[-1])
+    return float(np.interp(x, old, new))

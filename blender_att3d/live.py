@@ -13,28 +13,33 @@ from . import jobs, session
 from .client.base import BackendError
 from .placement import apply_blend, resolution_of
 from .wire import check_prompt
+from .wire import closeness as closeness_text
 
 # -- the prompt's distance to the training prompts ----------------------------------------------------
 _prompt_to_check: list[str] = []  # the latest prompt typed, waiting for the debounce timer
 
 
-UNKNOWN = "Closeness unknown: this model does not list its training prompts"
+UNKNOWN = closeness_text.UNKNOWN
+
+
+def closeness(prompt: str) -> closeness_text.Closeness | None:
+    """How close ``prompt`` is to what the model was trained on, once the backend told
+    (:func:`wire.closeness.describe_closeness`: far with the words new to the model and the nearest
+    known prompts to use instead, close, or unknown); None while not checked yet."""
+    res = jobs.nearest_cache.get(" ".join(prompt.split()))
+    return closeness_text.describe_closeness(res) if res else None
 
 
 def prompt_closeness(prompt: str) -> tuple[str, str] | None:
-    """(icon, text) saying how close ``prompt`` is to the training prompts, once the backend told:
-    far (ERROR), close (CHECKMARK), or unknown when the model does not list them (QUESTION: never
-    a check mark). None while not checked yet."""
-    res = jobs.nearest_cache.get(" ".join(prompt.split()))
-    if not res:
-        return None
-    nb = res.get("neighbors") or []
-    nearest = nb[0].get("prompt") if nb and isinstance(nb[0], dict) else None
-    if res.get("far") is None:
-        return "QUESTION", UNKNOWN
-    if res["far"]:
-        return "ERROR", "Far from what the model was trained on" + (f"; closest: '{nearest}'" if nearest else "")
-    return "CHECKMARK", "Close to the training prompts" + (f" (nearest: '{nearest}')" if nearest else "")
+    """(icon, one line) of :func:`closeness`, for status lines and reports."""
+    c = closeness(prompt)
+    return (c.icon, c.line()) if c is not None else None
+
+
+def prompt_suggestions(prompt: str) -> list[str]:
+    """The nearest known prompts the panel offers under a far ``prompt`` (empty when close or unknown)."""
+    c = closeness(prompt)
+    return c.suggestions if c is not None else []
 
 
 def prompt_warning(prompt: str) -> str | None:
@@ -136,6 +141,39 @@ def schedule_blend_preview(scene, delay: float = 0.12) -> None:
     _blend_dirty[:] = [scene.name]
     if not jobs.busy(jobs.BLEND):
         jobs.debounce(_blend_timer, delay)
+
+
+def _blend_animated(scene) -> bool:
+    ad = scene.animation_data
+    if ad is None:
+        return False
+    if ad.action is not None:
+        from .builders.animation import fcurves_of
+
+        if fcurves_of(scene).find("att3d.blend_factor") is not None:
+            return True
+    return any(d.data_path == "att3d.blend_factor" for d in ad.drivers)
+
+
+@bpy.app.handlers.persistent
+def on_frame_change(scene, depsgraph=None) -> None:
+    """A keyed (or driven) Blend factor follows the timeline: the animation system sets the value
+    without its update callback, so the frame change updates the preview (debounced while the UI
+    runs; at once in the background, e.g. rendering an animation)."""
+    s = getattr(scene, "att3d", None)
+    obj = s.blend_object if s is not None else None
+    if obj is None or not s.blend_live or not _blend_animated(scene):
+        return
+    if abs(float(obj.get("att3d_blend_factor", -1.0)) - float(s.blend_factor)) < 1e-6:
+        return
+    if not jobs.headless():
+        schedule_blend_preview(scene, delay=0.0)
+        return
+    try:
+        job, name = blend_job(scene)
+        apply_blend(job.work(None), name)
+    except (ValueError, BackendError) as e:
+        jobs.status[jobs.BLEND] = ("ERROR", str(e) if isinstance(e, ValueError) else jobs.describe_error(e))
 
 
 def cancel_timers() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import bpy
 from bpy.types import Panel, UIList
 
-from . import jobs, session
+from . import chains, jobs, session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
-from .live import prompt_closeness
+from .live import closeness
 from .placement import resolution_of
 
 
@@ -56,6 +56,23 @@ def draw_backend_status(layout) -> None:
             col.label(text=line)
 
 
+def draw_closeness(layout, prompt: str) -> None:
+    """Under the prompt: how close it is to what the model was trained on and, when far, which
+    words are new to the model and the nearest known prompts as buttons that put them in the field."""
+    c = closeness(prompt) if prompt else None
+    if c is None:
+        return
+    icon, head, detail, suggestions = c
+    col = layout.column(align=True)
+    col.label(text=head, icon=icon)
+    if detail:
+        col.label(text=detail[:1].upper() + detail[1:], icon="BLANK1")
+    if suggestions:
+        col.label(text="Known prompts to try:", icon="BLANK1")
+        for p in suggestions:
+            col.operator("att3d.use_prompt", text=p, icon="FORWARD").prompt = p
+
+
 class ATT3D_PT_main(Panel):
     bl_idname = "ATT3D_PT_main"
     bl_label = "ATT3D"
@@ -67,10 +84,7 @@ class ATT3D_PT_main(Panel):
         layout = self.layout
         s = context.scene.att3d
         layout.prop(s, "prompt", text="")
-        closeness = prompt_closeness(s.prompt) if s.prompt else None
-        if closeness:
-            icon, text = closeness
-            layout.label(text=text, icon=icon)
+        draw_closeness(layout, s.prompt)
         col = layout.column(align=True)
         col.prop(s, "resolution", text="Resolution" if s.resolution else f"Resolution: default {resolution_of(None)}")
         col.prop(s, "color_mode", text="")
@@ -143,12 +157,42 @@ class ATT3D_PT_chain(Panel):
         col.separator()
         col.operator("att3d.keyframe_move", text="", icon="TRIA_UP").direction = "UP"
         col.operator("att3d.keyframe_move", text="", icon="TRIA_DOWN").direction = "DOWN"
-        layout.prop(chain, "steps")
-        layout.prop(chain, "mode", expand=True)
+        col = layout.column(align=True)
+        col.prop(chain, "steps")
         if chain.mode == "SHAPE_KEYS":
-            layout.prop(chain, "interpolation", expand=True)
+            col.prop(chain, "max_states")
+        layout.prop(chain, "mode", expand=True)
+        layout.prop(chain, "interpolation", expand=True)
         if jobs.active(MAIN) is None:
-            layout.operator("att3d.build_chain", icon="RENDER_ANIMATION")
+            root = chains.built_root(chain)
+            row = layout.row()
+            row.scale_y = 1.2
+            row.operator("att3d.build_chain", icon="RENDER_ANIMATION",
+                         text="Build Animation" if root is None else "Rebuild Animation")
+        draw_chain_state(layout, context.scene, chain)
+
+
+def draw_chain_state(layout, scene, chain) -> None:
+    """Whether the built chain matches its keyframes, what drives it, and its timing and export tools."""
+    root = chains.built_root(chain)
+    if root is None:
+        return
+    reasons = chains.stale_reasons(scene, chain)
+    box = layout.box()
+    if reasons:
+        box.label(text="Out of date: " + "; ".join(reasons), icon="ERROR")
+        box.label(text="Rebuild updates it in place (objects, modifiers and timing stay)")
+    else:
+        pieces = root.get("att3d_pieces")
+        what = f"{pieces} pieces" if pieces else f"{len(root.children)} steps"
+        box.label(text=f"Built: '{root.name}', {what}; timing: its Chain Position curve", icon="CHECKMARK")
+        move = root.get("att3d_max_move_voxels")
+        if move is not None:
+            box.label(text=f"Largest vertex move between stored states: {float(move):.1f} voxels")
+    row = box.row(align=True)
+    row.operator("att3d.chain_select_timing", icon="GRAPH")
+    row.operator("att3d.chain_reset_timing", icon="IPO_BEZIER")
+    box.operator("att3d.export_chain", icon="EXPORT", text="Export Chain (.glb)…")
 
 
 class ATT3D_PT_blend(Panel):

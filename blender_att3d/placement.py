@@ -15,7 +15,7 @@ import bpy
 
 from . import session
 from .builders.animation import set_frame_range
-from .builders.chain import build_sequence, build_shape_keys, remove_chain
+from .builders.chain import build_chain, chain_frames
 from .builders.geometry import replace_geometry
 from .builders.objects import (
     PROP_BLEND,
@@ -28,7 +28,6 @@ from .builders.objects import (
     update_object,
 )
 from .choices import DEFAULT_RESOLUTION
-from .keyframes import position_to_frame, step_frames
 from .naming import name_from_prompt
 from .sizing import Fit, fit_mesh, fit_sequence
 from .wire.types import MeshData, SequenceData
@@ -85,11 +84,13 @@ def active_collection_name(context) -> str | None:
 
 
 def place_generated(data: MeshData, prompt: str, resolution: int, color_mode: str, location: Location,
-                    scene_name: str, collection_name: str | None = None, fit: Fit | None = None):
-    """Main thread: the generated mesh as a new object with its origin at ``location``, selected and active."""
+                    scene_name: str, collection_name: str | None = None, fit: Fit | None = None,
+                    name: str | None = None):
+    """Main thread: the generated mesh as a new object with its origin at ``location``, selected and
+    active; named ``name`` (the batch's prompts file may give one), else from the prompt."""
     scene, view_layer, coll = target(scene_name, collection_name)
     data, _ = fit_mesh(data, fit or Fit())
-    obj = create_object(coll, data, name_from_prompt(prompt), location, color_mode,
+    obj = create_object(coll, data, name or name_from_prompt(prompt), location, color_mode,
                         prompt=prompt, model=model_name(data.meta), resolution=resolution)
     select_only(view_layer, obj)
     return obj
@@ -114,31 +115,25 @@ def chain_roots(scene) -> list:
 
 def fit_frame_range_to_chains(scene) -> None:
     """The scene's frame range: from the first chain's first frame to the last chain's last one."""
-    frames = [f for o in chain_roots(scene) for f in o.get("att3d_step_frames", [])]
+    frames = [f for o in chain_roots(scene) for f in chain_frames(o)]
     if frames:
         set_frame_range(scene, frames)
 
 
 def build_chain_objects(seq: SequenceData, key_frames: Sequence[float], mode: str, interpolation: str, chain_id: str,
                         resolution: int, location: Location, scene_name: str, collection_name: str | None = None,
-                        name: str | None = None, fit: Fit | None = None):
-    """Main thread: build a chain (mesh sequence or shape keys), replacing the objects an earlier
-    build of the same chain (``chain_id``) made and no others; the frame range then spans the
-    scene's chains. ``name``: the chain's objects' name (default: from its first and last prompts)."""
+                        name: str | None = None, fit: Fit | None = None, record: dict | None = None):
+    """Main thread: build a chain (mesh sequence or shape keys), or rebuild the chain ``chain_id`` in
+    place (:func:`.builders.chain.build_chain`: the objects, their transforms, modifiers, materials and
+    the position curve stay); the frame range then spans the scene's chains. ``name``: the chain's
+    objects' name (default: from its first and last prompts); ``record``: what it was built from."""
     from .naming import chain_name
 
     scene, view_layer, coll = target(scene_name, collection_name)
-    remove_chain(chain_id)
     seq, _ = fit_sequence(seq, fit or Fit())
-    frames = step_frames(seq.steps, key_frames)
     name = name or chain_name(seq.prompts[0], seq.prompts[-1])
-    kw = dict(location=location, model=model_name(seq.meta), resolution=resolution)
-    if mode == "SHAPE_KEYS":
-        obj = build_shape_keys(coll, seq, lambda t: position_to_frame(t, key_frames), name, chain_id,
-                               interpolation, **kw)
-    else:
-        obj = build_sequence(coll, seq, frames, name, chain_id, **kw)
-        obj["att3d_step_frames"] = [float(f) for f in frames]
+    obj = build_chain(coll, seq, key_frames, name, chain_id, mode, interpolation, location=location,
+                      model=model_name(seq.meta), resolution=resolution, record=record)
     fit_frame_range_to_chains(scene)
     select_only(view_layer, obj)
     scene.frame_set(scene.frame_current)

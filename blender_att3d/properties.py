@@ -26,8 +26,18 @@ def _blend_changed(self, context):
         live.schedule_blend_preview(context.scene)
 
 
+def _keyframe_frame_changed(self, context):
+    """A moved prompt keyframe re-keys its built chain's position curve at once (no backend call)."""
+    from . import chains
+
+    chain = chains.chain_of_keyframe(self)
+    if chain is not None and context is not None and context.scene is not None:
+        chains.retime_to_panel(context.scene, chain)
+
+
 class ATT3D_PG_keyframe(PropertyGroup):
-    frame: IntProperty(name="Frame", description="Frame where the chain reaches this prompt", default=1)
+    frame: IntProperty(name="Frame", description="Frame where the chain reaches this prompt (moving it retimes "
+                       "a built chain at once)", default=1, update=_keyframe_frame_changed)
     prompt: StringProperty(name="Prompt", description="What the object looks like at this frame")
 
 
@@ -39,10 +49,15 @@ class ATT3D_PG_chain(PropertyGroup):
     uid: StringProperty(name="ID", description="Tag on the objects this chain built", options={"HIDDEN"})
     keyframes: CollectionProperty(type=ATT3D_PG_keyframe)
     keyframe_index: IntProperty(name="Active Keyframe", default=0)
-    steps: IntProperty(name="Steps", description="Meshes per segment between consecutive keyframes",
+    steps: IntProperty(name="Steps", description="Meshes per segment between consecutive keyframes (shape keys: "
+                       "at least this many stored states, more where the surface moves more)",
                        default=4, min=1, max=64)
+    max_states: IntProperty(name="State Cap", description="Shape keys: at most this many stored states per "
+                            "segment, however much the surface moves", default=16, min=1, max=64)
     mode: EnumProperty(name="Build As", items=CHAIN_MODES, default="SHAPE_KEYS")
-    interpolation: EnumProperty(name="Interpolation", items=INTERPOLATIONS, default="LINEAR")
+    interpolation: EnumProperty(name="Interpolation", description="How new keys of the chain's position curve "
+                                "move between keyframes (Reset Timing applies it to the curve)",
+                                items=INTERPOLATIONS, default="LINEAR")
 
 
 class ATT3D_PG_settings(PropertyGroup):

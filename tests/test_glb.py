@@ -76,9 +76,10 @@ def test_chain_glb_pieces_morph_and_swap(tmp_path):
     assert _accessor(path, gltf, scale1["output"])[:, 0].tolist() == [1, 0] and scale1["interpolation"] == "STEP"
     assert _accessor(path, gltf, by[(2, "scale")]["output"])[:, 0].tolist() == [0, 1]
     w = by[(2, "weights")]
-    assert _accessor(path, gltf, w["input"]).ravel().tolist() == [2, 3, 4]
-    # piece 1's base is its key (state 2); at t = 2 (state 0) target 0 is fully on
-    assert _accessor(path, gltf, w["output"]).reshape(3, 2).tolist() == [[1, 0], [0, 1], [0, 0]]
+    # every channel samples the position track where it crosses a stored state: t = 0, 1, 2, 3, 4
+    assert _accessor(path, gltf, w["input"]).ravel().tolist() == [0, 1, 2, 3, 4]
+    # piece 1's base is its key (state 2, position 2); before position 1 its first state holds
+    assert _accessor(path, gltf, w["output"]).reshape(5, 2).tolist() == [[1, 0], [1, 0], [1, 0], [0, 1], [0, 0]]
     prim = gltf["meshes"][1]["primitives"][0]
     base_col = _accessor(path, gltf, prim["attributes"]["COLOR_0"])
     assert base_col[0] == pytest.approx([0, 0, 1])
@@ -90,8 +91,86 @@ def test_chain_glb_pieces_morph_and_swap(tmp_path):
 
 
 def test_chain_glb_needs_pieces():
-    with pytest.raises(ValueError, match="consistent"):
+    with pytest.raises(ValueError, match="at least one piece"):
         glb.sequence_glb(SequenceData([0.0, 1.0], ["a", "b"], meshes=[]))
+
+
+def _two_piece_chain():
+    pa, fa, ca = _tetra(1.0, (1, 0, 0))
+    pb, fb, cb = _tetra(2.0, (0, 0, 1))
+    pieces = [SequencePiece(fa, [0, 0.5, 1.0], [pa, pa * 1.2, pa * 1.5], [ca, ca * 0.5, cb], 0),
+              SequencePiece(fb[:, ::-1], [1.0, 1.5, 2.0], [pb * 0.75, pb * 0.9, pb], [cb, cb, cb], 2)]
+    return SequenceData([0.0, 1.0, 2.0], ["a", "m", "b"], pieces=pieces)
+
+
+def test_chain_glb_follows_a_position_track_and_plays_keyframes_on_their_frames(tmp_path):
+    """The add-on's timing: an eased position curve sampled once a frame, scene frame f at
+    (f − frame_start) / fps; the keyframe on frame 96 at 24 fps plays at (96 − 1) / 24 s."""
+    seq = _two_piece_chain()
+    frames = np.arange(1, 97, dtype=np.float64)
+    u = (frames - 1) / 95
+    positions = 2 * (3 * u ** 2 - 2 * u ** 3)  # ease in and out over the chain: 0 at frame 1, 2 at frame 96
+    track = ((frames - 1) / 24, positions)
+    path = tmp_path / "eased.glb"
+    path.write_bytes(glb.sequence_glb(seq, track=track, name="Eased", extras={"att3d_chain": {"x": 1}}))
+    assert_valid(path)
+    gltf = glb_json(path)
+    assert gltf["nodes"][0]["extras"] == {"att3d_chain": {"x": 1}}
+    anim = gltf["animations"][0]
+    by = {(c["target"]["node"], c["target"]["path"]): anim["samplers"][c["sampler"]] for c in anim["channels"]}
+    w = by[(2, "weights")]
+    t = _accessor(path, gltf, w["input"]).ravel()
+    out = _accessor(path, gltf, w["output"]).reshape(len(t), 2)
+    assert t[-1] == pytest.approx(95 / 24) and out[-1].tolist() == [0, 0]  # the last keyframe: piece 1's own mesh
+    # a sample where the eased curve crosses each stored state (here position 1.5: state 1 fully on)
+    crossing = np.flatnonzero(np.isclose(out[:, 1], 1.0))
+    assert len(crossing) == 1 and 1 < t[crossing[0]] * 24 + 1 < 96
+    # the swap: piece 1 shows from the first sample at position >= 1
+    scale = by[(2, "scale")]
+    switch = _accessor(path, gltf, scale["input"]).ravel()[1]
+    assert np.interp(switch, *track) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_chain_glb_reads_back_exactly(tmp_path):
+    seq = _two_piece_chain()
+    data = glb.sequence_glb(seq, seconds=[0.0, 2.0, 4.0], extras={"att3d_chain": {
+        "pieces": [{"times": p.times, "key": p.key} for p in seq.pieces], "prompts": ["a", "b"], "steps": seq.steps,
+        "labels": seq.prompts}})
+    back, info = glb.chain_from_glb(data)
+    assert info["prompts"] == ["a", "b"] and back.prompts == ["a", "m", "b"]
+    for p, q in zip(seq.pieces, back.pieces):
+        assert q.times == p.times and q.key == p.key and np.array_equal(q.faces, p.faces)
+        for a, b in zip(p.positions, q.positions):
+            np.testing.assert_allclose(b, a, atol=1e-6)
+        for a, b in zip(p.colors, q.colors):
+            np.testing.assert_allclose(b, np.clip(a, 0, 1), atol=1e-5)
+
+
+def test_chain_glb_reader_says_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="not a GLB"):
+        glb.chain_from_glb(b"PK\x03\x04 a zip")
+    plain = glb.mesh_glb(MeshData(*_tetra()))
+    with pytest.raises(ValueError, match="not an ATT3D prompt chain.*glTF 2.0"):
+        glb.chain_from_glb(plain)
+    with pytest.raises(ValueError, match="not a complete"):
+        glb.chain_from_glb(plain[:-40])
+
+
+def test_mesh_sequence_glb_shows_one_step_at_a_time(tmp_path):
+    meshes = [MeshData(*_tetra(s)) for s in (1.0, 1.5, 2.0)]
+    path = tmp_path / "seq.glb"
+    path.write_bytes(glb.sequence_glb(SequenceData([0.0, 0.5, 1.0], ["a", "m", "b"], meshes=meshes),
+                                      seconds=[0.0, 1.0, 2.0]))
+    assert_valid(path)
+    gltf = glb_json(path)
+    anim = gltf["animations"][0]
+    scales = {c["target"]["node"]: anim["samplers"][c["sampler"]] for c in anim["channels"]}
+    assert sorted(scales) == [1, 2, 3] and all(c["target"]["path"] == "scale" for c in anim["channels"])
+    for node, (t0, t1) in zip((1, 2, 3), ((None, 1.0), (1.0, 2.0), (2.0, None))):
+        t = _accessor(path, gltf, scales[node]["input"]).ravel().tolist()
+        v = _accessor(path, gltf, scales[node]["output"])[:, 0].tolist()
+        on = [tt for tt, vv in zip(t, v) if vv == 1]
+        assert on[0] == (t0 or 0.0) and (t1 is None or t1 in t)
 
 
 def test_vertex_normals_sum_the_area_weighted_normals_of_the_faces_around_each_vertex():

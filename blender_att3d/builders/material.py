@@ -1,9 +1,10 @@
-"""Materials that show a result's colours: vertex colours, a baked texture, or per-state colours
-mixed by drivers that follow a shape-key chain piece. Works on Blender 4.2 LTS and 5.x.
+"""Materials that show a result's colours: vertex colours, a baked texture, or a chain piece's
+per-state colours mixed by drivers that follow the chain's position. Works on Blender 4.2 LTS and 5.x.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import bpy
 import numpy as np
@@ -71,47 +72,56 @@ def texture_material(name: str, image):
     return mat
 
 
-def state_colors_material(name: str, key, key_names: Sequence[str], delta_attrs: Sequence[str]):
-    """The basis colours plus each shape key's colour change, weighted by that key's value.
-
-    ``Color Attribute (att3d_color) → Mix (Add) → … → Base Color``: Mix node i adds its delta
-    attribute (state colour − basis colour, linear) times a driver that reads shape key i's value
-    (a SUM driver, no Python needed). Since the keys' values and the basis weight sum to 1, the
-    colour is exactly the weighted mix of the states' colours, like the positions.
-    """
-    mat, nt, bsdf = _new_material(name)
-    base = nt.nodes.new("ShaderNodeVertexColor")
+def chain_colors_group(group, name: str, delta_attrs: Sequence[str], expressions: Sequence[str],
+                       drive: Callable[[Any, str, str], None]):
+    """A piece's colours as a shader node group with one output, ``Color``: the keyframe's colours
+    (``att3d_color``) plus each state's colour change (``delta_attrs``, linear) times that state's
+    weight, a driver with ``expressions[i]`` (``drive(group, data_path, expression)``). The weights
+    sum to 1 with the basis, so colours mix exactly like positions. ``group``: an existing group to
+    refill (a rebuild: the materials that use it stay as the user left them), or None."""
+    if group is None:
+        group = bpy.data.node_groups.new(name, "ShaderNodeTree")
+        group.interface.new_socket("Color", in_out="OUTPUT", socket_type="NodeSocketColor")
+    if group.animation_data is not None:
+        for fc in list(group.animation_data.drivers):
+            group.animation_data.drivers.remove(fc)
+    group.nodes.clear()
+    out = group.nodes.new("NodeGroupOutput")
+    base = group.nodes.new("ShaderNodeVertexColor")
     base.layer_name = COLOR_ATTR
     base.name = base.label = "Basis"
     base.location = (-400, 300)
     prev = base.outputs["Color"]
-    for i, (key_name, attr) in enumerate(zip(key_names, delta_attrs)):
-        col = nt.nodes.new("ShaderNodeVertexColor")
+    for i, (attr, expr) in enumerate(zip(delta_attrs, expressions)):
+        col = group.nodes.new("ShaderNodeVertexColor")
         col.layer_name = attr
         col.name = col.label = f"Delta {i}"
         col.location = (-400 + 220 * i, -100 - 60 * i)
-        mix = nt.nodes.new("ShaderNodeMix")
+        mix = group.nodes.new("ShaderNodeMix")
         mix.data_type = "RGBA"
         mix.blend_type = "ADD"
         mix.clamp_factor = True
         mix.clamp_result = False
         mix.name = mix.label = f"Mix {i}"
         mix.location = (-400 + 220 * i, 100)
-        nt.links.new(prev, _socket(mix.inputs, "A_Color"))
-        nt.links.new(col.outputs["Color"], _socket(mix.inputs, "B_Color"))
-        fac = _socket(mix.inputs, "Factor_Float")
-        fac_index = list(mix.inputs).index(fac)
-        drv = nt.driver_add(f'nodes["{mix.name}"].inputs[{fac_index}].default_value').driver
-        drv.type = "SUM"
-        var = drv.variables.new()
-        var.name = "weight"
-        var.type = "SINGLE_PROP"
-        var.targets[0].id_type = "KEY"
-        var.targets[0].id = key
-        var.targets[0].data_path = f'key_blocks["{key_name}"].value'
+        group.links.new(prev, _socket(mix.inputs, "A_Color"))
+        group.links.new(col.outputs["Color"], _socket(mix.inputs, "B_Color"))
+        fac_index = list(mix.inputs).index(_socket(mix.inputs, "Factor_Float"))
+        drive(group, f'nodes["{mix.name}"].inputs[{fac_index}].default_value', expr)
         prev = _socket(mix.outputs, "Result_Color")
-    nt.links.new(prev, bsdf.inputs["Base Color"])
-    bsdf.location = (-400 + 220 * len(delta_attrs) + 200, 300)
+    out.location = (-400 + 220 * len(delta_attrs) + 200, 300)
+    group.links.new(prev, out.inputs[0])
+    return group
+
+
+def chain_material(name: str, group):
+    """A material showing a chain piece's colours: its colour group → Principled BSDF base colour."""
+    mat, nt, bsdf = _new_material(name)
+    node = nt.nodes.new("ShaderNodeGroup")
+    node.node_tree = group
+    node.name = node.label = "ATT3D colours"
+    node.location = (-300, 300)
+    nt.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
     return mat
 
 

@@ -54,7 +54,11 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
-        """``{"neighbors": [{"prompt", "distance"}...], "distance": float, "far": bool}``."""
+        """How close ``prompt`` is to what the model was trained on (``backend/nearest.py``):
+        ``{"far": bool | None, "unknown_words": [...], "known_words": [...], "did_you_mean": {word: word},
+        "neighbors": [{"prompt", "score"}...], "known_prompts": int, "message": str}``; ``far`` is None
+        when the model does not list its training prompts. Servers before the word measure sent
+        ``neighbors`` with a ``distance`` and no word lists."""
 
     @abc.abstractmethod
     def cancel(self) -> None: ...

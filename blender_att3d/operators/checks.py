@@ -1,10 +1,11 @@
 """Check Backend (who answers, starting it if needed: model, device, what it was trained on) and
-Check Prompt (how close the prompt is to what the model was trained on: close, far, or unknown)."""
+Check Prompt (how close the prompt is to what the model was trained on: close, far, or unknown), and
+Use Prompt (one of the known prompts suggested under a far prompt, into the prompt field)."""
 from __future__ import annotations
 
 from typing import Any
 
-from bpy.props import BoolProperty
+from bpy.props import BoolProperty, StringProperty
 from bpy.types import Operator
 
 from .. import jobs, session
@@ -121,3 +122,23 @@ class ATT3D_OT_check_prompt(Operator):
         job = jobs.Job(jobs.NEAREST, "Checking prompt", lambda progress: backend.get().nearest(p),
                        cancel=backend.cancel)
         return run_job(self, job, apply, self.synchronous, done, timed=False, report=True)
+
+
+class ATT3D_OT_use_prompt(Operator):
+    """Use this prompt the model was trained on: put it in the prompt field"""
+
+    bl_idname = "att3d.use_prompt"
+    bl_label = "Use Prompt"
+    bl_options = {"REGISTER", "UNDO"}
+
+    prompt: StringProperty(name="Prompt", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        try:
+            p = check_prompt(self.prompt)
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        context.scene.att3d.prompt = p  # (its update checks the new prompt's closeness)
+        self.report({"INFO"}, f"Prompt: '{p}'")
+        return {"FINISHED"}

@@ -57,10 +57,14 @@ def _write_all(f: Any, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` atomically and durably; ``mode`` sets the file's permissions
-    before it becomes visible (e.g. ``0o600`` for a secret)."""
+    """Write ``data`` to ``path`` atomically and durably; the folder must exist. The file gets the
+    permissions a plain write would give (0666 less the umask: exports others may read), or
+    ``mode`` (e.g. ``0o600`` for a secret), set before it becomes visible."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # created 0600 when a mode is asked for: a secret is never readable by others, not even briefly
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666 if mode is None else 0o600)
     try:
         if mode is not None and hasattr(os, "fchmod"):  # not on Windows before Python 3.13
             os.fchmod(fd, mode)
@@ -246,8 +250,9 @@ def write_error_text(path: str | os.PathLike, e: BaseException, existed: bool | 
     return f"could not write {path}: {why}; {kept}"
 
 
-class WriteFailed(RuntimeError):
-    """A file could not be written; the message is one line (:func:`write_error_text`)."""
+class WriteFailed(OSError):
+    """A file could not be written; the message is one line (:func:`write_error_text`). An OSError,
+    so code that already handles a failed write (``except OSError``) reports it as it is."""
 
 
 @contextlib.contextmanager

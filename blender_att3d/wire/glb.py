@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .types import MeshData, SequenceData
+from .chain_position import check_track, piece_showing, tent_weights, track_samples
+from .types import MeshData, SequenceData, SequencePiece
 
 FLOAT, UINT = 5126, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -153,30 +154,54 @@ def mesh_glb(mesh: MeshData, name: str = "att3d") -> bytes:
     return b.glb(gltf)
 
 
-def sequence_glb(seq: SequenceData, seconds: Sequence[float] | None = None, name: str = "att3d_chain") -> bytes:
-    """A consistent chain (its pieces) as one animated GLB (see the module notes).
+def _pieces(seq: SequenceData) -> list[SequencePiece]:
+    """A chain's pieces; a mesh sequence's steps as pieces of one state each."""
+    if seq.pieces:
+        return seq.pieces
+    return [SequencePiece(m.faces, [t], [m.positions], [m.colors]) for t, m in zip(seq.steps, seq.meshes)]
 
-    ``seconds[i]`` is the time of step ``i`` (``seq.steps[i]``), default one step per second; the
-    states of the pieces between steps (a segment's middle) are placed linearly between them.
+
+def sequence_glb(seq: SequenceData, seconds: Sequence[float] | None = None, name: str = "att3d_chain",
+                 track: tuple[Sequence[float], Sequence[float]] | None = None,
+                 extras: dict[str, Any] | None = None) -> bytes:
+    """A chain (its pieces, or a mesh sequence's steps) as one animated GLB (see the module notes).
+
+    Its timing is a position track, ``(seconds, chain positions)`` linear between samples (the add-on
+    samples its position curve once a frame: ``(frame − frame_start) / fps``). Without one, step ``i``
+    (``seq.steps[i]``) is fully shown at ``seconds[i]`` (default: one step per second). ``extras``
+    go to the root node (the add-on stores what its import needs to rebuild a live chain there).
     """
-    if not seq.consistent:
-        raise ValueError("a GLB chain needs consistent topology (pieces); export a mesh sequence step by step")
-    steps = np.asarray(seq.steps, np.float64)
-    secs = np.arange(len(steps), dtype=np.float64) if seconds is None else np.asarray(seconds, np.float64)
-    if secs.shape != steps.shape or np.any(np.diff(secs) <= 0):
-        raise ValueError("one increasing time per step")
-
-    def at(t: float) -> float:
-        return float(np.interp(t, steps, secs)) if len(steps) > 1 else float(secs[0])
+    pieces = _pieces(seq)
+    if not pieces:
+        raise ValueError("a GLB chain needs at least one piece or step")
+    if track is None:
+        steps = [float(t) for t in seq.steps]
+        secs = list(range(len(steps))) if seconds is None else [float(x) for x in seconds]
+        if len(secs) != len(steps):
+            raise ValueError("one time per step")
+        track = (secs, steps)
+    secs_in, pos_in = check_track(track)
+    starts = [p.times[0] for p in pieces]
+    times, positions = track_samples(secs_in, pos_in, sorted({t for p in pieces for t in p.times}))
+    showing = np.asarray([piece_showing(starts, float(p)) for p in positions])
 
     b = _Builder()
-    nodes: list[dict[str, Any]] = [{"name": name, "children": []}]
+    root: dict[str, Any] = {"name": name, "children": []}
+    if extras:
+        root["extras"] = extras
+    nodes: list[dict[str, Any]] = [root]
     meshes: list[dict[str, Any]] = []
     samplers: list[dict[str, Any]] = []
     channels: list[dict[str, Any]] = []
-    starts = [at(p.times[0]) for p in seq.pieces]
-    multi = len(seq.pieces) > 1
-    for j, piece in enumerate(seq.pieces):
+    time_acc: int | None = None  # every channel samples at ``times`` (one accessor) but the scale's
+
+    def sample_times() -> int:
+        nonlocal time_acc
+        if time_acc is None:
+            time_acc = b.accessor(times.astype(np.float32), "SCALAR", minmax=True)
+        return time_acc
+
+    for j, piece in enumerate(pieces):
         k = piece.key
         base = to_y_up(piece.positions[k])
         base_n = to_y_up(vertex_normals(piece.positions[k], piece.faces))
@@ -188,41 +213,31 @@ def sequence_glb(seq: SequenceData, seconds: Sequence[float] | None = None, name
         if len(piece.faces):
             prim["indices"] = b.accessor(piece.faces.reshape(-1), "SCALAR", ELEMENT_ARRAY_BUFFER, minmax=True)
         others = [s for s in range(len(piece)) if s != k]
-        targets, names = [], []
-        for s in others:
-            targets.append({
+        mesh: dict[str, Any] = {"name": f"{name}_{j}", "primitives": [prim]}
+        node: dict[str, Any] = {"name": f"{name}_{j}", "mesh": len(meshes)}
+        if others:
+            prim["targets"] = [{
                 "POSITION": b.accessor(to_y_up(piece.positions[s]) - base, "VEC3", ARRAY_BUFFER, minmax=True),
                 "NORMAL": b.accessor(to_y_up(vertex_normals(piece.positions[s], piece.faces)) - base_n, "VEC3",
                                      ARRAY_BUFFER),
-                "COLOR_0": b.accessor(srgb_to_linear(piece.colors[s]) - base_c, "VEC3", ARRAY_BUFFER)})
-            names.append(f"state_{s:03d}")
-        mesh: dict[str, Any] = {"name": f"{name}_{j}", "primitives": [prim]}
-        if targets:
-            prim["targets"] = targets
-            mesh["weights"] = [0.0] * len(targets)
-            mesh["extras"] = {"targetNames": names}
-            times = np.asarray([at(t) for t in piece.times], np.float32)
-            w = np.zeros((len(piece), len(targets)), np.float32)
-            for col, s in enumerate(others):
-                w[s, col] = 1.0
-            samplers.append({"input": b.accessor(times, "SCALAR", minmax=True),
-                             "output": b.accessor(w.reshape(-1), "SCALAR"), "interpolation": "LINEAR"})
+                "COLOR_0": b.accessor(srgb_to_linear(piece.colors[s]) - base_c, "VEC3", ARRAY_BUFFER)}
+                for s in others]
+            w = np.stack([tent_weights(piece.times, float(p))[others] for p in positions]).astype(np.float32)
+            mesh["weights"] = [float(x) for x in w[0]]
+            mesh["extras"] = {"targetNames": [f"state_{s:03d}" for s in others]}
+            samplers.append({"input": sample_times(), "output": b.accessor(w.reshape(-1), "SCALAR"),
+                             "interpolation": "LINEAR"})
             channels.append({"sampler": len(samplers) - 1, "target": {"node": len(nodes), "path": "weights"}})
-        node: dict[str, Any] = {"name": f"{name}_{j}", "mesh": len(meshes)}
-        if multi:
-            keys = [(starts[0], 1.0 if j == 0 else 0.0)]
-            if j > 0:
-                keys.append((starts[j], 1.0))
-            if j + 1 < len(starts):
-                keys.append((starts[j + 1], 0.0))
-            if j > 0:
+        if len(pieces) > 1:  # visibility: scale 1 while the piece shows, 0 otherwise (STEP)
+            shown = (showing == j).astype(np.float32)
+            change = np.flatnonzero(np.diff(shown, prepend=-1.0) != 0)
+            if shown[0] == 0:
                 node["scale"] = [0.0, 0.0, 0.0]
-            t = np.asarray([k_[0] for k_ in keys], np.float32)
-            sc = np.repeat(np.asarray([k_[1] for k_ in keys], np.float32)[:, None], 3, axis=1)
-            samplers.append({"input": b.accessor(t, "SCALAR", minmax=True), "output": b.accessor(sc, "VEC3"),
-                             "interpolation": "STEP"})
+            sc = np.repeat(shown[change][:, None], 3, axis=1)
+            samplers.append({"input": b.accessor(times[change].astype(np.float32), "SCALAR", minmax=True),
+                             "output": b.accessor(sc, "VEC3"), "interpolation": "STEP"})
             channels.append({"sampler": len(samplers) - 1, "target": {"node": len(nodes), "path": "scale"}})
-        nodes[0]["children"].append(len(nodes))
+        root["children"].append(len(nodes))
         nodes.append(node)
         meshes.append(mesh)
     gltf: dict[str, Any] = {"scene": 0, "scenes": [{"nodes": [0]}], "nodes": nodes, "meshes": meshes,
@@ -230,3 +245,117 @@ def sequence_glb(seq: SequenceData, seconds: Sequence[float] | None = None, name
     if channels:
         gltf["animations"] = [{"name": "chain", "samplers": samplers, "channels": channels}]
     return b.glb(gltf)
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+
+
+def read_glb(data: bytes) -> tuple[dict[str, Any], Any]:
+    """A GLB's JSON and a function reading accessor ``i`` as a numpy array; ValueError (saying what is
+    wrong) for anything that is not a well-formed GLB."""
+    if len(data) < 20 or data[:4] != b"glTF":
+        raise ValueError("not a GLB file (binary glTF starts with 'glTF')")
+    _, version, total = struct.unpack_from("<4sII", data, 0)
+    if version != 2 or total > len(data):
+        raise ValueError(f"not a complete glTF 2.0 binary (version {version}, {total} of {len(data)} bytes)")
+    js_len, js_type = struct.unpack_from("<I4s", data, 12)
+    if js_type != b"JSON" or 20 + js_len > total:
+        raise ValueError("a GLB's first chunk must be its JSON")
+    try:
+        gltf = json.loads(data[20:20 + js_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"the GLB's JSON is broken: {e}") from None
+    binary = b""
+    at = 20 + js_len
+    if at + 8 <= total:
+        bin_len, bin_type = struct.unpack_from("<I4s", data, at)
+        if bin_type == b"BIN\0":
+            binary = data[at + 8:at + 8 + bin_len]
+
+    def accessor(i: int) -> NDArray[Any]:
+        try:
+            acc = gltf["accessors"][i]
+            view = gltf["bufferViews"][acc["bufferView"]]
+            dtype = np.dtype(_COMPONENTS[acc["componentType"]])
+            width = _WIDTH[acc["type"]]
+            start = int(view.get("byteOffset", 0)) + int(acc.get("byteOffset", 0))
+            n = int(acc["count"]) * width
+            if view.get("byteStride", dtype.itemsize * width) != dtype.itemsize * width:
+                raise ValueError("interleaved buffer views are not supported")
+            if start + n * dtype.itemsize > len(binary):
+                raise ValueError("it points past the end of the binary chunk")
+            arr = np.frombuffer(binary, dtype, count=n, offset=start)
+        except (KeyError, IndexError, TypeError) as e:
+            raise ValueError(f"accessor {i} is broken ({e!r})") from None
+        except ValueError as e:
+            raise ValueError(f"accessor {i}: {e}") from None
+        return arr.reshape(-1, width) if width > 1 else arr
+
+    return gltf, accessor
+
+
+def from_y_up(positions: NDArray[Any]) -> NDArray[Any]:
+    """glTF's Y-up back to Blender's Z-up (the inverse of :func:`to_y_up`)."""
+    p = np.asarray(positions, np.float32).reshape(-1, 3)
+    return np.ascontiguousarray(np.stack([p[:, 0], -p[:, 2], p[:, 1]], 1), dtype=np.float32)
+
+
+def linear_to_srgb(c: NDArray[Any]) -> NDArray[Any]:
+    """Linear RGB → sRGB display values (the inverse of :func:`srgb_to_linear`)."""
+    c = np.clip(np.asarray(c, dtype=np.float32), 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055).astype(np.float32)
+
+
+CHAIN_EXTRAS = "att3d_chain"
+
+
+def chain_from_glb(data: bytes) -> tuple[SequenceData, dict[str, Any]]:
+    """A chain written by :func:`sequence_glb` with the add-on's extras, read back: its pieces (every
+    state's positions and sRGB colours) and the extras (prompts, keyframe frames, position keys …).
+    ValueError for a GLB that is not such a chain."""
+    gltf, accessor = read_glb(data)
+    try:
+        root = gltf["nodes"][gltf["scenes"][gltf.get("scene", 0)]["nodes"][0]]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("the GLB has no scene with a root node") from None
+    info = (root.get("extras") or {}).get(CHAIN_EXTRAS)
+    if not isinstance(info, dict) or not isinstance(info.get("pieces"), list):
+        raise ValueError("this GLB is not an ATT3D prompt chain (its root node has no 'att3d_chain' extras); "
+                         "import it with File > Import > glTF 2.0")
+    children = root.get("children") or []
+    if len(children) != len(info["pieces"]):
+        raise ValueError(f"the chain lists {len(info['pieces'])} pieces but its root has {len(children)} children")
+    pieces = []
+    for j, (child, meta) in enumerate(zip(children, info["pieces"])):
+        try:
+            prim = gltf["meshes"][gltf["nodes"][child]["mesh"]]["primitives"][0]
+            attrs = prim["attributes"]
+            base = accessor(attrs["POSITION"]).astype(np.float32)
+            base_c = accessor(attrs["COLOR_0"]).astype(np.float32)[:, :3]
+            faces = accessor(prim["indices"]).reshape(-1, 3) if "indices" in prim else np.zeros((0, 3), np.uint32)
+            targets = prim.get("targets") or []
+            times, key = [float(t) for t in meta["times"]], int(meta["key"])
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ValueError(f"piece {j} of the chain is broken: {e}") from None
+        if len(targets) != len(times) - 1 or not 0 <= key < len(times):
+            raise ValueError(f"piece {j}: {len(targets)} morph targets for {len(times)} states")
+        positions, colors = [], []
+        it = iter(targets)
+        for s in range(len(times)):
+            if s == key:
+                p, c = base, base_c
+            else:
+                t = next(it)
+                p, c = base + accessor(t["POSITION"]), base_c + accessor(t["COLOR_0"])[:, :3]
+            positions.append(from_y_up(p))
+            colors.append(linear_to_srgb(c))
+        pieces.append(SequencePiece(faces, times, positions, colors, key))
+    steps = [float(t) for t in info.get("steps") or sorted({t for p in pieces for t in p.times})]
+    labels = [str(x) for x in info.get("labels") or []]
+    if len(labels) != len(steps):
+        labels = [""] * len(steps)
+    seq = SequenceData(steps, labels, meta=dict(info.get("meta") or {}), pieces=pieces)
+    return seq, info

@@ -7,12 +7,16 @@ sRGB-encoded display values (what the model renders).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .chain_position import piece_showing
+
+__all__ = ["MeshData", "ProgressFn", "SequenceData", "SequencePiece", "piece_showing"]
 
 #: ``progress(fraction_done, message)``; returning True asks the job to stop early.
 ProgressFn = Callable[[float, str], bool | None]
@@ -84,12 +88,6 @@ class SequencePiece:
 
     def state(self, j: int, meta: dict[str, Any] | None = None) -> MeshData:
         return MeshData(self.positions[j], self.faces, self.colors[j], meta=dict(meta or {}))
-
-
-def piece_showing(starts: Sequence[float], position: float) -> int:
-    """Index of the chain piece that shows at ``position``, given each piece's first position
-    (``starts``, increasing): the later one where two meet. The one rule of the backend and the add-on."""
-    return max(0, int(np.searchsorted(np.asarray(starts), position + 1e-9, side="right")) - 1)
 
 
 @dataclass

@@ -160,9 +160,14 @@ class FakeClient(Client):
     def nearest(self, prompt, k=5) -> dict[str, Any]:
         p = self._check(prompt)
         self.calls.append(("nearest", p))
-        far = "far" in p.split() or "zebra" in p
-        return {"neighbors": [{"prompt": "a red cube", "distance": 0.9 if far else 0.1}],
-                "distance": 0.9 if far else 0.1, "far": far}
+        # the service's word measure (backend/nearest.py) over a fake vocabulary that lacks "far" and "zebra"
+        new = [w for w in dict.fromkeys(p.split()) if w in ("far", "zebra")]
+        known = [w for w in dict.fromkeys(p.split()) if w not in new and w != "a"]
+        neighbors = [{"prompt": "a red cube", "score": 0.8}, {"prompt": "a blue sphere", "score": 0.4},
+                     {"prompt": "a green cone", "score": 0.3}, {"prompt": "a yellow torus", "score": 0.2}]
+        return {"far": bool(new) or not known, "unknown_words": new, "known_words": known, "did_you_mean": {},
+                "neighbors": neighbors[:k], "known_prompts": 4, "measure": "words",
+                "message": "every word is in its 4 training prompts" if not new else "new words"}
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -121,6 +121,16 @@ def test_batch_glbs_are_valid_at_the_origin_and_coloured(bpy_module, addon, tmp_
         colour = read_accessor(exp / "chain_Red_cube_to_blue_ball.glb", gltf, prim["attributes"]["COLOR_0"])
         assert np.abs(colour - srgb_to_linear(piece.colors[piece.key])).max() < 1e-6  # the keyframe's colours
         assert len(prim["targets"]) == len(piece) - 1 and all("COLOR_0" in t for t in prim["targets"])
+    # timed to the scene like the add-on's export: the last keyframe (frame 25) plays at (25 − 1) / 24 s
+    anim = gltf["animations"][0]
+    inputs = [read_accessor(exp / "chain_Red_cube_to_blue_ball.glb", gltf, anim["samplers"][c["sampler"]]["input"])
+              for c in anim["channels"] if c["target"]["path"] == "weights"]
+    assert max(float(i.max()) for i in inputs) == pytest.approx(24 / 24)
+    from blender_att3d.wire.glb import chain_from_glb
+
+    back, info = chain_from_glb((exp / "chain_Red_cube_to_blue_ball.glb").read_bytes())
+    assert info["prompts"] == ["a red cube", "a blue ball"] and info["key_frames"] == [1, 25]
+    assert len(back.pieces) == 2 and info["fps"] == 24
 
 
 def test_reimported_glbs_show_the_scenes_colours(bpy_module, addon, tmp_path, fake):

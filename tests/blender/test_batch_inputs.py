@@ -16,7 +16,7 @@ def _chain(tmp_path, data, raw: str | None = None):
 
 def test_deeply_nested_json_is_one_clear_line(tmp_path):
     p = _chain(tmp_path, None, "[" * 100_000 + "]" * 100_000)
-    with pytest.raises(inputs.InputFileError, match="JSON nested 100000 levels deep; a chain needs at most 8"):
+    with pytest.raises(inputs.InputFileError, match="JSON nested 100000 levels deep; a chain file needs at most 8"):
         inputs.parse_chain_file(p)
     # brackets inside prompts are text, not nesting
     ok = _chain(tmp_path, [[1, "a [[[[[[[[[[cube]]]]]]]]]]"], [2, "{{{{{{{{{{"]])
@@ -76,3 +76,120 @@ def test_a_chain_over_the_limit_fails_before_any_prompt_is_generated(bpy_module,
                       client=fake)
     assert code == 2 and fake.calls == [] and not out.exists()
     assert "the chain would have 4 meshes" in capsys.readouterr().err
+
+
+# -- prompts files an artist would write (issue 26) ------------------------------------------------------
+Item = inputs.PromptItem
+
+
+def _file(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("prompts.txt", "# a comment\na red cube\n\n  a blue sphere \n", [Item("a red cube"), Item("a blue sphere")]),
+    ("prompts.json", '["a red cube", "a blue sphere"]', [Item("a red cube"), Item("a blue sphere")]),
+    ("prompts.txt", ' ["a red cube", "a blue sphere"]\n', [Item("a red cube"), Item("a blue sphere")]),
+    ("prompts.json", json.dumps([{"prompt": "a red cube", "name": "Hero", "location": [1, -2.5, 0.5]},
+                                 {"prompt": "a blue sphere", "location": [3, 4]}, "a green cone",
+                                 {"prompt": "a pink torus", "name": "  ", "location": None}]),
+     [Item("a red cube", "Hero", (1.0, -2.5, 0.5)), Item("a blue sphere", None, (3.0, 4.0, 0.0)),
+      Item("a green cone"), Item("a pink torus")]),
+    ("prompts.json", json.dumps({"prompts": ["a red cube"]}), [Item("a red cube")]),
+    ("prompts.csv", "prompt\na red cube\na blue sphere\n", [Item("a red cube"), Item("a blue sphere")]),
+    ("prompts.csv", 'Prompt,Name,Location\n"a red cube, shiny",Hero,"1, 2, 0"\na blue sphere,,\n\n',
+     [Item("a red cube, shiny", "Hero", (1.0, 2.0, 0.0)), Item("a blue sphere")]),
+    ("prompts.csv", "\ufeffname;prompt;x;y;z\nHero;a red cube;1;2;3\n;a blue sphere;;;\n",  # Excel, European
+     [Item("a red cube", "Hero", (1.0, 2.0, 3.0)), Item("a blue sphere")]),
+    ("prompts.tsv", "prompt\tlocation\na red cube\t(1 2)\n", [Item("a red cube", None, (1.0, 2.0, 0.0))]),
+    ("prompts.txt", "prompt,name\na red cube,Hero\n", [Item("a red cube", "Hero")]),  # a header: a CSV
+    ("prompts.txt", "a red cube, a blue sphere\n", [Item("a red cube, a blue sphere")]),  # no header: text
+])
+def test_prompts_files_an_artist_would_write(tmp_path, name, text, expected):
+    assert inputs.parse_prompts_file(_file(tmp_path, name, text)) == expected
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("prompts.csv", "title,notes\na red cube,x\n", "a CSV needs a 'prompt' column in its first row (it has "
+                                                    "'title', 'notes')"),
+    ("prompts.csv", "prompt,notes\na red cube,x\n", "unknown column 'notes' (the columns are prompt, name, "
+                                                     "location or x, y, z)"),
+    ("prompts.csv", "prompt,name\na red cube,Hero,extra\n", "prompts.csv:2: 3 cells but the header names 2 "
+                                                            "columns (a prompt with a comma must be in double quotes)"),
+    ("prompts.csv", "prompt,name\n,Hero\n", "prompts.csv:2: no prompt in this row"),
+    ("prompts.csv", "prompt,location\na red cube,up there\n", "prompts.csv:2: 'location' must be 2 or 3 numbers"),
+    ("prompts.csv", "prompt,x,y,z\na red cube,1,,\n", "'location' must be 2 or 3 numbers"),
+    ("prompts.csv", "prompt,location,x\na red cube,1 2,3\n", "as one 'location' column or as x, y, z columns"),
+    ("prompts.csv", "prompt,prompt\na,b\n", "a column is named twice"),
+    ("prompts.csv", "prompt\n", "prompts file has no prompts"),
+    ("prompts.json", '{"prompt": "a red cube"}', "expected a JSON array of prompts (strings, or objects with a "
+                                                 "\"prompt\"), got an object"),
+    ("prompts.json", '"a red cube"', "expected a JSON array of prompts"),
+    ("prompts.json", "[1, 2]", "item 1: expected a prompt or an object with a \"prompt\", got 1"),
+    ("prompts.json", '[["a red cube"]]', "item 1: expected a prompt or an object"),
+    ("prompts.json", '[{"promt": "a red cube"}]', "item 1: unknown field 'promt' (the fields are prompt, name, "
+                                                  "location)"),
+    ("prompts.json", '[{"name": "Hero"}]', "item 1: no \"prompt\""),
+    ("prompts.json", '[{"prompt": 5}]', "item 1: a prompt must be text, got 5"),
+    ("prompts.json", '[{"prompt": "a", "name": 5}]', "item 1: 'name' must be text, got 5"),
+    ("prompts.json", '["a", {"prompt": "b", "location": [1, true]}]', "item 2: 'location' must be 2 or 3 numbers"),
+    ("prompts.json", '[{"prompt": "b", "location": [1, 2, 3, 4]}]', "'location' must be 2 or 3 numbers"),
+    ("prompts.json", '[{"prompt": "b", "location": "1, 2"}]', "'location' must be 2 or 3 numbers"),
+    ("prompts.json", '[{"prompt": "b", "location": ["1", "2"]}]', "'location' must be 2 or 3 numbers"),
+    ("prompts.json", '[{"prompt": "b", "location": [1, 1e999]}]', "'location' must be 2 or 3 numbers"),
+    ("prompts.json", "[]", "prompts file has no prompts"),
+    ("prompts.json", "[\"a red cube\",", "is not valid JSON"),
+    ("prompts.json", "a red cube\n", "is not valid JSON"),
+    ("prompts.txt", "[" * 50 + "]" * 50, "JSON nested 50 levels deep; a prompts file needs at most 8"),
+    ("prompts.json", '["a red cube", "\u200b"]', "item 2: the prompt has no visible characters"),
+])
+def test_anything_else_is_one_clear_line(tmp_path, name, text, message):
+    with pytest.raises(inputs.InputFileError) as e:
+        inputs.parse_prompts_file(_file(tmp_path, name, text))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_long_name_is_cut_to_what_blender_holds(tmp_path):
+    p = _file(tmp_path, "p.json", json.dumps([{"prompt": "a red cube", "name": "é" * 40}]))
+    assert inputs.parse_prompts_file(p)[0].name == "é" * 30  # 60 bytes (Blender holds 63)
+
+
+def test_the_batch_reads_json_and_csv_with_names_and_locations(bpy_module, addon, tmp_path, fake, capsys):
+    from blender_att3d import batch
+
+    bpy = bpy_module
+    p = _file(tmp_path, "prompts.json", json.dumps([
+        {"prompt": "a red cube", "name": "Hero", "location": [5, 6, 0]}, "a blue sphere", "a green cone"]))
+    out = tmp_path / "scene.blend"
+    assert batch.main(["--prompts", str(p), "--out", str(out), "--no-camera"], client=fake) == 0
+    assert [c[1][0] for c in fake.calls] == ["a red cube", "a blue sphere", "a green cone"]
+    objs = {o.name: o for o in bpy.data.objects}
+    assert set(objs) == {"Hero", "Blue sphere", "Green cone"}
+    assert tuple(objs["Hero"].location) == (5.0, 6.0, 0.0) and objs["Hero"]["att3d_prompt"] == "a red cube"
+    # the two without a location share the grid, away from the placed one and from each other
+    a, b = (objs[n].location for n in ("Blue sphere", "Green cone"))
+    assert (a - b).length > 0.5 and min((a - objs["Hero"].location).length, (b - objs["Hero"].location).length) > 1
+    assert "as 'Hero'" in capsys.readouterr().err
+    c = _file(tmp_path, "prompts.csv", 'prompt,name,x,y,z\n"a red cube, tall",Tower,0,-3,1\na pink torus,,,,\n')
+    fake.calls.clear()
+    assert batch.main(["--prompts", str(c), "--out", str(out), "--no-camera"], client=fake) == 0
+    assert [c[1][0] for c in fake.calls] == ["a red cube, tall", "a pink torus"]
+    assert tuple(bpy.data.objects["Tower"].location) == (0.0, -3.0, 1.0) and "Pink torus" in bpy.data.objects
+
+
+@pytest.mark.parametrize("name, text", [
+    ("prompts.csv", "title,notes\na red cube,x\n"),
+    ("prompts.json", '{"prompt": "a red cube"}'),
+    ("prompts.json", '[{"prompt": "a red cube", "locaton": [1, 2, 3]}]'),
+])
+def test_a_wrong_prompts_file_is_exit_2_before_any_generation(bpy_module, addon, tmp_path, fake, capsys, name,
+                                                              text):
+    from blender_att3d import batch
+
+    out = tmp_path / "scene.blend"
+    code = batch.main(["--prompts", str(_file(tmp_path, name, text)), "--out", str(out)], client=fake)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and fake.calls == [] and not out.exists()
+    assert len(err) == 1 and err[0].startswith(f"att3d batch: error: prompts file {tmp_path / name}: ")

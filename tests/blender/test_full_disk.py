@@ -69,6 +69,31 @@ def test_a_full_disk_while_exporting_glbs(bpy_module, addon, tmp_path, fake, glb
     assert sorted(files) == ["exp/000_Red_cube.glb", "exp/001_Blue_ball.glb", "prompts.txt", "scene.blend"]
 
 
+def test_a_full_disk_while_the_add_on_exports_a_chain(bpy_module, scene, fake, tmp_path, monkeypatch):
+    """File > Export ATT3D Prompt Chain onto a full disk: the operator's one line names the file and
+    the full disk, the earlier export stays, no temporary is left."""
+    from test_chain import _build_animator_chain
+
+    from blender_att3d.wire import fileio
+
+    bpy = bpy_module
+    _build_animator_chain(bpy, scene, fake)
+    old = tmp_path / "chain.glb"
+    old.write_bytes(b"an earlier export")
+
+    def full(f, data):
+        f.write(data[: len(data) // 3])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio, "_write_all", full)
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.att3d.export_chain(filepath=str(old))
+    line = str(e.value).strip()
+    assert line.startswith(f"Error: Could not export 'Chain 1': could not write {old}: the disk is full ("), line
+    assert line.endswith("free); the earlier file is unchanged") and "Traceback" not in line
+    assert _tree(tmp_path) == {"chain.glb": b"an earlier export"}
+
+
 def test_a_full_disk_in_blenders_own_exporter(bpy_module, addon, tmp_path, fake, monkeypatch, capsys):
     """OBJ comes from Blender's exporter (C code): it writes into a temporary folder, so a failure
     there (here: the exporter raising as it does on a full disk) leaves the earlier OBJ + MTL."""

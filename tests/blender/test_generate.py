@@ -366,7 +366,9 @@ def test_prompt_check_is_debounced_and_threaded(bpy_module, scene, fake, monkeyp
     assert jobs.busy("nearest")
     jobs.wait("nearest")
     assert [c for c in fake.calls if c[0] == "nearest"] == [("nearest", "a far zebra")]
-    assert "closest: 'a red cube'" in live.prompt_warning("a far zebra")
+    assert live.prompt_warning("a far zebra") == ("Far from what the model was trained on "
+                                                  "(new to it: 'far', 'zebra')")
+    assert live.prompt_suggestions("a far zebra") == ["a red cube", "a blue sphere", "a green cone"]
 
 
 def test_check_prompt_operator_reports(bpy_module, scene):

@@ -9,7 +9,7 @@ from blender_att3d import inputs
 def test_parse_prompts_file(tmp_path):
     p = tmp_path / "p.txt"
     p.write_text("# comment\na red cube\n\n  a   blue ball \n")
-    assert inputs.parse_prompts_file(p) == ["a red cube", "a blue ball"]
+    assert inputs.parse_prompts_file(p) == [inputs.PromptItem("a red cube"), inputs.PromptItem("a blue ball")]
     p.write_text("# only comments\n\n")
     with pytest.raises(inputs.InputFileError, match="no prompts"):
         inputs.parse_prompts_file(p)

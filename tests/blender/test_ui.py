@@ -14,7 +14,7 @@ class Layout:
         self.ui_units_x = 0
 
     def _child(self, *a, **k):
-        return Layout(self.log, self.bpy)
+        return type(self)(self.log, self.bpy)
 
     row = column = box = split = _child
 

@@ -162,10 +162,12 @@ def test_chain_consistent_and_not(api):
 
 def test_nearest(api):
     r = api.post("/v1/nearest", {"prompt": "a red cube", "k": 3}).json()
-    assert r["neighbors"][0] == {"prompt": "a red cube", "distance": pytest.approx(0.0, abs=1e-4)}
-    assert len(r["neighbors"]) == 3 and r["far"] is False and r["calibrated"] is True
+    assert r["neighbors"][0] == {"prompt": "a red cube", "score": 1.0}
+    assert len(r["neighbors"]) == 3 and r["far"] is False and r["known_words"] == ["red", "cube"]
     far = api.post("/v1/nearest", {"prompt": "quarterly tax report spreadsheet for accountants"}).json()
-    assert far["distance"] > r["distance"] and far["far"] is True
+    assert far["far"] is True and far["unknown_words"] == ["quarterly", "tax", "report", "spreadsheet",
+                                                           "accountants"]
+    assert len(far["neighbors"]) == 5 and far["known_prompts"] == 6
 
 
 LONG = "x" * 501

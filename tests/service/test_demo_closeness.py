@@ -1,6 +1,6 @@
 """The shipped demo through the service (issue 14): ``/v1/nearest`` flags a prompt from outside its
 world as far and one of its world as close, and ``/v1/info`` says how many prompts it was trained
-on with a few examples. Slow: the first start embeds the demo's 992 training prompts."""
+on with a few examples. Slow: it starts a server."""
 import sys
 
 import pytest
@@ -14,9 +14,12 @@ def test_demo_far_and_close_through_v1_nearest():
     try:
         far = c.nearest("a medieval castle")
         close = c.nearest("a purple cube wearing a red party hat")
-        assert far["far"] is True and far["distance"] > far["threshold"] and far["known_prompts"] == 992
-        assert close["far"] is False and close["distance"] < close["threshold"]
+        assert far["far"] is True and far["unknown_words"] == ["medieval", "castle"] and far["known_prompts"] == 992
+        assert len(far["neighbors"]) == 5 and all(n["prompt"].startswith("a ") for n in far["neighbors"])
+        assert close["far"] is False and close["unknown_words"] == []
         assert close["neighbors"][0]["prompt"].startswith("a purple cube wearing a ")
+        artist = c.nearest("an orange sphere")  # the artist's article for the world's "a orange sphere"
+        assert artist["far"] is False and artist["neighbors"][0]["prompt"].startswith("a orange sphere")
         for other in ("a cute corgi", "a purple dragon"):  # the issue's false all-clears
             assert c.nearest(other)["far"] is True, other
         info = c.info()

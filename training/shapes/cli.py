@@ -1,5 +1,5 @@
 """``att3d world``, ``att3d train-teacher``, ``att3d teacher-report``, ``att3d train-demo``,
-``att3d bench-amortization``.
+``att3d bench-amortization``, ``att3d bench-closeness``.
 
 Registered by ``backend.cli`` through ``register(subparsers)`` (module ``training.shapes.cli`` in
 its PLUGINS); everything heavy is imported inside the commands.
@@ -173,6 +173,29 @@ def cmd_bench_interpolation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_closeness(args: argparse.Namespace) -> int:
+    import sys
+
+    from backend.fileio import atomic_write_text
+
+    from . import closeness
+
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise _error(f"--out {args.out}: expected a file in an existing folder")
+    try:
+        res = closeness.run(args.model, args.device, http=args.http,
+                            log=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    except (OSError, ValueError) as e:
+        raise _error(str(e)) from None
+    for line in closeness.summary_lines(res):
+        print(line)
+    if out is not None:
+        atomic_write_text(out, json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
 def register(sub) -> None:
     w = sub.add_parser("world", help="the Shapes world: export its prompts, splits and scenes")
     wsub = w.add_subparsers(dest="world_cmd", required=True)
@@ -279,3 +302,12 @@ def register(sub) -> None:
     b.add_argument("--resume", action="store_true")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("bench-closeness", help="the closeness warning on the Shapes world: false alarms over its "
+                                               "prompts, misses over 50 outside ones, a warm query's time")
+    c.add_argument("--model", default="demo", help="a model of the Shapes world (default: the shipped demo)")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--http", action="store_true", help="also time queries through an att3d serve")
+    c.add_argument("--out", help="write the figures as JSON here (docs/closeness.json)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_bench_closeness)
