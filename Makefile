@@ -48,8 +48,8 @@ lint: $(STAMP)
 test: test-main test-blender-lts
 
 # The inner loop: every test but those marked slow (training runs, several processes, backend cold
-# starts; `make test` runs them too).
-test-fast: $(STAMP)
+# starts; `make test` runs them too). It needs the same tools as `make test` (the glTF validator).
+test-fast: $(STAMP) tools
 	$(BIN)/python -m pytest -q -m "not slow"
 
 tools:

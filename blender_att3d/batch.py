@@ -43,8 +43,10 @@ Chain file (``--chain``), either
   between two keyframes are spaced linearly between their frames.
 
 Exit codes: 0 done; 2 bad arguments or input files (missing, unreadable, empty, malformed: one
-line on stderr); 1 the backend or Blender failed. The ``.blend`` is written to a temporary file in
-the same folder and renamed at the end, so a failed run never leaves a partial one.
+line on stderr); 1 the backend or Blender failed, or a file could not be written (a full disk: one
+line naming the file). Every file (the ``.blend``, each export) is written to a temporary file in
+the same folder and renamed when complete, so a failed run never leaves a partial file and an
+earlier file of the same name stays as it was.
 """
 from __future__ import annotations
 
@@ -237,27 +239,30 @@ def export_objects(objs: Sequence[Any], path: Path, fmt: str) -> Path:
     for o in todo:
         o.select_set(True)
     view_layer.objects.active = objs[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "glb":
-        kw: dict[str, Any] = dict(filepath=str(path), export_format="GLB", use_selection=True,
-                                  export_morph=True, export_animations=True, export_apply=False)
-        rna = bpy.ops.export_scene.gltf.get_rna_type().properties
-        if "export_vertex_color" in rna:
-            kw["export_vertex_color"] = "MATERIAL"
-        bpy.ops.export_scene.gltf(**kw)
-    elif fmt == "obj":
-        bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=True, export_colors=True,
-                              export_materials=True)
-    elif fmt == "usd":
-        kw = dict(filepath=str(path), selected_objects_only=True)
-        rna = bpy.ops.wm.usd_export.get_rna_type().properties
-        if "convert_world_material" in rna:  # 4.2+: else the scene's world becomes a dome light + textures/
-            kw["convert_world_material"] = False
-        bpy.ops.wm.usd_export(**kw)
-    else:
+    from .wire import fileio
+
+    if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
-    if not path.exists():
-        raise RuntimeError(f"the {fmt} exporter wrote nothing to {path}")
+    with fileio.writing(path), fileio.atomic_files(path.parent) as tmp:  # an OBJ's MTL, a USD's textures: all or none
+        out = tmp / path.name
+        if fmt == "glb":
+            kw: dict[str, Any] = dict(filepath=str(out), export_format="GLB", use_selection=True,
+                                      export_morph=True, export_animations=True, export_apply=False)
+            rna = bpy.ops.export_scene.gltf.get_rna_type().properties
+            if "export_vertex_color" in rna:
+                kw["export_vertex_color"] = "MATERIAL"
+            bpy.ops.export_scene.gltf(**kw)
+        elif fmt == "obj":
+            bpy.ops.wm.obj_export(filepath=str(out), export_selected_objects=True, export_colors=True,
+                                  export_materials=True)
+        else:
+            kw = dict(filepath=str(out), selected_objects_only=True)
+            rna = bpy.ops.wm.usd_export.get_rna_type().properties
+            if "convert_world_material" in rna:  # 4.2+: else the scene's world becomes a dome light + textures/
+                kw["convert_world_material"] = False
+            bpy.ops.wm.usd_export(**kw)
+        if not out.exists():
+            raise RuntimeError(f"the {fmt} exporter wrote nothing to {path}")
     return path
 
 
@@ -276,9 +281,10 @@ def export_result(obj: Any, data: Any, path: Path, fmt: str) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from .wire.fileio import atomic_write_bytes
+    from .wire import fileio
 
-    atomic_write_bytes(path, data)
+    with fileio.writing(path):
+        fileio.atomic_write_bytes(path, data)
 
 
 def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, fmt: str, fps: float) -> list[Path]:
@@ -339,21 +345,49 @@ def export_chain(obj: Any, seq: Any, frames: Sequence[float], export_dir: Path, 
 
 
 def save_blend_atomic(out: Path) -> Path:
-    """Save the current file to ``out`` via a temporary file in the same folder + rename."""
+    """Save the current file to ``out`` via a temporary file in the same folder + rename: a failed
+    save (a full disk) leaves the earlier ``out`` as it was, and says so in one line."""
     import bpy
 
+    from .wire import fileio
+
     out = out.resolve()
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.blend")
-    try:
+    with fileio.writing(out), fileio.atomic_output(out) as tmp:
         bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
-        if not tmp.exists():
-            raise RuntimeError(f"Blender did not write {tmp}")
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + "1")):
-            if leftover.exists():
-                leftover.unlink()
+        if tmp.is_file() and not blend_is_complete(tmp):  # cut short without a word (a full disk)
+            raise RuntimeError("Blender wrote an incomplete file")
     return out
+
+
+_ZSTD_MAGIC, _SEEKABLE_MAGIC = b"\x28\xb5\x2f\xfd", b"\xb1\xea\x92\x8f"
+
+
+def blend_is_complete(path: Path) -> bool:
+    """Whether the .blend at ``path`` is whole: an uncompressed one ends with its ENDB block, a
+    compressed one (zstd, Blender's seekable format: the default in 5.0) with a seek table whose
+    frames add up to the file's size."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(b"BLENDER"):  # the last block: ENDB and its header's rest (4.2: 20 bytes, 5.0: 28)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+            at = tail.rfind(b"ENDB")
+            return at >= 0 and len(tail) - at - 4 in (16, 20, 28)
+        if not head.startswith(_ZSTD_MAGIC) or size < 17:
+            return False
+        f.seek(size - 9)
+        frames, descriptor, magic = struct.unpack("<IB4s", f.read(9))
+        entry = 12 if descriptor & 0x80 else 8
+        table = 8 + frames * entry + 9  # skippable frame header, entries, footer
+        if magic != _SEEKABLE_MAGIC or table > size:
+            return False
+        f.seek(size - table + 8)
+        entries = f.read(frames * entry)
+    compressed = sum(struct.unpack_from("<I", entries, i * entry)[0] for i in range(frames))
+    return compressed + table == size
 
 
 def run(args: argparse.Namespace, client=None, log: Callable[[str], None] = _log) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .builders.geometry import COLOR_ATTR
 from .builders.objects import PROP_CHAIN, PROP_MODEL, PROP_PROMPT, PROP_RESOLUTION
 from .colors import linear_to_srgb
 from .wire import glb
-from .wire.fileio import atomic_write_bytes
+from .wire.fileio import atomic_write_bytes, writing
 from .wire.types import MeshData, SequenceData, SequencePiece
 
 FORMAT_VERSION = 1
@@ -120,8 +120,12 @@ def chain_glb_bytes(root, scene) -> bytes:
 
 
 def export_chain_glb(root, scene, path: str | Path) -> Path:
-    """:func:`chain_glb_bytes` written atomically to ``path`` (a failed write leaves the old file)."""
-    return atomic_write_bytes(Path(path), chain_glb_bytes(root, scene))
+    """:func:`chain_glb_bytes` written atomically to ``path``: a failed write (a full disk) leaves the
+    old file and raises :class:`~.wire.fileio.WriteFailed` with one line saying why."""
+    path = Path(path)
+    data = chain_glb_bytes(root, scene)
+    with writing(path):
+        return atomic_write_bytes(path, data)
 
 
 def _restore_position_keys(root, keys: list[dict[str, Any]]) -> None:

@@ -152,7 +152,8 @@ def start(job: Job) -> Job:
 
 def finish(job: Job) -> None:
     """Main thread: apply a finished job's result (or record its error)."""
-    _jobs.pop(job.slot, None)
+    if _jobs.get(job.slot) is job:  # a synchronous job never took the slot of a background one
+        del _jobs[job.slot]
     if job.error is not None:
         status[job.slot] = ("CANCEL" if isinstance(job.error, Cancelled) else "ERROR", describe_error(job.error))
     elif job.apply is not None:
@@ -175,7 +176,6 @@ def poll() -> float | None:
 def run_sync(job: Job) -> Job:
     """Run a job in the calling thread and apply it at once (headless paths and tests)."""
     job.run()
-    _jobs[job.slot] = job
     finish(job)
     return job
 
@@ -192,6 +192,16 @@ def wait(slot: str, timeout: float = 30.0) -> None:
 
 def cancel(slot: str) -> bool:
     job = _jobs.get(slot)
+    if job is None:
+        return False
+    job.cancel()
+    return True
+
+
+def drop(slot: str) -> bool:
+    """Cancel the job in ``slot`` and forget it: its result is never applied and its status line is
+    not touched (what replaces it says what happened). True when there was one."""
+    job = _jobs.pop(slot, None)
     if job is None:
         return False
     job.cancel()

@@ -8,6 +8,7 @@ none, *Set Up Local Backend* installs one into the extension's own folder (:mod:
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import bpy
@@ -76,14 +77,43 @@ def _python_changed(self, context):
     jobs.start(jobs.Job(PYTHON_CHECK, "Checking the interpreter", lambda progress: _check_python(text), apply))
 
 
-def _commands_text(user_root: str, torch: str) -> str:
-    key = f"{user_root}|{torch}"
+def setup_indexes(prefs) -> setup_job.Indexes:
+    """Where the set-up takes its packages from, as the preferences say it."""
+    if prefs is None:
+        return setup_job.Indexes()
+    return setup_job.Indexes(prefs.setup_index, prefs.setup_index_url, prefs.setup_torch_index,
+                             prefs.setup_torch_index_url)
+
+
+def _commands_text(user_root: str, torch: str, indexes: setup_job.Indexes | None = None) -> str:
+    indexes = indexes or setup_job.Indexes()
+    key = f"{user_root}|{torch}|{indexes}"
     if key not in _plan_cache:
         try:
-            _plan_cache[key] = describe(setup_job.plan_for(user_root, torch))
+            _plan_cache[key] = describe(setup_job.plan_for(user_root, torch, indexes))
         except SetupError as e:
             _plan_cache[key] = f"The set-up cannot run: {e}"
     return _plan_cache[key]
+
+
+#: what "pip's configured index" is on this computer (asked once, in the background: pip takes ~0.5 s)
+_pip_index: dict[str, str] = {}
+
+
+def pip_index_text() -> str:
+    """"pip's configured index (https://mirror/simple)", or that it is being looked up."""
+    if "label" in _pip_index:
+        return _pip_index["label"]
+    if "asked" not in _pip_index:
+        _pip_index["asked"] = "yes"
+
+        def ask() -> None:
+            from .setup_backend import pip_index
+
+            _pip_index["label"] = pip_index().label()  # shown at the next redraw (bpy is main-thread only)
+
+        threading.Thread(target=ask, daemon=True, name="att3d-pip-index").start()
+    return "pip's configured index (looking it up...)"
 
 
 class ATT3D_AddonPreferences(AddonPreferences):
@@ -105,6 +135,14 @@ class ATT3D_AddonPreferences(AddonPreferences):
                            "first Generate finds it ready")
     setup_torch: EnumProperty(name="PyTorch", items=setup_job.TORCH_ITEMS, default="AUTO",
                               description="Which PyTorch build Set Up Local Backend installs")
+    setup_index: EnumProperty(name="Package Index", items=setup_job.INDEX_ITEMS, default="PIP",
+                              description="Where Set Up Local Backend takes att3d's dependencies from")
+    setup_index_url: StringProperty(name="Index URL", description="The package index (a mirror) to use, e.g. "
+                                    "https://mirror.example/simple")
+    setup_torch_index: EnumProperty(name="PyTorch Index", items=setup_job.TORCH_INDEX_ITEMS, default="PYTORCH",
+                                    description="Where Set Up Local Backend takes PyTorch from")
+    setup_torch_index_url: StringProperty(name="PyTorch Index URL", description="A PyTorch wheel index (a mirror "
+                                          "of download.pytorch.org/whl/cpu, /cu128 ...)")
     show_setup_commands: BoolProperty(name="Show the commands", default=False,
                                       description="The exact commands the set-up runs, and its log file")
     resolution: IntProperty(name="Resolution", description="Default marching-cubes grid size of Generate, prompt "
@@ -166,6 +204,8 @@ def draw_setup(prefs, box, root: str | None) -> None:
         else:  # pragma: no cover
             row.label(text=f"{run.progress_text()} {run.percent}%")
         row.operator("att3d.cancel_setup", text="", icon="CANCEL")
+        for note in run.notes:  # e.g. PyTorch from pip's index: its own could not be reached
+            box.label(text=note[:1].upper() + note[1:], icon="INFO")
         box.label(text=f"Log: {run.log}")
         return
     own = local_backend.addon_backend(root)
@@ -177,6 +217,15 @@ def draw_setup(prefs, box, root: str | None) -> None:
         row = box.row(align=True)
         row.prop(prefs, "setup_torch")
         row.operator("att3d.setup_backend", icon="IMPORT")
+        col = box.column(align=True)
+        col.prop(prefs, "setup_index")
+        if prefs.setup_index == "CUSTOM":
+            col.prop(prefs, "setup_index_url")
+        col.prop(prefs, "setup_torch_index")
+        if prefs.setup_torch_index == "CUSTOM":
+            col.prop(prefs, "setup_torch_index_url")
+        if "PIP" in (prefs.setup_index, prefs.setup_torch_index) or prefs.setup_torch_index == "PYTORCH":
+            col.label(text=f"Here, {pip_index_text()}", icon="INFO")
         offline = session.online_access_message("set a backend up (it downloads PyTorch, 1–3 GB)")
         if offline:
             box.label(text=offline, icon="ERROR")
@@ -186,7 +235,7 @@ def draw_setup(prefs, box, root: str | None) -> None:
     if prefs.show_setup_commands:
         col = box.column(align=True)
         col.scale_y = 0.8
-        for line in _commands_text(root, prefs.setup_torch).splitlines():
+        for line in _commands_text(root, prefs.setup_torch, setup_indexes(prefs)).splitlines():
             col.label(text=line)
         row = box.row(align=True)
         row.operator("att3d.copy_setup_commands", icon="COPYDOWN")

@@ -29,6 +29,9 @@ _build_lock = threading.Lock()  # one client is built at a time; others wait and
 _override: Client | None = None
 _cached: Client | None = None
 _cached_key: tuple | None = None
+#: bumped by close(): a client whose start began before a close() is stopped when it is ready,
+#: never cached (Restart, Remove and Set Up Backend close while a start may be under way)
+_epoch = 0
 #: what the client being built is waiting for right now (read by jobs that wait for it)
 building_stage: str | None = None
 
@@ -233,6 +236,7 @@ def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Cli
                 return _cached
             old = _cached
             _cached = _cached_key = None
+            epoch = _epoch
         if old is not None:
             try:
                 old.close()
@@ -240,8 +244,15 @@ def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Cli
                 pass
         client = _build(s, on_stage)
         with _lock:
-            _cached, _cached_key = client, key
-        return client
+            if _epoch == epoch:
+                _cached, _cached_key = client, key
+                return client
+        try:  # closed while it started: whoever closed it wants it gone
+            client.close()
+        except Exception:
+            pass
+        raise BackendUnavailable("the backend was stopped while it was starting (Restart, Remove or Set Up "
+                                 "Backend): click again to start it")
     finally:
         _set_stage(None, None)
         _build_lock.release()
@@ -266,11 +277,15 @@ def _build(s: dict[str, Any], on_stage: StageFn | None) -> Client:
     elif mode == "embedded":
         _set_stage("loading the model", on_stage)
     try:
-        return make_client(mode, **kw)
+        client = make_client(mode, **kw)
     except BackendUnavailable:
         raise
     except Exception as e:  # a transport that fails to start: say what and where
         raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
+    if mode == "subprocess" and hasattr(client, "on_stage"):
+        # this build's listener is done; a later restart names its stages to the request waiting for it
+        client.on_stage = None
+    return client
 
 
 def get_client(prefs=None, **overrides: Any) -> Client:
@@ -301,11 +316,13 @@ def restart(settings: dict[str, Any], on_stage: StageFn | None = None) -> Client
 
 
 def close() -> None:
-    """Close the cached client (on unregister, Restart Backend, Remove Backend)."""
-    global _cached, _cached_key
+    """Close the cached client (on unregister, Restart Backend, Remove Backend), and the one being
+    started, once it is ready."""
+    global _cached, _cached_key, _epoch
     with _lock:
         old = _cached
         _cached = _cached_key = None
+        _epoch += 1
     if old is not None:
         try:
             old.close()

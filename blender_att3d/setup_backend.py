@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -191,6 +192,68 @@ def partial_dir(dest: Path) -> Path:
 
 
 @dataclass
+class PipIndex:
+    """Where pip looks for packages when no index is passed: its configuration (``pip config list``:
+    its files and ``PIP_*`` variables). No ``index_url``: PyPI, pip's default."""
+
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+
+    def sources(self) -> list[str]:
+        """Every place pip may take a package from, its main index first."""
+        return [self.index_url or PYPI, *self.extra_index_urls, *self.find_links]
+
+    def label(self) -> str:
+        """"pip's configured index (https://mirror/simple)", or pip's default, PyPI."""
+        extra = self.extra_index_urls + self.find_links
+        more = f" and {len(extra)} more source{'s' if len(extra) > 1 else ''}" if extra else ""
+        if self.index_url:
+            return f"pip's configured index ({self.index_url}{more})"
+        return f"pip's configured index (PyPI{more})"
+
+
+#: pip's configuration keys and their precedence for ``pip install`` (later wins)
+_PIP_SCOPES = ("global", "user", "site", "install", ":env:")
+_PIP_LINE = re.compile(r"^(?P<scope>[^.\s]+)\.(?P<key>[\w-]+)\s*=\s*'?(?P<value>.*?)'?\s*$")
+
+
+def pip_index(timeout: float = 30.0) -> PipIndex:
+    """pip's configured index as this Python's ``pip config list`` reports it (config files and
+    ``PIP_*`` variables: the same the new environment's pip reads); where this Python has no pip,
+    the ``PIP_*`` variables alone. (Never the ``--python`` given for the environment: that one is
+    only run to make it.)"""
+    found: dict[str, tuple[int, str]] = {}
+    lines: list[str] = []
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL,
+                           env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")})
+        if r.returncode == 0:
+            lines = r.stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if not lines:  # no pip to ask: its environment variables still apply
+        lines = [f":env:.{k[4:].lower().replace('_', '-')}='{v}'" for k, v in os.environ.items()
+                 if k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS")]
+    for line in lines:
+        m = _PIP_LINE.match(line.strip())
+        if not m:
+            continue
+        key = m.group("key").replace("_", "-")
+        rank = _PIP_SCOPES.index(m.group("scope")) if m.group("scope") in _PIP_SCOPES else 0
+        if key in ("index-url", "extra-index-url", "find-links") and rank >= found.get(key, (-1, ""))[0]:
+            found[key] = (rank, m.group("value"))
+
+    def many(key: str) -> list[str]:
+        return found[key][1].split() if key in found else []
+
+    index = found.get("index-url", (0, ""))[1].strip() or None
+    return PipIndex(index if index and index.rstrip("/") != PYPI else None, many("extra-index-url"),
+                    many("find-links"))
+
+
+@dataclass
 class Plan:
     dest: Path
     torch: str  # cpu | cuda | rocm | apple
@@ -206,6 +269,9 @@ class Plan:
     device: str
     replace: bool
     reuse_site: str | None
+    pip: PipIndex = field(default_factory=lambda: PipIndex())
+    torch_fallback: bool = True  # the PyTorch index cannot be reached: take torch from pip's index
+    notes: list[str] = field(default_factory=list)  # what the set-up decided on the way, for the artist
     commands: list[list[str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -226,8 +292,13 @@ def make_plan(dest: str | os.PathLike, torch: str = "auto", wheel: str | None = 
               torch_version: str = TORCH_VERSION, torch_index: str | None = None, index_url: str | None = None,
               base_python: str | None = None, log: str | None = None, pip_cache: str | None = None,
               cache_dir: str | None = None, device: str = "auto", replace: bool = False,
-              reuse_site: str | None = None) -> Plan:
-    """Everything the install will do, with the exact commands (the add-on shows them)."""
+              reuse_site: str | None = None, torch_fallback: bool = True, pip: PipIndex | None = None) -> Plan:
+    """Everything the install will do, with the exact commands (the add-on shows them).
+
+    ``index_url``: where att3d's dependencies come from (None: pip's configured index);
+    ``torch_index``: where torch comes from (None: PyTorch's own index for the build; ``"default"``:
+    pip's configured index); ``torch_fallback``: when PyTorch's index cannot be reached, take torch
+    from pip's index instead, saying so. ``pip``: pip's configured index (default: asked)."""
     d = Path(os.path.expanduser(str(dest).strip().strip("'\""))).absolute()
     variant, reason = resolve_torch(torch)
     t_index = torch_index if torch_index is not None else os.environ.get(ENV_TORCH_INDEX)
@@ -236,7 +307,10 @@ def make_plan(dest: str | os.PathLike, torch: str = "auto", wheel: str | None = 
     plan = Plan(dest=d, torch=variant, torch_reason=reason, torch_spec=f"torch=={torch_version}", torch_index=t_index,
                 index_url=index_url, wheel=find_wheel(wheel), base_python=base_python or sys.executable,
                 log=Path(log).expanduser().absolute() if log else d.with_name(f"{d.name}-setup.log"),
-                pip_cache=pip_cache, cache_dir=cache_dir, device=device, replace=replace, reuse_site=reuse)
+                pip_cache=pip_cache, cache_dir=cache_dir, device=device, replace=replace, reuse_site=reuse,
+                pip=pip if pip is not None else pip_index(), torch_fallback=torch_fallback)
+    if plan.index_url is not None and not plan.index_url.strip():
+        plan.index_url = None
     plan.commands = commands_for(plan, d)
     return plan
 
@@ -254,9 +328,10 @@ def commands_for(plan: Plan, env: Path) -> list[list[str]]:
 
 def describe(plan: Plan) -> str:
     """The plan in a few lines (``--dry-run``, the add-on's preferences)."""
-    lines = [f"PyTorch: {TORCH_LABEL[plan.torch]} ({plan.torch_reason}), {plan.torch_spec}"
-             + (f" from {plan.torch_index}" if plan.torch_index else " from the package index"),
-             f"att3d: {plan.wheel.name} with its dependencies from {plan.index_url or 'the package index'}",
+    lines = [f"PyTorch: {TORCH_LABEL[plan.torch]} ({plan.torch_reason}), {plan.torch_spec} from "
+             f"{plan.torch_index or plan.pip.label()}"
+             + (" (pip's index if it cannot be reached)" if plan.torch_index and plan.torch_fallback else ""),
+             f"att3d: {plan.wheel.name} with its dependencies from {plan.index_url or plan.pip.label()}",
              f"into {plan.dest}; log: {plan.log}", "commands:"]
     lines += ["  " + " ".join(_quote(a) for a in c) for c in plan.commands]
     return "\n".join(lines)
@@ -311,35 +386,207 @@ def _index_probe_url(index: str, project: str) -> str:
     return index.rstrip("/") + f"/{project}/"
 
 
-def check_network(plan: Plan, timeout: float = 15.0) -> None:
-    """Every package index the install needs answers (a few KB), before anything is downloaded."""
-    probes = []
+def unreachable(index: str, project: str, timeout: float = 15.0) -> str | None:
+    """Why the package index (or find-links folder / page) ``index`` cannot serve ``project``, or None
+    when it answers. A few KB; nothing is downloaded."""
+    if index.startswith("file:") or "://" not in index:  # a folder on this computer
+        raw = index[5:] if index.startswith("file:") else index
+        path = Path(urllib.request.url2pathname(raw.lstrip("/") if os.name == "nt" and raw.startswith("/") else raw))
+        return None if path.exists() else "it does not exist"
+    url = _index_probe_url(index, project)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "text/html"}),
+                                    timeout=timeout) as r:
+            r.read(1024)
+    except urllib.error.HTTPError as e:
+        if e.code >= 500 or e.code in (401, 403, 407):
+            return f"it refused the request: HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+    return None
+
+
+#: the words of the note that says PyTorch comes from pip's index (the add-on keeps that note)
+NOTE_MARK = "cannot be reached"
+#: what to tell someone whose package index cannot be reached: the preferences first, then the flags
+CHOOSE_INDEX = ("connect this computer to the internet, or choose a package index you can reach (the add-on's "
+                "preferences: Package Index and PyTorch Index; the command line: --index-url / --torch-index)")
+
+
+def _first_answer(sources: list[str], project: str, timeout: float) -> tuple[bool, str]:
+    """(whether one of ``sources`` answers, why the first one does not)."""
+    first_why = ""
+    for src in sources:
+        why = unreachable(src, project, timeout)
+        if why is None:
+            return True, ""
+        first_why = first_why or why
+    return False, first_why
+
+
+def check_network(plan: Plan, timeout: float = 15.0, say: Callable[[str], None] | None = None) -> None:
+    """Every package index the install needs answers (a few KB each), before anything is downloaded.
+
+    When PyTorch's index cannot be reached (a studio proxy, a mirror) but pip's configured index
+    can, torch comes from pip's index instead (unless ``torch_fallback`` is off): the plan changes,
+    and ``say`` and :attr:`Plan.notes` tell why."""
+    deps_sources = [plan.index_url] if plan.index_url else plan.pip.sources()
+    ok, why = _first_answer(deps_sources, "pip", timeout)
+    if not ok:
+        where = deps_sources[0] if len(deps_sources) == 1 else plan.pip.label()
+        raise SetupError(f"cannot reach the package index {where} ({why}): the set-up downloads PyTorch and the "
+                         f"backend's packages (1–3 GB), so {CHOOSE_INDEX}", EXIT_BAD_INPUT)
     if plan.torch_index:
-        probes.append((plan.torch_index, "torch"))
-    probes.append((plan.index_url or os.environ.get("PIP_INDEX_URL") or PYPI, "pip"))
-    for index, project in probes:
-        if index.startswith("file:"):
-            path = Path(urllib.request.url2pathname(index[5:].lstrip("/") if os.name == "nt" else index[5:]))
-            if not path.exists():
-                raise SetupError(f"the package index {index} does not exist", EXIT_BAD_INPUT)
-            continue
-        url = _index_probe_url(index, project)
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "text/html"}),
-                                        timeout=timeout) as r:
-                r.read(1024)
-        except urllib.error.HTTPError as e:
-            if e.code >= 500 or e.code in (401, 403, 407):
-                raise SetupError(f"the package index {index} refused the request (HTTP {e.code}); try again later "
-                                 "or use another index", EXIT_BAD_INPUT) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise SetupError(f"cannot reach the package index {index} ({reason}): the set-up downloads PyTorch and "
-                             "the backend's packages (1–3 GB), so connect this computer to the internet, or pass "
-                             "--index-url / --torch-index with a mirror you can reach", EXIT_BAD_INPUT) from None
+        why = unreachable(plan.torch_index, "torch", timeout)
+        if why is None:
+            return
+        if not plan.torch_fallback:
+            raise SetupError(f"cannot reach the PyTorch index {plan.torch_index} ({why}): {CHOOSE_INDEX}",
+                             EXIT_BAD_INPUT)
+        # torch from where the other packages come from (pip's configured index, or the one given)
+        fallback = plan.index_url
+        label = fallback or plan.pip.label()
+        note = f"the PyTorch index {plan.torch_index} {NOTE_MARK} ({why}): PyTorch comes from {label} instead"
+        if platform.system() == "Linux" and plan.torch in ("cpu", "rocm"):
+            note += (" (its Linux build: a larger download with CUDA libraries, and it runs on the CPU all the same)"
+                     if plan.torch == "cpu" else " (it has no ROCm build: this one runs on the CPU)")
+        plan.torch_index = fallback
+        plan.notes.append(note)
+        plan.commands = commands_for(plan, plan.dest)
+        if say is not None:
+            say(note)
+    else:
+        ok, why = _first_answer(plan.pip.sources(), "torch", timeout)
+        if not ok:
+            raise SetupError(f"cannot reach the package index {plan.pip.label()} for PyTorch ({why}): {CHOOSE_INDEX}",
+                             EXIT_BAD_INPUT)
 
 
 # -- running -------------------------------------------------------------------------------------------
+
+#: pip's temporary folder, inside the environment being built (so its downloads can be counted), removed
+#: after every pip step
+PIP_TMP = ".pip-tmp"
+#: how often the bar follows the bytes a pip step has written
+MONITOR_S = 1.0
+#: about how many bytes a pip step writes (downloads + installed files): the bar's scale, not a limit
+TORCH_BYTES = {"cpu": 1.2e9, "cuda": 7e9, "rocm": 14e9, "apple": 0.6e9}
+DEPS_BYTES = 0.6e9
+VENV_BYTES = 23e6  # a virtual environment with pip in it (measured: 23 MB, 17 s on a busy 2-core machine)
+
+
+def torch_bytes(plan: Plan) -> float:
+    """What the torch step writes, about: from pip's index (PyPI) Linux's torch carries CUDA."""
+    if plan.torch_index is None and platform.system() == "Linux" and plan.torch in ("cpu", "rocm"):
+        return TORCH_BYTES["cuda"]
+    return TORCH_BYTES[plan.torch]
+
+
+def _bytes_fraction(n: float, expect: float) -> float:
+    """How far a step is that wrote ``n`` of about ``expect`` bytes: steady up to 0.9, then slower."""
+    if expect <= 0:
+        return 0.0
+    if n <= expect:
+        return 0.9 * n / expect
+    return 0.9 + 0.05 * (1.0 - math.exp(-(n - expect) / expect))
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.0f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+_DOWNLOAD_RE = re.compile(r"^\s*Downloading \S+.*\(([\d.]+) (bytes|kB|MB|GB)\)\s*$")
+_UNITS = {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+#: what a downloaded wheel writes, downloaded and unpacked, per byte of its size (torch's CPU wheel: about
+#: 0.2 GB that unpacks to 0.8 GB)
+WRITTEN_PER_DOWNLOADED = 4.0
+
+
+def announced_bytes(line: str) -> float:
+    """The size pip announces for a download it starts ("Downloading torch-….whl (199.7 MB)"), else 0."""
+    m = _DOWNLOAD_RE.match(line)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else 0.0
+
+
+class _Bar:
+    """One step's share of the bar: it only moves forward. A step whose bytes are followed moves mostly
+    with them (pip's few lines come in bursts: alone they left the bar still for a minute while
+    torch downloaded); another with its output lines."""
+
+    #: of a followed step's share: how much pip's lines move the bar (the rest: the bytes written)
+    LINES_SHARE = 0.3
+
+    def __init__(self, start: int, end: int, bytes_followed: bool = False) -> None:
+        self.start, self.end, self.shown = start, end, start
+        self.detail, self.written = "", 0
+        self.announced = 0.0  # the sizes of the downloads pip announced
+        self.bytes_followed = bytes_followed
+        self.lines_frac = self.bytes_frac = 0.0
+
+    def expect(self, estimate: float) -> float:
+        """The bytes the step will write: from what pip announced once it did, else ``estimate``."""
+        return self.announced * WRITTEN_PER_DOWNLOADED if self.announced else estimate
+
+    def advance(self, lines_frac: float | None = None, detail: str | None = None, written: int | None = None,
+                bytes_frac: float | None = None) -> int:
+        if detail:
+            self.detail = detail
+        if written is not None:
+            self.written = max(self.written, written)
+        if lines_frac is not None:
+            self.lines_frac = max(self.lines_frac, lines_frac)
+        if bytes_frac is not None:
+            self.bytes_frac = max(self.bytes_frac, bytes_frac)
+        frac = self.lines_frac
+        if self.bytes_followed:
+            frac = self.LINES_SHARE * self.lines_frac + (1 - self.LINES_SHARE) * self.bytes_frac
+        self.shown = max(self.shown, int(self.start + (self.end - self.start) * min(frac, 0.95)))
+        return self.shown
+
+    def text(self) -> str:
+        if not self.written:
+            return self.detail
+        return f"{self.detail} ({_mb(self.written)} written)" if self.detail else f"{_mb(self.written)} written"
+
+
+class _Written:
+    """Bytes under ``root``: pip's downloads in ``live`` (summed afresh: files grow there) and the files
+    it installed (a folder whose entries did not change is not listed again)."""
+
+    def __init__(self, root: Path, live: Path) -> None:
+        self.root, self.live = str(root), str(live)
+        self._dirs: dict[str, tuple[int, int, list[str]]] = {}
+
+    def total(self) -> int:
+        return self._tree(self.root, False)
+
+    def _tree(self, path: str, live: bool) -> int:
+        live = live or path == self.live
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return 0
+        cached = None if live else self._dirs.get(path)
+        if cached is not None and cached[0] == mtime:
+            files, subdirs = cached[1], cached[2]
+        else:
+            files, subdirs = 0, []
+            try:
+                with os.scandir(path) as entries:
+                    for e in entries:
+                        try:
+                            if e.is_dir(follow_symlinks=False):
+                                subdirs.append(e.path)
+                            elif e.is_file(follow_symlinks=False):
+                                files += e.stat(follow_symlinks=False).st_size
+                        except OSError:
+                            pass
+            except OSError:
+                return 0
+            if not live:
+                self._dirs[path] = (mtime, files, subdirs)
+        return files + sum(self._tree(d, live) for d in subdirs)
+
 
 class _Runner:
     """Runs the commands with their output in the log, progress from their lines, and cancel."""
@@ -349,6 +596,7 @@ class _Runner:
         self.proc: subprocess.Popen | None = None
         self.log = open(plan.log, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.tail: list[str] = []
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.log.close()
@@ -365,48 +613,81 @@ class _Runner:
         return env
 
     def run(self, cmd: Sequence[str], stage: str, start: int, end: int,
-            on_line: Callable[[str], str | None] | None = None) -> str:
-        """Run ``cmd``; the bar moves from ``start`` towards ``end`` with its output. Returns stdout."""
+            on_line: Callable[[str], str | None] | None = None, watch: Path | None = None,
+            expect_bytes: float = 0.0) -> str:
+        """Run ``cmd``; the bar moves from ``start`` towards ``end`` with its output. Returns stdout.
+
+        ``watch`` (a pip step): the environment being installed into. pip prints nothing while it
+        downloads (a torch wheel: minutes), so the bar also follows the bytes written under it —
+        pip's downloads (its temporary folder is put there) and the files it installs — against
+        ``expect_bytes``, every :data:`MONITOR_S` seconds."""
         if self.cancel.is_set():
             raise SetupCancelled()
         self.write_log(f"\n$ {' '.join(_quote(a) for a in cmd)}")
-        self.progress(start, stage, "")
+        self._say(start, stage, "")
         kw: dict[str, Any] = {}
         if os.name == "nt":
             kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        env = self.env()
+        written = None
+        if watch is not None:
+            pip_tmp = watch / PIP_TMP
+            pip_tmp.mkdir(parents=True, exist_ok=True)
+            env.update(TMPDIR=str(pip_tmp), TEMP=str(pip_tmp), TMP=str(pip_tmp))
+            written = _Written(watch, pip_tmp)
         try:
             self.proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env(), text=True, encoding="utf-8",
+                                         stdin=subprocess.DEVNULL, env=env, text=True, encoding="utf-8",
                                          errors="replace", bufsize=1, **kw)
         except OSError as e:
             raise SetupError(f"could not run {cmd[0]}: {e.strerror or e}") from None
+        bar = _Bar(start, end, bytes_followed=written is not None)
+        done = threading.Event()
+        if written is not None:
+            threading.Thread(target=self._follow_bytes, args=(written, bar, stage, expect_bytes, done), daemon=True,
+                             name="att3d-setup-bytes").start()
         out: list[str] = []
-        steps, shown = 0, start
+        steps = 0
         self.tail = []
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.write_log(line)
-            out.append(line)
-            if line.strip():
-                self.tail = (self.tail + [line.strip()])[-12:]
-            detail = on_line(line) if on_line else _pip_detail(line)
-            if detail:
-                steps += 1
-                frac = 1.0 - (0.85 if on_line is None else 0.6) ** steps
-                if line.startswith("Installing collected packages"):
-                    frac = max(frac, 0.9)
-                shown = max(shown, int(start + (end - start) * min(frac, 0.95)))  # the bar never goes back
-                self.progress(shown, stage, detail)
-        rc = self.proc.wait()
+        try:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                self.write_log(line)
+                out.append(line)
+                if line.strip():
+                    self.tail = (self.tail + [line.strip()])[-12:]
+                bar.announced += announced_bytes(line)
+                detail = on_line(line) if on_line else _pip_detail(line)
+                if detail:
+                    steps += 1
+                    frac = 1.0 - (0.85 if on_line is None else 0.6) ** steps
+                    if line.startswith("Installing collected packages"):
+                        frac = max(frac, 0.9)
+                    self._say(bar.advance(frac, detail), stage, bar.text())
+            rc = self.proc.wait()
+        finally:
+            done.set()
+            if watch is not None:
+                _remove(watch / PIP_TMP)  # never moved into place with the environment
         self.proc = None
         if self.cancel.is_set():
             raise SetupCancelled()
         if rc != 0:
             raise SetupError(f"{stage} failed (exit status {rc}): {_error_lines(self.tail)}; the whole output is in "
                              f"{self.plan.log}")
-        self.progress(end, stage, "done")
+        self._say(end, stage, "done")
         return "\n".join(out)
+
+    def _say(self, percent: int, stage: str, detail: str) -> None:
+        with self._lock:  # the output reader and the byte counter both report
+            self.progress(percent, stage, detail)
+
+    def _follow_bytes(self, written: _Written, bar: _Bar, stage: str, expect: float, done: threading.Event) -> None:
+        base = written.total()
+        while not done.wait(MONITOR_S):
+            n = max(0, written.total() - base)
+            self._say(bar.advance(written=n, bytes_frac=_bytes_fraction(n, bar.expect(expect))), stage, bar.text())
 
     def stop(self) -> None:
         self.cancel.set()
@@ -472,7 +753,7 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
     check_dest(plan)
     tmp = partial_dir(plan.dest)
     _remove(tmp)  # what a killed run left
-    check_network(plan)
+    check_network(plan, say=lambda note: progress(STAGES[0][1], "checking", note))
     try:
         for folder in (plan.dest.parent, plan.log.parent):
             folder.mkdir(parents=True, exist_ok=True)
@@ -482,23 +763,26 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
     runner = _Runner(plan, progress, cancel)
     if runner_hook is not None:
         runner_hook(runner)
-    runner.write_log(f"== att3d setup {time.strftime('%Y-%m-%d %H:%M:%S')}\n{describe(plan)}")
+    runner.write_log(f"== att3d setup {time.strftime('%Y-%m-%d %H:%M:%S')}\n{describe(plan)}"
+                     + "".join(f"\nnote: {n}" for n in plan.notes))
     old: Path | None = None
     moved = False  # the new environment is at dest: a failure from here on removes it there
     try:
         cmds = commands_for(plan, tmp)
         py = str(venv_python(tmp))
         dest_s, tmp_s = str(plan.dest), str(tmp)
-        runner.run(cmds[0], "creating the environment", STAGES[0][1], STAGES[1][1])
+        runner.run(cmds[0], "creating the environment", STAGES[0][1], STAGES[1][1], watch=tmp,
+                   expect_bytes=VENV_BYTES)
         if plan.reuse_site:  # tests and shared labs: packages already installed elsewhere count as installed
             site = _site_packages(tmp)
             (site / "_att3d_reuse_site.pth").write_text(str(Path(plan.reuse_site).resolve()) + "\n", encoding="utf-8")
-        runner.run(cmds[1], f"installing PyTorch ({TORCH_LABEL[plan.torch]})", STAGES[1][1], STAGES[2][1])
+        runner.run(cmds[1], f"installing PyTorch ({TORCH_LABEL[plan.torch]})", STAGES[1][1], STAGES[2][1],
+                   watch=tmp, expect_bytes=torch_bytes(plan))
         if plan.reuse_site:  # another att3d may be visible there: this wheel's own copy goes into the environment
             runner.run([py, "-m", "pip", "install", *_pip_options(plan), "--no-deps", "--force-reinstall",
                         str(plan.wheel)], "installing att3d", STAGES[2][1], STAGES[2][1] + 3)
         runner.run(cmds[2], "installing att3d and its dependencies", STAGES[2][1] + (3 if plan.reuse_site else 0),
-                   STAGES[3][1])
+                   STAGES[3][1], watch=tmp, expect_bytes=DEPS_BYTES)
 
         def check_line(line: str) -> str | None:
             return line[7:].strip() if line.startswith("stage: ") else None
@@ -530,7 +814,8 @@ def install(plan: Plan, progress: ProgressFn | None = None, cancel: threading.Ev
             old = None
         result = {"python": str(venv_python(plan.dest)), "att3d": str(venv_script(plan.dest, "att3d")),
                   "dest": dest_s, **check, "torch_variant": plan.torch, "torch_label": TORCH_LABEL[plan.torch],
-                  "wheel": plan.wheel.name, "log": str(plan.log), "commands": plan.commands,
+                  "wheel": plan.wheel.name, "log": str(plan.log), "commands": plan.commands, "notes": plan.notes,
+                  "torch_index": plan.torch_index or plan.pip.label(),
                   "seconds": round(time.monotonic() - t0, 1), "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         tmp_stamp = plan.dest / (STAMP + ".tmp")
         tmp_stamp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -601,6 +886,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--torch-index", help="package index for torch (default: the PyTorch index of the build; "
                     f"'default': pip's configured index; env {ENV_TORCH_INDEX})")
     ap.add_argument("--index-url", help="package index for att3d's dependencies (default: pip's configured index)")
+    ap.add_argument("--no-torch-fallback", action="store_true", help="when the PyTorch index cannot be reached, "
+                    "stop (default: take torch from pip's configured index, or --index-url, and say so)")
     ap.add_argument("--wheel", help="the att3d wheel (default: the one inside the extension, or dist/)")
     ap.add_argument("--python", help="the Python to base the environment on (default: this one)")
     ap.add_argument("--log", help="log file (default: DIR-setup.log beside DIR)")
@@ -642,7 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = make_plan(args.dest, args.torch, args.wheel, args.torch_version, args.torch_index, args.index_url,
                          args.python, args.log, args.pip_cache, args.cache_dir, args.device, args.replace,
-                         args.reuse_site)
+                         args.reuse_site, torch_fallback=not args.no_torch_fallback)
         if args.dry_run:
             print(describe(plan), file=sys.stderr)
             print(json.dumps({"dry_run": True, **plan.as_dict()}))

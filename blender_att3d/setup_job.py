@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,32 +32,82 @@ TORCH_ITEMS = [
 ]
 
 
-def installer_args(user_root: str | os.PathLike, torch: str = "auto") -> list[str]:
+INDEX_ITEMS = [
+    ("PIP", "pip's Configured Index", "Where pip installs from on this computer (its pip.conf or PIP_INDEX_URL): "
+     "PyPI unless a mirror is configured"),
+    ("CUSTOM", "Custom URL", "A package index (a mirror) you type below, e.g. https://mirror.example/simple"),
+]
+TORCH_INDEX_ITEMS = [
+    ("PYTORCH", "PyTorch's Index", "download.pytorch.org, with the build for this machine (CPU-only, CUDA, ROCm); "
+     "when it cannot be reached, pip's configured index, and the set-up says so"),
+    ("PIP", "pip's Configured Index", "Where pip installs from on this computer (PyPI unless a mirror is "
+     "configured)"),
+    ("CUSTOM", "Custom URL", "A PyTorch wheel index (a mirror of download.pytorch.org/whl/...) you type below"),
+]
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """Where the set-up takes its packages from, as the preferences say it."""
+
+    index: str = "PIP"  # PIP | CUSTOM: att3d's dependencies
+    index_url: str = ""
+    torch_index: str = "PYTORCH"  # PYTORCH | PIP | CUSTOM
+    torch_index_url: str = ""
+
+    def args(self) -> tuple[str | None, str | None]:
+        """(``--index-url``, ``--torch-index``) for the installer, None where it decides; SetupError
+        (one sentence) for a custom index without a usable URL."""
+        index = _url(self.index_url, "Package Index") if self.index == "CUSTOM" else None
+        torch = {"PYTORCH": None, "PIP": "default"}.get(self.torch_index)
+        if self.torch_index == "CUSTOM":
+            torch = _url(self.torch_index_url, "PyTorch Index")
+        return index, torch
+
+
+def _url(text: str, what: str) -> str:
+    url = (text or "").strip().strip("'\"")
+    if not url:
+        raise setup_backend.SetupError(f"{what}: type the mirror's URL (e.g. https://mirror.example/simple), or "
+                                       "choose pip's configured index", setup_backend.EXIT_BAD_INPUT)
+    if not url.startswith(("http://", "https://", "file:")):
+        raise setup_backend.SetupError(f"{what}: {url!r} is not a package index URL (it starts with https://, "
+                                       "http:// or file:)", setup_backend.EXIT_BAD_INPUT)
+    return url
+
+
+def installer_args(user_root: str | os.PathLike, torch: str = "auto", indexes: Indexes = Indexes()) -> list[str]:
     """The installer's command line for the add-on's own backend (``python setup_backend.py ...``)."""
     root = Path(user_root)
+    index, torch_index = indexes.args()
     return [sys.executable, str(Path(setup_backend.__file__).resolve()), "--dest", str(backend_folder(root)),
             "--torch", torch.lower(), "--log", str(root / SETUP_LOG), "--cache-dir", str(root / "cache"),
-            "--pip-cache", "off"]
+            "--pip-cache", "off", *(["--index-url", index] if index else []),
+            *(["--torch-index", torch_index] if torch_index else [])]
 
 
-def plan_for(user_root: str | os.PathLike, torch: str = "auto") -> setup_backend.Plan:
+def plan_for(user_root: str | os.PathLike, torch: str = "auto", indexes: Indexes = Indexes()) -> setup_backend.Plan:
     """What the set-up would do (the commands the preferences show); SetupError when it cannot."""
     root = Path(user_root)
+    index, torch_index = indexes.args()
     return setup_backend.make_plan(backend_folder(root), torch.lower(), log=str(root / SETUP_LOG),
-                                   cache_dir=str(root / "cache"), pip_cache="off")
+                                   cache_dir=str(root / "cache"), pip_cache="off", index_url=index,
+                                   torch_index=torch_index)
 
 
 class SetupRun:
     """One run of the installer; its state is read by the preferences' draw() (any thread writes)."""
 
-    def __init__(self, user_root: str | os.PathLike, torch: str = "auto") -> None:
+    def __init__(self, user_root: str | os.PathLike, torch: str = "auto", indexes: Indexes = Indexes()) -> None:
         self.user_root = Path(user_root)
-        self.args = installer_args(user_root, torch)
+        self.args = installer_args(user_root, torch, indexes)
         self.dest = backend_folder(self.user_root)
         self.log = self.user_root / SETUP_LOG
         self.percent = 0
         self.stage = "starting"
         self.detail = ""
+        #: what the set-up decided on the way (e.g. PyTorch from pip's index: its own could not be reached)
+        self.notes: list[str] = []
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self.cancelled = False
@@ -101,6 +152,8 @@ class SetupRun:
             p = setup_backend.parse_progress(line)
             if p is not None:
                 self.percent, self.stage, self.detail = p
+                if p[1] == "checking" and setup_backend.NOTE_MARK in p[2] and p[2] not in self.notes:
+                    self.notes.append(p[2])
             elif line.startswith("att3d setup: error:"):
                 self.error = line.removeprefix("att3d setup: error:").strip()
             elif line.strip():
@@ -152,7 +205,8 @@ class SetupRun:
         if self.running:
             return self.progress_text()
         if self.result is not None:
-            return f"{setup_backend.ready_text(self.result)}, in {self.elapsed():.0f} s"
+            notes = "".join(f" — {n[:1].upper()}{n[1:]}" for n in self.result.get("notes") or [])
+            return f"{setup_backend.ready_text(self.result)}, in {self.elapsed():.0f} s{notes}"
         if self.cancelled:
             return "Set-up cancelled: nothing was installed"
         return f"Set-up failed: {self.error}"

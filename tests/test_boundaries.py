@@ -6,7 +6,8 @@ walker is tests/import_graph.py):
 * ``blender_att3d/wire/`` imports only the standard library, numpy and itself (no bpy, no torch);
 * in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``;
 * ``backend/`` never imports ``training/``; no bpy in either, no torch in the add-on;
-* no pickles, and files are replaced only by the atomic writer (``backend/fileio.py``): ARCHITECTURE.md.
+* no pickles, and files are replaced only by the atomic writer (``blender_att3d/wire/fileio.py``, which
+  ``backend/fileio.py`` re-exports): ARCHITECTURE.md.
 """
 from __future__ import annotations
 
@@ -132,15 +133,15 @@ def test_no_pickles():
 
 
 def test_files_are_replaced_only_by_the_atomic_writer():
-    """Every write that replaces a file goes through backend/fileio.py (temp file, fsync, rename). The
-    add-on cannot import it: its own writer is blender_att3d/wire/fileio.py (standard library only: the
-    batch's and the chain export's GLBs); the batch renames Blender's own .blend save into place, and
-    the backend set-up moves whole environment folders into place."""
-    allowed = {ROOT / "backend" / "fileio.py", ROOT / "blender_att3d" / "wire" / "fileio.py",
-               ROOT / "blender_att3d" / "batch.py", ROOT / "blender_att3d" / "setup_backend.py"}
+    """Every write that replaces a file goes through the atomic writer (temp file, fsync, rename):
+    blender_att3d/wire/fileio.py, which backend/fileio.py re-exports, so the add-on (the batch's .blend
+    and exports, any export operator) uses the same code. The one exception is the backend set-up,
+    a script run by path from Blender's Python, which moves whole environment folders into place."""
+    allowed = {ROOT / "blender_att3d" / "wire" / "fileio.py", ROOT / "blender_att3d" / "setup_backend.py"}
     bad = [f"{p.relative_to(ROOT)}:{node.lineno}: os.{node.attr}"
            for p in sources("backend", "training", "blender_att3d") if p not in allowed
            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
            if isinstance(node, ast.Attribute) and node.attr in ("replace", "rename", "renames")
            and isinstance(node.value, ast.Name) and node.value.id == "os"]
-    assert not bad, "write through backend/fileio.py (atomic_write_*, write_folder_atomically):\n" + "\n".join(bad)
+    assert not bad, "write through wire/fileio.py (atomic_write_*, atomic_output, atomic_files, " \
+        "write_folder_atomically):\n" + "\n".join(bad)

@@ -31,6 +31,20 @@ def run_setup(*args: str, env: dict | None = None, timeout: float = 120) -> subp
                           text=True, timeout=timeout, env=e, cwd=str(ROOT))
 
 
+@pytest.fixture(autouse=True)
+def hermetic_pip(request, monkeypatch, tmp_path):
+    """pip's configuration of this computer stays out of the fast tests (its index would be asked):
+    no config files, and pip's configured index is a folder on disk. The slow real install keeps
+    the real configuration (it takes the torch wheel on this disk through it)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    (tmp_path / "pip-index").mkdir()
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "pip-index").as_uri())
+
+
 @pytest.fixture
 def offline(tmp_path):
     """Options that keep an install off the network: a package index on disk, torch from it too, a
@@ -99,8 +113,9 @@ def test_no_network_is_one_sentence_before_anything_is_written(tmp_path, offline
     assert r.returncode == 2
     msg = one_error_line(r)
     assert msg.startswith("cannot reach the package index http://127.0.0.1:9/simple (")
-    assert msg.endswith("connect this computer to the internet, or pass --index-url / --torch-index with a mirror "
-                        "you can reach")
+    assert msg.endswith("connect this computer to the internet, or choose a package index you can reach (the "
+                        "add-on's preferences: Package Index and PyTorch Index; the command line: --index-url / "
+                        "--torch-index)")
     nothing_left(tmp_path, dest)
     assert not (tmp_path / "backend-setup.log").exists()
 

@@ -220,39 +220,53 @@ class HTTPClient(Client):
         with self._active_lock:
             self._active[job_id] = stop
         try:
-            version = -1
-            while st["status"] in (JobState.QUEUED, JobState.RUNNING):
-                if progress is not None and progress(float(st.get("progress", 0.0)), self._message(st)):
-                    self._delete(job_id)
-                    raise Cancelled("cancelled")
-                if stop.is_set():
-                    raise Cancelled("cancelled")
-                st = self._json("GET", routes.job(job_id), query={"wait": POLL_WAIT_S, "since": version},
-                                timeout=POLL_WAIT_S + 60)
-                version = int(st.get("version", -1))
-            if stop.is_set() or st["status"] == JobState.CANCELLED:
-                raise Cancelled("cancelled")
-            if st["status"] == JobState.ERROR:
-                self._raise(int(st.get("error_status") or 500),
-                            json.dumps({"error": st.get("error") or "the job failed"}).encode())
-            self.last_compute_s = st.get("compute_s")  # the server's own time on the job (for benchmarks)
-            if progress is not None:
-                progress(1.0, "receiving the result")
-            status, ctype, content = self._request("GET", routes.job_result(job_id))
-            if status >= 400:
-                self._raise(status, content)
-            self._delete(job_id)
-            if progress is not None:
-                progress(1.0, "done")
-            if ctype.startswith("application/json"):
-                return json.loads(content)
-            try:
-                return payload.decode(content)
-            except payload.PayloadError as e:
-                raise BackendError(f"The ATT3D backend sent a result this add-on cannot read: {e}") from None
+            return self._follow(job_id, st, stop, progress)
+        except _ConnectionLost as e:
+            # The server took the job, then went away (killed, out of memory): this job failed. It
+            # is not sent again behind the artist's back (an out-of-memory job would only kill the
+            # server again); the next request starts the server anew (:meth:`SubprocessClient._run`).
+            if stop.is_set():
+                raise Cancelled("cancelled") from None
+            raise self._lost_during_job(e) from None
         finally:
             with self._active_lock:
                 self._active.pop(job_id, None)
+
+    def _lost_during_job(self, e: _ConnectionLost) -> BackendUnavailable:
+        return BackendUnavailable(f"{e} (while it worked on this job)")
+
+    def _follow(self, job_id: str, st: dict[str, Any], stop: threading.Event, progress: ProgressFn | None) -> Any:
+        """Long-poll a submitted job to its end and fetch its result."""
+        version = -1
+        while st["status"] in (JobState.QUEUED, JobState.RUNNING):
+            if progress is not None and progress(float(st.get("progress", 0.0)), self._message(st)):
+                self._delete(job_id)
+                raise Cancelled("cancelled")
+            if stop.is_set():
+                raise Cancelled("cancelled")
+            st = self._json("GET", routes.job(job_id), query={"wait": POLL_WAIT_S, "since": version},
+                            timeout=POLL_WAIT_S + 60)
+            version = int(st.get("version", -1))
+        if stop.is_set() or st["status"] == JobState.CANCELLED:
+            raise Cancelled("cancelled")
+        if st["status"] == JobState.ERROR:
+            self._raise(int(st.get("error_status") or 500),
+                        json.dumps({"error": st.get("error") or "the job failed"}).encode())
+        self.last_compute_s = st.get("compute_s")  # the server's own time on the job (for benchmarks)
+        if progress is not None:
+            progress(1.0, "receiving the result")
+        status, ctype, content = self._request("GET", routes.job_result(job_id))
+        if status >= 400:
+            self._raise(status, content)
+        self._delete(job_id)
+        if progress is not None:
+            progress(1.0, "done")
+        if ctype.startswith("application/json"):
+            return json.loads(content)
+        try:
+            return payload.decode(content)
+        except payload.PayloadError as e:
+            raise BackendError(f"The ATT3D backend sent a result this add-on cannot read: {e}") from None
 
     def _message(self, st: dict[str, Any]) -> str:
         """The job's progress message; a queued job says what it waits for."""
@@ -271,8 +285,9 @@ class HTTPClient(Client):
         except BackendError:
             pass
 
-    def _run(self, fn: Callable[[], Any]) -> Any:
-        """Hook for :class:`SubprocessClient` (restart on a dead server)."""
+    def _run(self, fn: Callable[[], Any], progress: ProgressFn | None = None) -> Any:
+        """Hook for :class:`SubprocessClient` (restart on a dead server, naming its stages in
+        ``progress``)."""
         return fn()
 
     # -- the interface ---------------------------------------------------------------------------------
@@ -286,7 +301,7 @@ class HTTPClient(Client):
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
         if mc != "auto":  # sent only when chosen: servers before the option refuse unknown fields
             body["mc"] = check_mc(mc)
-        return self._run(lambda: self._job("generate", body, progress))
+        return self._run(lambda: self._job("generate", body, progress), progress)
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
               consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
@@ -296,13 +311,13 @@ class HTTPClient(Client):
             raise InvalidRequest("keyframes must be (position, prompt) pairs") from None
         self._check_request([k["prompt"] for k in kf], resolution)
         body = {"keyframes": kf, "steps": steps, "resolution": resolution, "consistent": bool(consistent)}
-        return self._run(lambda: self._job("chain", body, progress))
+        return self._run(lambda: self._job("chain", body, progress), progress)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
               progress: ProgressFn | None = None) -> MeshData:
         self._check_request([prompt_a, prompt_b], resolution)
         body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}
-        return self._run(lambda: self._job("blend", body, progress))
+        return self._run(lambda: self._job("blend", body, progress), progress)
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
         self._check_request([prompt])
@@ -385,6 +400,7 @@ class SubprocessClient(HTTPClient):
         self.restarts = 0
         self._deaths: list[float] = []
         self.on_stage = on_stage
+        self._restart_progress: ProgressFn | None = None
         self.started_once = False
         self.proc: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
@@ -412,9 +428,13 @@ class SubprocessClient(HTTPClient):
 
     # -- process ---------------------------------------------------------------------------------------
     def _stage(self, text: str) -> None:
-        if self.on_stage is not None:
+        targets: list[Callable[[str], Any]] = [self.on_stage] if self.on_stage is not None else []
+        progress = self._restart_progress
+        if progress is not None:  # a restart: the request waiting for it hears its stages too
+            targets.append(lambda t: progress(0.0, t))
+        for fn in targets:
             try:
-                self.on_stage(text)
+                fn(text)
             except Exception:
                 pass
 
@@ -549,8 +569,16 @@ class SubprocessClient(HTTPClient):
             return False
         return True
 
-    def _restart_after_death(self) -> None:
-        """The server died: start it again after a backoff, or give up quoting its last words."""
+    def _restart_after_death(self, progress: ProgressFn | None = None) -> None:
+        """The server died: start it again after a backoff (naming the stages in ``progress``: the
+        request that waits for it), or give up quoting its last words."""
+        self._restart_progress = progress
+        try:
+            self._restart()
+        finally:
+            self._restart_progress = None
+
+    def _restart(self) -> None:
         now = time.monotonic()
         status = self.proc.returncode if self.proc is not None else None
         words = last_words(list(self._stderr))
@@ -561,7 +589,8 @@ class SubprocessClient(HTTPClient):
             raise BackendUnavailable(f"The ATT3D backend stopped {times} (exit status {status}); its last error: "
                                      f"{words}. Press Restart Backend once the cause is fixed")
         delay = RESTART_DELAYS_S[min(n, len(RESTART_DELAYS_S)) - 1]
-        self._stage(f"restarting the backend (it stopped: {words})")
+        why = words if words != "no error message" else self._exit_text()
+        self._stage(f"restarting the backend (it stopped: {why})")
         time.sleep(delay)
         old, self.proc = self.proc, None
         if old is not None:
@@ -569,7 +598,29 @@ class SubprocessClient(HTTPClient):
         self.restarts += 1
         self._start()
 
-    def _run(self, fn: Callable[[], Any]) -> Any:
+    def _exit_text(self) -> str:
+        """How the server ended: "exit status 3", "killed by SIGKILL (...)"."""
+        rc = self.proc.returncode if self.proc is not None else None
+        if rc is None:
+            return "it stopped"
+        if rc >= 0:
+            return f"exit status {rc}"
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        oom = " — the system does that when memory runs out" if name == "SIGKILL" else ""
+        return f"killed by {name}{oom}"
+
+    def _lost_during_job(self, e: _ConnectionLost) -> BackendUnavailable:
+        if self._closed or not self._dead():
+            return super()._lost_during_job(e)
+        words = last_words(list(self._stderr))
+        said = f"; its last error: {words}" if words != "no error message" else ""
+        return BackendUnavailable(f"The ATT3D backend stopped while it worked on this job ({self._exit_text()}){said}. "
+                                  "The job failed; the next one starts the backend again")
+
+    def _run(self, fn: Callable[[], Any], progress: ProgressFn | None = None) -> Any:
         gen = self._generation
         try:
             return fn()
@@ -580,7 +631,7 @@ class SubprocessClient(HTTPClient):
                 if self._generation == gen:  # nobody restarted it meanwhile
                     if not self._dead():
                         raise
-                    self._restart_after_death()
+                    self._restart_after_death(progress)
             return fn()
 
     def close(self) -> None:

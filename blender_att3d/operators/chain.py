@@ -288,6 +288,7 @@ class ATT3D_OT_export_chain(Operator, ExportHelper):
 
     def execute(self, context):
         from ..chain_io import export_chain_glb
+        from ..wire.fileio import WriteFailed
 
         root = _chain_root_for_export(context)
         if root is None:
@@ -295,6 +296,9 @@ class ATT3D_OT_export_chain(Operator, ExportHelper):
             return {"CANCELLED"}
         try:
             path = export_chain_glb(root, context.scene, bpy.path.abspath(self.filepath))
+        except WriteFailed as e:  # one line: which file, why (a full disk), the earlier file unchanged
+            self.report({"ERROR"}, f"Could not export '{root.name}': {e}")
+            return {"CANCELLED"}
         except (OSError, ValueError) as e:
             self.report({"ERROR"}, f"Could not export '{root.name}': {getattr(e, 'strerror', None) or e}")
             return {"CANCELLED"}

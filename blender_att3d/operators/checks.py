@@ -47,6 +47,16 @@ def remember_info(info: dict[str, Any]) -> None:
     jobs.backend_info.update(info or {})
 
 
+def busy_with_backend(op: Operator) -> bool:
+    """True (after saying what runs) while a job of the backend slot runs: the start ahead of time,
+    a check, a restart. Its own status line says when it is done."""
+    job = jobs.active(jobs.BACKEND)
+    if job is None:
+        return False
+    op.report({"INFO"}, f"{job.label}: {job.message}; its status line says when it is done")
+    return True
+
+
 class ATT3D_OT_check_backend(Operator):
     """Ask the backend who it is (starts it if needed): model, device, what it was trained on"""
 
@@ -56,14 +66,14 @@ class ATT3D_OT_check_backend(Operator):
     synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
 
     def execute(self, context):
-        if jobs.busy(jobs.BACKEND):
+        if busy_with_backend(self):
             return {"CANCELLED"}
-        jobs.status[jobs.BACKEND] = ("SORTTIME", "Checking the backend...")
         try:
             backend = session.job_backend()
         except BackendError as e:
-            jobs.status[jobs.BACKEND] = ("ERROR", jobs.describe_error(e))
-            self.report({"ERROR"}, jobs.status[jobs.BACKEND][1])
+            msg = jobs.describe_error(e)
+            jobs.status[jobs.BACKEND] = ("ERROR", msg)
+            self.report({"ERROR"}, msg)
             return {"CANCELLED"}
         source = backend.settings.get("backend_source", "")
 
@@ -79,10 +89,7 @@ class ATT3D_OT_check_backend(Operator):
             return {**info, "backend_source": source}
 
         job = jobs.Job(jobs.BACKEND, "Checking backend", work, cancel=backend.cancel)
-        result = run_job(self, job, remember_info, self.synchronous, info_text, timed=False)
-        if result == {"FINISHED"} and job.done.is_set():
-            self.report({"INFO"}, jobs.status[jobs.BACKEND][1])
-        return result
+        return run_job(self, job, remember_info, self.synchronous, info_text, timed=False, report=True)
 
 
 class ATT3D_OT_check_prompt(Operator):
@@ -100,6 +107,7 @@ class ATT3D_OT_check_prompt(Operator):
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         if jobs.busy(jobs.NEAREST):
+            self.report({"INFO"}, "Already checking a prompt: its status line says when it is done")
             return {"CANCELLED"}
         backend = backend_or_report(self, jobs.NEAREST)
         if backend is None:
@@ -108,17 +116,12 @@ class ATT3D_OT_check_prompt(Operator):
         def apply(res):
             jobs.nearest_cache[p] = res
 
-        def done(res):
-            return (prompt_closeness(p) or ("QUESTION", "Closeness unknown"))[1]
+        def done(res):  # a far or unknown prompt is no check mark
+            return prompt_closeness(p) or ("QUESTION", "Closeness unknown")
 
         job = jobs.Job(jobs.NEAREST, "Checking prompt", lambda progress: backend.get().nearest(p),
                        cancel=backend.cancel)
-        result = run_job(self, job, apply, self.synchronous, done, timed=False)
-        if result == {"FINISHED"} and job.done.is_set():
-            icon, text = prompt_closeness(p) or ("QUESTION", "Closeness unknown")
-            jobs.status[jobs.NEAREST] = (icon, text)  # a far or unknown prompt is no check mark
-            self.report({"WARNING"} if icon == "ERROR" else {"INFO"}, text)
-        return result
+        return run_job(self, job, apply, self.synchronous, done, timed=False, report=True)
 
 
 class ATT3D_OT_use_prompt(Operator):

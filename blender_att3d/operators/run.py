@@ -55,20 +55,30 @@ def _timed(job: jobs.Job, apply_fn: Callable[[Any], None]) -> Callable[[Any], No
     return apply
 
 
-def _done(job: jobs.Job, done_text: Callable[[Any], str], timed: bool) -> None:
+#: what a finished job says: its text (a check mark), or (icon, text)
+DoneText = Callable[[Any], "str | tuple[str, str]"]
+
+
+def _done(job: jobs.Job, done_text: DoneText, timed: bool) -> tuple[str, str]:
     """The status line of a finished job (what it made) and, for the panel, how long each stage took
     and the total from the click."""
     if timed:
         jobs.timings[job.slot] = [*job.stage_times(), ("total from the click", job.elapsed())]
-    jobs.status[job.slot] = ("CHECKMARK", done_text(job.result))
+    said = done_text(job.result)
+    jobs.status[job.slot] = ("CHECKMARK", said) if isinstance(said, str) else said
+    return jobs.status[job.slot]
 
 
 def run_job(op: Operator | None, job: jobs.Job, apply_fn: Callable[[Any], None], synchronous: bool,
-            done_text: Callable[[Any], str], timed: bool = True) -> set[str]:
+            done_text: DoneText, timed: bool = True, report: bool = False) -> set[str]:
     """Run ``job`` synchronously or in the background; ``apply_fn(result)`` on the main thread.
 
     ``timed``: the job makes objects; :data:`jobs.timings` says how long each stage took (building
-    the object included) and the total from the click."""
+    the object included) and the total from the click. ``report``: a synchronous run also reports
+    its status line (an ERROR icon as a warning). In the background the status line is set when
+    the timer applies the result, never here: the worker may already be done when this returns,
+    but its result is not applied yet (reading the status line then was issue 26's KeyError).
+    """
     if timed:
         apply_fn = _timed(job, apply_fn)
     if synchronous or jobs.headless():
@@ -79,7 +89,9 @@ def run_job(op: Operator | None, job: jobs.Job, apply_fn: Callable[[Any], None],
             if op is not None:
                 op.report({"WARNING"} if "Cancelled" == msg else {"ERROR"}, msg)
             return {"CANCELLED"}
-        _done(job, done_text, timed)
+        icon, text = _done(job, done_text, timed)
+        if report and op is not None:
+            op.report({"WARNING"} if icon == "ERROR" else {"INFO"}, text)
         return {"FINISHED"}
 
     def apply(j: jobs.Job) -> None:

@@ -9,8 +9,9 @@ from bpy.types import Operator
 
 from .. import jobs, prestart, session, setup_job
 from ..client.base import BackendError
+from ..preferences import setup_indexes
 from ..setup_backend import SetupError, describe
-from .checks import info_text, remember_info
+from .checks import busy_with_backend, info_text, remember_info
 
 POLL_S = 0.5
 
@@ -70,15 +71,20 @@ folder: no terminal needed"""
             return {"CANCELLED"}
         prefs = session.get_prefs()
         torch = prefs.setup_torch if prefs is not None else "AUTO"
+        indexes = setup_indexes(prefs)
         try:
-            setup_job.plan_for(root, torch)  # bad choices and a missing wheel fail here, with one sentence
+            setup_job.plan_for(root, torch, indexes)  # bad choices, a missing wheel or URL: one sentence here
         except SetupError as e:
             jobs.status[jobs.BACKEND] = ("ERROR", f"Set-up: {e}")
-            self.report({"ERROR"}, jobs.status[jobs.BACKEND][1])
+            self.report({"ERROR"}, f"Set-up: {e}")
             return {"CANCELLED"}
-        session.close()  # a server of an old backend must not hold files the set-up replaces
+        # A start ahead of time (or a check) of the old backend is dropped, and a client it is still
+        # building is closed when built (session.close), so no server of the old backend holds files
+        # the set-up replaces; when it is done the new backend starts (finish_setup).
+        jobs.drop(jobs.BACKEND)
+        session.close()
         jobs.status.pop(jobs.BACKEND, None)
-        run = setup_job.current = setup_job.SetupRun(root, torch)
+        run = setup_job.current = setup_job.SetupRun(root, torch, indexes)
         if self.synchronous or jobs.headless():
             run.wait()
             finish_setup(run)
@@ -130,16 +136,12 @@ class ATT3D_OT_remove_backend(Operator):
         def done(removed):
             setup_job.current = None
             jobs.backend_info.clear()
-            return "Backend removed" if removed else "There was no backend set up by the add-on"
+            return "INFO", "Backend removed" if removed else "There was no backend set up by the add-on"
 
         from .run import run_job
 
         job = jobs.Job(jobs.BACKEND, "Removing the backend", work)
-        result = run_job(self, job, lambda removed: None, self.synchronous, done, timed=False)
-        if result == {"FINISHED"} and job.done.is_set():
-            jobs.status[jobs.BACKEND] = ("INFO", jobs.status[jobs.BACKEND][1])
-            self.report({"INFO"}, jobs.status[jobs.BACKEND][1])
-        return result
+        return run_job(self, job, lambda removed: None, self.synchronous, done, timed=False, report=True)
 
 
 class ATT3D_OT_restart_backend(Operator):
@@ -151,14 +153,14 @@ class ATT3D_OT_restart_backend(Operator):
     synchronous: BoolProperty(default=False, options={"SKIP_SAVE", "HIDDEN"})
 
     def execute(self, context):
-        if jobs.busy(jobs.BACKEND):
-            self.report({"WARNING"}, "The backend is already starting")
+        if busy_with_backend(self):
             return {"CANCELLED"}
         try:
             settings = session.current_settings()
         except BackendError as e:
-            jobs.status[jobs.BACKEND] = ("ERROR", jobs.describe_error(e))
-            self.report({"ERROR"}, jobs.status[jobs.BACKEND][1])
+            msg = jobs.describe_error(e)
+            jobs.status[jobs.BACKEND] = ("ERROR", msg)
+            self.report({"ERROR"}, msg)
             return {"CANCELLED"}
 
         def work(progress):
@@ -167,11 +169,9 @@ class ATT3D_OT_restart_backend(Operator):
         job = jobs.Job(jobs.BACKEND, "Restarting the backend", work)
         from .run import run_job
 
-        result = run_job(self, job, remember_info, self.synchronous,
-                         lambda info: f"Restarted in {job.elapsed():.1f} s — {info_text(info)}", timed=False)
-        if result == {"FINISHED"} and job.done.is_set():
-            self.report({"INFO"}, jobs.status[jobs.BACKEND][1])
-        return result
+        return run_job(self, job, remember_info, self.synchronous,
+                       lambda info: f"Restarted in {job.elapsed():.1f} s — {info_text(info)}", timed=False,
+                       report=True)
 
 
 class ATT3D_OT_copy_setup_commands(Operator):
@@ -186,7 +186,7 @@ class ATT3D_OT_copy_setup_commands(Operator):
             return {"CANCELLED"}
         prefs = session.get_prefs()
         try:
-            plan = setup_job.plan_for(root, prefs.setup_torch if prefs is not None else "AUTO")
+            plan = setup_job.plan_for(root, prefs.setup_torch if prefs is not None else "AUTO", setup_indexes(prefs))
         except SetupError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

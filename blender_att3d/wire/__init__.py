@@ -1,8 +1,9 @@
 """The wire protocol between the add-on and the backend: the one bpy-free, torch-free home of the
 mesh types (:mod:`.types`), the binary payload codec (:mod:`.payload`), the API version and routes
 (:mod:`.routes`), job states (:mod:`.job_state`), limits and the prompt check (:mod:`.limits`), the
-ready line (:mod:`.ready`), the token's location (:mod:`.token`) and what a ``nearest`` answer means
-to the artist (:mod:`.closeness`). Standard library + numpy only.
+ready line (:mod:`.ready`), the token's location (:mod:`.token`), what a ``nearest`` answer means to
+the artist (:mod:`.closeness`) and the atomic file writer both sides use (:mod:`.fileio`). Standard
+library + numpy only.
 The backend imports nothing else from the add-on (``tests/test_boundaries.py``).
 """
 from .job_state import FINISHED, JobState

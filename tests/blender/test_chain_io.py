@@ -66,7 +66,7 @@ def test_export_refuses_clearly_and_keeps_the_old_file(bpy_module, scene, fake, 
     with pytest.raises(RuntimeError, match="Could not export 'Chain 1'"):
         bpy.ops.att3d.export_chain(filepath=str(missing))
     assert not missing.parent.exists() and old.read_bytes() == b"an earlier export"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
 def test_import_gives_back_a_live_chain(bpy_module, scene, fake, tmp_path):

@@ -254,6 +254,36 @@ def test_subprocess_client_restarts_and_closes_cleanly(service_model_dir, tmp_pa
         c.info()
 
 
+@pytest.mark.slow
+def test_a_server_killed_during_a_job_fails_that_job_and_the_next_one_starts_it_again(service_model_dir, tmp_path):
+    """Issue 26: the server is killed (the OOM killer, a crash) while it works on a job. That job
+    fails with one sentence saying so (it is not sent again: an out-of-memory job would only kill
+    the server again); the next request starts the server anew and works."""
+    c = SubprocessClient(python=sys.executable, model=str(service_model_dir), device="cpu",
+                         env={"ATT3D_DATA_DIR": str(tmp_path)})
+    try:
+        first = c.pid
+        killed = []
+
+        def kill_once(fraction, message):  # the server has taken the job: kill it now
+            if not killed:
+                os.kill(first, signal.SIGKILL)
+                killed.append(message)
+            return False
+
+        with pytest.raises(BackendUnavailable) as e:
+            c.chain([(0, "a red cube"), (1, "a blue sphere")], steps=8, resolution=32, progress=kill_once)
+        assert killed and str(e.value) == (
+            "The ATT3D backend stopped while it worked on this job (killed by SIGKILL — the system does that when "
+            "memory runs out). The job failed; the next one starts the backend again")
+        assert c.restarts == 0  # nothing was sent again behind the caller's back
+        m = c.generate("a red cube", resolution=16)
+        assert isinstance(m, MeshData) and m.n_vertices > 0
+        assert c.restarts == 1 and c.pid != first
+    finally:
+        c.close()
+
+
 def _dead_process():
     dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     dead.wait()
