@@ -162,7 +162,7 @@ def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[st
     from blender_att3d.wire.routes import GENERATE
 
     from .service.bench import _Service
-    from .service.engine import Engine
+    from .engine import Engine
 
     out: dict[str, Any] = {}
     starts = []

@@ -79,7 +79,7 @@ CHECK_SCRIPT = r"""
 import json, sys, time
 t0 = time.perf_counter()
 print("stage: loading the model", file=sys.stderr, flush=True)
-from backend.service.engine import Engine
+from backend.engine import Engine
 engine = Engine.load("demo", device=sys.argv[1])
 engine.warm(lambda stage: print("stage: " + stage, file=sys.stderr, flush=True))
 print("stage: generating a test object", file=sys.stderr, flush=True)

@@ -44,7 +44,7 @@ def test_service_request_takes_mc_and_refuses_others():
 
 def test_engine_generate_with_pymcubes(pipeline):
     pytest.importorskip("mcubes")
-    from backend.service.engine import Engine
+    from backend.engine import Engine
 
     engine = Engine(pipeline)
     a = engine.generate("a red cube", resolution=40)

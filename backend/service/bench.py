@@ -124,7 +124,7 @@ def run(model: str | None = None, device: str = "cpu", resolution: int = 128, re
         clients: int = 16, per_client: int = 4, throughput_resolution: int = 128) -> dict[str, Any]:
     import torch
 
-    from .engine import Engine
+    from ..engine import Engine
 
     tmp = None
     if model is None:

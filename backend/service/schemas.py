@@ -17,7 +17,7 @@ from blender_att3d.wire.limits import (
     check_prompt,
 )
 
-from .engine import check_chain, check_mc_available, check_simplify, check_texture
+from ..engine import check_chain, check_mc_available, check_simplify, check_texture
 
 
 class Strict(BaseModel):

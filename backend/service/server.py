@@ -125,7 +125,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
           parent_pid: int | None = None, allow_hosts: list[str] | tuple[str, ...] = (),
           engine: Any = None) -> int:
     """Serve until SIGTERM/SIGINT, then exit 0 within a few seconds (see :func:`_stop`).
-    ``engine``: an already loaded :class:`~backend.service.engine.Engine` (or a stand-in with its
+    ``engine``: an already loaded :class:`~backend.engine.Engine` (or a stand-in with its
     operations, for tests) instead of loading ``model``."""
     check_host(host, allow_remote)
     if not 0 <= port <= 65535:
@@ -146,7 +146,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     from ..model import ModelFolderError
     from .app import OPERATIONS, create_app
     from .connections import KEEP_ALIVE_S, GuardedH11Protocol, accept_batch
-    from .engine import Engine
+    from ..engine import Engine
     from .worker import Worker
 
     stages.done("import the web stack")

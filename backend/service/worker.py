@@ -1,4 +1,4 @@
-"""One worker thread owns the :class:`~backend.service.engine.Engine` (one device, one model); requests
+"""One worker thread owns the :class:`~backend.engine.Engine` (one device, one model); requests
 become :class:`Job` objects in a bounded priority queue (quick lookups such as ``nearest`` jump the
 queue). Jobs report progress, can be cancelled, and finished ones are forgotten after a while so
 memory stays bounded however many clients come and go.
@@ -19,7 +19,7 @@ from typing import Any
 from blender_att3d.wire.job_state import FINISHED, JobState
 
 from ..inference import CancelledError
-from .engine import Engine
+from ..engine import Engine
 
 log = logging.getLogger("att3d.service")
 

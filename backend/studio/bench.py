@@ -111,7 +111,7 @@ def bench_batching(model: str, threads: int, batch: int) -> dict[str, Any]:
     """The mapping network's time per prompt: one pass each against one pass for ``batch`` prompts."""
     import torch
 
-    from ..service.engine import Engine
+    from ..engine import Engine
 
     torch.set_num_threads(threads)
     engine = Engine.load(model, device="cpu")

@@ -5,7 +5,7 @@
   the job store's (:class:`RayJobs`), plus ``GET /v1/metrics``.
 * ``StudioJobs`` (one replica): the :class:`~backend.studio.store.JobStore` — job state, per-user
   fair queues, the dispatcher. Every ingress and model replica reaches it by its handle.
-* ``StudioModel`` (``--replicas`` or autoscaling bounds): one :class:`~backend.service.engine.Engine`
+* ``StudioModel`` (``--replicas`` or autoscaling bounds): one :class:`~backend.engine.Engine`
   each, on its device; one thread owns the model, as in ``att3d serve``. Jobs arriving together are
   batched (``@serve.batch``): generate requests share one mapping-network pass.
 """
@@ -67,7 +67,7 @@ class StudioModel:
         import torch
 
         from ..service.app import OPERATIONS
-        from ..service.engine import Engine
+        from ..engine import Engine
 
         if settings.threads:
             torch.set_num_threads(int(settings.threads))

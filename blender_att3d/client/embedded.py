@@ -24,7 +24,7 @@ class EmbeddedClient(Client):
                  engine: Any = None) -> None:
         if engine is None:
             try:
-                from backend.service.engine import Engine
+                from backend.engine import Engine
             except ImportError as e:
                 raise BackendUnavailable(
                     f"The embedded ATT3D backend cannot run in this Python ({e}); it needs torch and the att3d "
@@ -46,7 +46,7 @@ class EmbeddedClient(Client):
 
     @property
     def engine(self) -> Any:
-        """The :class:`backend.service.engine.Engine` (typed loosely: this module must import without torch)."""
+        """The :class:`backend.engine.Engine` (typed loosely: this module must import without torch)."""
         return self._engine
 
     def _call(self, fn: Callable[..., Any], progress: ProgressFn | None, with_progress: bool = True) -> Any:

@@ -1,7 +1,7 @@
 """The real engine with the same validation but small meshes: fuzzing must stay fast."""
 from __future__ import annotations
 
-from backend.service.engine import check_chain, check_simplify, check_texture
+from backend.engine import check_chain, check_simplify, check_texture
 
 
 class CheapEngine:

@@ -154,7 +154,7 @@ def api(server) -> Api:
 
 @pytest.fixture(scope="session")
 def engine(service_model_dir):
-    from backend.service.engine import Engine
+    from backend.engine import Engine
 
     return Engine.load(str(service_model_dir), device="cpu")
 

@@ -10,7 +10,7 @@ PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus"]
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
-    from backend.service.engine import Engine
+    from backend.engine import Engine
 
     folder = tmp_path_factory.mktemp("studio-models") / "tiny-studio"
     save_model(build_model(ModelConfig(resolutions=[8, 12, 16], v_dim=8), seed=0), folder,

@@ -124,7 +124,7 @@ def run(model: str = "demo", device: str = "cpu", http: bool = False, log: Calla
     call it; with ``http``, also through an ``att3d serve`` and the add-on's HTTP client) and the panel
     lines for :data:`EXAMPLES`."""
     from backend.nearest import training_prompts
-    from backend.service.engine import Engine
+    from backend.engine import Engine
 
     log(f"loading {model} and warming its text encoder and prompt index")
     t = time.perf_counter()

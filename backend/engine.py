@@ -27,12 +27,12 @@ from blender_att3d.wire.options import check_mc
 from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
 
-from ..inference import CancelledError, Pipeline
-from ..mesh import Mesh, check_resolution
+from .inference import CancelledError, Pipeline
+from .mesh import Mesh, check_resolution
 
 if TYPE_CHECKING:
-    from ..mapping_network import Modulation
-    from ..nearest import PromptIndex
+    from .mapping_network import Modulation
+    from .nearest import PromptIndex
 
 
 def att3d_version() -> str:
@@ -191,7 +191,7 @@ class Engine:
     @property
     def index(self) -> PromptIndex:
         if self._index is None:
-            from ..nearest import PromptIndex
+            from .nearest import PromptIndex
 
             self._index = PromptIndex.from_pipeline(self.pipeline)
         return self._index
@@ -199,7 +199,7 @@ class Engine:
     def info(self) -> dict[str, Any]:
         import torch
 
-        from ..nearest import training_prompts
+        from .nearest import training_prompts
 
         prompts = training_prompts(self.pipeline.config)
         return {"model": self.pipeline.model_id, "text_encoder": self.pipeline.encoder.encoder_id,
