@@ -1,7 +1,7 @@
 """Mesh extraction: density → marching cubes → vertex colours from the colour field; optional
 Taubin smoothing, simplification and UV-atlas texture bake (chains: backend/chain.py).
 
-Two ways to the surface, the same mesh (``tests/test_sparse_extraction.py``):
+Two ways to the surface, the same mesh (``tests/backend/test_sparse_extraction.py``):
 
 - ``sparse``: bound the density over blocks of the lattice, evaluate only the blocks the surface can
   cross, march those (:mod:`backend.sparse_lattice`, which says how the bound works);

@@ -9,7 +9,7 @@
 #   doctor.json        `att3d doctor --gpu-bench`: paper-size SDS and training steps of IF-I-XL (pixel, fp16)
 #                      and SD 1.5 (latent, fp16 UNet + VAE) with random weights, peak memory; the training
 #                      step builds each DF415 config's own mapping input (IF: CLIP-L's 77×768 tokens)
-#   cuda_tests.xml     `pytest -m cuda`: the tests only a GPU runs (tests/test_cuda.py, and the IF preset's
+#   cuda_tests.xml     `pytest -m cuda`: the tests only a GPU runs (tests/backend/test_cuda.py, and the IF preset's
 #                      run with both text encoders on CUDA, tests/training/test_conditioning_parity.py)
 #   summary.json       the figures above in one object;  gpu_check.log  progress and every step's stderr
 # (7 files: the device tool brings back at most 8.)
@@ -67,7 +67,7 @@ step doctor "${DOCTOR_S:-200}" "$OUT/doctor.json" \
 # (-p no:cacheprovider: nothing written into the tree; the tests' caches go to a temporary folder)
 step cuda_tests "${TESTS_S:-100}" "$OUT/cuda_tests.txt" \
   "$PYTHON" -m pytest -q -ra -m cuda -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" \
-  tests/test_cuda.py tests/training/test_conditioning_parity.py
+  tests/backend/test_cuda.py tests/training/test_conditioning_parity.py
 cat "$OUT/cuda_tests.txt" >>"$LOG"; rm -f "$OUT/cuda_tests.txt"
 "$PYTHON" -m training.gpu_summary "$OUT" >"$OUT/summary.json" 2>>"$LOG"; log "summary exit $?"
 rm -f "$OUT/.status"

@@ -16,7 +16,7 @@ import torch
 from backend.cli import main
 from backend.model import ModelConfig, ModelFolderError, build_model, load_model, save_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = ModelConfig(resolutions=[6, 8], v_dim=4, max_length=4, token_dim=8)
 
 
