@@ -25,7 +25,7 @@ from .config import TrainConfig
 from .distributed import dist_info, init_distributed
 from .guidance import Guidance
 from .loop import Trainer, TrainingError, TrainResult
-from .modes.per_prompt import train_per_prompt
+from .per_prompt import train_per_prompt
 
 
 def train(config: TrainConfig, out: str | os.PathLike, *, prompts: Sequence[str] | None = None,

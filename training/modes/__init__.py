@@ -3,8 +3,9 @@ equations; ``training/loop.py`` drives any of the single-model ones:
 
 - ``amortized.py``: Alg. 1, one model for all prompts (and the :class:`Batch` every mode returns);
 - ``interpolation.py``: §3.2.2, one model for the prompts between the two of each pair (Eq. 8–11);
-- ``finetune.py``: App. B.1.13, an offset on one prompt's grid parameters, folded into a model folder;
-- ``per_prompt.py``: the baseline, one amortized run per prompt (it runs the loop, it is not a mode of it).
+- ``finetune.py``: App. B.1.13, an offset on one prompt's grid parameters, folded into a model folder.
+
+The per-prompt baseline runs the loop once per prompt: a driver, ``training/per_prompt.py``, not a mode.
 """
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from backend.device import pick_device
 from backend.fileio import atomic_write_text
 
-from ..config import TrainConfig
-from ..distributed import dist_info
-from ..guidance import Guidance, build_guidance
-from ..loop import Trainer, TrainResult, run_prompt_set
-from ..prompts import PromptSet, slug
+from .config import TrainConfig
+from .distributed import dist_info
+from .guidance import Guidance, build_guidance
+from .loop import Trainer, TrainResult, run_prompt_set
+from .prompts import PromptSet, slug
 
 
 def train_per_prompt(config: TrainConfig, out: Path, *, prompts: Sequence[str] | None = None, resume: bool = False,
