@@ -2,7 +2,7 @@
 
 This package is both the Blender extension (``register``/``unregister`` below) and a plain Python
 package: ``blender_att3d.wire`` (the protocol, the one part the backend imports), ``blender_att3d.client``
-and the helpers ``naming``, ``keyframes``, ``inputs``, ``colors``, ``choices`` and ``session`` import
+and the helpers ``naming``, ``keyframes``, ``inputs``, ``colors``, ``choices`` and ``lifecycle.session`` import
 without bpy (tests/blender/test_imports.py).
 Everything bpy-bound is imported lazily inside ``register()``.
 """

@@ -1,14 +1,17 @@
 """Registration of everything bpy-bound (imported lazily from ``__init__.register``).
 
-Order: the preferences, then the scene settings (``scene.att3d``), the operators, the panels
-that draw both, and the backend's start ahead of time (:mod:`.prestart`); unregistering goes in
+Order: the preferences, then the scene settings (``scene.att3d``), the operators (the backend's own
+in :mod:`.lifecycle.operators`), the panels that draw them, and the backend's start ahead of time
+(:mod:`.lifecycle.prestart`); unregistering goes in
 reverse, then stops a set-up still running and closes the shared backend client.
 """
 from __future__ import annotations
 
-from . import operators, panels, preferences, prestart, properties, session, setup_job
+from . import operators, panels, preferences, properties
+from .lifecycle import operators as lifecycle_operators
+from .lifecycle import prestart, session, setup_job
 
-_MODULES = (preferences, properties, operators, panels, prestart)
+_MODULES = (preferences, properties, operators, lifecycle_operators, panels, prestart)
 
 
 def register() -> None:

@@ -130,7 +130,7 @@ def _installed_addon_backends() -> list[str]:
 def find_local_backend(python: str | None):
     """The local backend of a batch: ``--python``, else one the add-on set up, else ``att3d`` on
     PATH, else this checkout. ValueError / LookupError with one sentence."""
-    from . import local_backend
+    from .lifecycle import local_backend
 
     if python:
         return local_backend.find(python)
@@ -174,7 +174,7 @@ def resolve_backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if mode == "remote":
         if not args.url:
             raise InputError("--backend remote needs --url (the server's address, e.g. http://gpu-box:8765)")
-        from .session import is_loopback_url
+        from .lifecycle.session import is_loopback_url
 
         if not is_loopback_url(args.url):
             try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, session
+from . import jobs
+from .lifecycle import session
 from .client.base import BackendError
 from .placement import apply_blend, resolution_of
 from .wire import check_prompt

@@ -4,7 +4,8 @@ from __future__ import annotations
 import bpy
 from bpy.types import Panel, UIList
 
-from . import chains, jobs, session
+from . import chains, jobs
+from .lifecycle import session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
 from .live import closeness

@@ -13,7 +13,7 @@ from typing import Any
 
 import bpy
 
-from . import session
+from .lifecycle import session
 from .builders.animation import set_frame_range
 from .builders.chain import build_chain, chain_frames
 from .builders.geometry import replace_geometry

@@ -15,9 +15,10 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import jobs, local_backend, session, setup_job
+from . import jobs
+from .lifecycle import local_backend, session, setup_job
 from .choices import DEFAULT_RESOLUTION
-from .setup_backend import SetupError, describe
+from .lifecycle.setup_backend import SetupError, describe
 
 MODES = [
     ("AUTO", "Automatic", "In Blender's Python when PyTorch imports there, else a local server"),
@@ -108,7 +109,7 @@ def pip_index_text() -> str:
         _pip_index["asked"] = "yes"
 
         def ask() -> None:
-            from .setup_backend import pip_index
+            from .lifecycle.setup_backend import pip_index
 
             _pip_index["label"] = pip_index().label()  # shown at the next redraw (bpy is main-thread only)
 

@@ -1,4 +1,4 @@
-"""blender_att3d.local_backend: the forgiving Python field, finding a backend without being told
+"""blender_att3d.lifecycle.local_backend: the forgiving Python field, finding a backend without being told
 (the field, the add-on's own, ``att3d`` on PATH, this checkout) and asking an interpreter what it has."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from blender_att3d import local_backend
-from blender_att3d.local_backend import LocalBackend, NoBackend, find, normalize_python_field, probe
-from blender_att3d.setup_backend import STAMP
+from blender_att3d.lifecycle import local_backend
+from blender_att3d.lifecycle.local_backend import LocalBackend, NoBackend, find, normalize_python_field, probe
+from blender_att3d.lifecycle.setup_backend import STAMP
 
 
 def make_venv(root: Path) -> Path:
@@ -151,7 +151,7 @@ def test_the_installer_and_the_finder_need_neither_bpy_nor_torch():
     import subprocess
 
     code = ("import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n"
-            "import blender_att3d.setup_backend, blender_att3d.local_backend, blender_att3d.setup_job\n"
+            "import blender_att3d.lifecycle.setup_backend, blender_att3d.lifecycle.local_backend, blender_att3d.lifecycle.setup_job\n"
             "print('OK')")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(root),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_att3d import setup_backend
+from blender_att3d.lifecycle import setup_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_att3d import setup_backend
+from blender_att3d.lifecycle import setup_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOSED = "http://127.0.0.1:9/whl/cpu"  # nothing answers on the discard port
@@ -234,7 +234,7 @@ def test_the_bar_follows_the_bytes_pip_announces():
 def test_the_add_ons_set_up_run_keeps_the_note_and_its_bar_moves(tmp_path, monkeypatch, pip_env):
     """What the preferences show, from the add-on's runner of the installer: the note that PyTorch
     comes from pip's index, a bar that moves during the download, and the failure's one sentence."""
-    from blender_att3d import setup_job
+    from blender_att3d.lifecycle import setup_job
 
     wheel = stand_in_att3d(tmp_path)
     real_args = setup_job.installer_args
@@ -260,7 +260,7 @@ def test_the_add_ons_set_up_run_keeps_the_note_and_its_bar_moves(tmp_path, monke
 
 
 def test_a_finished_set_up_says_where_pytorch_came_from():
-    from blender_att3d import setup_job
+    from blender_att3d.lifecycle import setup_job
 
     run = setup_job.SetupRun.__new__(setup_job.SetupRun)
     run.done, run.started, run.finished, run.cancelled = threading.Event(), 0.0, 312.0, False

@@ -4,12 +4,11 @@
   ``att3d.apply_result`` and ``att3d.cancel``;
 * :mod:`.generate`: ``att3d.generate``, ``att3d.regenerate``;
 * :mod:`.checks`: ``att3d.check_backend``, ``att3d.check_prompt``, ``att3d.use_prompt``;
-* :mod:`.setup`: ``att3d.setup_backend``, ``att3d.cancel_setup``, ``att3d.remove_backend``,
-  ``att3d.restart_backend``, ``att3d.copy_setup_commands``;
 * :mod:`.chain`: ``att3d.chain_add/remove``, ``att3d.keyframe_add/remove/move``, ``att3d.build_chain``,
   ``att3d.chain_reset_timing/select_timing``, ``att3d.export_chain``, ``att3d.import_chain``;
 * :mod:`.blend`: ``att3d.blend_preview``.
 
+The backend's own operators (set up, remove, restart) are :mod:`blender_att3d.lifecycle.operators`.
 Where results land is :mod:`blender_att3d.placement`; the debounced live updates are
 :mod:`blender_att3d.live`.
 """
@@ -36,13 +35,12 @@ from .chain import (
 from .checks import ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_use_prompt
 from .generate import ATT3D_OT_generate, ATT3D_OT_regenerate
 from .run import ATT3D_OT_apply_result, ATT3D_OT_cancel
-from .setup import CLASSES as SETUP_CLASSES
 
 CLASSES = (ATT3D_OT_generate, ATT3D_OT_regenerate, ATT3D_OT_apply_result, ATT3D_OT_cancel,
            ATT3D_OT_check_backend, ATT3D_OT_check_prompt, ATT3D_OT_use_prompt, ATT3D_OT_keyframe_add,
            ATT3D_OT_keyframe_remove, ATT3D_OT_keyframe_move, ATT3D_OT_build_chain, ATT3D_OT_chain_add,
            ATT3D_OT_chain_remove, ATT3D_OT_blend_preview, ATT3D_OT_chain_reset_timing, ATT3D_OT_chain_select_timing,
-           ATT3D_OT_export_chain, ATT3D_OT_import_chain, *SETUP_CLASSES)
+           ATT3D_OT_export_chain, ATT3D_OT_import_chain)
 
 
 def menu_add(self, context):

@@ -8,7 +8,8 @@ from typing import Any
 from bpy.props import BoolProperty, StringProperty
 from bpy.types import Operator
 
-from .. import jobs, session
+from .. import jobs
+from ..lifecycle import session
 from ..client.base import BackendError, BackendUnavailable
 from ..live import prompt_closeness
 from ..wire import check_prompt

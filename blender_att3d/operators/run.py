@@ -18,7 +18,8 @@ import bpy
 from bpy.props import StringProperty
 from bpy.types import Operator
 
-from .. import jobs, session
+from .. import jobs
+from ..lifecycle import session
 from ..client.base import BackendError
 
 _pending_apply: dict[str, Callable[[], None]] = {}

@@ -85,7 +85,8 @@ def fake():
 @pytest.fixture
 def scene(bpy_module, addon, fake):
     """A fresh empty scene with the add-on registered and the fake client injected."""
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     bpy.ops.wm.read_factory_settings(use_empty=True)

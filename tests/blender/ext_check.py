@@ -34,14 +34,14 @@ p = prefs.addons[name].preferences
 out["prefs"] = [p.mode, p.model, p.device]
 user = bpy.utils.extension_path_user(name, create=True)
 out["user_dir_inside"] = str(Path(user).resolve()).startswith(str(Path(os.environ["BLENDER_USER_RESOURCES"]).resolve()))
-bc = sys.modules[name + ".session"]
+bc = sys.modules[name + ".lifecycle.session"]
 cache = bc.current_settings()["cache_dir"]  # where the backend's caches go (ATT3D_CACHE / cache_dir)
 out["cache_under_user_dir"] = bool(cache) and Path(user).resolve() in Path(cache).resolve().parents
 # generate through the installed copy with a fake client
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeClient  # noqa: E402
 
-sys.modules[name + ".session"].set_override(FakeClient())
+sys.modules[name + ".lifecycle.session"].set_override(FakeClient())
 bpy.ops.att3d.generate(prompt="a red cube", synchronous=True)
 out["generated"] = [o.name for o in bpy.data.objects]
 bpy.ops.att3d.check_backend(synchronous=True)

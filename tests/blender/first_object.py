@@ -46,7 +46,8 @@ with step("install the extension zip (Install from Disk)"):
 name = "bl_ext.att3d_test.att3d"
 with step("enable the add-on"):
     addon_utils.enable(name, default_set=True, handle_error=None)
-mods = {m: sys.modules[f"{name}.{m}"] for m in ("jobs", "session", "setup_job", "local_backend")}
+mods = {m: sys.modules[f"{name}.{m}"] for m in ("jobs",)}
+mods.update({m: sys.modules[f"{name}.lifecycle.{m}"] for m in ("session", "setup_job", "local_backend")})
 jobs, session = mods["jobs"], mods["session"]
 p = prefs.addons[name].preferences
 out["defaults"] = [p.mode, p.python_path, p.prestart]

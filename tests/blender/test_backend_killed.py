@@ -12,7 +12,8 @@ import pytest
 
 @pytest.fixture
 def local_backend(monkeypatch, bpy_module, scene, tiny_model_dir):
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     prefs = types.SimpleNamespace(mode="SUBPROCESS", model=str(tiny_model_dir), device="CPU",
                                   python_path=sys.executable, url="", token="", prestart=True)
@@ -37,7 +38,8 @@ def _wait(slot: str, timeout: float = 300) -> None:
 
 @pytest.mark.slow  # starts a backend process, twice
 def test_the_backend_killed_during_a_generate(bpy_module, local_backend):
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     assert bpy.ops.att3d.generate(prompt="a red cube", resolution=16) == {"FINISHED"}

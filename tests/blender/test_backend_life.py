@@ -25,7 +25,8 @@ class SlowStart(FakeClient):
 def starting(monkeypatch, bpy_module, scene):
     """make_client that takes ``release`` to finish starting, naming two stages on the way."""
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     release = threading.Event()
     made = []
@@ -49,7 +50,8 @@ def starting(monkeypatch, bpy_module, scene):
 
 def test_the_backend_starts_ahead_and_the_first_generate_waits_for_it_naming_its_stages(
         bpy_module, scene, starting, monkeypatch):
-    from blender_att3d import jobs, prestart, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import prestart, session
 
     bpy = bpy_module
     monkeypatch.setattr(session, "get_prefs", lambda: _prefs())
@@ -85,7 +87,8 @@ def test_the_backend_starts_ahead_and_the_first_generate_waits_for_it_naming_its
 
 
 def test_no_start_ahead_when_asked_not_to_or_headless(bpy_module, scene, starting, monkeypatch):
-    from blender_att3d import jobs, prestart, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import prestart, session
 
     monkeypatch.setattr(session, "get_prefs", lambda: _prefs(prestart=False))
     assert prestart.prestart() is False and not jobs.busy(jobs.BACKEND)
@@ -100,14 +103,15 @@ def test_no_start_ahead_when_asked_not_to_or_headless(bpy_module, scene, startin
 
 
 def test_start_ahead_is_hooked_to_loading_files(bpy_module, addon):
-    from blender_att3d import prestart
+    from blender_att3d.lifecycle import prestart
 
     assert prestart.on_load_post in bpy_module.app.handlers.load_post
 
 
 def test_restart_backend_button(bpy_module, scene, monkeypatch):
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     made = []
     monkeypatch.setattr(client_pkg, "make_client", lambda mode, **kw: made.append(FakeClient()) or made[-1],
@@ -160,7 +164,7 @@ def _messages():
             SubprocessClient(**kw)
         except BackendUnavailable as e:
             out.append(jobs.describe_error(e))
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
 
     for prefs in (_prefs(python_path="/nowhere/py"), _prefs(mode="REMOTE", url="")):
         try:

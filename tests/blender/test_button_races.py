@@ -66,7 +66,8 @@ class FakeSetupRun:
 def racing(monkeypatch, bpy_module, scene, tmp_path):
     """A backend whose start takes 0–30 ms and names its stages; every client made is recorded."""
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session, setup_job
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session, setup_job
 
     made: list[StartingClient] = []
     lock = threading.Lock()
@@ -114,7 +115,7 @@ def _clicks(bpy):
         live._blend_timer()
 
     def load_file():  # what loading a file or enabling the add-on does
-        from blender_att3d import prestart
+        from blender_att3d.lifecycle import prestart
 
         prestart.prestart()
 
@@ -143,8 +144,9 @@ def _clicks(bpy):
 def _poll_everything():
     """What Blender's timers do: apply finished jobs; wrap a finished set-up up (once: its timer
     stops then)."""
-    from blender_att3d import jobs, setup_job
-    from blender_att3d.operators import setup as setup_ops
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import setup_job
+    from blender_att3d.lifecycle import operators as setup_ops
 
     jobs.poll()
     run = setup_job.current
@@ -154,7 +156,8 @@ def _poll_everything():
 
 
 def test_no_traceback_from_any_button_while_the_backend_starts(bpy_module, racing, capfd):
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     s = bpy.context.scene.att3d
@@ -211,7 +214,7 @@ def test_no_traceback_from_any_button_while_the_backend_starts(bpy_module, racin
 
 
 def racing_setup_running() -> bool:
-    from blender_att3d import setup_job
+    from blender_att3d.lifecycle import setup_job
 
     return setup_job.running()
 
@@ -219,7 +222,8 @@ def racing_setup_running() -> bool:
 def test_check_backend_right_after_the_start_ahead_reports_the_backend(bpy_module, racing):
     """The click of issue 26: the backend just started ahead of time, Check Backend answers at once
     (its worker is done before the operator returns) — many times, never a KeyError."""
-    from blender_att3d import jobs, prestart
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import prestart
 
     assert prestart.prestart() is True
     jobs.wait(jobs.BACKEND)
@@ -236,7 +240,8 @@ def test_a_start_under_way_when_the_backend_is_restarted_never_lives_on(bpy_modu
     """Restart Backend clicked while a Generate is still starting the backend: the client that start
     builds is stopped once ready (it belongs to before the restart), the restart starts its own, and
     the Generate says why it stopped in one line."""
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     for _ in range(15):

@@ -95,7 +95,8 @@ def test_an_older_server_without_word_lists_still_warns(bpy_module, scene):
 
 
 def test_unknown_is_unknown_never_a_check_mark(bpy_module, scene):
-    from blender_att3d import jobs, live, panels, session
+    from blender_att3d import jobs, live, panels
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     session.set_override(UnknownPromptsClient())
@@ -114,7 +115,8 @@ def test_unknown_is_unknown_never_a_check_mark(bpy_module, scene):
 
 
 def test_check_backend_shows_model_device_prompt_count_and_examples(bpy_module, scene):
-    from blender_att3d import jobs, panels, session
+    from blender_att3d import jobs, panels
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
 
@@ -151,7 +153,8 @@ class DemoWordsClient(FakeClient):
 
 
 def test_what_an_artist_sees_with_the_demo(bpy_module, scene):
-    from blender_att3d import panels, session
+    from blender_att3d import panels
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     session.set_override(DemoWordsClient())

@@ -129,7 +129,8 @@ def test_empty_prompt_is_an_error(bpy_module, scene, fake):
 
 def test_backend_unavailable_reports_and_sets_status(bpy_module, scene):
     bpy = bpy_module
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     session.set_override(make_unavailable())
     with pytest.raises(RuntimeError, match="Backend unavailable"):
@@ -150,7 +151,8 @@ def test_check_backend_ok(bpy_module, scene):
 def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, scene, monkeypatch):
     """The interactive path: worker thread, then the timer callback applies (called by hand here)."""
     bpy = bpy_module
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     session.set_override(FakeClient(delay=0.3))
     monkeypatch.setattr(jobs, "headless", lambda: False)
@@ -179,7 +181,8 @@ def test_threaded_generate_applies_on_main_thread_and_can_be_undone(bpy_module, 
 
 def test_cancel_threaded_job(bpy_module, scene, monkeypatch):
     bpy = bpy_module
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     session.set_override(FakeClient(delay=2.0))
     monkeypatch.setattr(jobs, "headless", lambda: False)
@@ -212,7 +215,7 @@ def test_prompt_warning(bpy_module, scene):
 
 
 def test_online_access_only_for_remote_non_loopback(bpy_module):
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
 
     assert not bpy_module.app.online_access
@@ -263,7 +266,8 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
     import time
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     release = threading.Event()
@@ -308,7 +312,8 @@ def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
     import threading
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     release = threading.Event()
@@ -339,7 +344,8 @@ def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
 def test_opening_a_file_drops_running_jobs(bpy_module, scene, monkeypatch, tmp_path):
     """Blender removes timers when another file opens; a job left behind would keep the panel busy."""
     bpy = bpy_module
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
 
     path = tmp_path / "other.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True)

@@ -27,8 +27,8 @@ def test_bpy_free_modules_import_without_bpy():
         import sys
         sys.modules["bpy"] = None  # any `import bpy` now raises ImportError
         import blender_att3d.naming, blender_att3d.keyframes, blender_att3d.inputs, blender_att3d.colors
-        import blender_att3d.choices, blender_att3d.session, blender_att3d.wire
-        from blender_att3d import session
+        import blender_att3d.choices, blender_att3d.lifecycle.session, blender_att3d.wire
+        from blender_att3d.lifecycle import session
         assert session.get_prefs() is None and session.user_dir() is None
         assert "torch" not in sys.modules
         print("OK")

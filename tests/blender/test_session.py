@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture
 def factory(monkeypatch, bpy_module):
     import blender_att3d.client as client_pkg
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
 
     calls = []
 
@@ -31,7 +31,7 @@ def _prefs(**kw):
 def test_modes_and_cache(factory):
     import sys
 
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
 
     c1 = session.get_client(_prefs())
     assert session.get_client(_prefs()) is c1  # cached while the settings stay the same
@@ -47,7 +47,7 @@ def test_modes_and_cache(factory):
 
 
 def test_remote_needs_online_access_and_url(factory):
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="Online access"):
@@ -59,7 +59,7 @@ def test_remote_needs_online_access_and_url(factory):
 
 def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
     import blender_att3d.client as client_pkg
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
 
     def boom(mode, **kw):
@@ -78,7 +78,8 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
     from fakes import FakeClient
 
     import blender_att3d.client as client_pkg
-    from blender_att3d import jobs, session
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
 
     bpy = bpy_module
@@ -110,7 +111,7 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
 def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch, tmp_path):
     """current_settings() reads the preferences and finds the backend; client_for() (worker thread)
     reads no Blender data."""
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
 
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -127,7 +128,7 @@ def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch, tmp_pat
 
 
 def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match=r"^The Python field: There is no file or folder at /nowhere/py$"):
@@ -138,7 +139,7 @@ def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
 
 
 def test_loopback():
-    from blender_att3d import session
+    from blender_att3d.lifecycle import session
 
     assert session.is_loopback_url("http://127.0.0.1:8765")
     assert session.is_loopback_url("http://localhost:1/x")

@@ -21,7 +21,8 @@ def _prefs(**kw):
 @pytest.fixture
 def no_backend_yet(monkeypatch, tmp_path, addon):
     """The extension's own folder, without a backend in it: the set-up is offered."""
-    from blender_att3d import local_backend, preferences, session
+    from blender_att3d import preferences
+    from blender_att3d.lifecycle import local_backend, session
 
     monkeypatch.setattr(session, "user_root", lambda: str(tmp_path))
     monkeypatch.setattr(session, "online_access_message", lambda what: None)
@@ -56,7 +57,7 @@ class CapturedRun:
     runs: list = []
 
     def __init__(self, user_root, torch="auto", indexes=None):
-        from blender_att3d import setup_job
+        from blender_att3d.lifecycle import setup_job
 
         self.args = setup_job.installer_args(user_root, torch, indexes)
         CapturedRun.runs.append(self)
@@ -79,7 +80,7 @@ class CapturedRun:
      ["--torch-index", "https://mirror.studio.example/whl/cpu"]),
 ])
 def test_set_up_passes_the_chosen_indexes_to_the_installer(bpy_module, no_backend_yet, monkeypatch, choices, flags):
-    from blender_att3d import session, setup_job
+    from blender_att3d.lifecycle import session, setup_job
 
     monkeypatch.setattr(session, "get_prefs", lambda: _prefs(**choices))
     monkeypatch.setattr(setup_job, "plan_for", lambda *args: None)  # (the wheel the extension zip carries)
@@ -103,7 +104,8 @@ def test_set_up_passes_the_chosen_indexes_to_the_installer(bpy_module, no_backen
 ])
 def test_a_custom_index_without_a_usable_url_is_one_sentence(bpy_module, no_backend_yet, monkeypatch, choices,
                                                             message):
-    from blender_att3d import jobs, session, setup_job
+    from blender_att3d import jobs
+    from blender_att3d.lifecycle import session, setup_job
 
     monkeypatch.setattr(session, "get_prefs", lambda: _prefs(**choices))
     monkeypatch.setattr(setup_job, "SetupRun", CapturedRun)
@@ -115,7 +117,8 @@ def test_a_custom_index_without_a_usable_url_is_one_sentence(bpy_module, no_back
 
 
 def test_a_note_of_the_set_up_is_shown_while_it_runs_and_after(bpy_module, no_backend_yet):
-    from blender_att3d import preferences, setup_job
+    from blender_att3d import preferences
+    from blender_att3d.lifecycle import setup_job
 
     note = ("the PyTorch index https://download.pytorch.org/whl/cpu cannot be reached (timed out): PyTorch comes "
             "from pip's configured index (https://mirror.studio.example/simple) instead")

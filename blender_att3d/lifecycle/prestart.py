@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, session, setup_job
-from .client.base import BackendError
+from .. import jobs
+from ..client.base import BackendError
+from . import session, setup_job
 
 DELAY_S = 1.0  # after registration: let Blender finish starting first
 
@@ -39,7 +40,7 @@ def prestart() -> bool:
         return {**client.info(), "backend_source": source}
 
     def apply(job: jobs.Job) -> None:
-        from .operators.checks import info_text, remember_info
+        from ..operators.checks import info_text, remember_info
 
         remember_info(job.result)
         jobs.status[jobs.BACKEND] = ("CHECKMARK", f"{info_text(job.result)} (started in {job.elapsed():.1f} s)")

@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import local_backend
-from .client.base import BackendUnavailable, Cancelled, Client
-from .wire import ProgressFn
+from ..client.base import BackendUnavailable, Cancelled, Client
+from ..wire import ProgressFn
 
 _lock = threading.Lock()  # guards the cache
 _build_lock = threading.Lock()  # one client is built at a time; others wait and hear its stage
@@ -50,8 +50,8 @@ def set_override(client: Client | None) -> None:
 
 def addon_package() -> str:
     """The add-on's module name: ``bl_ext.<repo>.att3d`` when installed, ``blender_att3d`` in tests
-    (this module's own package: it must stay at the top level of the add-on)."""
-    return __package__
+    (the package above this one: this module must stay in ``lifecycle/`` directly under the add-on)."""
+    return __package__.rpartition(".")[0]
 
 
 def get_prefs():
@@ -179,7 +179,7 @@ def _resolve_mode(s: dict[str, Any]) -> str:
     mode = s["mode"]
     if mode != "auto":
         return mode
-    from .client import embedded_available
+    from ..client import embedded_available
 
     if embedded_available():
         return "embedded"
@@ -260,7 +260,7 @@ def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Cli
 
 def _build(s: dict[str, Any], on_stage: StageFn | None) -> Client:
     try:
-        from .client import make_client
+        from ..client import make_client
     except ImportError as e:
         raise BackendUnavailable(f"The backend client is not installed ({e})") from None
     _set_stage(STARTING, on_stage)

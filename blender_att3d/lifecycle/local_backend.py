@@ -151,7 +151,7 @@ def att3d_on_path() -> LocalBackend | None:
 
 def checkout_root() -> Path | None:
     """The source checkout holding ``backend/`` next to this package (development), or None."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "backend" / "cli.py").is_file() else None
 
 

@@ -1,17 +1,18 @@
 """The backend's life cycle from the preferences: Set Up Local Backend (and Cancel), Remove Backend,
-Restart Backend, Copy Setup Commands. The installer itself is :mod:`blender_att3d.setup_backend`,
-run by :mod:`blender_att3d.setup_job`."""
+Restart Backend, Copy Setup Commands. The installer itself is :mod:`.setup_backend`, run by
+:mod:`.setup_job`."""
 from __future__ import annotations
 
 import bpy
 from bpy.props import BoolProperty
 from bpy.types import Operator
 
-from .. import jobs, prestart, session, setup_job
+from .. import jobs
 from ..client.base import BackendError
 from ..preferences import setup_indexes
-from ..setup_backend import SetupError, describe
-from .checks import busy_with_backend, info_text, remember_info
+from ..operators.checks import busy_with_backend, info_text, remember_info
+from . import prestart, session, setup_job
+from .setup_backend import SetupError, describe
 
 POLL_S = 0.5
 
@@ -138,7 +139,7 @@ class ATT3D_OT_remove_backend(Operator):
             jobs.backend_info.clear()
             return "INFO", "Backend removed" if removed else "There was no backend set up by the add-on"
 
-        from .run import run_job
+        from ..operators.run import run_job
 
         job = jobs.Job(jobs.BACKEND, "Removing the backend", work)
         return run_job(self, job, lambda removed: None, self.synchronous, done, timed=False, report=True)
@@ -167,7 +168,7 @@ class ATT3D_OT_restart_backend(Operator):
             return session.restart(settings, lambda text: progress(0.0, text)).info()
 
         job = jobs.Job(jobs.BACKEND, "Restarting the backend", work)
-        from .run import run_job
+        from ..operators.run import run_job
 
         return run_job(self, job, remember_info, self.synchronous,
                        lambda info: f"Restarted in {job.elapsed():.1f} s — {info_text(info)}", timed=False,
@@ -197,3 +198,13 @@ class ATT3D_OT_copy_setup_commands(Operator):
 
 CLASSES = (ATT3D_OT_setup_backend, ATT3D_OT_cancel_setup, ATT3D_OT_remove_backend, ATT3D_OT_restart_backend,
            ATT3D_OT_copy_setup_commands)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister() -> None:
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)
