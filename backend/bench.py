@@ -161,8 +161,8 @@ def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[st
     request in-process (the service's Engine on this process's Pipeline), interleaved rounds."""
     from blender_att3d.wire.routes import GENERATE
 
-    from .service.bench import _Service
     from .engine import Engine
+    from .service.bench import _Service
 
     out: dict[str, Any] = {}
     starts = []

@@ -10,8 +10,8 @@ from __future__ import annotations
 import bpy
 
 from . import jobs
-from .lifecycle import session
 from .client.base import BackendError
+from .lifecycle import session
 from .placement import apply_blend, resolution_of
 from .wire import check_prompt
 from .wire import closeness as closeness_text

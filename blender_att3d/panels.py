@@ -5,9 +5,9 @@ import bpy
 from bpy.types import Panel, UIList
 
 from . import chains, jobs
-from .lifecycle import session
 from .builders.objects import PROP_PROMPT, is_single_result
 from .jobs import BLEND, MAIN
+from .lifecycle import session
 from .live import closeness
 from .placement import resolution_of
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import bpy
 
-from .lifecycle import session
 from .builders.animation import set_frame_range
 from .builders.chain import build_chain, chain_frames
 from .builders.geometry import replace_geometry
@@ -28,6 +27,7 @@ from .builders.objects import (
     update_object,
 )
 from .choices import DEFAULT_RESOLUTION
+from .lifecycle import session
 from .naming import name_from_prompt
 from .sizing import Fit, fit_mesh, fit_sequence
 from .wire.types import MeshData, SequenceData

@@ -16,8 +16,8 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
 from . import jobs
-from .lifecycle import local_backend, session, setup_job
 from .choices import DEFAULT_RESOLUTION
+from .lifecycle import local_backend, session, setup_job
 from .lifecycle.setup_backend import SetupError, describe
 
 MODES = [

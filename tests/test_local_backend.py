@@ -151,7 +151,8 @@ def test_the_installer_and_the_finder_need_neither_bpy_nor_torch():
     import subprocess
 
     code = ("import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n"
-            "import blender_att3d.lifecycle.setup_backend, blender_att3d.lifecycle.local_backend, blender_att3d.lifecycle.setup_job\n"
+            "import blender_att3d.lifecycle.setup_backend, blender_att3d.lifecycle.local_backend\n"
+            "import blender_att3d.lifecycle.setup_job\n"
             "print('OK')")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(root),

@@ -41,8 +41,8 @@ from blender_att3d.wire import payload, routes
 from blender_att3d.wire.job_state import JobState
 from blender_att3d.wire.types import MeshData, SequenceData
 
-from .auth import HostPolicy, host_name
 from ..engine import Engine
+from .auth import HostPolicy, host_name
 from .jobs import DEFAULT_USER, JobBackend, LocalJobs, Refused
 from .schemas import BlendRequest, ChainRequest, GenerateRequest, NearestRequest
 from .worker import JobSnapshot, Worker

@@ -143,10 +143,10 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     stages.done("import torch")
     import uvicorn
 
+    from ..engine import Engine
     from ..model import ModelFolderError
     from .app import OPERATIONS, create_app
     from .connections import KEEP_ALIVE_S, GuardedH11Protocol, accept_batch
-    from ..engine import Engine
     from .worker import Worker
 
     stages.done("import the web stack")

@@ -18,8 +18,8 @@ from typing import Any
 
 from blender_att3d.wire.job_state import FINISHED, JobState
 
-from ..inference import CancelledError
 from ..engine import Engine
+from ..inference import CancelledError
 
 log = logging.getLogger("att3d.service")
 

@@ -66,8 +66,8 @@ class StudioModel:
     def __init__(self, settings: Settings) -> None:
         import torch
 
-        from ..service.app import OPERATIONS
         from ..engine import Engine
+        from ..service.app import OPERATIONS
 
         if settings.threads:
             torch.set_num_threads(int(settings.threads))

@@ -9,8 +9,8 @@ from bpy.types import Operator
 
 from .. import jobs
 from ..client.base import BackendError
-from ..preferences import setup_indexes
 from ..operators.checks import busy_with_backend, info_text, remember_info
+from ..preferences import setup_indexes
 from . import prestart, session, setup_job
 from .setup_backend import SetupError, describe
 

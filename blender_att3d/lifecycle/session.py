@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-from . import local_backend
 from ..client.base import BackendUnavailable, Cancelled, Client
 from ..wire import ProgressFn
+from . import local_backend
 
 _lock = threading.Lock()  # guards the cache
 _build_lock = threading.Lock()  # one client is built at a time; others wait and hear its stage

@@ -9,8 +9,8 @@ from bpy.props import BoolProperty, StringProperty
 from bpy.types import Operator
 
 from .. import jobs
-from ..lifecycle import session
 from ..client.base import BackendError, BackendUnavailable
+from ..lifecycle import session
 from ..live import prompt_closeness
 from ..wire import check_prompt
 from .run import backend_or_report, run_job

@@ -19,8 +19,8 @@ from bpy.props import StringProperty
 from bpy.types import Operator
 
 from .. import jobs
-from ..lifecycle import session
 from ..client.base import BackendError
+from ..lifecycle import session
 
 _pending_apply: dict[str, Callable[[], None]] = {}
 

@@ -145,8 +145,8 @@ def _poll_everything():
     """What Blender's timers do: apply finished jobs; wrap a finished set-up up (once: its timer
     stops then)."""
     from blender_att3d import jobs
-    from blender_att3d.lifecycle import setup_job
     from blender_att3d.lifecycle import operators as setup_ops
+    from blender_att3d.lifecycle import setup_job
 
     jobs.poll()
     run = setup_job.current

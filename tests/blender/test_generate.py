@@ -215,8 +215,8 @@ def test_prompt_warning(bpy_module, scene):
 
 
 def test_online_access_only_for_remote_non_loopback(bpy_module):
-    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
+    from blender_att3d.lifecycle import session
 
     assert not bpy_module.app.online_access
     session.check_online_access("remote", "http://127.0.0.1:8765")

@@ -47,8 +47,8 @@ def test_modes_and_cache(factory):
 
 
 def test_remote_needs_online_access_and_url(factory):
-    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
+    from blender_att3d.lifecycle import session
 
     with pytest.raises(BackendUnavailable, match="Online access"):
         session.get_client(_prefs(mode="REMOTE", url="https://gpu.example.org"))
@@ -59,8 +59,8 @@ def test_remote_needs_online_access_and_url(factory):
 
 def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
     import blender_att3d.client as client_pkg
-    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
+    from blender_att3d.lifecycle import session
 
     def boom(mode, **kw):
         raise OSError("python not found")
@@ -79,8 +79,8 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
 
     import blender_att3d.client as client_pkg
     from blender_att3d import jobs
-    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
+    from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     made = []
@@ -128,8 +128,8 @@ def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch, tmp_pat
 
 
 def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
-    from blender_att3d.lifecycle import session
     from blender_att3d.client.base import BackendUnavailable
+    from blender_att3d.lifecycle import session
 
     with pytest.raises(BackendUnavailable, match=r"^The Python field: There is no file or folder at /nowhere/py$"):
         session.current_settings(_prefs(mode="SUBPROCESS", python_path="/nowhere/py"))

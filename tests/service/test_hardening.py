@@ -66,8 +66,8 @@ def test_header_values_are_sanitised_in_one_place():
 
 def test_a_model_name_with_cr_lf_does_not_break_mesh_responses(tmp_path, serve_app):
     """Over real h11: before, every mesh response of such a model closed the connection unanswered."""
-    from backend.model import ModelConfig, build_model, save_model
     from backend.engine import Engine
+    from backend.model import ModelConfig, build_model, save_model
 
     folder = save_model(build_model(ModelConfig(resolutions=[8, 12], v_dim=4), seed=0), tmp_path / "crlf",
                         {"name": "evil\r\nSet-Cookie: x=1\r\n\r\nbody", "prompts": ["a red cube"]})

@@ -123,8 +123,8 @@ def run(model: str = "demo", device: str = "cpu", http: bool = False, log: Calla
     """The figures, the timings (engine: in-process, as the embedded client and the server's worker
     call it; with ``http``, also through an ``att3d serve`` and the add-on's HTTP client) and the panel
     lines for :data:`EXAMPLES`."""
-    from backend.nearest import training_prompts
     from backend.engine import Engine
+    from backend.nearest import training_prompts
 
     log(f"loading {model} and warming its text encoder and prompt index")
     t = time.perf_counter()
