@@ -7,7 +7,7 @@ never accepted). :class:`GuardedH11Protocol` answers ``408`` (JSON) and closes a
 request headers have not all arrived ``HEADER_TIMEOUT_S`` after it opened (or after the first
 byte of its next request), and when more than :func:`max_idle_connections` connections wait for
 headers it closes the longest-waiting ones. Request bodies have their own deadline in
-:class:`backend.service.app.BodyLimit`.
+:class:`backend.service.middleware.BodyLimit`.
 """
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def test_stalled_and_half_sent_requests_time_out(serve_app):
 
 
 def test_a_body_that_never_arrives_is_408(serve_app, monkeypatch):
-    from backend.service import app as app_mod
+    from backend.service import middleware as app_mod
 
     monkeypatch.setattr(app_mod, "BODY_TIMEOUT_S", 0.5)
     url = serve_app(create_app(Worker(None, {}), TOKEN, {}), http=_guarded(30))
