@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from blender_att3d.wire.types import MeshData
+
 from .fileio import atomic_write_text
 
 PROMPTS = ["a red cube wearing a party hat", "a blue sphere on a plate", "a green cone with a ring",
@@ -61,8 +63,8 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     so far before each next one, ``"complete": true`` at the end: a run stopped by a time limit (a lent
     GPU machine's) still leaves what it measured."""
     from .chain_quality import chain_quality
+    from .engine import Engine
     from .export import export_mesh
-    from .inference import Pipeline
     from .mesh import density_lattice, extract_surface, field_colors, marching_cubes, resolve_mc, simplify
     from .texture import bake_texture
 
@@ -72,7 +74,8 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
         if not quiet:
             print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    pipe = Pipeline(model, device=device)
+    engine = Engine.load(model, device=device)
+    pipe = engine.pipeline
     cfg = pipe.model.config
     pipe.embed(PROMPTS)  # warms the on-disk embedding cache
     one = pipe.embed(PROMPTS[0])
@@ -107,41 +110,42 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
                 key = f"generate_glb_{n}{suffix}"
                 log(key)
                 def run(n: int = n, e: str = extract) -> Any:
-                    return export_mesh(pipe.generate(PROMPTS[0], n, extract=e), out)
+                    return export_mesh(engine.generate(PROMPTS[0], n, extract=e), out)
 
                 res[key] = _median(run, reps, warm)
                 if n == 128 and not suffix:
                     res["glb_bytes"] = out.stat().st_size
-                    res["export_glb_128"] = _median(partial(export_mesh, pipe.generate(PROMPTS[0], n), out),
+                    res["export_glb_128"] = _median(partial(export_mesh, engine.generate(PROMPTS[0], n), out),
                                                     reps, warm)
             if f"generate_glb_{n}_dense" in res:
                 res[f"generate_glb_{n}_vs_dense"] = round(res[f"generate_glb_{n}"] / res[f"generate_glb_{n}_dense"], 4)
     log("texture_1024")
-    mesh = pipe.generate(PROMPTS[0], 128)
-    verts, faces = simplify(mesh.vertices, mesh.faces, 20000)
-    from .mesh import Mesh
-
-    low = Mesh(verts, faces, field_colors(pipe.model, mod, verts))
+    mesh = engine.generate(PROMPTS[0], 128)
+    verts, faces = simplify(mesh.positions, mesh.faces, 20000)
+    low = MeshData(verts, faces, field_colors(pipe.model, mod, verts))
     res["texture_faces"] = int(len(faces))
     res["texture_1024"] = _median(lambda: bake_texture(low, lambda p: field_colors(pipe.model, mod, p), 1024),
                                   max(1, repeats // 2))
     log("chain16_consistent")
     # 4 keyframes, 5 meshes per segment + the last keyframe = 16 meshes on one set of faces.
-    res["chain16_consistent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True),
+    keys = list(enumerate(PROMPTS))
+    res["chain16_consistent"] = _median(lambda: engine.chain(keys, steps=5, resolution=128, consistent=True),
                                         max(1, repeats // 2))
-    seq = pipe.chain(PROMPTS, steps=5, resolution=128, consistent=True)
-    res["chain16_vertices"] = [int(len(p.vertices[0])) for p in seq.pieces]
+    seq = engine.chain(keys, steps=5, resolution=128, consistent=True)
+    res["chain16_vertices"] = [int(len(p.positions[0])) for p in seq.pieces]
     res["chain16_converged"] = _converged(seq)
     res["chain16_held"] = sum(int(h) for p in seq.pieces for h in p.held)
     # the floor: the same 16 steps as independent meshes (a mesh sequence, no shape keys)
     log("chain16_independent")
-    res["chain16_independent"] = _median(lambda: pipe.chain(PROMPTS, steps=5, resolution=128, consistent=False),
+    res["chain16_independent"] = _median(lambda: engine.chain(keys, steps=5, resolution=128, consistent=False),
                                          max(1, repeats // 2))
     # keyframes of one topology: every step between them is tracked (what chain16_consistent's
     # prompts, whose topology changes at almost every step, rarely allow)
     log("chain16_tracked")
-    res["chain16_tracked"] = _median(lambda: pipe.chain(TRACKED, steps=5, resolution=128), max(1, repeats // 2))
-    tracked = pipe.chain(TRACKED, steps=5, resolution=128)
+    tracked_keys = list(enumerate(TRACKED))
+    res["chain16_tracked"] = _median(lambda: engine.chain(tracked_keys, steps=5, resolution=128),
+                                     max(1, repeats // 2))
+    tracked = engine.chain(tracked_keys, steps=5, resolution=128)
     res["chain16_tracked_pieces"] = len(tracked.pieces)
     res["chain16_tracked_converged"] = _converged(tracked)
     log("chain16_quality")
@@ -149,19 +153,18 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     q = chain_quality(pipe, seq, PROMPTS, resolution=128)
     res["chain16_quality"] = {k: v for k, v in q.items() if k not in ("keyframes", "states")}
     if service:
-        res.update(service_bench(pipe, model, device, repeats, log))
+        res.update(service_bench(engine, model, device, repeats, log))
     if partial_out is not None:
         atomic_write_text(partial_out, json.dumps({**res, "complete": True}) + "\n")
     return res
 
 
-def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+def service_bench(engine: Any, model: str, device: str, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """``serve_ready``: median seconds from starting ``att3d serve`` to its ready line (3 starts);
     ``http_overhead_128``: median latency of ``POST /v1/generate`` at 128³ over the median of the same
-    request in-process (the service's Engine on this process's Pipeline), interleaved rounds."""
+    request in-process (the same Engine the service runs, on this process's model), interleaved rounds."""
     from blender_att3d.wire.routes import GENERATE
 
-    from .engine import Engine
     from .service.bench import _Service
 
     out: dict[str, Any] = {}
@@ -175,7 +178,6 @@ def service_bench(pipe, model: str, device: str, repeats: int, log: Callable[[st
             svc.stop()
     out["serve_ready"] = statistics.median(starts)
     try:
-        engine = Engine(pipe)
         body = json.dumps({"prompt": PROMPTS[0], "resolution": 128}).encode()
 
         def http() -> None:

@@ -1,6 +1,7 @@
 """Prompt chains: meshes along ``(1 − α) c_k + α c_{k+1}`` between keyframe prompts.
 
-Two forms:
+Two forms, both a :class:`blender_att3d.wire.types.SequenceData` (made by
+:meth:`backend.inference.Pipeline.chain`):
 
 * **independent meshes** (``consistent=False``): marching cubes at every step; a mesh sequence.
 * **keyframe pieces** (``consistent=True``, the default): one topology per keyframe. Piece ``k`` is
@@ -19,75 +20,10 @@ Measured on the shipped demo model (``att3d bench``'s chain and "a red sphere" �
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece, piece_showing
-
-from .mesh_type import Mesh
-
-
-@dataclass
-class ChainPiece:
-    """One topology of a chain: ``faces`` shared by its states, in chain order.
-
-    ``times[j]`` is the chain position of state ``j`` (keyframe ``k`` at ``positions[k]``),
-    ``vertices[j]`` / ``colors[j]`` its mesh; ``key`` is the index of the state that is the
-    keyframe's own extraction. ``on_surface[j]``: the fraction of vertices that converged onto that
-    state's isosurface (1 at the key); ``held[j]``: the state repeats its neighbour's vertices
-    because tracking failed there (see :func:`plan_pieces`).
-    """
-
-    faces: np.ndarray
-    times: list[float]
-    vertices: list[np.ndarray]
-    colors: list[np.ndarray]
-    key: int
-    on_surface: list[float] = field(default_factory=list)
-    held: list[bool] = field(default_factory=list)
-
-
-@dataclass
-class ChainResult:
-    """What :meth:`backend.inference.Pipeline.chain` returns.
-
-    ``steps`` are the chain positions of the requested steps, ``labels`` a readable prompt for each;
-    ``pieces`` (keyframe pieces) or ``meshes`` (one per step) hold the geometry.
-    """
-
-    steps: list[float]
-    labels: list[str]
-    pieces: list[ChainPiece] = field(default_factory=list)
-    meshes: list[Mesh] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def consistent(self) -> bool:
-        return bool(self.pieces)
-
-    def piece_at(self, t: float) -> int:
-        """The piece that shows at chain position ``t``: the later one at a swap."""
-        return piece_showing([p.times[0] for p in self.pieces], t)
-
-    def sequence_data(self, meta: dict[str, Any] | None = None) -> SequenceData:
-        """The client-side form (:class:`blender_att3d.wire.types.SequenceData`); meshes' meta as given."""
-        meta = {**self.meta, **(meta or {})}
-        if self.pieces:
-            pieces = [SequencePiece(p.faces, p.times, p.vertices, p.colors, p.key) for p in self.pieces]
-            return SequenceData([float(s) for s in self.steps], list(self.labels), meta=meta, pieces=pieces)
-        meshes = [MeshData(m.vertices, m.faces, m.colors, m.uvs, m.texture, meta=dict(m.meta)) for m in self.meshes]
-        return SequenceData([float(s) for s in self.steps], list(self.labels), meshes=meshes, meta=meta)
-
-    def mesh_at_step(self, i: int) -> Mesh:
-        """Step ``i`` as a standalone mesh, as shown."""
-        if not self.pieces:
-            return self.meshes[i]
-        t = self.steps[i]
-        p = self.pieces[self.piece_at(t)]
-        j = int(np.argmin(np.abs(np.asarray(p.times) - t)))
-        return Mesh(p.vertices[j], p.faces, p.colors[j], meta={"prompt": self.labels[i], "chain_position": t})
 
 
 def chain_schedule(positions: Sequence[float], steps: int) -> list[tuple[int, float, float]]:

@@ -164,7 +164,7 @@ def bbox_diagonal(vertices: np.ndarray) -> float:
 
 def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[float] | None = None,
                   resolution: int = 128, key_frames: list[float] | None = None) -> dict[str, Any]:
-    """The measures above for a chain of pieces (:class:`backend.chain.ChainResult`) made by ``pipe``
+    """The measures above for a chain of pieces (a :class:`~blender_att3d.wire.types.SequenceData`) made by ``pipe``
     (:class:`backend.inference.Pipeline`) from ``prompts`` at ``positions``.
 
     ``min_on_surface_steps_pct``: over the chain's steps (``..._half_voxel_pct``: within half a voxel,
@@ -199,15 +199,15 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
         f = piece.faces
         t_key = piece.times[piece.key]
         for k in np.flatnonzero(np.isclose(positions, t_key)):  # the keyframe this piece was extracted at
-            d, v = direct[piece.key], piece.vertices[piece.key]
-            ch, _ = chamfer(v, f, d.vertices, d.faces)
+            d, v = direct[piece.key], piece.positions[piece.key]
+            ch, _ = chamfer(v, f, d.positions, d.faces)
             keyframes.append({
                 "prompt": prompts[k], "position": positions[k],
-                "chamfer_pct_diag": round(100 * ch / max(bbox_diagonal(d.vertices), 1e-9), 4),
+                "chamfer_pct_diag": round(100 * ch / max(bbox_diagonal(d.positions), 1e-9), 4),
                 "inward_pct": round(100 * inward_face_fraction(model, mods[piece.key], v, f), 3),
-                "inward_direct_pct": round(100 * inward_face_fraction(model, mods[piece.key], d.vertices, d.faces),
+                "inward_direct_pct": round(100 * inward_face_fraction(model, mods[piece.key], d.positions, d.faces),
                                            3)})
-        for j, (t, verts) in enumerate(zip(piece.times, piece.vertices)):
+        for j, (t, verts) in enumerate(zip(piece.times, piece.positions)):
             dist = surface_distance(model, mods[j], verts)
             states.append({"piece": n, "position": round(t, 4), "step": bool(np.isclose(steps, t).any()),
                            "held": bool(piece.held[j]) if piece.held else False,
@@ -215,16 +215,16 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
                            "on_surface_half_voxel_pct": round(100 * float((dist <= 0.5 * voxel).mean()), 3),
                            "inward_pct": round(100 * inward_face_fraction(model, mods[j], verts, f), 3)})
             if j:
-                jump = float(np.linalg.norm(verts - piece.vertices[j - 1], axis=1).max()) / voxel
+                jump = float(np.linalg.norm(verts - piece.positions[j - 1], axis=1).max()) / voxel
                 max_jump = max(max_jump, jump)
                 if key_frames is not None:
                     frames = np.interp([piece.times[j - 1], t], positions, key_frames)
                     per_frame = max(per_frame, jump / max(float(frames[1] - frames[0]), 1.0))
-                motion = max(motion, chamfer(direct[j].vertices, direct[j].faces, direct[j - 1].vertices,
+                motion = max(motion, chamfer(direct[j].positions, direct[j].faces, direct[j - 1].positions,
                                              direct[j - 1].faces, quantile=0.999)[1] / voxel)
         for j in (0, len(piece.times) - 1):
             if j != piece.key:  # an end that meets the next or previous piece
-                da, db = surface_distances(piece.vertices[j], f, direct[j].vertices, direct[j].faces)
+                da, db = surface_distances(piece.positions[j], f, direct[j].positions, direct[j].faces)
                 for q, store in ((0.999, gaps), (1.0, gaps_max)):
                     gap = max(np.quantile(da, q), np.quantile(db, q)) / voxel
                     store[piece.times[j]] = max(store.get(piece.times[j], 0.0), float(gap))

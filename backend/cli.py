@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
 
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
@@ -63,125 +61,92 @@ def _writable_output(path: str, suffixes: tuple[str, ...] | None = None) -> Path
     return p
 
 
-def _stages(names: list[str], quiet: bool):
-    from tqdm import tqdm
+class _Bar:
+    """The engine's one progress callback as the command line's bar (stderr, percent, the step's
+    message), with the command's own steps around it (loading the model, writing the file)."""
 
-    return tqdm(total=len(names), desc=names[0], disable=quiet, leave=False, file=sys.stderr,
-                bar_format="{desc:<12} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    def __init__(self, quiet: bool, first: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=first, disable=quiet, leave=False, file=sys.stderr,
+                        bar_format="{desc:<28.28} {bar} {percentage:3.0f}% [{elapsed}]")
+
+    def __call__(self, fraction: float, message: str) -> bool:
+        self.bar.n = round(100 * min(1.0, max(0.0, fraction)))
+        self.bar.set_description_str(message, refresh=False)
+        self.bar.refresh()
+        return False  # never asks to stop (Ctrl-C does)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def _check_mesh_options(args: argparse.Namespace) -> None:
-    """``--simplify`` and ``--texture`` within the limits the service applies (``blender_att3d.wire.limits``):
-    a negative face count is refused rather than ignored, and ``--texture 1000000`` rather than allocating 9 TiB."""
-    from blender_att3d.wire.limits import check_simplify, check_texture_size
+#: the CLI flag of each request field whose errors the CLI names by its flag
+FLAGS = {"simplify": "--simplify", "texture": "--texture", "smooth": "--smooth"}
+
+
+def request(make, **fields):
+    """An engine request (:mod:`backend.engine`: the one check of the inputs) made from the arguments,
+    before any work; a bad input is one line naming its flag where the field has one."""
+    from .engine import InvalidInput
 
     try:
-        args.simplify = check_simplify(args.simplify)
-    except ValueError as e:
-        raise CLIError(f"--simplify: {e}") from None
-    if args.texture is not None:
-        try:
-            check_texture_size(args.texture)
-        except ValueError as e:
-            raise CLIError(f"--texture: {e}") from None
-    args.smooth = check_smooth_option(getattr(args, "smooth", 0))
-
-
-def check_smooth_option(smooth: int) -> int:
-    """``--smooth N``: Taubin iterations in 0–100, or one line and exit code 2."""
-    from .mesh import check_smooth
-
-    try:
-        return check_smooth(smooth)
-    except ValueError as e:
-        raise CLIError(f"--smooth: {e}") from None
+        return make(**fields)
+    except InvalidInput as e:
+        raise CLIError(f"{FLAGS[e.field]}: {e}" if e.field in FLAGS else str(e)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import Engine, Generate
     from .export import FORMATS, export_mesh
-    from .inference import Pipeline, check_prompt
-    from .mesh import check_resolution
 
-    prompt = check_prompt(args.prompt)
-    check_resolution(args.resolution)
-    _check_mesh_options(args)
+    req = request(Generate, prompt=args.prompt, resolution=args.resolution, simplify=args.simplify,
+                  texture=False if args.texture is None else args.texture, mc=args.mc, extract=args.extract,
+                  unwrap=args.unwrap, smooth=args.smooth)
     out = _writable_output(args.out, FORMATS)
     preview = _writable_output(args.preview, (".png",)) if args.preview else None
-    bar = _stages(["load", "embed", "map", "mesh", "export", "preview"], args.quiet)
+    bar = _Bar(args.quiet, "loading the model")
     t0 = time.perf_counter()
-    pipe = Pipeline(args.model, device=args.device)
-    bar.set_description("embed")
-    bar.update()
-    emb = pipe.embed(prompt)
-    bar.set_description("map")
-    bar.update()
-    mod = pipe.modulate(emb)
-    bar.set_description("mesh")
-    bar.update()
-    mesh = pipe.mesh(mod, args.resolution, args.simplify, args.texture or False, extract=args.extract, mc=args.mc,
-                     unwrap=args.unwrap, smooth=args.smooth)
-    mesh.meta.update(prompt=prompt, model=pipe.model_id)
+    engine = Engine.load(args.model, device=args.device)
+    mesh = engine.run(req, bar)
     if len(mesh.faces) == 0:
-        raise CLIError(f"the model produced no surface for {prompt!r} (empty density field)")
-    bar.set_description("export")
-    bar.update()
+        raise CLIError(f"the model produced no surface for {req.prompt!r} (empty density field)")
+    bar(1.0, "writing the file")
     export_mesh(mesh, out)
     if preview:
-        bar.set_description("preview")
-        bar.update()
+        bar(1.0, "rendering the preview")
         from PIL import Image
 
-        radius = float(np.linalg.norm(mesh.vertices, axis=1).max()) * 1.05 + 0.05
-        Image.fromarray(pipe.preview(mod, radius=radius)).save(preview)
+        Image.fromarray(engine.preview(req, mesh)).save(preview)
     bar.close()
-    print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces) in "
+    print(f"wrote {out} ({mesh.n_vertices} vertices, {len(mesh.faces)} faces) in "
           f"{time.perf_counter() - t0:.2f} s" + (f"; preview {preview}" if preview else ""))
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from blender_att3d.wire.limits import MAX_CHAIN_MESHES
-
-    from .export import export_mesh
-    from .inference import Pipeline, check_prompt
-    from .mesh import check_resolution
+    from .engine import Chain, Engine
+    from .export import export_mesh, export_sequence_glb
 
     if len(args.prompts) < 2:
         raise CLIError("interpolate needs at least two prompts")
-    check_resolution(args.resolution)
-    if args.steps < 1:
-        raise CLIError("--steps must be at least 1")
-    n = (len(args.prompts) - 1) * args.steps + 1
-    if n > MAX_CHAIN_MESHES:
-        raise CLIError(f"that chain has {n} meshes ({len(args.prompts)} prompts, --steps {args.steps}); the limit "
-                       f"is {MAX_CHAIN_MESHES}: use fewer steps or prompts")
-    args.prompts = [check_prompt(p) for p in args.prompts]
+    req = request(Chain, keyframes=list(enumerate(args.prompts)), steps=args.steps, resolution=args.resolution,
+                  consistent=args.consistent)
     out = Path(args.out)
     _writable_output(str(out / "x.glb"))
-    pipe = Pipeline(args.model, device=args.device)
-    total = (len(args.prompts) - 1) * args.steps + 1
-    bar = tqdm(total=total, desc="chain", disable=args.quiet, file=sys.stderr, leave=False)
-
-    def progress(frac: float, msg: str) -> None:
-        bar.n = round(frac * total)
-        bar.refresh()
-
-    seq = pipe.chain(args.prompts, steps=args.steps, resolution=args.resolution, consistent=args.consistent,
-                     progress=progress)
+    bar = _Bar(args.quiet, "loading the model")
+    engine = Engine.load(args.model, device=args.device)
+    seq = engine.run(req, bar)
     bar.close()
     files = []
     for i, pos in enumerate(seq.steps):
         f = out / f"step_{i:03d}.{args.format}"
-        export_mesh(seq.mesh_at_step(i), f)
-        files.append({"file": f.name, "position": pos, "prompt": seq.labels[i]})
+        export_mesh(seq.mesh(i), f)
+        files.append({"file": f.name, "position": pos, "prompt": seq.prompts[i]})
     if args.consistent:
-        from .export import export_sequence_glb
-
-        export_sequence_glb(seq.sequence_data(), out / "sequence.glb")
-    manifest = {"prompts": args.prompts, "steps_per_segment": args.steps, "consistent": args.consistent,
-                "resolution": args.resolution, "model": pipe.model_id, "steps": files}
+        export_sequence_glb(seq, out / "sequence.glb")
+    manifest = {"prompts": req.prompts, "steps_per_segment": req.steps, "consistent": req.consistent,
+                "resolution": req.resolution, "model": engine.pipeline.model_id, "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} meshes to {out}" +
           (f" (sequence.glb: {len(seq.pieces)} keyframe pieces with morph targets)" if args.consistent else ""))

@@ -1,15 +1,31 @@
-"""The operations behind the service and the embedded client, on one :class:`Engine` (a loaded
-:class:`~backend.inference.Pipeline` plus the training-prompt index): results are the wire's
-plain-numpy types, so the HTTP and the embedded transports give byte-identical meshes for the same
-request. The checks here are the ones both transports share.
+"""The operation layer: every operation on a loaded model is validated and sequenced here, once, for
+every caller: ``att3d generate`` / ``att3d interpolate`` (:mod:`backend.cli`), the service's and the
+studio's jobs, the embedded client (the add-on, in-process) and the benches.
 
-No web framework here: the embedded client imports this module inside Blender.
+As a diffusers pipeline's ``check_inputs`` and numbered steps:
+
+* **a request per operation** (:class:`Generate`, :class:`Blend`, :class:`Chain`, :class:`Nearest`)
+  checks its inputs when it is made: the backend's one check of a prompt, a resolution, a face
+  count ... (the rules are the wire's :mod:`blender_att3d.wire.limits`; ``tests/test_boundaries.py``
+  refuses ``check_prompt`` / ``check_resolution`` anywhere else in ``backend/``). A request that
+  exists is valid: the service's schemas make one at the door (a bad one is a 422 at once) and the
+  worker runs it; the CLI makes one before it loads the model.
+* **:meth:`Engine.run`** runs a request's steps (generate: 1. encode the prompt, 2. the mapping
+  network's grid, 3. extract, colour, bake), reporting through one callback
+  ``progress(fraction, message)`` (True stops it: :class:`~backend.progress.CancelledError`) that
+  the CLI turns into its bar and the service into the job's progress.
+* **results are the wire's types** (:class:`MeshData`, :class:`SequenceData`, :class:`Neighbors`,
+  :class:`ServerInfo`): every transport gives byte-identical meshes for the same request.
+
+Writing a result out is the caller's: a file (:mod:`backend.export`, the CLI) or a payload (the
+service). No web framework here: the embedded client imports this module inside Blender.
 """
 from __future__ import annotations
 
 import importlib.util
 import platform
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,14 +37,18 @@ from blender_att3d.wire.limits import (
     MAX_NEIGHBORS,
     TEXTURE_SIZE,
     check_prompt,
+    check_resolution,
+    check_texture_size,
 )
 from blender_att3d.wire.limits import check_simplify as check_simplify_range
-from blender_att3d.wire.options import check_mc
+from blender_att3d.wire.options import check_extract, check_mc
 from blender_att3d.wire.routes import API_VERSION
-from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
+from blender_att3d.wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 
-from .inference import CancelledError, Pipeline
-from .mesh import Mesh, check_resolution
+from .inference import Pipeline
+from .mesh import check_smooth
+from .progress import CancelledError
+from .texture import check_unwrap
 
 if TYPE_CHECKING:
     from .mapping_network import Modulation
@@ -50,7 +70,15 @@ def features() -> dict[str, bool]:
             "pymcubes": importlib.util.find_spec("mcubes") is not None}
 
 
-# -- validation shared by both transports ------------------------------------------------------
+# -- the checks (each request calls them once, when it is made) ------------------------------------
+
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and bool(np.isfinite(v))
+
+
+def _is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
 
 def check_simplify(simplify: Any) -> int | None:
     simplify = check_simplify_range(simplify)
@@ -61,12 +89,20 @@ def check_simplify(simplify: Any) -> int | None:
     return int(simplify)
 
 
-def check_texture(texture: Any) -> bool:
-    if not isinstance(texture, bool):
+def check_texture(texture: Any) -> bool | int:
+    """A texture bake: ``False`` (or None) none, ``True`` the service's size, or a size in pixels (the
+    CLI's ``--texture N``). The bake simplifies first, so it needs ``att3d[mesh]``."""
+    if texture is None or texture is False:
+        return False
+    if texture is True:
+        size = TEXTURE_SIZE
+    elif _is_int(texture):
+        size = check_texture_size(texture)
+    else:
         raise ValueError(f"texture must be true or false, got {texture!r}")
-    if texture and not features()["texture"]:
+    if not (features()["texture"] and features()["simplify"]):
         raise ValueError("this backend cannot bake textures: install 'att3d[mesh]' where it runs")
-    return texture
+    return size
 
 
 def check_mc_available(mc: Any) -> str:
@@ -76,50 +112,162 @@ def check_mc_available(mc: Any) -> str:
     return mc
 
 
-def _from(progress: ProgressFn | None, start: float) -> ProgressFn | None:
-    """The rest of a job's progress, [start, 1], for a step that reports its own fractions."""
-    if progress is None:
-        return None
-    return lambda frac, msg: progress(start + (1 - start) * frac, msg)
+def check_alpha(alpha: Any) -> float:
+    if not _is_number(alpha) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
 
 
 def chain_length(n_keyframes: int, steps: int) -> int:
     return (n_keyframes - 1) * steps + 1
 
 
-def check_chain(keyframes: Sequence[tuple[float, str]], steps: Any) -> tuple[list[float], list[str], int]:
-    """(positions, prompts, steps) of a chain request, or a ValueError that says what is wrong."""
-    kf = list(keyframes)
+def check_keyframes(keyframes: Any, steps: Any) -> tuple[tuple[tuple[float, str], ...], int]:
+    """((position, prompt) pairs, steps) of a chain, or a ValueError that says what is wrong."""
+    try:
+        kf = list(keyframes)
+    except TypeError:
+        raise ValueError("keyframes must be a list of (position, prompt) pairs") from None
     if not 2 <= len(kf) <= MAX_KEYFRAMES:
         raise ValueError(f"a chain needs 2–{MAX_KEYFRAMES} keyframes, got {len(kf)}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+    if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     n = chain_length(len(kf), int(steps))
     if n > MAX_CHAIN_MESHES:
         raise ValueError(f"that chain has {n} meshes ({len(kf)} keyframes, {steps} steps between each); "
                          f"the limit is {MAX_CHAIN_MESHES}: use fewer steps or keyframes")
-    positions, prompts = [], []
+    out = []
     for i, item in enumerate(kf):
         try:
             pos, prompt = item
         except (TypeError, ValueError):
             raise ValueError(f"keyframe {i} must be a (position, prompt) pair") from None
-        if isinstance(pos, bool) or not isinstance(pos, (int, float, np.number)) or not np.isfinite(pos):
+        if not _is_number(pos):
             raise ValueError(f"keyframe {i}: the position must be a finite number, got {pos!r}")
-        positions.append(float(pos))
         try:
-            prompts.append(check_prompt(prompt))
+            out.append((float(pos), check_prompt(prompt)))
         except ValueError as e:
             raise ValueError(f"keyframe {i}: {e}") from None
-    if any(b <= a for a, b in zip(positions, positions[1:])):
+    if any(b[0] <= a[0] for a, b in zip(out, out[1:])):
         raise ValueError("keyframe positions must be strictly increasing")
-    return positions, prompts, int(steps)
+    return tuple(out), int(steps)
 
 
-def check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    return float(alpha)
+def check_k(k: Any) -> int:
+    if not _is_int(k) or not 1 <= k <= MAX_NEIGHBORS:
+        raise ValueError(f"k must be an integer in 1–{MAX_NEIGHBORS}, got {k!r}")
+    return int(k)
+
+
+def _bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be true or false, got {v!r}")
+    return v
+
+
+# -- requests: valid once made ----------------------------------------------------------------------
+
+class InvalidInput(ValueError):
+    """An input a request cannot use; ``field`` names it (the CLI's flag, the service's JSON field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Request:
+    def _check(self, **checks: Callable[[Any], Any]) -> None:
+        """Each field through its check, normalised in place (a frozen dataclass setting its own fields)."""
+        for name, check in checks.items():
+            try:
+                value = check(getattr(self, name))
+            except InvalidInput:
+                raise
+            except ValueError as e:
+                raise InvalidInput(name, str(e)) from None
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class Generate(_Request):
+    """A mesh from a prompt. ``texture``: a baked texture's size in pixels (``True``: the service's
+    1024; ``False``: vertex colours only); ``mc``: the marching cubes; ``extract``: ``auto`` / ``sparse`` /
+    ``dense``; ``unwrap``: ``box`` / ``xatlas``; ``smooth``: Taubin iterations (0: off)."""
+
+    prompt: str
+    resolution: int = 128
+    simplify: int | None = None
+    texture: bool | int = False
+    mc: str = "auto"
+    extract: str = "auto"
+    unwrap: str = "box"
+    smooth: int = 0
+
+    def __post_init__(self) -> None:
+        self._check(prompt=check_prompt, resolution=check_resolution, simplify=check_simplify, texture=check_texture,
+                    mc=check_mc_available, extract=check_extract, unwrap=check_unwrap, smooth=check_smooth)
+
+
+@dataclass(frozen=True)
+class Blend(_Request):
+    """A mesh between two prompts: ``m((1 − α) c_a + α c_b)``."""
+
+    prompt_a: str
+    prompt_b: str
+    alpha: float
+    resolution: int = 96
+    simplify: int | None = None
+    mc: str = "auto"
+
+    def __post_init__(self) -> None:
+        self._check(prompt_a=check_prompt, prompt_b=check_prompt, alpha=check_alpha, resolution=check_resolution,
+                    simplify=check_simplify, mc=check_mc_available)
+
+
+@dataclass(frozen=True)
+class Chain(_Request):
+    """Meshes along keyframe prompts: ``keyframes`` (position, prompt) pairs, ``steps`` meshes per
+    segment; ``consistent``: keyframe pieces for shape keys, else one independent mesh per step."""
+
+    keyframes: tuple[tuple[float, str], ...]
+    steps: int = 4
+    resolution: int = 96
+    consistent: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            keyframes, steps = check_keyframes(self.keyframes, self.steps)
+        except ValueError as e:
+            raise InvalidInput("steps" if str(e).startswith(("steps", "that chain")) else "keyframes", str(e)) \
+                from None
+        object.__setattr__(self, "keyframes", keyframes)
+        object.__setattr__(self, "steps", steps)
+        self._check(resolution=check_resolution, consistent=lambda v: _bool("consistent", v))
+
+    @property
+    def positions(self) -> list[float]:
+        return [p for p, _ in self.keyframes]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [q for _, q in self.keyframes]
+
+
+@dataclass(frozen=True)
+class Nearest(_Request):
+    """How close ``prompt`` is to the training prompts, with its ``k`` nearest."""
+
+    prompt: str
+    k: int = 5
+
+    def __post_init__(self) -> None:
+        self._check(prompt=check_prompt, k=check_k)
+
+
+Request = Generate | Blend | Chain | Nearest
+#: the requests by the name the service's routes and jobs use
+REQUESTS: dict[str, type[Generate] | type[Blend] | type[Chain] | type[Nearest]] = {
+    "generate": Generate, "blend": Blend, "chain": Chain, "nearest": Nearest}
 
 
 # -- conversions ---------------------------------------------------------------------------------
@@ -138,16 +286,6 @@ def _json_safe(v: Any) -> Any:
     return str(v)
 
 
-def mesh_data(mesh: Mesh) -> MeshData:
-    """backend Mesh (Z-up world frame, already Blender's) → client MeshData."""
-    return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=_json_safe(mesh.meta))
-
-
-# The stages a generate job names in its progress messages (the add-on shows them with the time so
-# far); ``wire``-compatible: a job's message stays a free-form string.
-STAGE_PROMPT = "encoding the prompt"
-STAGE_GRID = "building the grid"
-STAGE_MESH = "extracting the mesh"
 #: how many of the training prompts ``info()`` quotes
 N_EXAMPLES = 5
 
@@ -159,14 +297,28 @@ def examples(prompts: Sequence[str], n: int = N_EXAMPLES) -> list[str]:
     return [prompts[(i * len(prompts)) // n] for i in range(n)]
 
 
-def _check(progress: ProgressFn | None, frac: float, msg: str) -> None:
+#: generate's numbered steps: where each starts in the job's progress, and the message the add-on
+#: shows with the time so far (step 3 reports its own fractions and messages within [0.3, 1])
+GENERATE_STEPS = ((0.0, "encoding the prompt"), (0.15, "building the grid"), (0.3, "extracting the mesh"))
+BLEND_STEPS = ((0.0, "encoding the prompts and building the grid"), (0.3, "extracting the mesh"))
+
+
+def _report(progress: ProgressFn | None, frac: float, msg: str) -> None:
+    """A progress report and a cancel point."""
     if progress is not None and progress(frac, msg):
         raise CancelledError("cancelled")
 
 
+def _rest(progress: ProgressFn | None, start: float) -> ProgressFn | None:
+    """The rest of a job's progress, [start, 1], for a step that reports its own fractions."""
+    if progress is None:
+        return None
+    return lambda frac, msg: progress(start + (1 - start) * frac, msg)
+
+
 class Engine:
-    """A Pipeline plus the training-prompt index; not thread-safe: one caller at a time (the service's
-    worker thread, or the embedded client's)."""
+    """A :class:`~backend.inference.Pipeline` plus the training-prompt index; not thread-safe: one caller
+    at a time (the service's worker thread, a studio replica's, the embedded client's)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -176,7 +328,6 @@ class Engine:
     def load(cls, model: str = "demo", device: str = "auto", cache_dir: str | None = None) -> Engine:
         return cls(Pipeline(model, device=device, cache_dir=cache_dir))
 
-    # -- helpers ----------------------------------------------------------------------------
     def warm(self, on_stage: Callable[[str], Any] | None = None) -> None:
         """Load the text encoder and index the training prompts now rather than on the first request;
         ``on_stage(name)`` hears each of the two (the server names them to the client)."""
@@ -196,28 +347,59 @@ class Engine:
             self._index = PromptIndex.from_pipeline(self.pipeline)
         return self._index
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServerInfo:
         import torch
 
         from .nearest import training_prompts
 
-        prompts = training_prompts(self.pipeline.config)
-        return {"model": self.pipeline.model_id, "text_encoder": self.pipeline.encoder.encoder_id,
-                "device": str(self.pipeline.device), "version": att3d_version(), "api": API_VERSION,
-                "versions": {"att3d": att3d_version(), "torch": torch.__version__, "numpy": np.__version__,
-                             "python": platform.python_version(), "api": API_VERSION},
-                "training_prompts": len(prompts) if prompts else 0,
-                "training_prompts_known": bool(prompts),
-                "training_prompt_examples": examples(prompts) if prompts else [],
-                "features": features(), "limits": limits.as_dict()}
+        prompts = training_prompts(self.pipeline.config) or []
+        return ServerInfo(model=self.pipeline.model_id, text_encoder=self.pipeline.encoder.encoder_id,
+                          device=str(self.pipeline.device), version=att3d_version(), api=API_VERSION,
+                          versions={"att3d": att3d_version(), "torch": torch.__version__, "numpy": np.__version__,
+                                    "python": platform.python_version(), "api": str(API_VERSION)},
+                          training_prompts=len(prompts), training_prompts_known=bool(prompts),
+                          training_prompt_examples=examples(prompts), features=features(), limits=limits.Limits())
 
-    # -- operations ---------------------------------------------------------------------------
-    def modulations(self, prompts: Sequence[str]) -> list[Modulation]:
-        """The mapping network's output for several prompts in one pass (a server batching requests that
-        arrive together); each equals ``modulate(embed(p))`` to float rounding, not bit for bit."""
+    # -- the one entry point --------------------------------------------------------------------------
+    def run(self, request: Request, progress: ProgressFn | None = None,
+            modulation: Modulation | None = None) -> Any:
+        """Run a request (already valid: it checked itself when made). ``modulation``: a
+        :class:`Generate`'s, already computed (:meth:`modulations`, a studio replica batching)."""
+        if isinstance(request, Generate):
+            return self._generate(request, progress, modulation)
+        if isinstance(request, Blend):
+            return self._blend(request, progress)
+        if isinstance(request, Chain):
+            return self._chain(request, progress)
+        if isinstance(request, Nearest):
+            return self._nearest(request)
+        raise TypeError(f"not a request of the engine: {type(request).__name__}")
+
+    # -- keyword forms (the embedded client, scripts, tests): make the request, run it ------------------
+    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool | int = False,
+                 mc: str = "auto", progress: ProgressFn | None = None, modulation: Modulation | None = None, *,
+                 extract: str = "auto", unwrap: str = "box", smooth: int = 0) -> MeshData:
+        return self._generate(Generate(prompt, resolution, simplify, texture, mc, extract, unwrap, smooth), progress,
+                              modulation)
+
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96, simplify: int | None = None,
+              mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
+        return self._blend(Blend(prompt_a, prompt_b, alpha, resolution, simplify, mc), progress)
+
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
+              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
+        return self._chain(Chain(keyframes, steps, resolution, consistent), progress)  # type: ignore[arg-type]
+
+    def nearest(self, prompt: str, k: int = 5) -> Neighbors:
+        return self._nearest(Nearest(prompt, k))
+
+    # -- the operations -------------------------------------------------------------------------------
+    def modulations(self, requests: Sequence[Generate]) -> list[Modulation]:
+        """The mapping network's output for several requests in one pass (a server batching requests that
+        arrive together); each equals step 2 of :meth:`run` to float rounding, not bit for bit."""
         import torch
 
-        embs = [self.pipeline.embed(check_prompt(p)) for p in prompts]
+        embs = [self.pipeline.embed(r.prompt) for r in requests]
         width = max(e.tokens.shape[1] for e in embs)
         if any(e.tokens.shape[1] != width for e in embs):  # encoders pad to a fixed length; if not, one by one
             return [self.pipeline.modulate(e) for e in embs]
@@ -225,61 +407,47 @@ class Engine:
         mod = self.pipeline.modulate(batch)
         return [mod.select([i]) for i in range(len(embs))]
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
-                 mc: str = "auto", progress: ProgressFn | None = None,
-                 modulation: Modulation | None = None) -> MeshData:
-        """``modulation``: this prompt's, already computed (:meth:`modulations`), or None."""
-        prompt = check_prompt(prompt)
-        check_resolution(resolution)
-        simplify = check_simplify(simplify)
-        texture = check_texture(texture)
-        mc = check_mc_available(mc)
-        _check(progress, 0.0, STAGE_PROMPT)
+    def _generate(self, r: Generate, progress: ProgressFn | None, modulation: Modulation | None) -> MeshData:
+        (encode_at, encode), (grid_at, grid), (mesh_at, mesh_msg) = GENERATE_STEPS
+        _report(progress, encode_at, encode)  # 1. the prompt's tokens (cached on disk)
         if modulation is None:
-            emb = self.pipeline.embed(prompt)
-            _check(progress, 0.15, STAGE_GRID)
+            emb = self.pipeline.embed(r.prompt)
+            _report(progress, grid_at, grid)  # 2. the mapping network: the grid's parameters
             modulation = self.pipeline.modulate(emb)
-        _check(progress, 0.3, STAGE_MESH)
-        mesh = self.pipeline.mesh(modulation, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
-                                  progress=_from(progress, 0.3))
-        mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
-        _check(progress, 1.0, "done")
-        return mesh_data(mesh)
+        _report(progress, mesh_at, mesh_msg)  # 3. surface, colours, simplification, texture
+        mesh = self.pipeline.mesh(modulation, r.resolution, r.simplify, r.texture, extract=r.extract, mc=r.mc,
+                                  progress=_rest(progress, mesh_at), unwrap=r.unwrap, smooth=r.smooth)
+        mesh.meta = _json_safe({**mesh.meta, "prompt": r.prompt, "model": self.pipeline.model_id})
+        _report(progress, 1.0, "done")
+        return mesh
 
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
-        prompt_a, prompt_b = check_prompt(prompt_a), check_prompt(prompt_b)
-        alpha = check_alpha(alpha)
-        check_resolution(resolution)
-        simplify = check_simplify(simplify)
-        mc = check_mc_available(mc)
-        _check(progress, 0.0, "encoding the prompts and building the grid")
-        mod = self.pipeline.blend_modulation(prompt_a, prompt_b, alpha)
-        _check(progress, 0.3, STAGE_MESH)
-        mesh = self.pipeline.mesh(mod, resolution, simplify, mc=mc, progress=_from(progress, 0.3))
-        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.pipeline.model_id, alpha=alpha,
-                         prompts=[prompt_a, prompt_b])
-        _check(progress, 1.0, "done")
-        return mesh_data(mesh)
+    def _blend(self, r: Blend, progress: ProgressFn | None) -> MeshData:
+        (grid_at, grid), (mesh_at, mesh_msg) = BLEND_STEPS
+        _report(progress, grid_at, grid)  # 1. both prompts' tokens, mixed, through the mapping network
+        mod = self.pipeline.blend_modulation(r.prompt_a, r.prompt_b, r.alpha)
+        _report(progress, mesh_at, mesh_msg)  # 2. the mesh
+        mesh = self.pipeline.mesh(mod, r.resolution, r.simplify, mc=r.mc, progress=_rest(progress, mesh_at))
+        mesh.meta = _json_safe({**mesh.meta, "prompt": f"{r.prompt_a} → {r.prompt_b} @ {r.alpha:.2f}",
+                                "model": self.pipeline.model_id, "alpha": r.alpha, "prompts": [r.prompt_a, r.prompt_b]})
+        _report(progress, 1.0, "done")
+        return mesh
 
-    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
-        positions, prompts, steps = check_chain(keyframes, steps)
-        check_resolution(resolution)
-        if not isinstance(consistent, bool):
-            raise ValueError(f"consistent must be true or false, got {consistent!r}")
-        out = self.pipeline.chain(prompts, positions, steps=steps, resolution=resolution, consistent=consistent,
-                                  progress=progress)
-        meta = {"model": self.pipeline.model_id, "resolution": resolution, "keyframes": [
-            {"position": p, "prompt": q} for p, q in zip(positions, prompts)], "steps_per_segment": steps,
-            "converged": [[float(c) for c in piece.on_surface] for piece in out.pieces]}
-        seq = out.sequence_data(_json_safe(meta))
-        if not consistent:
-            seq.meshes = [mesh_data(m) for m in out.meshes]
+    def _chain(self, r: Chain, progress: ProgressFn | None) -> SequenceData:
+        seq = self.pipeline.chain(r.prompts, r.positions, steps=r.steps, resolution=r.resolution,
+                                  consistent=r.consistent, progress=progress)
+        seq.meta = _json_safe({**seq.meta, "keyframes": [{"position": p, "prompt": q} for p, q in r.keyframes],
+                               "steps_per_segment": r.steps,
+                               "converged": [piece.on_surface for piece in seq.pieces]})
+        for m in seq.meshes:
+            m.meta = _json_safe(m.meta)
         return seq
 
-    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
-        prompt = check_prompt(prompt)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_NEIGHBORS:
-            raise ValueError(f"k must be an integer in 1–{MAX_NEIGHBORS}, got {k!r}")
-        return {"prompt": prompt, **self.index.query(prompt, int(k))}
+    def _nearest(self, r: Nearest) -> Neighbors:
+        return Neighbors.from_dict({"prompt": r.prompt, **self.index.query(r.prompt, r.k)})
+
+    def preview(self, request: Generate, mesh: MeshData) -> np.ndarray:
+        """A turntable contact sheet of a generated mesh (``att3d generate --preview``): the volume
+        rendered within the mesh's bounding sphere."""
+        radius = float(np.linalg.norm(mesh.positions, axis=1).max()) * 1.05 + 0.05 if len(mesh.positions) else None
+        mod = self.pipeline.modulate(self.pipeline.embed(request.prompt))
+        return self.pipeline.preview(mod, radius=radius)

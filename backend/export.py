@@ -18,21 +18,16 @@ from blender_att3d.wire import glb
 from blender_att3d.wire.types import MeshData, SequenceData
 
 from .fileio import atomic_write_bytes
-from .mesh_type import Mesh
 
 FORMATS = (".glb", ".obj", ".ply")
 FILE_MODE = 0o644  # files to share (atomic writes start from a private temporary file)
 Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float32)
 
 
-def mesh_data(mesh: Mesh) -> MeshData:
-    return MeshData(mesh.vertices, mesh.faces, mesh.colors, mesh.uvs, mesh.texture, meta=dict(mesh.meta))
-
-
-def to_trimesh(mesh: Mesh, y_up: bool = False):
+def to_trimesh(mesh: MeshData, y_up: bool = False):
     import trimesh
 
-    verts = mesh.vertices @ Z_UP_TO_Y_UP.T if y_up else mesh.vertices
+    verts = mesh.positions @ Z_UP_TO_Y_UP.T if y_up else mesh.positions
     if mesh.texture is not None and mesh.uvs is not None:
         from PIL import Image
 
@@ -44,7 +39,7 @@ def to_trimesh(mesh: Mesh, y_up: bool = False):
     return trimesh.Trimesh(verts, mesh.faces, vertex_colors=(rgba * 255 + 0.5).astype(np.uint8), process=False)
 
 
-def export_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
+def export_mesh(mesh: MeshData, path: str | os.PathLike) -> Path:
     """Write ``mesh`` to ``path`` (format from the suffix), atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -52,7 +47,7 @@ def export_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
         raise ValueError(f"unsupported output format {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
     if suffix == ".glb":
         name = str(mesh.meta.get("prompt") or path.stem)
-        return atomic_write_bytes(path, glb.mesh_glb(mesh_data(mesh), name=name), FILE_MODE)
+        return atomic_write_bytes(path, glb.mesh_glb(mesh, name=name), FILE_MODE)
     tm = to_trimesh(mesh, y_up=suffix == ".obj")
     if suffix == ".obj":  # trimesh writes the .mtl and texture beside the .obj itself
         tm.export(str(path), include_normals=False)

@@ -1,7 +1,9 @@
 """Inference: prompt → ``m(c)`` once → meshes, previews, blends and prompt chains.
 
-:class:`Pipeline` (a loaded model with its text encoder) is what the CLI, the service and the embedded
-client use. (Not `torch.Generator`: instances are `pipe` or `pipeline`.)
+:class:`Pipeline` is a loaded model with its text encoder and the steps of inference (embed, modulate,
+mesh, preview, chain). It checks nothing: requests are checked once, by :mod:`backend.engine`, which
+sequences these steps for the CLI, the service and the embedded client. (Not `torch.Generator`:
+instances are `pipe` or `pipeline`.)
 """
 from __future__ import annotations
 
@@ -14,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blender_att3d.wire import MAX_PROMPT_CHARS, check_prompt  # noqa: F401 (re-exported)
+from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 from .cameras import orbit_cameras
 from .chain import (
-    ChainPiece,
-    ChainResult,
     chain_schedule,
     neighbor_mean_operator,
     plan_pieces,
@@ -29,8 +29,6 @@ from .chain import (
 from .device import pick_device
 from .mapping_network import Modulation
 from .mesh import (
-    Mesh,
-    check_resolution,
     density_lattice,
     extract_mesh,
     extract_surface,
@@ -108,7 +106,7 @@ class Pipeline:
     # -- embeddings and modulations -------------------------------------------------------------
     def embed(self, prompts: Sequence[str] | str) -> TextEmbedding:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        return self.encoder([check_prompt(p) for p in prompts]).to(self.device)
+        return self.encoder(prompts).to(self.device)
 
     @torch.no_grad()
     def modulate(self, emb: TextEmbedding) -> Modulation:
@@ -124,7 +122,7 @@ class Pipeline:
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
              texture: bool | int = False, extract: str = "auto", mc: str = "auto",
-             progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> Mesh:
+             progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> MeshData:
         """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
         the same mesh); ``mc``: ``auto``
         (default: ``torch`` on a GPU, ``skimage`` elsewhere), ``skimage``, ``pymcubes`` or
@@ -132,30 +130,11 @@ class Pipeline:
         ``smooth``: Taubin iterations on the extracted surface, volume-preserving (0–100; 0, the
         default: off); ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`)
         within one step of the extraction."""
-        check_resolution(resolution)
         tex = (1024 if texture is True else int(texture)) if texture else None
         if tex and not simplify:
             simplify = 20000  # the texture carries the detail; xatlas is slow on dense meshes
         return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress,
                             unwrap=unwrap, smooth=smooth)
-
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
-                 texture: bool | int = False, extract: str = "auto", mc: str = "auto",
-                 progress: ProgressFn | None = None, smooth: int = 0) -> Mesh:
-        prompt = check_prompt(prompt)
-        mesh = self.mesh(self.modulate(self.embed(prompt)), resolution, simplify, texture, extract, mc, progress,
-                         smooth=smooth)
-        mesh.meta.update(prompt=prompt, model=self.model_id)
-        return mesh
-
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
-              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> Mesh:
-        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-        mesh = self.mesh(self.blend_modulation(prompt_a, prompt_b, float(alpha)), resolution, simplify,
-                         mc=mc, progress=progress)
-        mesh.meta.update(prompt=f"{prompt_a} → {prompt_b} @ {alpha:.2f}", model=self.model_id, alpha=float(alpha))
-        return mesh
 
     @torch.no_grad()
     def preview(self, mod: Modulation, views: int = 8, size: int = 128, elevation: float = 20.0,
@@ -194,24 +173,18 @@ class Pipeline:
 
     def chain(self, prompts: Sequence[str], positions: Sequence[float] | None = None, steps: int = 4,
               resolution: int = 96, consistent: bool = True,
-              progress: ProgressFn | None = None) -> ChainResult:
+              progress: ProgressFn | None = None) -> SequenceData:
         """Meshes along a prompt chain (:mod:`backend.chain`).
 
         ``consistent``: keyframe pieces (one topology per keyframe, exact at its keyframe, tracked to
         the middle of the neighbouring segments: ready for shape keys); otherwise one independent
-        mesh per step.
+        mesh per step. ``prompts`` and ``positions`` as :class:`backend.engine.Chain` checked them.
         """
-        prompts = [check_prompt(p) for p in prompts]
         positions = list(range(len(prompts))) if positions is None else [float(p) for p in positions]
-        if len(positions) != len(prompts):
-            raise ValueError("one position per keyframe prompt")
-        if any(b <= a for a, b in zip(positions, positions[1:])):
-            raise ValueError("keyframe positions must be strictly increasing")
-        check_resolution(resolution)
         schedule = chain_schedule(positions, steps)
         emb = self.embed(prompts)
-        out = ChainResult([s[2] for s in schedule], [step_label(prompts, k, a) for k, a, _ in schedule],
-                          meta={"model": self.model_id, "resolution": resolution})
+        out = SequenceData([s[2] for s in schedule], [step_label(prompts, k, a) for k, a, _ in schedule],
+                           meta={"model": self.model_id, "resolution": resolution})
 
         def tick(i: float, n: int, what: str) -> None:
             if progress is not None and progress(i / n, what):
@@ -221,7 +194,7 @@ class Pipeline:
             for i, (k, a, pos) in enumerate(schedule):
                 tick(i, len(schedule), f"step {i + 1}/{len(schedule)}")
                 m = self.mesh(self.chain_modulation(emb, k, a), resolution)
-                m.meta.update(prompt=out.labels[i], model=self.model_id, chain_position=pos)
+                m.meta.update(prompt=out.prompts[i], model=self.model_id, chain_position=pos)
                 out.meshes.append(m)
         else:
             cfg = self.model.config
@@ -248,8 +221,8 @@ class Pipeline:
                                   tick=lambda frac: tick(frac, 1, "tracking the keyframes' meshes"))
             for p in planned:
                 colors = [field_colors(self.model, mod_at(x), v) for x, v in zip(p.xs, p.vertices)]
-                out.pieces.append(ChainPiece(p.faces, [position(x) for x in p.xs], p.vertices, colors, p.key,
-                                             p.on_surface, p.held))
+                out.pieces.append(SequencePiece(p.faces, [position(x) for x in p.xs], p.vertices, colors, p.key,
+                                                p.on_surface, p.held))
         if progress is not None:
             progress(1.0, "done")
         return out

@@ -11,7 +11,8 @@ Two ways to the surface, the same mesh (``tests/backend/test_sparse_extraction.p
 Marching cubes is scikit-image's (Lewiner; the fastest on a CPU), PyMCubes' (``mc="pymcubes"``) or our
 PyTorch one (``mc="torch"``, :mod:`backend.marching_cubes`: on the model's device, a few ms on a GPU);
 ``mc="auto"`` (the default) takes PyTorch's on a GPU and scikit-image's elsewhere.
-Meshes are plain numpy (:class:`Mesh`, in ``mesh_type``), in the model's world frame (Z up, front −Y).
+Meshes are the wire's :class:`~blender_att3d.wire.types.MeshData` (plain numpy), in the model's world frame
+(Z up, front −Y): what the engine returns and the add-on builds, with no conversion on the way.
 """
 from __future__ import annotations
 
@@ -21,19 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# the one resolution check is the protocol's; the CLI, inference and the service import it from here
-from blender_att3d.wire import check_resolution
 from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
+from blender_att3d.wire.types import MeshData
 
 from . import sparse_lattice
 from .device import chunk_points
 from .mapping_network import Modulation
-from .mesh_type import Mesh
 from .model import ATT3D
 from .progress import Checkpoint, ProgressFn
 from .texture import bake_texture
 
-__all__ = ["EXTRACT_METHODS", "MC_METHODS", "Mesh", "check_resolution", "density_lattice", "extract_mesh",
+__all__ = ["EXTRACT_METHODS", "MC_METHODS", "density_lattice", "extract_mesh",
            "extract_surface", "field_colors", "marching_cubes", "resolve_mc", "simplify", "check_smooth",
            "taubin_smooth", "MAX_SMOOTH"]
 
@@ -67,7 +66,7 @@ def density_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
     tensor on the model's device (typed as an array for the callers that take numpy)
     """
     cfg = model.config
-    n = check_resolution(resolution)
+    n = int(resolution)  # (requests are checked by backend.engine)
     dev = mod.v.device
     max_points = max_points or chunk_points(dev, 1 << 16)
     one = mod.select([0])
@@ -246,7 +245,7 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
     padding can close those surfaces), take the dense path. ``check(fraction)``: cancel points.
     """
     cfg = model.config
-    n = check_resolution(resolution)
+    n = int(resolution)
     extract, mc = check_extract(extract), resolve_mc(mc, mod.v.device)
     if extract == "auto":
         extract = "sparse" if n >= sparse_lattice.SPARSE_FROM else "dense"
@@ -270,7 +269,7 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
                  texture_size: int | None = None, level: float | None = None, extract: str = "auto",
                  mc: str = "auto", progress: ProgressFn | None = None, unwrap: str = "box",
-                 smooth: int = 0) -> Mesh:
+                 smooth: int = 0) -> MeshData:
     """The whole path: surface → (Taubin smoothing, ``smooth`` iterations; 0: off) → (simplify) →
     colours, sampled at the smoothed positions (→ texture, ``unwrap``: ``box`` or ``xatlas``).
     ``progress(fraction, message)`` is told how far it got, and may stop it (returning True raises
@@ -286,7 +285,7 @@ def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_
         check(share[1], "simplifying", force=True)
         verts, faces = simplify(verts, faces, simplify_to)
     colours = check.part(share[1], share[2], "colouring")
-    mesh = Mesh(verts, faces, field_colors(model, mod, verts, check=colours), meta={"resolution": resolution})
+    mesh = MeshData(verts, faces, field_colors(model, mod, verts, check=colours), meta={"resolution": resolution})
     if texture_size:
         bake = check.part(share[2], 1.0, "baking the texture")
         mesh = bake_texture(mesh, lambda p: field_colors(model, mod, p), texture_size, check=bake, unwrap=unwrap)

@@ -13,9 +13,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .mesh_type import Mesh
+from blender_att3d.wire.types import MeshData
 
 UNWRAPS = ("box", "xatlas")
+
+
+def check_unwrap(unwrap: object) -> str:
+    if unwrap not in UNWRAPS:
+        raise ValueError(f"unwrap must be one of {', '.join(UNWRAPS)}; got {unwrap!r}")
+    return str(unwrap)
 
 
 def _rasterize(uvs: np.ndarray, faces: np.ndarray,
@@ -134,13 +140,12 @@ def _shelf_pack(widths: np.ndarray, heights: np.ndarray, size: int) -> tuple[np.
     return x, y
 
 
-def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size: int = 1024,
-                 check: Callable[..., None] | None = None, unwrap: str = "box") -> Mesh:
+def bake_texture(mesh: MeshData, color_fn: Callable[[np.ndarray], np.ndarray], size: int = 1024,
+                 check: Callable[..., None] | None = None, unwrap: str = "box") -> MeshData:
     """Unwrap (``box`` or ``xatlas``) and bake ``color_fn(points) → rgb`` into a ``size``² texture.
     ``check(fraction)`` is called between the steps (a cancel point)."""
     check = check or (lambda fraction=0.0: None)
-    if unwrap not in UNWRAPS:
-        raise ValueError(f"unwrap must be one of {', '.join(UNWRAPS)}; got {unwrap!r}")
+    unwrap = check_unwrap(unwrap)
     if len(mesh.faces) == 0:
         raise ValueError("cannot bake a texture for an empty mesh")
     if unwrap == "xatlas":
@@ -148,11 +153,11 @@ def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size:
             import xatlas
         except ImportError:
             raise RuntimeError("the xatlas unwrap needs the 'xatlas' package: pip install 'att3d[mesh]'") from None
-        vmap, faces, uvs = xatlas.parametrize(mesh.vertices, mesh.faces.astype(np.uint32))
+        vmap, faces, uvs = xatlas.parametrize(mesh.positions, mesh.faces.astype(np.uint32))
     else:
-        vmap, faces, uvs = box_unwrap(mesh.vertices, mesh.faces, size)
+        vmap, faces, uvs = box_unwrap(mesh.positions, mesh.faces, size)
     check(0.3)
-    verts = mesh.vertices[vmap]
+    verts = mesh.positions[vmap]
     faces = faces.astype(np.int64)
     ty, tx, fid, bary = _rasterize(uvs, faces, size)
     pts = np.einsum("kj,kjc->kc", bary, verts[faces[fid]]).astype(np.float32)
@@ -164,5 +169,5 @@ def bake_texture(mesh: Mesh, color_fn: Callable[[np.ndarray], np.ndarray], size:
     check(0.9)
     img = _fill_empty(img, filled)
     tex = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
-    return Mesh(verts.astype(np.float32), faces, mesh.colors[vmap], uvs.astype(np.float32), tex,
-                dict(mesh.meta, texture_size=size, unwrap=unwrap))
+    return MeshData(verts.astype(np.float32), faces, mesh.colors[vmap], uvs.astype(np.float32), tex,
+                    dict(mesh.meta, texture_size=size, unwrap=unwrap))

@@ -16,6 +16,7 @@ from typing import Any
 import bpy
 
 from .client.base import BackendError, BackendUnavailable, Cancelled, InvalidRequest
+from .wire.types import Neighbors, ServerInfo
 
 POLL_S = 0.1
 
@@ -97,9 +98,15 @@ status: dict[str, tuple[str, str]] = {}
 #: Per slot: how long each stage of the last finished job took ((stage, seconds), ...).
 timings: dict[str, list[tuple[str, float]]] = {}
 #: Prompt -> client.nearest() result (for the "far from training prompts" warning).
-nearest_cache: dict[str, dict] = {}
-#: What the backend said about itself at the last check (model, device, training prompts ...).
-backend_info: dict[str, Any] = {}
+nearest_cache: dict[str, Neighbors] = {}
+#: What the backend said about itself at the last check (model, device, training prompts ...), or None.
+backend_info: ServerInfo | None = None
+
+
+def remember_backend(info: ServerInfo | None) -> None:
+    """Keep what the backend said about itself (the panel shows it), or forget it (None)."""
+    global backend_info
+    backend_info = info
 
 
 def describe_error(e: BaseException) -> str:

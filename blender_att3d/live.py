@@ -15,6 +15,7 @@ from .lifecycle import session
 from .placement import apply_blend, resolution_of
 from .wire import check_prompt
 from .wire import closeness as closeness_text
+from .wire.types import Neighbors
 
 # -- the prompt's distance to the training prompts ----------------------------------------------------
 _prompt_to_check: list[str] = []  # the latest prompt typed, waiting for the debounce timer
@@ -28,7 +29,7 @@ def closeness(prompt: str) -> closeness_text.Closeness | None:
     (:func:`wire.closeness.describe_closeness`: far with the words new to the model and the nearest
     known prompts to use instead, close, or unknown); None while not checked yet."""
     res = jobs.nearest_cache.get(" ".join(prompt.split()))
-    return closeness_text.describe_closeness(res) if res else None
+    return closeness_text.describe_closeness(res) if res is not None else None
 
 
 def prompt_closeness(prompt: str) -> tuple[str, str] | None:
@@ -49,7 +50,7 @@ def prompt_warning(prompt: str) -> str | None:
     return c[1] if c is not None and c[0] == "ERROR" else None
 
 
-def check_prompt_sync(prompt: str) -> dict | None:
+def check_prompt_sync(prompt: str) -> Neighbors | None:
     """client.nearest(prompt) now, cached for the panel (headless and tests)."""
     try:
         p = check_prompt(prompt)

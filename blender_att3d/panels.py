@@ -48,12 +48,10 @@ def draw_backend_status(layout) -> None:
     else:
         icon, text = jobs.status.get(jobs.BACKEND, ("QUESTION", "Not checked yet"))
         layout.label(text=text, icon=icon)
-    if jobs.backend_info:
-        from .operators.checks import info_lines
-
+    if jobs.backend_info is not None:
         col = layout.column(align=True)
         col.scale_y = 0.8
-        for line in info_lines(jobs.backend_info):
+        for line in jobs.backend_info.lines():
             col.label(text=line)
 
 

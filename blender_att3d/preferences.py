@@ -36,7 +36,7 @@ _plan_cache: dict[str, str] = {}
 
 def _settings_changed(self, context):
     jobs.status.pop(jobs.BACKEND, None)
-    jobs.backend_info.clear()
+    jobs.remember_backend(None)
 
 
 def _check_python(text: str) -> tuple[str, str]:

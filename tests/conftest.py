@@ -33,6 +33,14 @@ def pipeline(tiny_model_dir):
     return Pipeline(str(tiny_model_dir), device="cpu")
 
 
+@pytest.fixture(scope="session")
+def engine(pipeline):
+    """The operations (backend/engine.py) on the tiny model (tests/service and tests/studio have their own)."""
+    from backend.engine import Engine
+
+    return Engine(pipeline)
+
+
 # Fixtures that start a backend process (a cold start of torch and the model: seconds each) or build
 # the extension zip. A test that uses one is `slow`: `make test-fast` leaves it out, `make test` and CI
 # run it.

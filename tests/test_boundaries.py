@@ -7,7 +7,11 @@ walker is tests/import_graph.py):
 * in the rest of the add-on, only the embedded client (``client/embedded.py``) imports ``backend``;
 * ``backend/`` never imports ``training/``; no bpy in either, no torch in the add-on;
 * no pickles, and files are replaced only by the atomic writer (``blender_att3d/wire/fileio.py``, which
-  ``backend/fileio.py`` re-exports): ARCHITECTURE.md.
+  ``backend/fileio.py`` re-exports): ARCHITECTURE.md;
+* in ``backend/``, only ``backend/engine.py`` checks prompts and resolutions (its requests, checked once
+  when made, are what every caller runs); the rules are ``blender_att3d/wire/limits.py``'s. The add-on
+  (the client side) may check too, before sending: a prompt field's error at once, and the HTTP
+  client against the server's own limits without a round trip.
 """
 from __future__ import annotations
 
@@ -145,3 +149,32 @@ def test_files_are_replaced_only_by_the_atomic_writer():
            and isinstance(node.value, ast.Name) and node.value.id == "os"]
     assert not bad, "write through wire/fileio.py (atomic_write_*, atomic_output, atomic_files, " \
         "write_folder_atomically):\n" + "\n".join(bad)
+
+
+
+CHECKS = ("check_prompt", "check_resolution")
+
+
+def check_uses(path: Path, root: Path = ROOT) -> list[str]:
+    """Where ``path`` names the prompt or resolution check: a call, an attribute, an import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.id] if isinstance(node, ast.Name) else [node.attr] if isinstance(node, ast.Attribute) else \
+            [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+        found += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in names if n in CHECKS]
+    return found
+
+
+def test_only_the_engine_checks_prompts_and_resolutions_in_the_backend(tmp_path):
+    engine = ROOT / "backend" / "engine.py"
+    bad = [use for p in sources("backend") if p != engine for use in check_uses(p)]
+    assert not bad, "check requests in backend/engine.py (make an engine request), not here:\n" + "\n".join(bad)
+    # the engine does check both, with the protocol's rules
+    assert {u.rsplit(" ", 1)[1] for u in check_uses(engine)} == set(CHECKS)
+    limits = ast.parse((ROOT / "blender_att3d" / "wire" / "limits.py").read_text(encoding="utf-8"))
+    assert set(CHECKS) <= {n.name for n in limits.body if isinstance(n, ast.FunctionDef)}
+    # the walk finds each way of reaching them: an import under another name, an attribute
+    probe = tmp_path / "x.py"
+    probe.write_text("from blender_att3d.wire import check_prompt as cp\nimport blender_att3d.wire.limits as lim\n"
+                     "lim.check_resolution(32)\n")
+    assert [u.split(": ")[1] for u in check_uses(probe, tmp_path)] == ["check_prompt", "check_resolution"]

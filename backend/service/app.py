@@ -36,9 +36,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blender_att3d.wire import payload, routes
 from blender_att3d.wire.job_state import JobState
-from blender_att3d.wire.types import MeshData, SequenceData
+from blender_att3d.wire.types import MeshData, Neighbors, SequenceData
 
-from ..engine import Engine
+from ..engine import REQUESTS, Engine
+from ..engine import Request as EngineRequest
 from .auth import HostPolicy
 from .jobs import DEFAULT_USER, JobBackend, LocalJobs, Refused
 from .middleware import Authenticator, BearerAuth, BodyLimit, HostCheck, error, header_value, text
@@ -62,20 +63,13 @@ class ApiError(Exception):
 
 # -- operations run on the worker thread ----------------------------------------------------------
 
-OPERATIONS: dict[str, Callable[[Engine, dict[str, Any], Callable], Any]] = {
-    "generate": lambda e, p, progress: e.generate(progress=progress, **p),
-    "blend": lambda e, p, progress: e.blend(progress=progress, **p),
-    "chain": lambda e, p, progress: e.chain(p["keyframes"], p["steps"], p["resolution"], p["consistent"],
-                                            progress=progress),
-    "nearest": lambda e, p, progress: e.nearest(**p),
-}
+def run_request(engine: Engine, params: EngineRequest, progress: Callable[[float, str], bool]) -> Any:
+    """A job's work: the engine runs the request its route's body made (and checked, once)."""
+    return engine.run(params, progress)
 
 
-def _params(kind: str, req: Any) -> dict[str, Any]:
-    if kind == "chain":
-        return {"keyframes": req.keyframe_pairs(), "steps": req.steps, "resolution": req.resolution,
-                "consistent": req.consistent}
-    return req.model_dump()
+#: every kind of job runs the same way: its params are the engine request
+OPERATIONS: dict[str, Callable[[Engine, EngineRequest, Callable], Any]] = {kind: run_request for kind in REQUESTS}
 
 
 # -- result encoding ----------------------------------------------------------------------------------
@@ -174,7 +168,7 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
         return app.openapi()
 
     # -- helpers -----------------------------------------------------------------------------
-    async def submit(request: Request, kind: str, params: dict[str, Any], priority: int = 1) -> JobSnapshot:
+    async def submit(request: Request, kind: str, params: EngineRequest, priority: int = 1) -> JobSnapshot:
         try:
             return await backend.submit(kind, params, priority, user_of(request))
         except Refused as e:
@@ -208,8 +202,8 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
         job, result = found
         if job.status != JobState.DONE:
             raise await job_error(job)
-        if isinstance(result, (dict, list)):
-            return JSONResponse(result)
+        if isinstance(result, Neighbors):
+            return JSONResponse(result.as_dict())
         data, media = await run_in_threadpool(encode_result, result, fmt, colors)
         meta = result.meta if isinstance(result, (MeshData, SequenceData)) else {}
         headers = {"X-ATT3D-Model": header_value(meta.get("model", ""))}
@@ -217,7 +211,7 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
             headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
         return Response(data, media_type=media, headers=headers)
 
-    async def run_sync(request: Request, kind: str, params: dict[str, Any], fmt: str, colors: str,
+    async def run_sync(request: Request, kind: str, params: EngineRequest, fmt: str, colors: str,
                        priority: int = 1) -> Response:
         job = await submit(request, kind, params, priority)
         try:
@@ -236,19 +230,19 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
     # -- synchronous endpoints ------------------------------------------------------------------
     @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def generate(req: GenerateRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "generate", _params("generate", req), _format(request, format), colors)
+        return await run_sync(request, "generate", req.request(), _format(request, format), colors)
 
     @v1.post(routes.BLEND, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def blend(req: BlendRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "blend", _params("blend", req), _format(request, format), colors)
+        return await run_sync(request, "blend", req.request(), _format(request, format), colors)
 
     @v1.post(routes.CHAIN, tags=["mesh"], response_class=Response, responses=mesh_responses)
     async def chain(req: ChainRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "chain", _params("chain", req), _format(request, format), colors)
+        return await run_sync(request, "chain", req.request(), _format(request, format), colors)
 
     @v1.post(routes.NEAREST, tags=["prompts"])
     async def nearest(req: NearestRequest, request: Request) -> Any:
-        job = await submit(request, "nearest", req.model_dump(), priority=0)
+        job = await submit(request, "nearest", req.request(), priority=0)
         try:
             job = await wait_done(request, job)
             if job.status != JobState.DONE:
@@ -256,7 +250,7 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
             found = await backend.result(job.id, user_of(request))
             if found is None:
                 raise ApiError(503, "the job was cancelled: the server is stopping")
-            return found[1]
+            return found[1].as_dict()
         finally:
             await backend.forget(job.id, user_of(request))
 
@@ -266,15 +260,15 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
 
     @v1.post(routes.submit_job("generate"), tags=["jobs"], status_code=202)
     async def job_generate(req: GenerateRequest, request: Request):
-        return accepted(await submit(request, "generate", _params("generate", req)))
+        return accepted(await submit(request, "generate", req.request()))
 
     @v1.post(routes.submit_job("blend"), tags=["jobs"], status_code=202)
     async def job_blend(req: BlendRequest, request: Request):
-        return accepted(await submit(request, "blend", _params("blend", req)))
+        return accepted(await submit(request, "blend", req.request()))
 
     @v1.post(routes.submit_job("chain"), tags=["jobs"], status_code=202)
     async def job_chain(req: ChainRequest, request: Request):
-        return accepted(await submit(request, "chain", _params("chain", req)))
+        return accepted(await submit(request, "chain", req.request()))
 
     def missing(job_id: str) -> ApiError:
         return ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")

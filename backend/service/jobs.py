@@ -30,7 +30,7 @@ class Refused(Exception):
 
 
 class JobBackend(Protocol):
-    async def submit(self, kind: str, params: dict[str, Any], priority: int, user: str) -> JobSnapshot:
+    async def submit(self, kind: str, params: Any, priority: int, user: str) -> JobSnapshot:
         """Queue a job (``priority`` 0 jumps the queue: quick lookups) or raise :class:`Refused`."""
         ...
 
@@ -65,7 +65,7 @@ class LocalJobs:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    async def submit(self, kind: str, params: dict[str, Any], priority: int, user: str) -> JobSnapshot:
+    async def submit(self, kind: str, params: Any, priority: int, user: str) -> JobSnapshot:
         try:
             job = self.worker.submit(kind, params, priority)
         except QueueFull as e:

@@ -15,6 +15,7 @@ ready line; a request that needs them first waits for them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -24,7 +25,6 @@ import threading
 import time
 from typing import Any
 
-from blender_att3d.wire import limits
 from blender_att3d.wire.ready import format_ready_line, format_stage_line
 from blender_att3d.wire.routes import API_VERSION
 
@@ -165,7 +165,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 0, device: s
     # encoder and the prompt index loaded, and the artist saw what the start waited for
     engine.warm(lambda stage: print(format_stage_line(stage), file=sys.stderr, flush=True))
     stages.done("warm the text encoder and prompt index")
-    info: dict[str, Any] = {**engine.info(), "limits": {**limits.as_dict(), "max_queue": max_queue}}
+    info: dict[str, Any] = dataclasses.replace(engine.info(), max_queue=max_queue).as_dict()
     worker = Worker(engine, OPERATIONS, max_queue=max_queue).start()
     app = create_app(worker, token, info, token_hint=str(path) if path else "ATT3D_TOKEN",
                      host_allowed=HostPolicy(allow_hosts, remote=allow_remote))

@@ -68,7 +68,7 @@ class JobSnapshot:
 
 
 class Job:
-    def __init__(self, kind: str, params: dict[str, Any], priority: int) -> None:
+    def __init__(self, kind: str, params: Any, priority: int) -> None:
         self.id = secrets.token_hex(8)
         self.kind = kind
         self.params = params
@@ -162,7 +162,8 @@ def forget_finished(jobs: dict[str, Job], keep: int, ttl: float) -> None:
         jobs.pop(j.id, None)
 
 
-Operation = Callable[[Engine, dict[str, Any], Callable[[float, str], bool]], Any]
+#: a job's work: ``operation(engine, params, progress)``; the service's params are engine requests
+Operation = Callable[[Engine, Any, Callable[[float, str], bool]], Any]
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class Outcome:
 CANCELLED = Outcome(JobState.CANCELLED, "cancelled")
 
 
-def run_operation(operation: Operation, engine: Any, params: dict[str, Any],
+def run_operation(operation: Operation, engine: Any, params: Any,
                   progress: Callable[[float, str], bool], kind: str = "job", job_id: str = "") -> Outcome:
     """Run one operation and map how it ended to a job's outcome: the one place that decides which
     failures are the request's (400), the device's memory (507) or the server's (500). Shared by
@@ -224,7 +225,7 @@ class Worker:
         return self
 
     # -- queue ---------------------------------------------------------------------------------
-    def submit(self, kind: str, params: dict[str, Any], priority: int = 1) -> Job:
+    def submit(self, kind: str, params: Any, priority: int = 1) -> Job:
         if kind not in self.operations:
             raise KeyError(kind)
         job = Job(kind, params, priority)

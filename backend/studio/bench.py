@@ -111,13 +111,14 @@ def bench_batching(model: str, threads: int, batch: int) -> dict[str, Any]:
     """The mapping network's time per prompt: one pass each against one pass for ``batch`` prompts."""
     import torch
 
-    from ..engine import Engine
+    from ..engine import Engine, Generate
 
     torch.set_num_threads(threads)
     engine = Engine.load(model, device="cpu")
     prompts = (PROMPTS * batch)[:batch]
+    requests = [Generate(p, 64) for p in prompts]
     embs = [engine.pipeline.embed(p) for p in prompts]
-    engine.modulations(prompts)
+    engine.modulations(requests)
     single, batched = [], []
     for _ in range(7):
         t = time.perf_counter()
@@ -125,7 +126,7 @@ def bench_batching(model: str, threads: int, batch: int) -> dict[str, Any]:
             engine.pipeline.modulate(e)
         single.append((time.perf_counter() - t) / batch)
         t = time.perf_counter()
-        engine.modulations(prompts)
+        engine.modulations(requests)
         batched.append((time.perf_counter() - t) / batch)
     gen = []
     for p in prompts[:3]:

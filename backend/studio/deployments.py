@@ -17,6 +17,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ray import serve
@@ -61,6 +62,11 @@ class Settings:
 
 # -- the model replicas ------------------------------------------------------------------------------
 
+def _with_modulation(engine: Any, request: Any, progress: Any, modulation: Any) -> Any:
+    """A generate job whose mapping-network pass its batch already made (:meth:`Engine.modulations`)."""
+    return engine.run(request, progress, modulation=modulation)
+
+
 @serve.deployment(name=MODEL)
 class StudioModel:
     def __init__(self, settings: Settings) -> None:
@@ -94,7 +100,7 @@ class StudioModel:
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {**self.engine.info(), "threads": torch.get_num_threads()}
+        return {**self.engine.info().as_dict(), "threads": torch.get_num_threads()}
 
     async def run(self, spec: dict[str, Any]) -> Outcome:
         return await self.run_batch(spec)
@@ -108,7 +114,7 @@ class StudioModel:
         gen = [s for s in specs if s["kind"] == "generate"]
         if len(gen) > 1:  # one mapping-network pass for the prompts that arrived together
             try:
-                for s, mod in zip(gen, self.engine.modulations([s["params"]["prompt"] for s in gen])):
+                for s, mod in zip(gen, self.engine.modulations([s["params"] for s in gen])):
                     shared[s["id"]] = mod
             except Exception:  # noqa: BLE001 - a bad prompt: each job then reports its own error
                 shared = {}
@@ -117,9 +123,11 @@ class StudioModel:
     def _run_one(self, spec: dict[str, Any], modulation: Any) -> Outcome:
         progress = self._progress(spec["id"])
         progress(0.0, "running")  # marks it running (a job cancelled meanwhile stops at its next report)
-        params = dict(spec["params"], modulation=modulation) if modulation is not None else spec["params"]
+        operation = self.operations[spec["kind"]]
+        if modulation is not None:  # this generate's step 2, done with its batch's
+            operation = partial(_with_modulation, modulation=modulation)
         t0 = time.perf_counter()
-        outcome = run_operation(self.operations[spec["kind"]], self.engine, params, progress, spec["kind"], spec["id"])
+        outcome = run_operation(operation, self.engine, spec["params"], progress, spec["kind"], spec["id"])
         log.info("job %s (%s): %s in %.2f s", spec["id"], spec["kind"], outcome.status, time.perf_counter() - t0)
         return outcome
 
@@ -188,7 +196,7 @@ class StudioJobs:
         return sum(int(n) for state, n in dep.replica_states.items() if str(state).endswith("RUNNING"))
 
     # the JobBackend methods, for the ingress (a refusal travels as a value: Ray re-wraps exceptions)
-    async def submit(self, kind: str, params: dict[str, Any], priority: int, user: str) -> Any:
+    async def submit(self, kind: str, params: Any, priority: int, user: str) -> Any:
         store = await self._ready()
         try:
             return await store.submit(kind, params, priority, user)
@@ -241,7 +249,7 @@ class RayJobs:
     def __init__(self, jobs: DeploymentHandle) -> None:
         self.jobs = jobs
 
-    async def submit(self, kind: str, params: dict[str, Any], priority: int, user: str) -> JobSnapshot:
+    async def submit(self, kind: str, params: Any, priority: int, user: str) -> JobSnapshot:
         answer = await self.jobs.submit.remote(kind, params, priority, user)
         if isinstance(answer, tuple) and answer[:1] == ("refused",):
             raise Refused(*answer[1:])

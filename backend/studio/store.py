@@ -34,7 +34,7 @@ class ReplicaLost(RuntimeError):
 
 
 class StudioJob(Job):
-    def __init__(self, kind: str, params: dict[str, Any], priority: int, user: str) -> None:
+    def __init__(self, kind: str, params: Any, priority: int, user: str) -> None:
         super().__init__(kind, params, priority)
         self.user = user
         self.express = priority == 0
@@ -86,7 +86,7 @@ class JobStore:
     def _snapshot(self, job: StudioJob) -> JobSnapshot:
         return job.snapshot(self._position(job))
 
-    async def submit(self, kind: str, params: dict[str, Any], priority: int, user: str) -> JobSnapshot:
+    async def submit(self, kind: str, params: Any, priority: int, user: str) -> JobSnapshot:
         if self._closing:
             raise Refused(503, "the ATT3D studio is shutting down")
         queued = len(self.queue)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any
 
 from ..wire.limits import Limits
-from ..wire.types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 
 
 class BackendError(RuntimeError):
@@ -36,7 +35,8 @@ class Client(abc.ABC):
     limits: Limits = Limits()
 
     @abc.abstractmethod
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> ServerInfo:
+        """Who answers: model, device, versions, the server's limits (``transport``: how)."""
 
     @abc.abstractmethod
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
@@ -53,12 +53,9 @@ class Client(abc.ABC):
               progress: ProgressFn | None = None) -> MeshData: ...
 
     @abc.abstractmethod
-    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
-        """How close ``prompt`` is to what the model was trained on (``backend/nearest.py``):
-        ``{"far": bool | None, "unknown_words": [...], "known_words": [...], "did_you_mean": {word: word},
-        "neighbors": [{"prompt", "score"}...], "known_prompts": int, "message": str}``; ``far`` is None
-        when the model does not list its training prompts. Servers before the word measure sent
-        ``neighbors`` with a ``distance`` and no word lists."""
+    def nearest(self, prompt: str, k: int = 5) -> Neighbors:
+        """How close ``prompt`` is to what the model was trained on (``backend/nearest.py``; what the
+        answer holds: :class:`~blender_att3d.wire.types.Neighbors`)."""
 
     @abc.abstractmethod
     def cancel(self) -> None: ...

@@ -5,11 +5,12 @@ imported in the constructor (the engine) and when a call fails, never at module 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..wire.types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
 
@@ -86,8 +87,8 @@ class EmbeddedClient(Client):
                 self._active.discard(stop)
 
     # -- the interface ----------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
-        return {**self._call(lambda p: self._engine.info(), None, False), "transport": "embedded"}
+    def info(self) -> ServerInfo:
+        return dataclasses.replace(self._call(lambda p: self._engine.info(), None, False), transport="embedded")
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
@@ -103,7 +104,7 @@ class EmbeddedClient(Client):
               progress: ProgressFn | None = None) -> MeshData:
         return self._call(lambda p: self._engine.blend(prompt_a, prompt_b, alpha, resolution, progress=p), progress)
 
-    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
+    def nearest(self, prompt: str, k: int = 5) -> Neighbors:
         return self._call(lambda p: self._engine.nearest(prompt, k), None, False)
 
     def cancel(self) -> None:

@@ -43,7 +43,7 @@ from ..wire.options import check_mc
 from ..wire.ready import is_ready_line, parse_ready_line, parse_stage_line
 from ..wire.routes import API_VERSION
 from ..wire.token import TOKEN_ENV, read_default_token
-from ..wire.types import MeshData, ProgressFn, SequenceData
+from ..wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
 POLL_WAIT_S = 2.0
@@ -291,9 +291,9 @@ class HTTPClient(Client):
         return fn()
 
     # -- the interface ---------------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServerInfo:
         info = self._adopt(self._run(lambda: self._json("GET", routes.INFO, timeout=30)))
-        return {**info, "transport": "http", "url": self.url}
+        return ServerInfo.from_dict({**info, "transport": "http", "url": self.url})
 
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
@@ -319,9 +319,10 @@ class HTTPClient(Client):
         body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}
         return self._run(lambda: self._job("blend", body, progress), progress)
 
-    def nearest(self, prompt: str, k: int = 5) -> dict[str, Any]:
+    def nearest(self, prompt: str, k: int = 5) -> Neighbors:
         self._check_request([prompt])
-        return self._run(lambda: self._json("POST", routes.NEAREST, {"prompt": prompt, "k": k}, timeout=120))
+        answer = self._run(lambda: self._json("POST", routes.NEAREST, {"prompt": prompt, "k": k}, timeout=120))
+        return Neighbors.from_dict(answer)
 
     def cancel(self) -> None:
         with self._active_lock:

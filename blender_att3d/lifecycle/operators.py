@@ -9,7 +9,7 @@ from bpy.types import Operator
 
 from .. import jobs
 from ..client.base import BackendError
-from ..operators.checks import busy_with_backend, info_text, remember_info
+from ..operators.checks import busy_with_backend
 from ..preferences import setup_indexes
 from . import prestart, session, setup_job
 from .setup_backend import SetupError, describe
@@ -136,7 +136,7 @@ class ATT3D_OT_remove_backend(Operator):
 
         def done(removed):
             setup_job.current = None
-            jobs.backend_info.clear()
+            jobs.remember_backend(None)
             return "INFO", "Backend removed" if removed else "There was no backend set up by the add-on"
 
         from ..operators.run import run_job
@@ -170,8 +170,8 @@ class ATT3D_OT_restart_backend(Operator):
         job = jobs.Job(jobs.BACKEND, "Restarting the backend", work)
         from ..operators.run import run_job
 
-        return run_job(self, job, remember_info, self.synchronous,
-                       lambda info: f"Restarted in {job.elapsed():.1f} s — {info_text(info)}", timed=False,
+        return run_job(self, job, jobs.remember_backend, self.synchronous,
+                       lambda info: f"Restarted in {job.elapsed():.1f} s — {info.summary()}", timed=False,
                        report=True)
 
 

@@ -9,6 +9,8 @@ starts its own backend.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import bpy
 
 from .. import jobs
@@ -37,13 +39,11 @@ def prestart() -> bool:
 
     def work(progress):
         client = session.client_for(settings, lambda text: progress(0.0, text))
-        return {**client.info(), "backend_source": source}
+        return dataclasses.replace(client.info(), backend_source=source)
 
     def apply(job: jobs.Job) -> None:
-        from ..operators.checks import info_text, remember_info
-
-        remember_info(job.result)
-        jobs.status[jobs.BACKEND] = ("CHECKMARK", f"{info_text(job.result)} (started in {job.elapsed():.1f} s)")
+        jobs.remember_backend(job.result)
+        jobs.status[jobs.BACKEND] = ("CHECKMARK", f"{job.result.summary()} (started in {job.elapsed():.1f} s)")
 
     jobs.start(jobs.Job(jobs.BACKEND, "Starting the backend", work, apply))
     return True

@@ -84,7 +84,7 @@ engine = Engine.load("demo", device=sys.argv[1])
 engine.warm(lambda stage: print("stage: " + stage, file=sys.stderr, flush=True))
 print("stage: generating a test object", file=sys.stderr, flush=True)
 mesh = engine.generate("a red cube", 16)
-info = engine.info()
+info = engine.info().as_dict()
 import torch
 cuda = getattr(torch.version, "cuda", None)
 hip = getattr(torch.version, "hip", None)

@@ -3,7 +3,7 @@ Check Prompt (how close the prompt is to what the model was trained on: close, f
 Use Prompt (one of the known prompts suggested under a far prompt, into the prompt field)."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 from bpy.props import BoolProperty, StringProperty
 from bpy.types import Operator
@@ -14,38 +14,6 @@ from ..lifecycle import session
 from ..live import prompt_closeness
 from ..wire import check_prompt
 from .run import backend_or_report, run_job
-
-
-def info_text(info: dict[str, Any]) -> str:
-    """One line: the model, the device and how many prompts it was trained on."""
-    model, device = info.get("model") or "?", info.get("device") or "?"
-    n = info.get("training_prompts") or 0
-    known = info.get("training_prompts_known", bool(n))
-    trained = f"trained on {n} prompts" if known and n else "training prompts unknown"
-    version = f", att3d {info['version']}" if info.get("version") else ""
-    return f"Backend OK: model {model} on {device}, {trained}{version}"
-
-
-def info_lines(info: dict[str, Any]) -> list[str]:
-    """The few lines *Check Backend* shows under its status: versions and example training prompts."""
-    lines = []
-    versions = info.get("versions") or {}
-    if versions:
-        lines.append(", ".join(f"{k} {versions[k]}" for k in ("att3d", "torch", "python") if versions.get(k)))
-    examples = info.get("training_prompt_examples") or []
-    if examples:
-        lines.append("Trained on, e.g.: " + "; ".join(f"'{p}'" for p in examples[:3]))
-    elif not info.get("training_prompts"):
-        lines.append("This model does not list its training prompts: closeness to them cannot be told")
-    source = info.get("backend_source")
-    if source:
-        lines.append(f"Local backend: {source}")
-    return lines
-
-
-def remember_info(info: dict[str, Any]) -> None:
-    jobs.backend_info.clear()
-    jobs.backend_info.update(info or {})
 
 
 def busy_with_backend(op: Operator) -> bool:
@@ -87,10 +55,11 @@ class ATT3D_OT_check_backend(Operator):
                 if not session.discard(client):
                     raise
                 info = backend.get(progress).info()
-            return {**info, "backend_source": source}
+            return dataclasses.replace(info, backend_source=source)
 
         job = jobs.Job(jobs.BACKEND, "Checking backend", work, cancel=backend.cancel)
-        return run_job(self, job, remember_info, self.synchronous, info_text, timed=False, report=True)
+        return run_job(self, job, jobs.remember_backend, self.synchronous, lambda info: info.summary(), timed=False,
+                       report=True)
 
 
 class ATT3D_OT_check_prompt(Operator):

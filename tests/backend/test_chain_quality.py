@@ -36,12 +36,12 @@ def test_chamfer_of_concentric_spheres_is_their_gap():
     assert far[0] == pytest.approx(2.0, abs=2e-3)
 
 
-def test_inward_faces_are_found(pipeline):
-    mesh = pipeline.generate("a red cube", resolution=32)
+def test_inward_faces_are_found(pipeline, engine):
+    mesh = engine.generate("a red cube", resolution=32)
     mod = pipeline.modulate(pipeline.embed("a red cube"))
-    assert inward_face_fraction(pipeline.model, mod, mesh.vertices, mesh.faces) < 0.02
+    assert inward_face_fraction(pipeline.model, mod, mesh.positions, mesh.faces) < 0.02
     flipped = mesh.faces[:, ::-1]
-    assert inward_face_fraction(pipeline.model, mod, mesh.vertices, flipped) > 0.98
+    assert inward_face_fraction(pipeline.model, mod, mesh.positions, flipped) > 0.98
 
 
 @pytest.mark.slow  # a 16-state chain at 64³ and its measures (~8 s)
@@ -55,7 +55,7 @@ def test_chain_quality_reports_exact_keyframes_and_every_state(pipeline):
     assert len(q["swap_gap_voxels"]) == 1 and q["swap_gap_voxels"][0] < 2
     assert 0 < q["max_jump_per_frame_voxels"] < q["max_jump_voxels"]
     # a chain whose keyframe mesh is not the direct one is caught
-    seq.pieces[1].vertices[seq.pieces[1].key] = seq.pieces[1].vertices[seq.pieces[1].key] * 1.1
+    seq.pieces[1].positions[seq.pieces[1].key] = seq.pieces[1].positions[seq.pieces[1].key] * 1.1
     bad = chain_quality(pipeline, seq, prompts, resolution=32)
     assert bad["keyframes"][1]["chamfer_pct_diag"] > 1.0
 

@@ -95,17 +95,17 @@ def test_lit_training_render_backward_on_cuda() -> None:
 def test_prompt_to_mesh_on_cuda_is_the_cpus(tiny_model_dir) -> None:
     """Prompt → mesh at 128³ on CUDA (PyTorch marching cubes there, the lattice on the GPU) against the
     CPU with the same marching cubes: the same surface."""
-    from backend.inference import Pipeline
+    from backend.engine import Engine
 
-    gpu = Pipeline(str(tiny_model_dir), device="cuda").generate("a red cube", 128, mc="torch")
-    cpu = Pipeline(str(tiny_model_dir), device="cpu").generate("a red cube", 128, mc="torch")
+    gpu = Engine.load(str(tiny_model_dir), device="cuda").generate("a red cube", 128, mc="torch")
+    cpu = Engine.load(str(tiny_model_dir), device="cpu").generate("a red cube", 128, mc="torch")
     from scipy.spatial import cKDTree
 
     assert len(cpu.faces) > 1000
-    assert abs(len(gpu.vertices) - len(cpu.vertices)) <= 0.002 * len(cpu.vertices)
+    assert abs(len(gpu.positions) - len(cpu.positions)) <= 0.002 * len(cpu.positions)
     # the GPU's vertices lie on the CPU's surface: all but a few within a hundredth of a voxel (a vertex
     # of a cell whose corner values nearly equal moves along its edge with float rounding), none off it
-    voxel = 2 * Pipeline(str(tiny_model_dir), device="cpu").model.config.bound / 127
-    d = cKDTree(cpu.vertices).query(gpu.vertices)[0] / voxel
+    voxel = 2 * Engine.load(str(tiny_model_dir), device="cpu").pipeline.model.config.bound / 127
+    d = cKDTree(cpu.positions).query(gpu.positions)[0] / voxel
     assert np.mean(d < 0.01) > 0.999 and d.max() < 0.5, (np.mean(d < 0.01), d.max())
     np.testing.assert_allclose(gpu.colors.mean(0), cpu.colors.mean(0), atol=1e-3)

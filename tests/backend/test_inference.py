@@ -13,24 +13,24 @@ def test_chain_schedule_positions():
         chain_schedule([0], 2)
 
 
-def test_generate_is_closed_and_coloured(pipeline):
-    mesh = pipeline.generate("a red cube", resolution=48)
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+def test_generate_is_closed_and_coloured(engine):
+    mesh = engine.generate("a red cube", resolution=48)
+    tm = trimesh.Trimesh(mesh.positions, mesh.faces, process=False)
     assert tm.is_watertight and tm.volume > 0
-    assert mesh.colors.shape == mesh.vertices.shape
+    assert mesh.colors.shape == mesh.positions.shape
     assert ((mesh.colors >= 0) & (mesh.colors <= 1)).all()
     assert mesh.meta["prompt"] == "a red cube" and mesh.meta["model"] == "tiny"
 
 
-def test_blend_endpoints_equal_the_prompts(pipeline):
-    a = pipeline.generate("a red cube", resolution=32)
-    b0 = pipeline.blend("a red cube", "a blue sphere", 0.0, resolution=32)
-    np.testing.assert_allclose(a.vertices, b0.vertices, atol=1e-5)
+def test_blend_endpoints_equal_the_prompts(engine):
+    a = engine.generate("a red cube", resolution=32)
+    b0 = engine.blend("a red cube", "a blue sphere", 0.0, resolution=32)
+    np.testing.assert_allclose(a.positions, b0.positions, atol=1e-5)
     with pytest.raises(ValueError, match="alpha"):
-        pipeline.blend("a", "b", 1.5)
+        engine.blend("a", "b", 1.5)
 
 
-def test_consistent_chain_is_exact_at_keyframes_and_on_every_isosurface(pipeline):
+def test_consistent_chain_is_exact_at_keyframes_and_on_every_isosurface(pipeline, engine):
     """Keyframe pieces: each piece's key state is the directly generated mesh of its keyframe; its
     other states lie on their own isosurfaces; neighbouring pieces meet at the segment's middle."""
     from backend.chain_quality import ON_SURFACE_VOXELS, surface_distance
@@ -43,21 +43,21 @@ def test_consistent_chain_is_exact_at_keyframes_and_on_every_isosurface(pipeline
     emb = pipeline.embed(prompts)
     voxel = 2 * pipeline.model.config.bound / 39
     for k, piece in enumerate(seq.pieces):
-        direct = pipeline.generate(prompts[k], resolution=40)
-        assert np.array_equal(piece.vertices[piece.key], direct.vertices)
+        direct = engine.generate(prompts[k], resolution=40)
+        assert np.array_equal(piece.positions[piece.key], direct.positions)
         assert np.array_equal(piece.faces, direct.faces)
         np.testing.assert_allclose(piece.colors[piece.key], direct.colors, atol=1e-6)
         for j, t in enumerate(piece.times):
             seg = min(int(t), len(prompts) - 2)
             mod = pipeline.chain_modulation(emb, seg, t - seg)
-            dist = surface_distance(pipeline.model, mod, piece.vertices[j])
+            dist = surface_distance(pipeline.model, mod, piece.positions[j])
             assert (dist <= ON_SURFACE_VOXELS * voxel).mean() >= 0.99, (k, t)
-            assert np.isfinite(piece.vertices[j]).all()
-            assert piece.vertices[j].shape == piece.vertices[0].shape
+            assert np.isfinite(piece.positions[j]).all()
+            assert piece.positions[j].shape == piece.positions[0].shape
     assert not np.allclose(seq.pieces[0].colors[0], seq.pieces[0].colors[-1])  # colours follow the prompts
     # a step is shown by the later piece where two meet
-    assert np.array_equal(seq.mesh_at_step(2).vertices, seq.pieces[1].vertices[0])
-    assert np.array_equal(seq.mesh_at_step(4).vertices, seq.pieces[1].vertices[2])
+    assert np.array_equal(seq.mesh(2).positions, seq.pieces[1].positions[0])
+    assert np.array_equal(seq.mesh(4).positions, seq.pieces[1].positions[2])
 
 
 def test_odd_steps_meet_at_the_segment_middle(pipeline):
@@ -78,10 +78,10 @@ def test_chain_can_be_cancelled(pipeline):
     assert len(calls) == 2
 
 
-def test_generate_with_simplify_and_texture(pipeline, tmp_path):
-    mesh = pipeline.generate("a red cube", resolution=48, simplify=300, texture=128)
+def test_generate_with_simplify_and_texture(engine, tmp_path):
+    mesh = engine.generate("a red cube", resolution=48, simplify=300, texture=128)
     assert len(mesh.faces) <= 330
-    assert mesh.texture.shape == (128, 128, 3) and mesh.uvs.shape == (len(mesh.vertices), 2)
+    assert mesh.texture.shape == (128, 128, 3) and mesh.uvs.shape == (len(mesh.positions), 2)
     # the texture holds the field's colours: sampled at each vertex's UV it gives the vertex colour
     h, w = mesh.texture.shape[:2]
     rows = np.clip(((1 - mesh.uvs[:, 1]) * h).astype(int), 0, h - 1)

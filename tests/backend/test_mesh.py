@@ -7,7 +7,8 @@ import trimesh
 
 from backend.chain import neighbor_mean_operator, settle_on_isosurface
 from backend.export import export_mesh
-from backend.mesh import Mesh, marching_cubes
+from backend.mesh import marching_cubes
+from blender_att3d.wire.types import MeshData
 
 
 def sphere_volume(n: int, radius: float, bound: float = 1.0) -> np.ndarray:
@@ -42,7 +43,7 @@ def _tall_mesh():
     """A box twice as tall (Z) as wide, red on top, blue at the bottom."""
     box = trimesh.creation.box(extents=[0.5, 0.5, 1.0])
     colors = np.where(box.vertices[:, 2:3] > 0, [[1.0, 0, 0]], [[0, 0, 1.0]]).astype(np.float32)
-    return Mesh(box.vertices.astype(np.float32), box.faces.astype(np.int64), colors)
+    return MeshData(box.vertices.astype(np.float32), box.faces.astype(np.int64), colors)
 
 
 def test_glb_round_trip_keeps_colours_and_is_y_up(tmp_path):
@@ -177,14 +178,14 @@ def test_texture_bake_reproduces_the_colour_field(tmp_path):
     from backend.texture import bake_texture
 
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
-    mesh = Mesh(sphere.vertices.astype(np.float32), sphere.faces.astype(np.int64),
-                np.zeros((len(sphere.vertices), 3), np.float32))
+    mesh = MeshData(sphere.vertices.astype(np.float32), sphere.faces.astype(np.int64),
+                    np.zeros((len(sphere.vertices), 3), np.float32))
 
     def color_fn(p):  # red above z = 0, green below
         return np.where(p[:, 2:3] > 0, [[1.0, 0, 0]], [[0, 1.0, 0]]).astype(np.float32)
 
     baked = bake_texture(mesh, color_fn, 256)
-    assert baked.texture.shape == (256, 256, 3) and baked.uvs.shape == (len(baked.vertices), 2)
+    assert baked.texture.shape == (256, 256, 3) and baked.uvs.shape == (len(baked.positions), 2)
     path = export_mesh(baked, tmp_path / "t.glb")
     loaded = trimesh.load(path, force="mesh")
     # sample the texture at each vertex's UV: top vertices are red, bottom ones green

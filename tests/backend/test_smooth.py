@@ -82,13 +82,13 @@ def test_extract_mesh_smooth_zero_is_bit_for_bit_and_colours_follow_the_smoothed
     plain = extract_mesh(pipeline.model, mod, 32)
     off = extract_mesh(pipeline.model, mod, 32, smooth=0)
     assert len(plain.faces) > 0
-    for a, b in ((plain.vertices, off.vertices), (plain.faces, off.faces), (plain.colors, off.colors)):
+    for a, b in ((plain.positions, off.positions), (plain.faces, off.faces), (plain.colors, off.colors)):
         np.testing.assert_array_equal(a, b)
     on = pipeline.mesh(mod, 32, smooth=5)
     np.testing.assert_array_equal(on.faces, plain.faces)
-    assert np.isfinite(on.vertices).all() and not np.array_equal(on.vertices, plain.vertices)
-    np.testing.assert_allclose(on.vertices, taubin_smooth(plain.vertices, plain.faces, 5))
-    np.testing.assert_allclose(on.colors, field_colors(pipeline.model, mod, on.vertices), atol=1e-6)
+    assert np.isfinite(on.positions).all() and not np.array_equal(on.positions, plain.positions)
+    np.testing.assert_allclose(on.positions, taubin_smooth(plain.positions, plain.faces, 5))
+    np.testing.assert_allclose(on.colors, field_colors(pipeline.model, mod, on.positions), atol=1e-6)
 
 
 @pytest.mark.parametrize("value", ["-1", "101", "1.5", "many"])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.mesh_type import Mesh
 from backend.texture import _rasterize, bake_texture, box_unwrap
+from blender_att3d.wire.types import MeshData
 
 
 def _torus_mesh(n: int = 3000):
@@ -48,7 +48,7 @@ def test_baked_texture_reads_back_the_colour_field_at_every_vertex(unwrap):
     if unwrap == "xatlas":
         pytest.importorskip("xatlas")
     verts, faces = _torus_mesh()
-    mesh = Mesh(verts, faces, np.zeros_like(verts))
+    mesh = MeshData(verts, faces, np.zeros_like(verts))
 
     def color_fn(p):  # smooth colours that vary across the surface
         return np.clip(0.5 + 0.5 * np.stack([np.sin(4 * p[:, 0]), np.cos(3 * p[:, 1]), p[:, 2] * 2], 1), 0, 1)
@@ -58,7 +58,7 @@ def test_baked_texture_reads_back_the_colour_field_at_every_vertex(unwrap):
     uv = baked.uvs
     px = np.clip((uv[:, 0] * 512).astype(int), 0, 511)
     py = np.clip(((1 - uv[:, 1]) * 512).astype(int), 0, 511)
-    err = np.abs(baked.texture[py, px] / 255.0 - color_fn(baked.vertices)).max(1)
+    err = np.abs(baked.texture[py, px] / 255.0 - color_fn(baked.positions)).max(1)
     assert np.median(err) < 0.02 and np.quantile(err, 0.99) < 0.08
     # no background bleeds in: every texel has a colour of the field (the empty ones their neighbours')
     assert (baked.texture.reshape(-1, 3).max(1) > 0).all()
@@ -67,4 +67,4 @@ def test_baked_texture_reads_back_the_colour_field_at_every_vertex(unwrap):
 def test_bake_refuses_an_unknown_unwrap():
     verts, faces = _torus_mesh()
     with pytest.raises(ValueError, match="unwrap must be one of box, xatlas"):
-        bake_texture(Mesh(verts, faces, np.zeros_like(verts)), lambda p: p, 64, unwrap="smart")
+        bake_texture(MeshData(verts, faces, np.zeros_like(verts)), lambda p: p, 64, unwrap="smart")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blender_att3d.client.base import BackendUnavailable, Cancelled, Client, InvalidRequest
-from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
+from blender_att3d.wire.types import MeshData, Neighbors, SequenceData, SequencePiece, ServerInfo
 
 
 def _h(prompt: str) -> np.ndarray:
@@ -90,10 +90,10 @@ class FakeClient(Client):
             if self.delay:
                 self._cancel.wait(self.delay / n)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServerInfo:
         if self.fail is not None:
             raise self.fail
-        return {"model": self.model, "device": "cpu", "version": "fake"}
+        return ServerInfo(model=self.model, device="cpu", version="fake")
 
     def generate(self, prompt, resolution=128, simplify=None, texture=False, progress=None, mc="auto") -> MeshData:
         p = self._check(prompt)
@@ -157,7 +157,7 @@ class FakeClient(Client):
         return MeshData(pos, faces, col,
                         meta={"prompt": f"{a} | {b} @ {alpha:.2f}", "model": self.model, "resolution": resolution})
 
-    def nearest(self, prompt, k=5) -> dict[str, Any]:
+    def nearest(self, prompt, k=5) -> Neighbors:
         p = self._check(prompt)
         self.calls.append(("nearest", p))
         # the service's word measure (backend/nearest.py) over a fake vocabulary that lacks "far" and "zebra"
@@ -165,9 +165,10 @@ class FakeClient(Client):
         known = [w for w in dict.fromkeys(p.split()) if w not in new and w != "a"]
         neighbors = [{"prompt": "a red cube", "score": 0.8}, {"prompt": "a blue sphere", "score": 0.4},
                      {"prompt": "a green cone", "score": 0.3}, {"prompt": "a yellow torus", "score": 0.2}]
-        return {"far": bool(new) or not known, "unknown_words": new, "known_words": known, "did_you_mean": {},
-                "neighbors": neighbors[:k], "known_prompts": 4, "measure": "words",
-                "message": "every word is in its 4 training prompts" if not new else "new words"}
+        return Neighbors.from_dict({"far": bool(new) or not known, "unknown_words": new, "known_words": known,
+                                    "did_you_mean": {}, "neighbors": neighbors[:k], "known_prompts": 4,
+                                    "measure": "words",
+                                    "message": "every word is in its 4 training prompts" if not new else "new words"})
 
     def cancel(self) -> None:
         self._cancel.set()

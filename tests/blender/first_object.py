@@ -100,7 +100,7 @@ out["closeness"] = closeness
 with step("Check Backend"):
     bpy.ops.att3d.check_backend(synchronous=True)
 out["check_status"] = list(jobs.status.get("backend", ("", "")))
-out["check_lines"] = sys.modules[f"{name}.operators.checks"].info_lines(jobs.backend_info)
+out["check_lines"] = jobs.backend_info.lines()
 old_pid = getattr(session.cached_client(), "pid", None)
 with step("Restart Backend"):
     out["restart_error"] = error_of(lambda: bpy.ops.att3d.restart_backend(synchronous=True))

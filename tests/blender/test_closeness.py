@@ -10,16 +10,19 @@ import pytest
 from conftest import ROOT
 from fakes import FakeClient
 
+from blender_att3d.wire.types import Neighbors, ServerInfo
+
 
 class UnknownPromptsClient(FakeClient):
     """A model without provenance.prompts: the service answers far=null."""
 
     def nearest(self, prompt, k=5):
-        return {"neighbors": [], "distance": None, "far": None, "known_prompts": 0,
-                "message": "this model does not list its training prompts"}
+        return Neighbors.from_dict({"neighbors": [], "distance": None, "far": None, "known_prompts": 0,
+                                    "message": "this model does not list its training prompts"})
 
     def info(self):
-        return {"model": "mystery", "device": "cpu", "training_prompts": 0, "training_prompts_known": False}
+        return ServerInfo.from_dict({"model": "mystery", "device": "cpu", "training_prompts": 0,
+                                     "training_prompts_known": False})
 
 
 def _draw(bpy, panel):
@@ -85,10 +88,11 @@ def test_an_older_server_without_word_lists_still_warns(bpy_module, scene):
     """A server from before the word measure sends far and neighbours with distances only."""
     from blender_att3d import jobs, live
 
-    jobs.nearest_cache["a castle"] = {"far": True, "distance": 0.9,
-                                      "neighbors": [{"prompt": "a red cube", "distance": 0.9}]}
-    jobs.nearest_cache["a red cube"] = {"far": False, "distance": 0.0,
-                                        "neighbors": [{"prompt": "a red cube", "distance": 0.0}]}
+    jobs.nearest_cache["a castle"] = Neighbors.from_dict({"far": True, "distance": 0.9,
+                                                          "neighbors": [{"prompt": "a red cube", "distance": 0.9}]})
+    jobs.nearest_cache["a red cube"] = Neighbors.from_dict({"far": False, "distance": 0.0,
+                                                            "neighbors": [{"prompt": "a red cube", "distance": 0.0}]})
+    assert not jobs.nearest_cache["a castle"].words_measured
     assert live.prompt_closeness("a castle") == ("ERROR", "Far from what the model was trained on")
     assert live.prompt_suggestions("a castle") == ["a red cube"]
     assert live.prompt_closeness("a red cube") == ("CHECKMARK", "Close to what the model was trained on")
@@ -122,10 +126,11 @@ def test_check_backend_shows_model_device_prompt_count_and_examples(bpy_module, 
 
     class Demo(FakeClient):
         def info(self):
-            return {"model": "demo", "device": "cuda:0", "version": "0.1.0", "training_prompts": 992,
-                    "training_prompts_known": True, "versions": {"att3d": "0.1.0", "torch": "2.13.0"},
-                    "training_prompt_examples": ["a red sphere", "a blue cube on a black plate", "a pink torus",
-                                                 "a green cone", "a black capsule"]}
+            return ServerInfo.from_dict({
+                "model": "demo", "device": "cuda:0", "version": "0.1.0", "training_prompts": 992,
+                "training_prompts_known": True, "versions": {"att3d": "0.1.0", "torch": "2.13.0"},
+                "training_prompt_examples": ["a red sphere", "a blue cube on a black plate", "a pink torus",
+                                             "a green cone", "a black capsule"]})
 
     session.set_override(Demo())
     assert bpy.ops.att3d.check_backend(synchronous=True) == {"FINISHED"}
@@ -149,7 +154,7 @@ class DemoWordsClient(FakeClient):
         self.index = PromptIndex(training_prompts(config))
 
     def nearest(self, prompt, k=5):
-        return {"prompt": prompt, **self.index.query(prompt, k)}
+        return Neighbors.from_dict({"prompt": prompt, **self.index.query(prompt, k)})
 
 
 def test_what_an_artist_sees_with_the_demo(bpy_module, scene):

@@ -208,7 +208,7 @@ def test_regenerate_replaces_mesh_in_place(bpy_module, scene, fake):
 def test_prompt_warning(bpy_module, scene):
     from blender_att3d import live
 
-    assert live.check_prompt_sync("a red cube")["far"] is False
+    assert live.check_prompt_sync("a red cube").far is False
     assert live.prompt_warning("a red cube") is None
     live.check_prompt_sync("a  far zebra")
     assert "Far from what the model was trained on" in live.prompt_warning("a far zebra")

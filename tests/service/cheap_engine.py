@@ -1,35 +1,23 @@
-"""The real engine with the same validation but small meshes: fuzzing must stay fast."""
+"""The real engine with small meshes: fuzzing must stay fast. Requests arrive checked (the service's
+schemas made them); only their size is cut."""
 from __future__ import annotations
 
-from backend.engine import check_chain, check_simplify, check_texture
+import dataclasses
+
+from backend.engine import Blend, Chain, Generate
 
 
 class CheapEngine:
-    """The real engine, with the same validation but small meshes (fuzzing must stay fast)."""
+    """The real engine, running each request at 16³ (a chain: its first segment, one step)."""
 
     def __init__(self, engine) -> None:
         self.e = engine
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
-        check_simplify(simplify), check_texture(texture)
-        from backend.mesh import check_resolution
-
-        check_resolution(resolution)
-        return self.e.generate(prompt, 16, None, False, progress=progress)
-
-    def blend(self, prompt_a, prompt_b, alpha, resolution=96, simplify=None, progress=None):
-        from backend.mesh import check_resolution
-
-        check_resolution(resolution)
-        check_simplify(simplify)
-        return self.e.blend(prompt_a, prompt_b, alpha, 16, progress=progress)
-
-    def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None):
-        from backend.mesh import check_resolution
-
-        check_chain(keyframes, steps)
-        check_resolution(resolution)
-        return self.e.chain(list(keyframes)[:2], 1, 16, consistent, progress=progress)
-
-    def nearest(self, prompt, k=5):
-        return self.e.nearest(prompt, k)
+    def run(self, request, progress=None, modulation=None):
+        if isinstance(request, Generate):
+            request = dataclasses.replace(request, resolution=16, simplify=None, texture=False)
+        elif isinstance(request, Blend):
+            request = dataclasses.replace(request, resolution=16, simplify=None)
+        elif isinstance(request, Chain):
+            request = dataclasses.replace(request, keyframes=request.keyframes[:2], steps=1, resolution=16)
+        return self.e.run(request, progress)

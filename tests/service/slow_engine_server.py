@@ -10,15 +10,20 @@ import time
 
 import torch
 
+from backend.engine import Nearest
+from blender_att3d.wire.types import Neighbors, ServerInfo
+
 
 class SlowEngine:
-    def info(self) -> dict:
-        return {"model": "slow-engine", "api": 1}
+    def info(self) -> ServerInfo:
+        return ServerInfo(model="slow-engine", api=1)
 
     def warm(self, on_stage=None) -> None:
         pass
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
+    def run(self, request, progress=None, modulation=None):
+        if isinstance(request, Nearest):
+            return Neighbors(prompt=request.prompt)
         if progress is not None:
             progress(0.3, "extracting the mesh")  # then no cancel point for a minute
         a = torch.randn(1024, 1024)
@@ -26,9 +31,6 @@ class SlowEngine:
         while time.monotonic() - t0 < 60:
             a = torch.tanh(a @ a)
         raise AssertionError("the server waited for the whole extraction")
-
-    def nearest(self, prompt, k=5):
-        return {"prompt": prompt, "neighbors": []}
 
 
 if __name__ == "__main__":

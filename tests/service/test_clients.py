@@ -103,9 +103,10 @@ def test_chain_identical(embedded, remote, consistent):
 def test_nearest_and_info_agree(embedded, remote):
     assert embedded.nearest("a red box", k=3) == remote.nearest("a red box", k=3)
     ie, ir = embedded.info(), remote.info()
-    for key in ("model", "text_encoder", "device", "version", "training_prompts"):
-        assert ie[key] == ir[key]
-    assert ie["transport"] == "embedded" and ir["transport"] == "http"
+    for key in ("model", "text_encoder", "device", "version", "training_prompts", "training_prompt_examples",
+                "api", "limits"):
+        assert getattr(ie, key) == getattr(ir, key), key
+    assert ie.transport == "embedded" and ir.transport == "http" and ir.url.startswith("http://")
 
 
 @pytest.mark.parametrize("client_name", ["embedded", *REMOTES])
@@ -198,7 +199,7 @@ def test_make_client(engine, service_model_dir, server):
     assert isinstance(c, EmbeddedClient)  # torch imports here
     c.close()
     r = make_client("remote", url=server.url, token=server.token)
-    assert isinstance(r, HTTPClient) and r.info()["model"] == "tiny-service"
+    assert isinstance(r, HTTPClient) and r.info().model == "tiny-service"
     with pytest.raises(InvalidRequest, match="unknown backend mode"):
         make_client("telepathy")
     with pytest.raises(BackendUnavailable, match="URL"):
@@ -245,7 +246,7 @@ def test_subprocess_client_restarts_and_closes_cleanly(service_model_dir, tmp_pa
         m = c.generate("a red cube", resolution=16)  # restarted behind the scenes
         assert isinstance(m, MeshData) and c.restarts == 1 and c.restarts_left == 2 and c.pid != first
         assert stages[4].startswith("restarting the backend (it stopped: ") and stages[5] == "starting the backend"
-        assert c.info()["model"] == "tiny-service"
+        assert c.info().model == "tiny-service"
     finally:
         proc = c.proc
         c.close()
@@ -419,15 +420,15 @@ def test_subprocess_start_up_timeout(tmp_path):
 # -- the API version and the server's limits, against the app in-process with a fake engine --------
 
 class RecordingEngine:
-    """Answers ``generate`` with a one-triangle mesh and remembers what it was asked."""
+    """Answers a generate request with a one-triangle mesh and remembers what it was asked."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def generate(self, prompt, resolution=128, simplify=None, texture=False, mc="auto", progress=None):
-        self.calls.append((prompt, resolution))
+    def run(self, request, progress=None, modulation=None):
+        self.calls.append((request.prompt, request.resolution))
         return MeshData(np.eye(3, dtype=np.float32), [[0, 1, 2]], np.full((3, 3), 0.5, np.float32),
-                        meta={"prompt": prompt})
+                        meta={"prompt": request.prompt})
 
 
 @pytest.fixture()
@@ -492,7 +493,7 @@ def test_embedded_client_limits_are_this_versions(embedded):
     from blender_att3d.wire.limits import Limits
 
     assert embedded.limits == Limits()
-    assert embedded.info()["limits"] == Limits().as_dict()
+    assert embedded.info().limits == Limits()
 
 
 @pytest.mark.parametrize("mode, setting", [("subprocess", "modle"), ("remote", "tiemout"), ("embedded", "cache")])

@@ -124,8 +124,8 @@ def test_the_addons_client_still_connects(server):
     for url in (server.url, f"http://localhost:{server.ready['port']}"):
         client = HTTPClient(url, server.token)
         try:
-            assert client.info()["api"] == API_VERSION
-            assert client.nearest("a red cube", 1)["prompt"] == "a red cube"
+            assert client.info().api == API_VERSION
+            assert client.nearest("a red cube", 1).prompt == "a red cube"
         finally:
             client.close()
     # a name the server was not told about: the add-on quotes the first 100 characters of /v1/health's

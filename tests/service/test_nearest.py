@@ -108,10 +108,10 @@ def test_unknown_training_prompts_are_said_so():
 
 
 def test_real_encoder(engine):
-    r = engine.nearest("a  red cube", k=2)
+    r = engine.nearest("a  red cube", k=2).as_dict()
     assert r["prompt"] == "a red cube" and r["neighbors"][0] == {"prompt": "a red cube", "score": 1.0}
     assert r["far"] is False and r["known_prompts"] == 6
-    far = engine.nearest("a red box", k=3)
+    far = engine.nearest("a red box", k=3).as_dict()
     assert far["far"] is True and far["unknown_words"] == ["box"] and len(far["neighbors"]) == 3
     with pytest.raises(ValueError, match="k must be"):
         engine.nearest("a red cube", k=0)

@@ -60,9 +60,9 @@ def test_limits_check_resolution(resolution):
 
 
 def test_one_resolution_check_for_the_protocol_and_the_backend():
-    from backend import mesh
+    from backend import engine
 
-    assert mesh.check_resolution is limits.check_resolution  # the backend re-exports the protocol's
+    assert engine.check_resolution is limits.check_resolution  # the backend's one check is the protocol's
     assert Limits(min_resolution=32, max_resolution=64).check_resolution(np.int64(48)) == 48
     with pytest.raises(ValueError, match="resolution must be an integer in 32–64, got 16"):
         Limits(min_resolution=32, max_resolution=64).check_resolution(16)

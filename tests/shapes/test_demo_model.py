@@ -51,14 +51,16 @@ def _seen_plain_prompts(config, n=4):
 def test_generates_closed_meshes_of_the_right_colour(pipe, config):
     import trimesh
 
+    from backend.engine import Engine
+
     prompts = _seen_plain_prompts(config)
     assert len(prompts) >= 3
     right = 0
     for p in prompts:
-        mesh = pipe.generate(p.text, resolution=48)
-        tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+        mesh = Engine(pipe).generate(p.text, resolution=48)
+        tm = trimesh.Trimesh(mesh.positions, mesh.faces, process=False)
         assert len(mesh.faces) > 100 and tm.is_watertight and tm.volume > 0, p.text
-        assert np.abs(mesh.vertices).max() < 1.0
+        assert np.abs(mesh.positions).max() < 1.0
         # the main colour of the mesh (median vertex colour) is nearer the prompt's colour than any other
         med = np.median(mesh.colors, axis=0)
         names = list(COLORS)

@@ -4,15 +4,17 @@ a batch fails only its own job."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from studio_harness import need_ray
 
+from backend.engine import Generate, InvalidInput
 from blender_att3d.wire.job_state import JobState
 
 PROMPTS = ["a red cube", "a blue sphere", "a green cone"]
 
 
 def test_modulations_in_one_pass_match_one_at_a_time(engine):
-    together = engine.modulations(PROMPTS)
+    together = engine.modulations([Generate(p) for p in PROMPTS])
     for prompt, mod in zip(PROMPTS, together):
         alone = engine.pipeline.modulate(engine.pipeline.embed(prompt))
         assert mod.v.shape == alone.v.shape and mod.params.shape == alone.params.shape
@@ -45,9 +47,8 @@ def test_a_batch_shares_the_mapping_pass_and_keeps_errors_apart(engine, monkeypa
     replica = Replica(engine)
     calls = []
     real = engine.modulations
-    monkeypatch.setattr(engine, "modulations", lambda prompts: calls.append(list(prompts)) or real(prompts))
-    specs = [{"id": f"j{i}", "kind": "generate", "params": {"prompt": p, "resolution": 24}} for i, p in
-             enumerate(PROMPTS)]
+    monkeypatch.setattr(engine, "modulations", lambda reqs: calls.append([r.prompt for r in reqs]) or real(reqs))
+    specs = [{"id": f"j{i}", "kind": "generate", "params": Generate(p, 24)} for i, p in enumerate(PROMPTS)]
     outcomes = replica.run(specs)
     assert calls == [PROMPTS]  # one mapping pass for the three
     for prompt, out in zip(PROMPTS, outcomes):
@@ -57,7 +58,19 @@ def test_a_batch_shares_the_mapping_pass_and_keeps_errors_apart(engine, monkeypa
         assert abs(len(out.result.positions) - len(alone.positions)) <= 0.01 * len(alone.positions)
     assert {r[0] for r in replica.reports} == {"j0", "j1", "j2"}
 
-    bad = [*specs[:2], {"id": "bad", "kind": "generate", "params": {"prompt": "   ", "resolution": 24}}]
+    # a blank prompt never becomes a request (the ingress answers 422); a prompt the model then fails
+    # on (here its encoder refuses it) fails its own job only: the batch runs the others one by one
+    with pytest.raises(InvalidInput, match="prompt"):
+        Generate("   ", 24)
+    embed = engine.pipeline.embed
+
+    def picky(prompts):
+        if "a broken prompt" in ([prompts] if isinstance(prompts, str) else list(prompts)):
+            raise ValueError("the text encoder cannot read this prompt")
+        return embed(prompts)
+
+    monkeypatch.setattr(engine.pipeline, "embed", picky)
+    bad = [*specs[:2], {"id": "bad", "kind": "generate", "params": Generate("a broken prompt", 24)}]
     outcomes = replica.run(bad)
     assert [o.status for o in outcomes] == [JobState.DONE, JobState.DONE, JobState.ERROR]
     assert outcomes[2].error[0] == 400 and "prompt" in outcomes[2].error[1]

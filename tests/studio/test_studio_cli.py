@@ -71,7 +71,7 @@ def test_studio_serves_and_stops_cleanly_on_sigterm(engine, tmp_path):
     try:
         assert ready["studio"] is True and ready["replicas"] == 1 and ready["tokens_file"] == str(tokens)
         client = HTTPClient(ready["url"], token)
-        assert client.info()["replicas"] == 1
+        assert client.info().extra["replicas"] == 1
         assert len(client.generate("a red cube", resolution=24).faces) > 0
         # a long job is running when SIGTERM comes: its client is answered, not left hanging
         outcome: list[BaseException | None] = []

@@ -166,6 +166,7 @@ def test_if_preset_run_conditions_the_mapping_on_clip_and_the_teacher_on_t5(if_r
     conditioning; the model folder names the CLIP encoder, and inference embeds new prompts with it."""
     from transformers import AutoTokenizer, CLIPModel
 
+    from backend.engine import Engine
     from backend.inference import Pipeline
     from training.loop import Trainer
 
@@ -209,7 +210,7 @@ def test_if_preset_run_conditions_the_mapping_on_clip_and_the_teacher_on_t5(if_r
     inference = Pipeline(str(result.model_dir), device="cpu")
     assert inference.encoder.kind == "clip" and inference.encoder.encoder_id == str(clip_root)
     assert torch.equal(inference.encoder(prompts, use_cache=False).tokens, want_map)
-    assert len(inference.generate("a green cone", resolution=16).vertices) > 0
+    assert len(Engine(inference).generate("a green cone", resolution=16).positions) > 0
 
 
 @pytest.mark.cuda

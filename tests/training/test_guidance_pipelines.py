@@ -80,6 +80,7 @@ def test_train_with_an_if_like_folder(if_like, tmp_path):
 def test_model_can_reuse_the_pipelines_own_text_encoder(if_like, tmp_path):
     """model.text_encoder = "guidance": the mapping network reads the pipeline's T5 tokens (as the
     paper reuses its diffusion model's tokens) and inference loads that encoder by the same id."""
+    from backend.engine import Engine
     from backend.inference import Pipeline
 
     cfg = config_from_dict({"run": {"steps": 1, "batch_size": 1, "device": "cpu", "preview_every": 0},
@@ -91,13 +92,14 @@ def test_model_can_reuse_the_pipelines_own_text_encoder(if_like, tmp_path):
     pipe = Pipeline(str(r.model_dir), device="cpu")
     assert pipe.model.config.text_encoder == f"{if_like}#text_encoder"
     assert pipe.encoder.kind == "t5" and pipe.model.config.token_dim == 16
-    assert len(pipe.generate("a cat", resolution=16).vertices) > 0
+    assert len(Engine(pipe).generate("a cat", resolution=16).positions) > 0
 
 
 def test_teacher_folder_trains_a_model_generate_loads(tmp_path):
     """The Shapes-world teacher layout: unet/, scheduler/ and att3d_teacher.json naming the encoder."""
     from diffusers import DDPMScheduler
 
+    from backend.engine import Engine
     from backend.inference import Pipeline
 
     teacher = tmp_path / "teacher"
@@ -114,5 +116,5 @@ def test_teacher_folder_trains_a_model_generate_loads(tmp_path):
     r = train(cfg, tmp_path / "run", prompts=["a red cube", "a blue ball"], progress=False)
     pipe = Pipeline(str(r.model_dir), device="cpu")
     assert pipe.model.config.text_encoder == "minilm" and pipe.model.config.max_length == 16
-    mesh = pipe.generate("a red cube", resolution=16)
+    mesh = Engine(pipe).generate("a red cube", resolution=16)
     assert mesh.meta["prompt"] == "a red cube"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from blender_att3d.wire.closeness import describe_closeness
+from blender_att3d.wire.types import Neighbors
 
 from .world import NONE, ShapesWorld, get_world
 
@@ -85,7 +86,7 @@ def figures(query: Query, training: Sequence[str], world: ShapesWorld | None = N
 
 def panel(res: dict[str, Any]) -> dict[str, Any]:
     """What the add-on's panel shows under the prompt for a ``nearest`` answer."""
-    c = describe_closeness(res)
+    c = describe_closeness(Neighbors.from_dict(res))
     return {"icon": c.icon, "headline": c.headline, "detail": c.detail, "suggestion_buttons": c.suggestions}
 
 
@@ -165,13 +166,13 @@ def run(model: str = "demo", device: str = "cpu", http: bool = False, log: Calla
             service.stop()
     log("counting verdicts")
     res: dict[str, Any] = {"model": model, "known_prompts": len(training), "measure": "words",
-                           "bounds": BOUNDS, **figures(engine.nearest, training, world)}
+                           "bounds": BOUNDS, **figures(lambda p: engine.nearest(p).as_dict(), training, world)}
     res["query_ms"] = timing
     # the bound is the measure's (the engine's query); HTTP adds the transport, reported beside it
     res["within_bounds"]["query_ms"] = all(v["median_ms"] <= BOUNDS["query_ms_max"]
                                            for v in timing["engine"].values())
     res["warm_up_s"] = round(warm_s, 2)
-    res["panel"] = {p: panel(engine.nearest(p)) for p in EXAMPLES}
+    res["panel"] = {p: panel(engine.nearest(p).as_dict()) for p in EXAMPLES}
     return res
 
 
