@@ -161,37 +161,33 @@ class InputError(ValueError):
     """A bad backend option (exit status 2)."""
 
 
-def resolve_backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """(mode, settings) for ``make_client`` from the backend options; InputError when they are wrong.
-    Fast: checks paths and files, starts nothing."""
-    from .client import embedded_available
+#: how the batch words a backend setting that cannot work (in its options' terms)
+_IN_OPTIONS = {"python": "--python: {}", "url": "--backend remote needs --url (the server's address, e.g. "
+               "http://gpu-box:8765)"}
 
-    mode = args.backend
-    if mode == "auto":
-        mode = "embedded" if embedded_available() else "local"
-    if mode == "embedded":
-        return "embedded", {"model": args.model, "device": args.device}
-    if mode == "remote":
-        if not args.url:
-            raise InputError("--backend remote needs --url (the server's address, e.g. http://gpu-box:8765)")
-        from .lifecycle.session import is_loopback_url
 
-        if not is_loopback_url(args.url):
-            try:
-                import bpy
-
-                if not bpy.app.online_access:
-                    raise InputError(f"Blender's online access is off, so it may not reach {args.url}: run Blender "
-                                     "with --online-mode (or allow online access in its preferences)")
-            except ImportError:
-                pass
-        return "remote", {"url": args.url, "token": _token(args), "model": args.model}
+def _online(url: str) -> str | None:
     try:
-        found = find_local_backend(args.python)
-    except (ValueError, LookupError) as e:
-        raise InputError(f"--python: {e}" if args.python else str(e)) from None
-    return "subprocess", {"model": args.model, "device": args.device, **found.client_settings(),
-                          "on_stage": lambda text: _log(f"backend: {text}")}
+        import bpy
+    except ImportError:
+        return None
+    if bpy.app.online_access:
+        return None
+    return (f"Blender's online access is off, so it may not reach {url}: run Blender with --online-mode (or allow "
+            "online access in its preferences)")
+
+
+def resolve_backend(args: argparse.Namespace):
+    """The backend options as resolved :class:`~blender_att3d.client.BackendSettings`; InputError when
+    they are wrong. Fast: checks paths and files, starts nothing."""
+    from .client.settings import BackendSettings, BadSetting
+
+    settings = BackendSettings(mode=args.backend, model=args.model, device=args.device, python=args.python or "",
+                               url=args.url or "", token=(_token(args) or "") if args.backend == "remote" else "")
+    try:
+        return settings.resolve(find_local=find_local_backend, online=_online)
+    except BadSetting as e:
+        raise InputError(_IN_OPTIONS.get(e.setting, "{}").format(e)) from None
 
 
 def load_client(spec: str | None, model: str, device: str, args: argparse.Namespace | None = None):
@@ -200,16 +196,16 @@ def load_client(spec: str | None, model: str, device: str, args: argparse.Namesp
         mod_name, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(mod_name), attr or "make")
         return factory(model=model, device=device)
-    from .client import make_client
+    from .client import BackendSettings, make_client
 
     if args is None:
-        return make_client("embedded", model=model, device=device)
-    mode, settings = resolve_backend(args)
+        return make_client(BackendSettings(mode="embedded", model=model, device=device))
+    settings = resolve_backend(args)
     t0 = time.perf_counter()
-    client = make_client(mode, **settings)
-    where = {"embedded": "in this Python", "remote": f"at {args.url}"}.get(
-        mode, f"a local server ({settings.get('python') or settings.get('att3d')})")
-    _log(f"backend: {mode if mode != 'subprocess' else 'local'}, {where}, ready in {time.perf_counter() - t0:.1f} s")
+    client = make_client(settings, on_stage=lambda text: _log(f"backend: {text}"))
+    where = {"embedded": "in this Python", "remote": f"at {settings.url}"}.get(
+        settings.mode, f"a local server ({settings.python or settings.att3d})")
+    _log(f"backend: {settings.mode}, {where}, ready in {time.perf_counter() - t0:.1f} s")
     return client
 
 

@@ -20,11 +20,13 @@ from .choices import DEFAULT_RESOLUTION
 from .lifecycle import local_backend, session, setup_job
 from .lifecycle.setup_backend import SetupError, describe
 
+#: the backend modes (blender_att3d.client.settings.MODES, in capitals). The numbers are what a saved
+#: preference holds: LOCAL keeps SUBPROCESS's 2, its identifier until 0.1, so old preferences still load
 MODES = [
-    ("AUTO", "Automatic", "In Blender's Python when PyTorch imports there, else a local server"),
-    ("EMBEDDED", "Embedded", "Run the model inside Blender (needs PyTorch in Blender's Python)"),
-    ("SUBPROCESS", "Local Server", "Start 'att3d serve' with the local backend found or set up below"),
-    ("REMOTE", "Remote Server", "Talk to a running 'att3d serve' at a URL"),
+    ("AUTO", "Automatic", "In Blender's Python when PyTorch is there, else a local server", "", 0),
+    ("EMBEDDED", "Embedded", "Run the model inside Blender (needs PyTorch in Blender's Python)", "", 1),
+    ("LOCAL", "Local", "Start 'att3d serve' on this computer, with the backend found or set up below", "", 2),
+    ("REMOTE", "Remote", "Talk to a running 'att3d serve' at a URL", "", 3),
 ]
 DEVICES = [("AUTO", "Automatic", "GPU when available"), ("CPU", "CPU", ""), ("CUDA", "CUDA", "NVIDIA GPU")]
 PYTHON_CHECK = "python"  # the jobs slot of the Python field's check
@@ -158,7 +160,7 @@ class ATT3D_AddonPreferences(AddonPreferences):
             layout.prop(self, "url")
             layout.prop(self, "token")
         else:
-            if self.mode in ("SUBPROCESS", "AUTO"):
+            if self.mode in ("LOCAL", "AUTO"):
                 draw_local(self, layout.box())
             layout.prop(self, "device")
         layout.prop(self, "model")

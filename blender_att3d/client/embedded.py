@@ -29,7 +29,7 @@ class EmbeddedClient(Client):
             except ImportError as e:
                 raise BackendUnavailable(
                     f"The embedded ATT3D backend cannot run in this Python ({e}); it needs torch and the att3d "
-                    "package here. Use a local server instead (the add-on's Local Server backend, or "
+                    "package here. Use a local server instead (the add-on's Local backend, or "
                     "--backend local in a batch)") from None
             try:
                 engine = Engine.load(model, device=device, cache_dir=cache_dir)

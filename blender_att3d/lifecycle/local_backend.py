@@ -46,9 +46,6 @@ class LocalBackend:
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.source}: {self.command}{detail}"
 
-    def client_settings(self) -> dict[str, str]:
-        return {"python": self.python} if self.python else {"att3d": self.att3d}
-
 
 def _strip(text: str) -> str:
     s = (text or "").strip()

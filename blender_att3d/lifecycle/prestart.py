@@ -33,9 +33,9 @@ def prestart() -> bool:
     except BackendError as e:  # e.g. no backend set up yet: say so where the artist looks
         jobs.status[jobs.BACKEND] = ("INFO", str(e))
         return False
-    if settings["mode"] == "remote" or session.cached_client(settings) is not None:
+    if settings.mode == "remote" or session.cached_client(settings) is not None:
         return False
-    source = settings.get("backend_source", "")
+    source = settings.source
 
     def work(progress):
         client = session.client_for(settings, lambda text: progress(0.0, text))

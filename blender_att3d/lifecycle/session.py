@@ -1,10 +1,11 @@
 """The add-on's session with its backend: the one shared client, built from the add-on preferences
 (tests inject one with ``set_override``).
 
-``current_settings()`` reads the add-on preferences on the main thread, finds the local backend
-(:mod:`.local_backend`: the *Python* field, the one *Set Up Local Backend* made, ``att3d`` on PATH)
-and refuses at once what cannot work (a wrong *Python* field, a remote backend Blender may not
-reach); ``client_for(settings)`` builds the client through ``blender_att3d.client.make_client`` and
+``current_settings()`` reads the add-on preferences on the main thread into a
+:class:`~blender_att3d.client.BackendSettings` and resolves it (:meth:`BackendSettings.resolve`: the
+local backend found by :mod:`.local_backend` — the *Python* field, the one *Set Up Local Backend*
+made, ``att3d`` on PATH —, ``auto`` decided, online access checked), refusing at once what cannot
+work; ``client_for(settings)`` builds the client through ``blender_att3d.client.make_client`` and
 caches it while the settings stay the same. Building can take long (a local server starting), so
 interactive operators call ``client_for`` in their worker thread, and it names what it waits for
 ("starting the backend", "loading the model" ...); ``get_client()`` does both at once for headless
@@ -12,15 +13,14 @@ paths. :class:`JobBackend` carries the settings of one job from the main thread 
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from ..client.base import BackendUnavailable, Cancelled, Client
+from ..client.settings import BackendSettings, BadSetting
 from ..wire import ProgressFn
 from . import local_backend
 
@@ -28,15 +28,13 @@ _lock = threading.Lock()  # guards the cache
 _build_lock = threading.Lock()  # one client is built at a time; others wait and hear its stage
 _override: Client | None = None
 _cached: Client | None = None
-_cached_key: tuple | None = None
+_cached_key: BackendSettings | None = None
 #: bumped by close(): a client whose start began before a close() is stopped when it is ready,
 #: never cached (Restart, Remove and Set Up Backend close while a start may be under way)
 _epoch = 0
 #: what the client being built is waiting for right now (read by jobs that wait for it)
 building_stage: str | None = None
 
-DEFAULTS = {"mode": "auto", "model": "demo", "device": "auto", "python": "", "att3d": "", "url": "", "token": "",
-            "backend_source": "", "no_backend": ""}
 STARTING = "starting the backend"
 
 StageFn = Callable[[str], Any]  # returns True to give up waiting (the job was cancelled)
@@ -64,23 +62,12 @@ def get_prefs():
     return addon.preferences if addon is not None else None
 
 
-def settings_from_prefs(prefs) -> dict[str, Any]:
-    s = dict(DEFAULTS)
-    if prefs is not None:
-        s.update(mode=prefs.mode.lower(), model=prefs.model.strip() or "demo", device=prefs.device.lower(),
-                 python=prefs.python_path, url=prefs.url.strip(), token=prefs.token)
-    return s
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for http://localhost..., 127.x, ::1 (Blender's online-access switch does not apply)."""
-    host = (urlparse(url if "//" in url else "//" + url).hostname or "").lower()
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def settings_from_prefs(prefs) -> BackendSettings:
+    """The preferences as settings (their mode enum's identifiers are the modes' names in capitals)."""
+    if prefs is None:
+        return BackendSettings()
+    return BackendSettings(mode=prefs.mode, model=prefs.model, device=prefs.device, python=prefs.python_path,
+                           url=prefs.url, token=prefs.token)
 
 
 def online_access_message(what: str) -> str | None:
@@ -97,17 +84,9 @@ def online_access_message(what: str) -> str | None:
     return f"Online access is off: allow it in Preferences > System > Network to {what}"
 
 
-def check_online_access(mode: str, url: str) -> None:
-    """Blender's "Allow Online Access" switch applies to a non-loopback remote backend only."""
-    if mode != "remote":
-        return
-    if not url:
-        raise BackendUnavailable("Remote backend: set the server URL in the add-on preferences")
-    if is_loopback_url(url):
-        return
-    msg = online_access_message("use a remote backend (or use a local one)")
-    if msg:
-        raise BackendUnavailable(msg)
+def online_access(url: str) -> str | None:
+    """:meth:`BackendSettings.resolve`'s online check for a remote backend at ``url`` (off loopback)."""
+    return online_access_message("use a remote backend (or use a local one)")
 
 
 def user_root() -> str | None:
@@ -131,61 +110,25 @@ def user_dir() -> str | None:
         return None
 
 
-def _find_local(s: dict[str, Any]) -> None:
-    """Fill in which local backend the settings use (``python`` / ``att3d``), or why there is none."""
-    try:
-        found = local_backend.find(s["python"], user_root())
-    except ValueError as e:  # the Python field is set, but wrong: say so rather than use another one
-        raise BackendUnavailable(f"The Python field: {e}") from None
-    except local_backend.NoBackend as e:
-        if s["mode"] == "subprocess":
-            raise BackendUnavailable(str(e)) from None
-        s.update(python="", att3d="", no_backend=str(e))  # auto: fine while torch imports in Blender
-        return
-    s.update(python=found.python, att3d=found.att3d, backend_source=found.source)
+#: how the add-on words a setting that cannot work (the rest are whole sentences already)
+_IN_PREFERENCES = {"python": "The Python field: {}",
+                   "url": "Remote backend: set the server URL in the add-on preferences"}
 
 
-def current_settings(prefs=None, **overrides: Any) -> dict[str, Any]:
-    """Main thread, fast: the settings a client is built from (preferences, then ``overrides``).
+def current_settings(prefs=None, **overrides: Any) -> BackendSettings:
+    """Main thread, fast: the resolved settings a client is built from (preferences, then ``overrides``).
 
     Raises :class:`BackendUnavailable` at once where no backend can work (a wrong *Python* field, no
-    local backend for the Local Server mode, a remote one without URL or off loopback while online
-    access is off). The result goes to :func:`client_for`, which may run in a worker thread: it
-    reads no Blender data.
+    local backend and no torch here, a remote one without URL or off loopback while online access is
+    off). The result goes to :func:`client_for`, which may run in a worker thread: it reads no
+    Blender data.
     """
     s = settings_from_prefs(prefs if prefs is not None else get_prefs())
-    s.update({k: v for k, v in overrides.items() if v is not None})
-    check_online_access(s["mode"], s["url"])
-    if s["mode"] in ("subprocess", "auto"):
-        _find_local(s)
-    s["cache_dir"] = user_dir() or ""
-    return s
-
-
-def _kwargs_for(mode: str, s: dict[str, Any]) -> dict[str, Any]:
-    if mode == "remote":
-        return {"url": s["url"], "token": s["token"], "model": s["model"]}
-    kw: dict[str, Any] = {"model": s["model"], "device": s["device"]}
-    if mode == "subprocess":
-        if s["python"]:
-            kw["python"] = s["python"]
-        elif s["att3d"]:
-            kw["att3d"] = s["att3d"]
-    return kw
-
-
-def _resolve_mode(s: dict[str, Any]) -> str:
-    """``auto``: embedded when torch and att3d import in this Python, else the local server."""
-    mode = s["mode"]
-    if mode != "auto":
-        return mode
-    from ..client import embedded_available
-
-    if embedded_available():
-        return "embedded"
-    if s.get("no_backend"):
-        raise BackendUnavailable(s["no_backend"])
-    return "subprocess"
+    s = s.replace(**{k: v for k, v in overrides.items() if v is not None}, cache_dir=user_dir() or "")
+    try:
+        return s.resolve(find_local=lambda field: local_backend.find(field, user_root()), online=online_access)
+    except BadSetting as e:
+        raise BackendUnavailable(_IN_PREFERENCES.get(e.setting, "{}").format(e)) from None
 
 
 def _set_stage(text: str | None, on_stage: StageFn | None) -> None:
@@ -195,23 +138,19 @@ def _set_stage(text: str | None, on_stage: StageFn | None) -> None:
         on_stage(text)
 
 
-def cached_client(settings: dict[str, Any] | None = None) -> Client | None:
+def cached_client(settings: BackendSettings | None = None) -> Client | None:
     """The client already built (for ``settings``, when given), without building one."""
     if _override is not None:
         return _override
     with _lock:
         if _cached is None:
             return None
-        if settings is not None and _cached_key != _key(settings):
+        if settings is not None and _cached_key != settings:
             return None
         return _cached
 
 
-def _key(settings: dict[str, Any]) -> tuple:
-    return tuple(sorted({**DEFAULTS, "cache_dir": "", **settings}.items()))
-
-
-def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Client:
+def client_for(settings: BackendSettings, on_stage: StageFn | None = None) -> Client:
     """The client for ``settings`` (cached while they stay the same); any thread.
 
     Building one can take long (a local server starting, a model loading): interactive callers run
@@ -222,8 +161,7 @@ def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Cli
     global _cached, _cached_key
     if _override is not None:
         return _override
-    s = {**DEFAULTS, "cache_dir": "", **settings}
-    key = _key(s)
+    s = key = settings
     with _lock:
         if _cached is not None and _cached_key == key:
             return _cached
@@ -258,31 +196,23 @@ def client_for(settings: dict[str, Any], on_stage: StageFn | None = None) -> Cli
         _build_lock.release()
 
 
-def _build(s: dict[str, Any], on_stage: StageFn | None) -> Client:
+def _build(s: BackendSettings, on_stage: StageFn | None) -> Client:
     try:
         from ..client import make_client
     except ImportError as e:
         raise BackendUnavailable(f"The backend client is not installed ({e})") from None
     _set_stage(STARTING, on_stage)
-    mode = _resolve_mode(s)
-    folder = s["cache_dir"]
-    kw = _kwargs_for(mode, s)
-    if folder:  # the model's caches go under the extension's own folder
-        if "ATT3D_CACHE" not in os.environ:
-            os.environ["ATT3D_CACHE"] = folder
-        if mode == "embedded":
-            kw["cache_dir"] = folder
-    if mode == "subprocess":
-        kw["on_stage"] = lambda text: _set_stage(text, on_stage)
-    elif mode == "embedded":
+    if s.cache_dir and "ATT3D_CACHE" not in os.environ:  # the model's caches go under the extension's folder
+        os.environ["ATT3D_CACHE"] = s.cache_dir
+    if s.mode == "embedded":
         _set_stage("loading the model", on_stage)
     try:
-        client = make_client(mode, **kw)
+        client = make_client(s, on_stage=(lambda text: _set_stage(text, on_stage)) if s.mode == "local" else None)
     except BackendUnavailable:
         raise
     except Exception as e:  # a transport that fails to start: say what and where
-        raise BackendUnavailable(f"Could not start the {mode} backend: {e}") from e
-    if mode == "subprocess" and hasattr(client, "on_stage"):
+        raise BackendUnavailable(f"Could not start the {s.mode} backend: {e}") from e
+    if s.mode == "local" and hasattr(client, "on_stage"):
         # this build's listener is done; a later restart names its stages to the request waiting for it
         client.on_stage = None
     return client
@@ -309,7 +239,7 @@ def discard(client: Client) -> bool:
     return True
 
 
-def restart(settings: dict[str, Any], on_stage: StageFn | None = None) -> Client:
+def restart(settings: BackendSettings, on_stage: StageFn | None = None) -> Client:
     """Stop the current backend (whatever state it is in) and start a fresh one; any thread."""
     close()
     return client_for(settings, on_stage)
@@ -338,7 +268,7 @@ class JobBackend:
     each stage of the start in the job's progress.
     """
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: BackendSettings):
         self.settings = settings
         self.client: Client | None = None
         self.started_s: float | None = None  # how long getting the client took (0 when it was ready)

@@ -44,7 +44,7 @@ class ATT3D_OT_check_backend(Operator):
             jobs.status[jobs.BACKEND] = ("ERROR", msg)
             self.report({"ERROR"}, msg)
             return {"CANCELLED"}
-        source = backend.settings.get("backend_source", "")
+        source = backend.settings.source
 
         def work(progress):
             client = backend.get(progress)

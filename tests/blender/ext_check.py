@@ -35,7 +35,7 @@ out["prefs"] = [p.mode, p.model, p.device]
 user = bpy.utils.extension_path_user(name, create=True)
 out["user_dir_inside"] = str(Path(user).resolve()).startswith(str(Path(os.environ["BLENDER_USER_RESOURCES"]).resolve()))
 bc = sys.modules[name + ".lifecycle.session"]
-cache = bc.current_settings()["cache_dir"]  # where the backend's caches go (ATT3D_CACHE / cache_dir)
+cache = bc.current_settings().cache_dir  # where the backend's caches go (ATT3D_CACHE / cache_dir)
 out["cache_under_user_dir"] = bool(cache) and Path(user).resolve() in Path(cache).resolve().parents
 # generate through the installed copy with a fake client
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,7 +15,7 @@ def local_backend(monkeypatch, bpy_module, scene, tiny_model_dir):
     from blender_att3d import jobs
     from blender_att3d.lifecycle import session
 
-    prefs = types.SimpleNamespace(mode="SUBPROCESS", model=str(tiny_model_dir), device="CPU",
+    prefs = types.SimpleNamespace(mode="LOCAL", model=str(tiny_model_dir), device="CPU",
                                   python_path=sys.executable, url="", token="", prestart=True)
     monkeypatch.setattr(session, "get_prefs", lambda: prefs)
     monkeypatch.setattr(jobs, "headless", lambda: False)  # the threaded path, as an artist clicks

@@ -11,7 +11,7 @@ from fakes import FakeClient
 
 
 def _prefs(**kw):
-    base = dict(mode="SUBPROCESS", model="demo", device="AUTO", python_path=sys.executable, url="", token="",
+    base = dict(mode="LOCAL", model="demo", device="AUTO", python_path=sys.executable, url="", token="",
                 prestart=True)
     base.update(kw)
     return types.SimpleNamespace(**base)
@@ -31,7 +31,7 @@ def starting(monkeypatch, bpy_module, scene):
     release = threading.Event()
     made = []
 
-    def make_client(mode, on_stage=None, **kw):
+    def make_client(settings, on_stage=None):
         on_stage and on_stage("loading the model")
         assert release.wait(10), "never released"
         on_stage and on_stage("indexing the training prompts")

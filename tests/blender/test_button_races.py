@@ -72,7 +72,7 @@ def racing(monkeypatch, bpy_module, scene, tmp_path):
     made: list[StartingClient] = []
     lock = threading.Lock()
 
-    def make_client(mode, on_stage=None, **kw):
+    def make_client(settings, on_stage=None):
         on_stage and on_stage("loading the model")
         time.sleep(random.uniform(0.0, 0.03))
         on_stage and on_stage("indexing the training prompts")
@@ -80,7 +80,7 @@ def racing(monkeypatch, bpy_module, scene, tmp_path):
             made.append(StartingClient())
             return made[-1]
 
-    prefs = types.SimpleNamespace(mode="SUBPROCESS", model="demo", device="AUTO", python_path=sys.executable, url="",
+    prefs = types.SimpleNamespace(mode="LOCAL", model="demo", device="AUTO", python_path=sys.executable, url="",
                                   token="", prestart=True, setup_torch="CPU", setup_index="PIP", setup_index_url="",
                                   setup_torch_index="PYTORCH", setup_torch_index_url="")
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)

@@ -215,14 +215,18 @@ def test_prompt_warning(bpy_module, scene):
 
 
 def test_online_access_only_for_remote_non_loopback(bpy_module):
-    from blender_att3d.client.base import BackendUnavailable
+    import sys
+
+    from blender_att3d.client.settings import BackendSettings, BadSetting
     from blender_att3d.lifecycle import session
 
     assert not bpy_module.app.online_access
-    session.check_online_access("remote", "http://127.0.0.1:8765")
-    session.check_online_access("subprocess", "")
-    with pytest.raises(BackendUnavailable, match="Online access"):
-        session.check_online_access("remote", "https://att3d.example.com")
+    on = session.online_access
+    assert BackendSettings(mode="remote", url="http://127.0.0.1:8765").resolve(online=on).mode == "remote"
+    assert BackendSettings(mode="local", python=sys.executable).resolve(online=on).mode == "local"
+    with pytest.raises(BadSetting, match="Online access") as e:
+        BackendSettings(mode="remote", url="https://att3d.example.com").resolve(online=on)
+    assert e.value.setting == "online"
 
 
 def test_regenerate_textured_object_keeps_a_fresh_texture(bpy_module, scene, fake):
@@ -267,13 +271,14 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
 
     import blender_att3d.client as client_pkg
     from blender_att3d import jobs
+    from blender_att3d.client.settings import BackendSettings
     from blender_att3d.lifecycle import session
 
     bpy = bpy_module
     release = threading.Event()
     on_main = []
 
-    def make_client(mode, **kw):
+    def make_client(settings, on_stage=None):
         on_main.append(threading.current_thread() is threading.main_thread())
         if not release.wait(5):
             raise RuntimeError("make_client blocked the operator")
@@ -299,7 +304,7 @@ def test_threaded_generate_starts_the_backend_off_the_main_thread(bpy_module, sc
         assert [o.name for o in _att3d_objects(bpy)] == ["Teapot"]
         # the remote/online-access check still answers at once, in the operator
         monkeypatch.setattr(session, "settings_from_prefs",
-                            lambda prefs: {**session.DEFAULTS, "mode": "remote", "url": "https://x.example"})
+                            lambda prefs: BackendSettings(mode="remote", url="https://x.example"))
         with pytest.raises(RuntimeError, match="Online access"):
             bpy.ops.att3d.generate(prompt="a teapot")
         assert not jobs.busy("main") and on_main == [False]
@@ -319,7 +324,7 @@ def test_cancel_while_the_backend_starts(bpy_module, scene, monkeypatch):
     release = threading.Event()
     made = []
 
-    def make_client(mode, **kw):
+    def make_client(settings, on_stage=None):
         release.wait(5)
         made.append(FakeClient())
         return made[-1]

@@ -1,4 +1,5 @@
-"""session.get_client: settings -> make_client(mode, **settings), cached, errors readable."""
+"""session.get_client: preferences -> resolved BackendSettings -> make_client(settings), cached, errors
+readable; the preferences' old mode value (SUBPROCESS, 0.1) loads as LOCAL."""
 import types
 
 import pytest
@@ -11,8 +12,8 @@ def factory(monkeypatch, bpy_module):
 
     calls = []
 
-    def make_client(mode, **kw):
-        calls.append((mode, kw))
+    def make_client(settings, on_stage=None):
+        calls.append((settings, on_stage))
         return types.SimpleNamespace(close=lambda: calls.append(("closed",)))
 
     monkeypatch.setattr(client_pkg, "make_client", make_client, raising=False)
@@ -35,15 +36,18 @@ def test_modes_and_cache(factory):
 
     c1 = session.get_client(_prefs())
     assert session.get_client(_prefs()) is c1  # cached while the settings stay the same
-    # automatic: torch and att3d import in this Python, so the backend runs in-process
-    assert factory == [("embedded", {"model": "demo", "device": "auto"})]
-    session.get_client(_prefs(mode="SUBPROCESS", python_path=f" '{sys.executable}' ", device="CUDA"))
+    # automatic: torch and att3d are in this Python, so the backend runs in-process
+    (s, on_stage), = factory
+    assert (s.mode, s.model, s.device, on_stage) == ("embedded", "demo", "auto", None)
+    session.get_client(_prefs(mode="LOCAL", python_path=f" '{sys.executable}' ", device="CUDA"))
     assert factory[-2] == ("closed",)
-    mode, kw = factory[-1]
-    assert mode == "subprocess" and callable(kw.pop("on_stage"))  # the start names its stages
-    assert kw == {"model": "demo", "device": "cuda", "python": sys.executable}
+    s, on_stage = factory[-1]
+    assert callable(on_stage)  # the start names its stages
+    assert (s.mode, s.model, s.device, s.python, s.source) == ("local", "demo", "cuda", sys.executable,
+                                                               "the Python field")
     session.get_client(_prefs(mode="REMOTE", url="http://127.0.0.1:8765", token="s3cret"))
-    assert factory[-1] == ("remote", {"model": "demo", "url": "http://127.0.0.1:8765", "token": "s3cret"})
+    s, _ = factory[-1]
+    assert (s.mode, s.url, s.token) == ("remote", "http://127.0.0.1:8765", "s3cret")
 
 
 def test_remote_needs_online_access_and_url(factory):
@@ -62,7 +66,7 @@ def test_start_failure_is_backend_unavailable(monkeypatch, bpy_module):
     from blender_att3d.client.base import BackendUnavailable
     from blender_att3d.lifecycle import session
 
-    def boom(mode, **kw):
+    def boom(settings, on_stage=None):
         raise OSError("python not found")
 
     monkeypatch.setattr(client_pkg, "make_client", boom, raising=False)
@@ -85,7 +89,7 @@ def test_check_backend_replaces_a_dead_client(monkeypatch, bpy_module, scene):
     bpy = bpy_module
     made = []
 
-    def make_client(mode, **kw):
+    def make_client(settings, on_stage=None):
         dead = BackendUnavailable("it stopped (status -9) and was already restarted once")
         made.append(FakeClient(fail=dead) if not made else FakeClient())
         return made[-1]
@@ -118,13 +122,11 @@ def test_settings_are_read_once_on_the_main_thread(factory, monkeypatch, tmp_pat
     py = venv / "bin" / "python"
     py.write_text("#!/bin/sh\n")
     py.chmod(0o755)
-    s = session.current_settings(_prefs(mode="SUBPROCESS", python_path=f' "{venv}" ', device="CPU"))
-    assert s["mode"] == "subprocess" and s["python"] == str(py) and s["device"] == "cpu"
-    assert s["backend_source"] == "the Python field"
+    s = session.current_settings(_prefs(mode="LOCAL", python_path=f' "{venv}" ', device="CPU"))
+    assert (s.mode, s.python, s.device, s.source) == ("local", str(py), "cpu", "the Python field")
     monkeypatch.setattr(session, "get_prefs", lambda: pytest.fail("read the preferences off the main thread"))
     session.client_for(s)
-    mode, kw = factory[-1]
-    assert mode == "subprocess" and kw["python"] == str(py) and kw["device"] == "cpu"
+    assert factory[-1][0] is s
 
 
 def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
@@ -132,18 +134,30 @@ def test_a_wrong_python_field_is_one_sentence_at_once(factory, tmp_path):
     from blender_att3d.lifecycle import session
 
     with pytest.raises(BackendUnavailable, match=r"^The Python field: There is no file or folder at /nowhere/py$"):
-        session.current_settings(_prefs(mode="SUBPROCESS", python_path="/nowhere/py"))
+        session.current_settings(_prefs(mode="LOCAL", python_path="/nowhere/py"))
     with pytest.raises(BackendUnavailable, match="is a folder without a Python interpreter"):
         session.current_settings(_prefs(mode="AUTO", python_path=str(tmp_path)))
     assert factory == []
 
 
 def test_loopback():
-    from blender_att3d.lifecycle import session
+    from blender_att3d.client.settings import is_loopback_url
 
-    assert session.is_loopback_url("http://127.0.0.1:8765")
-    assert session.is_loopback_url("http://localhost:1/x")
-    assert session.is_loopback_url("http://[::1]:80")
-    assert not session.is_loopback_url("https://att3d.example.com")
-    assert not session.is_loopback_url("http://10.0.0.5:8765")
+    assert is_loopback_url("http://127.0.0.1:8765")
+    assert is_loopback_url("http://localhost:1/x")
+    assert is_loopback_url("http://[::1]:80")
+    assert not is_loopback_url("https://att3d.example.com")
+    assert not is_loopback_url("http://10.0.0.5:8765")
+
+
+def test_an_old_saved_local_server_preference_loads_as_local(bpy_module):
+    """Blender saves an enum preference as its number: LOCAL keeps the number SUBPROCESS had (2), so
+    preferences saved by 0.1 load as the local backend; the client's settings still read the old name."""
+    from blender_att3d import preferences
+    from blender_att3d.client.settings import MODES, BackendSettings
+
+    numbers = {item[0]: item[4] for item in preferences.MODES}
+    assert numbers == {"AUTO": 0, "EMBEDDED": 1, "LOCAL": 2, "REMOTE": 3}  # 0.1: AUTO, EMBEDDED, SUBPROCESS, REMOTE
+    assert [item[0].lower() for item in preferences.MODES] == list(MODES)  # one name per mode
+    assert BackendSettings(mode="SUBPROCESS").mode == BackendSettings(mode="subprocess").mode == "local"
 

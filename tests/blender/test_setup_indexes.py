@@ -10,7 +10,7 @@ from test_ui import Layout
 def _prefs(**kw):
     from blender_att3d import preferences
 
-    base = dict(mode="SUBPROCESS", python_path="", setup_torch="CPU", show_setup_commands=False, prestart=True,
+    base = dict(mode="LOCAL", python_path="", setup_torch="CPU", show_setup_commands=False, prestart=True,
                 setup_index="PIP", setup_index_url="", setup_torch_index="PYTORCH", setup_torch_index_url="",
                 model="demo", device="AUTO", url="", token="", resolution=64,
                 bl_rna=preferences.ATT3D_AddonPreferences.bl_rna)

@@ -102,7 +102,7 @@ def test_preferences_draw(bpy_module, addon):
 
     cls = preferences.ATT3D_AddonPreferences
     props = cls.bl_rna.properties
-    for mode in ("AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"):
+    for mode in ("AUTO", "EMBEDDED", "LOCAL", "REMOTE"):
         log = []
         stub = types.SimpleNamespace(layout=Layout(log, bpy), mode=mode, bl_rna=cls.bl_rna, python_path="",
                                      setup_torch="AUTO", show_setup_commands=True, prestart=True)
@@ -117,10 +117,12 @@ def test_preferences_draw(bpy_module, addon):
         names = {e[1] for e in log if e[0] == "prop"}
         assert ("url" in names) == (mode == "REMOTE") and "model" in names and "prestart" in names
         assert ("operator", "att3d.check_backend") in log and ("operator", "att3d.restart_backend") in log
-        assert ("python_path" in names) == (mode in ("AUTO", "SUBPROCESS"))
+        assert ("python_path" in names) == (mode in ("AUTO", "LOCAL"))
     assert props["model"].default == "demo"
     from blender_att3d.choices import DEFAULT_RESOLUTION
 
     assert props["resolution"].default == DEFAULT_RESOLUTION  # the one default of generate, chains, blend, batch
-    assert {i.identifier for i in props["mode"].enum_items} == {"AUTO", "EMBEDDED", "SUBPROCESS", "REMOTE"}
+    # one name per mode, the client's; the numbers a saved preference holds are 0.1's (LOCAL was SUBPROCESS)
+    assert {i.identifier: i.value for i in props["mode"].enum_items} == {"AUTO": 0, "EMBEDDED": 1, "LOCAL": 2,
+                                                                          "REMOTE": 3}
     assert {i.identifier for i in props["device"].enum_items} == {"AUTO", "CPU", "CUDA"}
