@@ -328,8 +328,3 @@ def encoder_for(arch, device: str | torch.device = "cpu", cache_dir: str | os.Pa
     """The text encoder a model's architecture (``backend.model.ModelConfig``) names, as it trained with it."""
     return TextEncoder(arch.text_encoder, arch.max_length, device=device, cache_dir=cache_dir, dtype=dtype,
                        clip_skip=getattr(arch, "clip_skip", 0))
-
-
-def null_prompt_embedding(encoder: TextEncoder) -> TextEmbedding:
-    """The unconditional ("") embedding used for classifier-free guidance."""
-    return encoder([""])

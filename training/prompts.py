@@ -30,7 +30,6 @@ ANIMAL_THEMES = ["wearing a leather jacket", "wearing a sweater", "wearing a cap
 ANIMAL_HATS = ["wearing a party hat", "wearing a sombrero", "wearing a helmet", "wearing a tophat",
                "wearing a backpack", "wearing a baseball cap"]
 
-BUILTIN = ("pig", "animals")
 #: the part of a set a run trains on
 Split = Literal["all", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)

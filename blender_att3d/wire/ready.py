@@ -14,8 +14,6 @@ from typing import Any
 
 READY_PREFIX = "ATT3D_READY "
 STAGE_PREFIX = "att3d serve: stage: "
-#: the stages ``att3d serve`` names while it starts, in order
-STARTUP_STAGES = ("loading the model", "loading the text encoder", "indexing the training prompts")
 
 
 def format_ready_line(info: Mapping[str, Any]) -> str:

@@ -41,7 +41,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "guidance": {"mode": "interpolation", "target": "guidance", "kappa": "large_first"},
     "latent_small_first": {"mode": "interpolation", "target": "latent", "kappa": "small_first"},
 }
-CLAIM_KEYS = ("midpoint_mottling", "shape_smoothness", "endpoint_iou", "endpoint_retrieved", "r_precision")
 
 
 def read_size(name: str) -> dict[str, Any]:

@@ -161,12 +161,6 @@ def mesh_metrics(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray, scene
             "body_color_std": std, "accessory_leak": leak, "color_variation": color_variation(faces, colors)}
 
 
-def floor_metrics(scene: Scene, resolution: int = SURFACE_RESOLUTION, bound: float = 1.0) -> dict[str, float]:
-    """The measures of the true SDF's own marching-cubes mesh: the floor a perfect model reaches."""
-    v, f, c = floor_mesh(scene, resolution, bound)
-    return mesh_metrics(v, f, c, scene, resolution, bound, true_volume=mesh_volume(v, f))
-
-
 def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] = MEASURES) -> dict[str, float]:
     """Means over prompts, NaNs left out."""
     out = {}
