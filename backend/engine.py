@@ -356,7 +356,7 @@ class Engine:
         return ServerInfo(model=self.pipeline.model_id, text_encoder=self.pipeline.encoder.encoder_id,
                           device=str(self.pipeline.device), version=att3d_version(), api=API_VERSION,
                           versions={"att3d": att3d_version(), "torch": torch.__version__, "numpy": np.__version__,
-                                    "python": platform.python_version(), "api": str(API_VERSION)},
+                                    "python": platform.python_version(), "api": API_VERSION},
                           training_prompts=len(prompts), training_prompts_known=bool(prompts),
                           training_prompt_examples=examples(prompts), features=features(), limits=limits.Limits())
 

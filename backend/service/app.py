@@ -113,18 +113,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts[:8]) + (" ..." if len(parts) > 8 else "")
 
 
-def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict[str, Any], token_hint: str = "",
-               host_allowed: Callable[[str], bool] | None = None,
-               health: Callable[[], Any] | None = None) -> FastAPI:
-    """The ASGI app. ``jobs``: where jobs run (a :class:`Worker` of this process, or any
-    :class:`~backend.service.jobs.JobBackend`); ``token``: the bearer token every request but
-    /v1/health must carry, or an :data:`Authenticator` of several users; ``host_allowed``: which
-    ``Host`` headers to answer, default loopback names and addresses; ``health``: an async function
-    whose dict ``/v1/health`` answers (default ``{"ok": true}``)."""
-    backend: JobBackend = LocalJobs(jobs) if isinstance(jobs, Worker) else jobs
-    app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
-                  description=__doc__)
-    hint = f" (the token is in {token_hint})" if token_hint else ""
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": "..."}``: the request's (4xx, naming the field), a route's (404, 405),
+    a bug (500, logged)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -146,6 +137,161 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
         log.exception("unhandled error on %s", text(request.url.path))
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+
+def user_of(request: Request) -> str:
+    return getattr(request.state, "user", DEFAULT_USER)
+
+
+def missing(job_id: str) -> ApiError:
+    return ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
+
+
+class Jobs:
+    """What the routes do with jobs, on a :class:`~backend.service.jobs.JobBackend`: submit one, wait for
+    it (cancelling it when the client hangs up), answer its result or its error."""
+
+    def __init__(self, backend: JobBackend) -> None:
+        self.backend = backend
+
+    async def submit(self, request: Request, kind: str, params: EngineRequest, priority: int = 1) -> JobSnapshot:
+        try:
+            return await self.backend.submit(kind, params, priority, user_of(request))
+        except Refused as e:
+            raise ApiError(e.status, e.message, e.headers or None) from None
+
+    async def wait_done(self, request: Request, job: JobSnapshot) -> JobSnapshot:
+        """Until the job finishes; cancels it if the client hangs up meanwhile."""
+        user = user_of(request)
+        while not job.finished:
+            now = await self.backend.status(job.id, user, job.version, DISCONNECT_POLL_S)
+            if now is None:  # forgotten meanwhile (the server is stopping)
+                raise ApiError(503, "the job was cancelled: the server is stopping")
+            job = now
+            if not job.finished and await request.is_disconnected():
+                await self.backend.forget(job.id, user)
+                raise ApiError(499, "client closed the request")
+        return job
+
+    async def error_of(self, job: JobSnapshot) -> ApiError:
+        if job.status == JobState.CANCELLED and await self.backend.closing():
+            return ApiError(503, "the job was cancelled: the server is stopping")
+        if job.status == JobState.CANCELLED:
+            return ApiError(409, "the job was cancelled")
+        status, msg = job.error or (500, "the job failed")
+        return ApiError(status, msg)
+
+    async def result(self, request: Request, job_id: str, fmt: str, colors: str) -> Response:
+        found = await self.backend.result(job_id, user_of(request))
+        if found is None:
+            raise missing(job_id)
+        job, result = found
+        if job.status != JobState.DONE:
+            raise await self.error_of(job)
+        if isinstance(result, Neighbors):
+            return JSONResponse(result.as_dict())
+        data, media = await run_in_threadpool(encode_result, result, fmt, colors)
+        meta = result.meta if isinstance(result, (MeshData, SequenceData)) else {}
+        headers = {"X-ATT3D-Model": header_value(meta.get("model", ""))}
+        if job.compute_s is not None:
+            headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
+        return Response(data, media_type=media, headers=headers)
+
+    async def run(self, request: Request, kind: str, params: EngineRequest, fmt: str = "att3d", colors: str = "f32",
+                  priority: int = 1) -> Response:
+        """A synchronous route: the job, waited for, answered, forgotten."""
+        job = await self.submit(request, kind, params, priority)
+        try:
+            job = await self.wait_done(request, job)
+            if job.status == JobState.CANCELLED:
+                raise ApiError(503, "the job was cancelled: the server is stopping")
+            return await self.result(request, job.id, fmt, colors)
+        finally:
+            await self.backend.forget(job.id, user_of(request))
+
+
+Fmt = Query(None, description="att3d (binary payload, default) or glb")
+Col = Query("f32", description="colour encoding of the payload: f32 or u8")
+MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}}, "description": "the mesh: ATT3D payload or GLB"}}
+
+
+def add_operation_routes(v1: APIRouter, jobs: Jobs) -> None:
+    """``POST /v1/{generate|blend|chain|nearest}``: the answer in the response (jobs behind it)."""
+
+    @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=MESH_RESPONSES)
+    async def generate(req: GenerateRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await jobs.run(request, "generate", req.request(), _format(request, format), colors)
+
+    @v1.post(routes.BLEND, tags=["mesh"], response_class=Response, responses=MESH_RESPONSES)
+    async def blend(req: BlendRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await jobs.run(request, "blend", req.request(), _format(request, format), colors)
+
+    @v1.post(routes.CHAIN, tags=["mesh"], response_class=Response, responses=MESH_RESPONSES)
+    async def chain(req: ChainRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        return await jobs.run(request, "chain", req.request(), _format(request, format), colors)
+
+    @v1.post(routes.NEAREST, tags=["prompts"])
+    async def nearest(req: NearestRequest, request: Request) -> Any:
+        return await jobs.run(request, "nearest", req.request(), priority=0)
+
+
+def add_job_routes(v1: APIRouter, jobs: Jobs) -> None:
+    """``/v1/jobs``: submit (202), long-poll the status, fetch the result, cancel."""
+
+    def accepted(job: JobSnapshot) -> JSONResponse:
+        return JSONResponse(job.describe(), status_code=202, headers={"Location": routes.job(job.id)})
+
+    @v1.post(routes.submit_job("generate"), tags=["jobs"], status_code=202)
+    async def job_generate(req: GenerateRequest, request: Request):
+        return accepted(await jobs.submit(request, "generate", req.request()))
+
+    @v1.post(routes.submit_job("blend"), tags=["jobs"], status_code=202)
+    async def job_blend(req: BlendRequest, request: Request):
+        return accepted(await jobs.submit(request, "blend", req.request()))
+
+    @v1.post(routes.submit_job("chain"), tags=["jobs"], status_code=202)
+    async def job_chain(req: ChainRequest, request: Request):
+        return accepted(await jobs.submit(request, "chain", req.request()))
+
+    @v1.get(routes.JOB, tags=["jobs"])
+    async def job_status(job_id: str, request: Request,
+                         since: int = Query(-1, ge=-1, description="the version you last saw"),
+                         wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, allow_inf_nan=False)):
+        job = await jobs.backend.status(job_id, user_of(request), since, wait)
+        if job is None:
+            raise missing(job_id)
+        return {**job.describe(), "version": job.version}
+
+    @v1.get(routes.JOB_RESULT, tags=["jobs"], response_class=Response, responses=MESH_RESPONSES)
+    async def job_result(job_id: str, request: Request, format: FmtT = Fmt, colors: ColT = Col):
+        job = await jobs.backend.status(job_id, user_of(request))
+        if job is None:
+            raise missing(job_id)
+        if not job.finished:
+            raise ApiError(409, f"job {job.id} is still {job.status}; poll GET {routes.job(job.id)}?wait=10")
+        return await jobs.result(request, job_id, _format(request, format), colors)
+
+    @v1.delete(routes.JOB, tags=["jobs"])
+    async def job_cancel(job_id: str, request: Request):
+        answer = await jobs.backend.cancel(job_id, user_of(request))
+        if answer is None:
+            raise missing(job_id)
+        return answer
+
+
+def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict[str, Any], token_hint: str = "",
+               host_allowed: Callable[[str], bool] | None = None,
+               health: Callable[[], Any] | None = None) -> FastAPI:
+    """The ASGI app. ``jobs``: where jobs run (a :class:`Worker` of this process, or any
+    :class:`~backend.service.jobs.JobBackend`); ``token``: the bearer token every request but
+    /v1/health must carry, or an :data:`Authenticator` of several users; ``host_allowed``: which
+    ``Host`` headers to answer, default loopback names and addresses; ``health``: an async function
+    whose dict ``/v1/health`` answers (default ``{"ok": true}``)."""
+    backend: JobBackend = LocalJobs(jobs) if isinstance(jobs, Worker) else jobs
+    app = FastAPI(title="ATT3D service", version="1", docs_url=None, redoc_url=None, openapi_url=None,
+                  description=__doc__)
+    add_error_handlers(app)
+    hint = f" (the token is in {token_hint})" if token_hint else ""
     app.add_middleware(BodyLimit)
     app.add_middleware(BearerAuth, token=token, hint=hint)  # runs before any body is read
     app.add_middleware(HostCheck, allowed=host_allowed or HostPolicy())  # added last: runs first
@@ -156,9 +302,6 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
 
     v1 = APIRouter()  # every route here is behind BearerAuth
 
-    def user_of(request: Request) -> str:
-        return getattr(request.state, "user", DEFAULT_USER)
-
     @v1.get(routes.INFO, tags=["service"])
     async def get_info(request: Request) -> dict[str, Any]:
         return {**await backend.info(user_of(request)), **info}  # what the server was started with wins
@@ -167,136 +310,8 @@ def create_app(jobs: Worker | JobBackend, token: str | Authenticator, info: dict
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    # -- helpers -----------------------------------------------------------------------------
-    async def submit(request: Request, kind: str, params: EngineRequest, priority: int = 1) -> JobSnapshot:
-        try:
-            return await backend.submit(kind, params, priority, user_of(request))
-        except Refused as e:
-            raise ApiError(e.status, e.message, e.headers or None) from None
-
-    async def wait_done(request: Request, job: JobSnapshot) -> JobSnapshot:
-        """Until the job finishes; cancels it if the client hangs up meanwhile."""
-        user = user_of(request)
-        while not job.finished:
-            now = await backend.status(job.id, user, job.version, DISCONNECT_POLL_S)
-            if now is None:  # forgotten meanwhile (the server is stopping)
-                raise ApiError(503, "the job was cancelled: the server is stopping")
-            job = now
-            if not job.finished and await request.is_disconnected():
-                await backend.forget(job.id, user)
-                raise ApiError(499, "client closed the request")
-        return job
-
-    async def job_error(job: JobSnapshot) -> ApiError:
-        if job.status == JobState.CANCELLED and await backend.closing():
-            return ApiError(503, "the job was cancelled: the server is stopping")
-        if job.status == JobState.CANCELLED:
-            return ApiError(409, "the job was cancelled")
-        status, msg = job.error or (500, "the job failed")
-        return ApiError(status, msg)
-
-    async def result_response(request: Request, job_id: str, fmt: str, colors: str) -> Response:
-        found = await backend.result(job_id, user_of(request))
-        if found is None:
-            raise ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
-        job, result = found
-        if job.status != JobState.DONE:
-            raise await job_error(job)
-        if isinstance(result, Neighbors):
-            return JSONResponse(result.as_dict())
-        data, media = await run_in_threadpool(encode_result, result, fmt, colors)
-        meta = result.meta if isinstance(result, (MeshData, SequenceData)) else {}
-        headers = {"X-ATT3D-Model": header_value(meta.get("model", ""))}
-        if job.compute_s is not None:
-            headers["Server-Timing"] = f"compute;dur={job.compute_s * 1000:.3f}"
-        return Response(data, media_type=media, headers=headers)
-
-    async def run_sync(request: Request, kind: str, params: EngineRequest, fmt: str, colors: str,
-                       priority: int = 1) -> Response:
-        job = await submit(request, kind, params, priority)
-        try:
-            job = await wait_done(request, job)
-            if job.status == JobState.CANCELLED:
-                raise ApiError(503, "the job was cancelled: the server is stopping")
-            return await result_response(request, job.id, fmt, colors)
-        finally:
-            await backend.forget(job.id, user_of(request))
-
-    Fmt = Query(None, description="att3d (binary payload, default) or glb")
-    Col = Query("f32", description="colour encoding of the payload: f32 or u8")
-    mesh_responses: dict[int | str, dict[str, Any]] = {
-        200: {"content": {payload.CONTENT_TYPE: {}, GLB_TYPE: {}}, "description": "the mesh: ATT3D payload or GLB"}}
-
-    # -- synchronous endpoints ------------------------------------------------------------------
-    @v1.post(routes.GENERATE, tags=["mesh"], response_class=Response, responses=mesh_responses)
-    async def generate(req: GenerateRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "generate", req.request(), _format(request, format), colors)
-
-    @v1.post(routes.BLEND, tags=["mesh"], response_class=Response, responses=mesh_responses)
-    async def blend(req: BlendRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "blend", req.request(), _format(request, format), colors)
-
-    @v1.post(routes.CHAIN, tags=["mesh"], response_class=Response, responses=mesh_responses)
-    async def chain(req: ChainRequest, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        return await run_sync(request, "chain", req.request(), _format(request, format), colors)
-
-    @v1.post(routes.NEAREST, tags=["prompts"])
-    async def nearest(req: NearestRequest, request: Request) -> Any:
-        job = await submit(request, "nearest", req.request(), priority=0)
-        try:
-            job = await wait_done(request, job)
-            if job.status != JobState.DONE:
-                raise await job_error(job)
-            found = await backend.result(job.id, user_of(request))
-            if found is None:
-                raise ApiError(503, "the job was cancelled: the server is stopping")
-            return found[1].as_dict()
-        finally:
-            await backend.forget(job.id, user_of(request))
-
-    # -- jobs -------------------------------------------------------------------------------------
-    def accepted(job: JobSnapshot) -> JSONResponse:
-        return JSONResponse(job.describe(), status_code=202, headers={"Location": routes.job(job.id)})
-
-    @v1.post(routes.submit_job("generate"), tags=["jobs"], status_code=202)
-    async def job_generate(req: GenerateRequest, request: Request):
-        return accepted(await submit(request, "generate", req.request()))
-
-    @v1.post(routes.submit_job("blend"), tags=["jobs"], status_code=202)
-    async def job_blend(req: BlendRequest, request: Request):
-        return accepted(await submit(request, "blend", req.request()))
-
-    @v1.post(routes.submit_job("chain"), tags=["jobs"], status_code=202)
-    async def job_chain(req: ChainRequest, request: Request):
-        return accepted(await submit(request, "chain", req.request()))
-
-    def missing(job_id: str) -> ApiError:
-        return ApiError(404, f"no job {job_id[:40]!r} (finished jobs are forgotten after a while)")
-
-    @v1.get(routes.JOB, tags=["jobs"])
-    async def job_status(job_id: str, request: Request,
-                         since: int = Query(-1, ge=-1, description="the version you last saw"),
-                         wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, allow_inf_nan=False)):
-        job = await backend.status(job_id, user_of(request), since, wait)
-        if job is None:
-            raise missing(job_id)
-        return {**job.describe(), "version": job.version}
-
-    @v1.get(routes.JOB_RESULT, tags=["jobs"], response_class=Response, responses=mesh_responses)
-    async def job_result(job_id: str, request: Request, format: FmtT = Fmt, colors: ColT = Col):
-        job = await backend.status(job_id, user_of(request))
-        if job is None:
-            raise missing(job_id)
-        if not job.finished:
-            raise ApiError(409, f"job {job.id} is still {job.status}; poll GET {routes.job(job.id)}?wait=10")
-        return await result_response(request, job_id, _format(request, format), colors)
-
-    @v1.delete(routes.JOB, tags=["jobs"])
-    async def job_cancel(job_id: str, request: Request):
-        answer = await backend.cancel(job_id, user_of(request))
-        if answer is None:
-            raise missing(job_id)
-        return answer
-
+    jobs_routes = Jobs(backend)
+    add_operation_routes(v1, jobs_routes)
+    add_job_routes(v1, jobs_routes)
     app.include_router(v1)
     return app

@@ -183,7 +183,7 @@ class ServerInfo:
     text_encoder: str = ""
     version: str = ""  # att3d's
     api: int | None = None
-    versions: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)  # att3d, torch, numpy, python: text; api
     training_prompts: int = 0
     training_prompts_known: bool = False
     training_prompt_examples: list[str] = field(default_factory=list)
@@ -208,7 +208,7 @@ class ServerInfo:
         return cls(model=_text(d.get("model"), "?") or "?", device=_text(d.get("device"), "?") or "?",
                    text_encoder=_text(d.get("text_encoder")), version=_text(d.get("version")),
                    api=api if isinstance(api, int) and not isinstance(api, bool) else None,
-                   versions={str(k): str(v) for k, v in versions.items() if v},
+                   versions={str(k): v for k, v in versions.items()},
                    training_prompts=n,
                    training_prompts_known=known_prompts if isinstance(known_prompts, bool) else bool(n),
                    training_prompt_examples=_texts(d.get("training_prompt_examples")),

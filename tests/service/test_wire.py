@@ -95,3 +95,24 @@ def test_the_service_and_the_client_agree_on_the_token(monkeypatch, tmp_path):
     assert token.read_default_token() == written
     monkeypatch.setenv("ATT3D_TOKEN", "an-environment-token-of-some-length")
     assert token.read_default_token() == "an-environment-token-of-some-length"
+
+
+def test_the_info_and_nearest_answers_are_typed_and_read_any_server():
+    from blender_att3d.wire.types import Neighbor, Neighbors, ServerInfo
+
+    raw = {"model": "demo", "device": "cpu", "api": 2, "versions": {"api": 2, "torch": "2.13.0"},
+           "training_prompts": 3, "limits": {"max_resolution": 64, "max_queue": 8}, "threads": 4}
+    info = ServerInfo.from_dict(raw)
+    assert info.limits.max_resolution == 64 and info.max_queue == 8 and info.extra == {"threads": 4}
+    assert info.training_prompts_known is True  # an older server that did not say: known when it counted them
+    again = info.as_dict()
+    assert again["threads"] == 4 and again["limits"]["max_queue"] == 8 and again["versions"]["api"] == 2
+    assert ServerInfo.from_dict(again) == info
+    assert ServerInfo.from_dict({"model": 7, "training_prompts": "many", "limits": []}) == ServerInfo()
+    # a server from before the word measure: far and neighbours with distances only
+    old = Neighbors.from_dict({"far": True, "neighbors": [{"prompt": "a red cube", "distance": 0.9}, {"x": 1}]})
+    assert old.far is True and not old.words_measured and old.neighbors == [Neighbor("a red cube", None, 0.9)]
+    new = Neighbors.from_dict({"far": False, "unknown_words": [], "known_words": ["red"], "measure": "words",
+                               "neighbors": [{"prompt": "a red cube", "score": 1.0}], "known_prompts": 6})
+    assert new.words_measured and Neighbors.from_dict(new.as_dict()) == new
+    assert new.as_dict()["neighbors"] == [{"prompt": "a red cube", "score": 1.0}]
