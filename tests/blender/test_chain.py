@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 KEYS = [(1, "a red cube"), (21, "a blue ball"), (61, "a green cone")]
 ANIMATOR_KEYS = [(1, "a red cube"), (48, "a blue ball"), (96, "a green cone")]
@@ -325,8 +326,6 @@ def test_a_rebuild_with_more_pieces_adds_objects_like_their_siblings(bpy_module,
 
 def test_a_saved_chain_plays_without_the_addon_and_with_scripts_off(bpy_module, scene, fake, tmp_path):
     bpy = bpy_module
-    from conftest import run_python
-
     _build_animator_chain(bpy, scene, fake, interpolation="EASE")
     root = _root(bpy)
     frames = [1, 10, 24, 25, 48, 60, 72, 73, 96]
