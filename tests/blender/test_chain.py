@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_python  # at import: inside a test, 'conftest' may be another folder's
+from conftest import run_python
 
 KEYS = [(1, "a red cube"), (21, "a blue ball"), (61, "a green cone")]
 ANIMATOR_KEYS = [(1, "a red cube"), (48, "a blue ball"), (96, "a green cone")]
