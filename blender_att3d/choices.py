@@ -3,6 +3,10 @@
 """
 from __future__ import annotations
 
+# The marching-cubes resolution Generate, chains, the live blend and the batch use unless told otherwise
+# (the add-on preferences' default; the scene can override it): the wire's, the CLI's and the service's.
+from .wire.limits import DEFAULT_RESOLUTION  # noqa: F401 (re-exported)
+
 COLOR_MODES = [
     ("VERTEX", "Vertex Colours", "Colours stored per vertex (fast)"),
     ("TEXTURE", "Baked Texture", "Bake the colours into a UV texture (slower, finer detail)"),
@@ -27,6 +31,3 @@ ORIGIN_CHOICES = [
     ("BASE", "Base", "Origin at the bottom centre: the object rests on the ground where it lands"),
     ("CENTER", "Centre", "Origin at the centre of the object's bounding box"),
 ]
-#: The marching-cubes resolution Generate, chains, the live blend and the batch use unless told
-#: otherwise (the add-on preferences' default; the scene can override it).
-DEFAULT_RESOLUTION = 128

@@ -7,13 +7,13 @@ without the add-on); the position curve's keys and its retiming when a prompt ke
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .wire import check_prompt
 from .wire.chain_position import POSITION_EPS
+from .wire.timing import position_to_frame, step_frames  # noqa: F401 (re-exported: the CLI shares them)
 
 
 def sorted_keyframes(keyframes: Iterable[tuple[float, str]]) -> list[tuple[float, str]]:
@@ -25,31 +25,6 @@ def sorted_keyframes(keyframes: Iterable[tuple[float, str]]) -> list[tuple[float
         if fb <= fa:
             raise ValueError(f"Two keyframes are on frame {fa:g}: each keyframe needs its own frame")
     return keys
-
-
-def position_to_frame(position: float, key_frames: Sequence[float]) -> float:
-    """Chain position (keyframe k at integer k, steps between fractional) -> scene frame.
-
-    Keyframe k lands on ``key_frames[k]``; positions between keyframes are placed linearly.
-    """
-    n = len(key_frames)
-    if n == 0:
-        raise ValueError("no keyframes")
-    if n == 1:
-        return float(key_frames[0])
-    k = int(math.floor(position))
-    k = min(max(k, 0), n - 2)
-    t = position - k
-    return float(key_frames[k] + t * (key_frames[k + 1] - key_frames[k]))
-
-
-def step_frames(positions: Sequence[float], key_frames: Sequence[float]) -> list[float]:
-    """The frame of every chain step (strictly increasing for a valid chain)."""
-    frames = [position_to_frame(p, key_frames) for p in positions]
-    for a, b in zip(frames, frames[1:]):
-        if b <= a:
-            raise ValueError("chain steps must map to strictly increasing frames")
-    return frames
 
 
 def visible_step(frame: float, frames: Sequence[float]) -> int:

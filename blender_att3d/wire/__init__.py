@@ -9,6 +9,7 @@ The backend imports nothing else from the add-on (``tests/test_boundaries.py``).
 """
 from .job_state import FINISHED, JobState
 from .limits import (
+    DEFAULT_RESOLUTION,
     MAX_CHAIN_MESHES,
     MAX_KEYFRAMES,
     MAX_NEIGHBORS,
@@ -32,7 +33,7 @@ from .types import MeshData, Neighbor, Neighbors, ProgressFn, SequenceData, Sequ
 
 __all__ = ["MeshData", "SequenceData", "SequencePiece", "ServerInfo", "Neighbors", "Neighbor", "ProgressFn",
            "check_prompt", "Limits", "MAX_PROMPT_CHARS",
-           "MIN_RESOLUTION",
+           "MIN_RESOLUTION", "DEFAULT_RESOLUTION",
            "MAX_RESOLUTION", "MAX_KEYFRAMES", "MAX_CHAIN_MESHES", "MAX_NEIGHBORS", "MAX_SIMPLIFY", "TEXTURE_SIZE",
            "MIN_SIMPLIFY", "MIN_TEXTURE_SIZE", "MAX_TEXTURE_SIZE", "check_resolution", "check_simplify",
            "check_texture_size",
