@@ -126,28 +126,45 @@ def run_bench(model: str = "demo", device: str = "auto", repeats: int = 5, quiet
     res["texture_faces"] = int(len(faces))
     res["texture_1024"] = _median(lambda: bake_texture(low, lambda p: field_colors(pipe.model, mod, p), 1024),
                                   max(1, repeats // 2))
-    log("chain16_consistent")
-    # 4 keyframes, 5 meshes per segment + the last keyframe = 16 meshes on one set of faces.
-    keys = list(enumerate(PROMPTS))
-    res["chain16_consistent"] = _median(lambda: engine.chain(keys, steps=5, resolution=128, consistent=True),
-                                        max(1, repeats // 2))
-    seq = engine.chain(keys, steps=5, resolution=128, consistent=True)
+    # 4 keyframes, 5 meshes per segment + the last keyframe = 16 steps. The chains are timed in
+    # interleaved rounds (the CPU is shared and noisy: their ratios are what to read):
+    # * chain16_consistent: the bench prompts (their topology changes at almost every step) as keyframe
+    #   pieces for shape keys, with states in between where the surface moves (the default cap, 10 per
+    #   segment); chain16_steps_only: the same without states in between (max_states = steps);
+    # * chain16_independent: the same 16 steps as independent meshes (a mesh sequence: the floor);
+    # * chain16_tracked: keyframes of one topology, every step between them tracked.
+    keys, tracked_keys = list(enumerate(PROMPTS)), list(enumerate(TRACKED))
+    chains = {"chain16_consistent": lambda: engine.chain(keys, steps=5, resolution=128),
+              "chain16_steps_only": lambda: engine.chain(keys, steps=5, resolution=128, max_states=5),
+              "chain16_independent": lambda: engine.chain(keys, steps=5, resolution=128, consistent=False),
+              "chain16_tracked": lambda: engine.chain(tracked_keys, steps=5, resolution=128)}
+    log("chain16 (warm-up)")
+    for fn in chains.values():
+        fn()
+    rounds = max(3, repeats // 2)
+    times: dict[str, list[float]] = {k: [] for k in chains}
+    for r in range(rounds):
+        log(f"chain16 round {r + 1}/{rounds}")
+        for key in list(chains)[:: 1 if r % 2 else -1]:
+            times[key].extend(_times(chains[key], 1, 0))
+    for key, ts in times.items():
+        res[key] = statistics.median(ts)
+    for key in ("chain16_consistent", "chain16_steps_only", "chain16_tracked"):
+        res[f"{key}_vs_independent"] = round(res[key] / res["chain16_independent"], 4)
+    seq = chains["chain16_consistent"]()
     res["chain16_vertices"] = [int(len(p.positions[0])) for p in seq.pieces]
     res["chain16_converged"] = _converged(seq)
     res["chain16_held"] = sum(int(h) for p in seq.pieces for h in p.held)
-    # the floor: the same 16 steps as independent meshes (a mesh sequence, no shape keys)
-    log("chain16_independent")
-    res["chain16_independent"] = _median(lambda: engine.chain(keys, steps=5, resolution=128, consistent=False),
-                                         max(1, repeats // 2))
-    # keyframes of one topology: every step between them is tracked (what chain16_consistent's
-    # prompts, whose topology changes at almost every step, rarely allow)
-    log("chain16_tracked")
-    tracked_keys = list(enumerate(TRACKED))
-    res["chain16_tracked"] = _median(lambda: engine.chain(tracked_keys, steps=5, resolution=128),
-                                     max(1, repeats // 2))
-    tracked = engine.chain(tracked_keys, steps=5, resolution=128)
+    # the states a shape-key chain stores, those added in between, and the largest vertex move between
+    # neighbouring stored states (voxels): what one shape key's linear blend spans
+    res["chain16_states"] = sum(len(p.times) for p in seq.pieces)
+    res["chain16_inserted_states"] = seq.meta["inserted_states"]
+    res["chain16_max_move_voxels"] = seq.meta["max_move_voxels"]
+    res["chain16_steps_only_max_move_voxels"] = chains["chain16_steps_only"]().meta["max_move_voxels"]
+    tracked = chains["chain16_tracked"]()
     res["chain16_tracked_pieces"] = len(tracked.pieces)
     res["chain16_tracked_converged"] = _converged(tracked)
+    res["chain16_tracked_max_move_voxels"] = tracked.meta["max_move_voxels"]
     log("chain16_quality")
     # how faithful the chain is (backend.chain_quality): keyframes vs the direct meshes, every state
     q = chain_quality(pipe, seq, PROMPTS, resolution=128)

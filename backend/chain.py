@@ -71,6 +71,7 @@ class PlannedPiece:
     vertices: list[np.ndarray]
     on_surface: list[float]
     held: list[bool]
+    prepared: Any = None  # what ``project`` needs for this topology (plan_pieces' ``prepare``)
 
     @property
     def key(self) -> int:
@@ -193,11 +194,80 @@ def plan_pieces(anchors: Sequence[int], extract: Callable[[int], tuple[np.ndarra
     for j, i in enumerate(final):
         before = accepted[(final[j - 1], i)][1][::-1] if j > 0 else []
         after = accepted[(i, final[j + 1])][0] if j + 1 < len(final) else []
-        v, f, _ = mesh(i)
+        v, f, prep = mesh(i)
         states = before + [(float(i), v, 1.0, False)] + after
         pieces.append(PlannedPiece(i, f, [s[0] for s in states], [s[1] for s in states], [s[2] for s in states],
-                                   [s[3] for s in states]))
+                                   [s[3] for s in states], prep))
     return pieces
+
+
+def largest_move(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest distance a vertex moves between two states of one topology."""
+    return float(np.sqrt(((b - a) ** 2).sum(1).max())) if len(a) else 0.0
+
+
+def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], cap: int,
+                  project: Callable[[float, np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
+                  miss: Callable[[float, np.ndarray], float], voxel: float, move_voxels: float = 1.0,
+                  miss_voxels: float = 0.5, threshold: float = 0.99,
+                  tick: Callable[[float], None] = lambda frac: None) -> int:
+    """States in between, where the surface moves: a shape key blends two stored states linearly, so
+    where the surface does not move linearly between them, the in-betweens are visibly off it.
+
+    Between two neighbouring stored states of a piece whose largest vertex move exceeds
+    ``move_voxels`` (less cannot miss by much), the linear blend of the two is tested against the
+    middle state's surface: ``miss(x, vertices)``, in voxels (a high percentile of the vertices'
+    distances to step ``x``'s isosurface). Where it misses by more than ``miss_voxels``, the middle
+    is settled from the blend (``project(x, vertices, faces, prepared)``) and stored when it converges
+    (``threshold``), and its two halves are tested in turn; largest moves first, until a segment
+    (``segment(x)``: the keyframe segment of step ``x``) stores ``cap`` chain positions. Held states
+    (a pop, see :func:`plan_pieces`) are left as they are. Returns the number of states inserted;
+    ``tick(fraction)`` before each test (a cancel point).
+    """
+    import heapq
+
+    stored: dict[int, set[float]] = {}
+    for p in pieces:
+        for x in p.xs:
+            stored.setdefault(segment(x), set()).add(x)
+    queue: list[tuple[float, int, float]] = []  # (−move, piece, the earlier state's x)
+
+    def consider(n: int, j: int) -> None:
+        p = pieces[n]
+        if not (p.held[j] or p.held[j + 1]):
+            move = largest_move(p.vertices[j], p.vertices[j + 1]) / voxel
+            if move > move_voxels:
+                heapq.heappush(queue, (-move, n, p.xs[j]))
+
+    for n, p in enumerate(pieces):
+        for j in range(len(p.xs) - 1):
+            consider(n, j)
+    inserted = tested = 0
+    while queue:
+        tick(tested / (tested + len(queue)))
+        _, n, x0 = heapq.heappop(queue)
+        p = pieces[n]
+        j = p.xs.index(x0)
+        x = (p.xs[j] + p.xs[j + 1]) / 2
+        tested += 1
+        if len(stored.get(segment(x), ())) >= cap:
+            continue
+        blend = (p.vertices[j] + p.vertices[j + 1]) / 2
+        if miss(x, blend) <= miss_voxels:
+            continue
+        v, ok = project(x, blend, p.faces, p.prepared)
+        share = float(ok.mean()) if len(ok) else 1.0
+        if share < threshold:
+            continue
+        p.xs.insert(j + 1, x)
+        p.vertices.insert(j + 1, v)
+        p.on_surface.insert(j + 1, share)
+        p.held.insert(j + 1, False)
+        stored.setdefault(segment(x), set()).add(x)
+        inserted += 1
+        consider(n, j)
+        consider(n, j + 1)
+    return inserted
 
 
 def neighbor_mean_operator(faces: np.ndarray, n_vertices: int, device: Any = "cpu") -> Callable[[Any], Any]:
@@ -226,69 +296,104 @@ def neighbor_mean_operator(faces: np.ndarray, n_vertices: int, device: Any = "cp
     return mean
 
 
-def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_mean: Any, voxel: float,
-                         iterations: int = 6, relax: float = 0.5, relax_passes: int = 10,
-                         settled: float = 0.1, hopeless: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
-    """Move a tracked mesh onto this state's isosurface, keeping its triangles even.
+FieldFn = Callable[[Any], tuple[Any, Any]]  # points [N, 3] (torch) → density [N], gradient [N, 3]
 
-    Damped Newton steps along the density gradient (each at most half a voxel... of the coarse
-    lattice, ``2 · bound / 64``), alternating with tangential Laplacian relaxation: each vertex moves
-    part of the way to its neighbours' mean within the surface's tangent plane. Without it, a
-    tracked mesh that shrinks (a cube's corners rounding into a sphere) folds: 5.4 % of a cube
-    mesh's faces pointed inward halfway to a sphere, 0.19 % with it (demo model, 128³).
-    Vertices that end more than a quarter voxel from the surface (``|σ − ℓ| / |∇σ|``) fall back to
-    their neighbours' mean. Returns the vertices and the mask of those on the surface.
 
-    Two early ends, each checked on the density already evaluated for the next step: after the
-    first step, every vertex within ``settled`` voxels of the surface (a short move: the mesh is
-    done), or more than ``hopeless`` of them farther away than the steps left can carry them (the
-    shape changed too much for this topology; :func:`plan_pieces` will not use the state).
-    After the relaxed steps, a settled vertex stays put and only the others are evaluated again
-    (the last steps then cost a few percent of a full evaluation; the bench chain 7 % faster).
-    """
+def model_field(model: Any, mod: Any) -> FieldFn:
+    """The model's density at points and its gradient (autograd): one prompt's field."""
     import torch
 
-    cfg = model.config
-    level = cfg.iso_density
-    max_step = 2 * cfg.bound / 64
     one = mod.select([0]).detach()
-    x = torch.tensor(vertices, dtype=torch.float32, device=mod.v.device)  # a copy: steps write in place
 
     def density_grad(p):
         with torch.enable_grad():
             p = p.detach().requires_grad_(True)
             d = model.density(one, p[None])[0]
             (g,) = torch.autograd.grad(d.sum(), p)
-        return d.detach(), g
+        return d.detach(), g.contiguous()  # (a field constant in places gives an expanded gradient)
+
+    return density_grad
+
+
+def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_mean: Any, voxel: float,
+                         iterations: int = 6, relax: float = 0.5, relax_passes: int = 10,
+                         settled: float = 0.1, hopeless: float = 0.03, relax_from: float = 0.5, rings: int = 3,
+                         predict: int = 0, predict_below: float = 0.97) -> tuple[np.ndarray, np.ndarray]:
+    """Move a tracked mesh onto this state's isosurface, keeping its triangles even.
+
+    Damped Newton steps along the density gradient (each at most half a voxel... of the coarse
+    lattice, ``2 · bound / 64``), with tangential Laplacian relaxation where the mesh moves: each
+    vertex moves part of the way to its neighbours' mean within the surface's tangent plane. Without
+    it, a tracked mesh that shrinks (a cube's corners rounding into a sphere) folds: 5.4 % of a cube
+    mesh's faces pointed inward halfway to a sphere, 0.19 % with it (demo model, 128³). Only the
+    region around vertices whose step is longer than ``relax_from`` voxels (``rings`` neighbours
+    wide) relaxes, and only vertices that moved, or are still more than ``settled`` voxels from the
+    surface, are evaluated again: the rest of the mesh stays put.
+    Vertices that end more than a quarter voxel from the surface (``|σ − ℓ| / |∇σ|``) fall back to
+    their neighbours' mean. Returns the vertices and the mask of those on the surface.
+
+    Early ends: after the first step, every vertex within ``settled`` voxels of the surface (the
+    mesh is done), or more than ``hopeless`` of them farther away than the steps left can carry them
+    (the shape changed too much for this topology; :func:`plan_pieces` will not use the state).
+    With ``predict`` (k > 0), every k-th vertex first settles on its own (Newton steps, no
+    neighbours: an eighth of the work): when fewer than ``predict_below`` of those reach the surface
+    the state fails there, at that cost, its mask the sample's verdicts (each standing for the k
+    vertices after it).
+    """
+    import torch
+
+    cfg = model.config
+    level = cfg.iso_density
+    max_step = 2 * cfg.bound / 64
+    x = torch.tensor(vertices, dtype=torch.float32, device=mod.v.device)  # a copy: steps write in place
 
     def distance(d, g):  # first-order distance to the isosurface
         return (d - level).abs() / g.norm(dim=-1).clamp_min(1e-8)
 
-    moving = None  # after the relaxed steps: the vertices not yet settled (the others stay put)
-    for it in range(iterations + 1):
-        if moving is None:
-            d, g = density_grad(x)
-        else:
-            d[moving], g[moving] = density_grad(x[moving])
-        dist = distance(d, g)
-        if it == iterations or it >= 1 and (
-                float(dist.max()) <= settled * voxel
-                or float((dist > (iterations - it) * max_step).float().mean()) > hopeless):
-            break
+    def newton(d, g):
         gg = g.pow(2).sum(-1, keepdim=True) + 1e-8
         step = -(d - level)[:, None] * g / gg
-        step = step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step))
-        relaxing = relax and it < iterations - 2  # the last Newton steps land the relaxed vertices
-        if not relaxing:  # only the unsettled vertices move now: evaluate only those
-            moving = torch.nonzero(dist > settled * voxel)[:, 0]
-            x[moving] = (x[moving] + step[moving]).clamp(-cfg.bound, cfg.bound)
-            continue
-        x = x + step
-        n = g / gg.sqrt()
-        for _ in range(relax_passes):
-            lap = neighbor_mean(x) - x
-            x = x + relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
-        x = x.clamp(-cfg.bound, cfg.bound)
+        return step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step)), gg
+
+    def descend(x, field, iterations, relax):
+        """Newton steps onto ``field``'s isosurface, relaxing where the mesh moves: (x, distances)."""
+        d, g = field(x)
+        for it in range(iterations + 1):
+            dist = distance(d, g)
+            if it == iterations or it >= 1 and (
+                    float(dist.max()) <= settled * voxel
+                    or float((dist > (iterations - it) * max_step).float().mean()) > hopeless):
+                break
+            step, gg = newton(d, g)
+            moving = dist > settled * voxel  # the settled vertices stay put
+            large = step.norm(dim=-1) > relax_from * voxel
+            # the last Newton steps land the relaxed vertices
+            if relax and relax_passes and it < iterations - 2 and bool(large.any()):
+                region = large[:, None].float()
+                for _ in range(rings):
+                    region = torch.maximum(region, neighbor_mean(region))
+                x = torch.where(moving[:, None], x + step, x)
+                inside = (region[:, 0] > 0).nonzero()[:, 0]
+                n = (g / gg.sqrt())[inside]
+                for _ in range(relax_passes):  # the region's vertices only: the rest hold it in place
+                    lap = neighbor_mean(x)[inside] - x[inside]  # (a gather of the rows: 1.3× slower)
+                    x[inside] += relax * (lap - (lap * n).sum(-1, keepdim=True) * n)
+                x = x.clamp(-cfg.bound, cfg.bound)
+                moving[inside] = True
+            else:
+                x[moving] = (x[moving] + step[moving]).clamp(-cfg.bound, cfg.bound)
+            idx = moving.nonzero()[:, 0]
+            if len(idx):
+                d[idx], g[idx] = field(x[idx])
+        return x, dist
+
+    field = model_field(model, mod)
+    if predict > 1 and len(x) >= 8 * predict:
+        xs, sample_dist = descend(x[::predict].clone(), field, iterations, 0.0)
+        sample_ok = sample_dist <= 0.25 * voxel
+        if float(sample_ok.float().mean()) < predict_below:
+            return vertices.copy(), sample_ok.repeat_interleave(predict)[:len(x)].cpu().numpy()
+    x, dist = descend(x, field, iterations, relax)
     ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
     if not bool(ok.all()):
         x = torch.where(torch.isfinite(x), x, torch.from_numpy(vertices).to(x.device))

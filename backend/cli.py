@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -82,7 +83,7 @@ class _Bar:
 
 
 #: the CLI flag of each request field whose errors the CLI names by its flag
-FLAGS = {"simplify": "--simplify", "texture": "--texture", "smooth": "--smooth"}
+FLAGS = {"simplify": "--simplify", "texture": "--texture", "smooth": "--smooth", "max_states": "--max-states"}
 
 
 def request(make, **fields):
@@ -124,32 +125,79 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_frames(text: str) -> list[float]:
+    """``--frames 1,48,96`` → [1.0, 48.0, 96.0]."""
+    try:
+        frames = [float(f) for f in text.split(",")]
+    except ValueError:
+        raise CLIError(f"--frames must be scene frame numbers separated by commas (e.g. 1,48,96), got {text!r}") \
+            from None
+    if not all(math.isfinite(f) for f in frames):
+        raise CLIError(f"--frames must be finite frame numbers, got {text!r}")
+    return frames
+
+
+def interpolate_timing(args: argparse.Namespace) -> tuple[list[float], float, float] | None:
+    """(key frames, fps, start frame) of ``att3d interpolate --frames … --fps …``, checked; None without
+    ``--frames`` (one step per second)."""
+    from blender_att3d.wire.timing import check_scene_timing
+
+    if args.frames is None:
+        if args.fps is not None or args.frame_start is not None:
+            raise CLIError("--fps and --frame-start time the chain's keyframes: give --frames too")
+        return None
+    if args.fps is None:
+        raise CLIError("--frames needs --fps (the scene's frame rate)")
+    start = 1.0 if args.frame_start is None else args.frame_start
+    try:
+        return check_scene_timing(parse_frames(args.frames), len(args.prompts), args.fps, start)
+    except ValueError as e:
+        raise CLIError(f"--frames/--fps/--frame-start: {e}") from None
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
+    from blender_att3d.wire.timing import scene_seconds, step_frames
+
     from .engine import Chain, Engine
     from .export import export_mesh, export_sequence_glb
 
     if len(args.prompts) < 2:
         raise CLIError("interpolate needs at least two prompts")
     req = request(Chain, keyframes=list(enumerate(args.prompts)), steps=args.steps, resolution=args.resolution,
-                  consistent=args.consistent)
+                  consistent=args.consistent, max_states=args.max_states)
+    timing = interpolate_timing(args)
     out = Path(args.out)
     _writable_output(str(out / "x.glb"))
     bar = _Bar(args.quiet, "loading the model")
     engine = Engine.load(args.model, device=args.device)
     seq = engine.run(req, bar)
     bar.close()
+    # when each step plays: on its scene frame with --frames (a keyframe on frame f at (f − start) / fps
+    # seconds, where Blender's glTF importer puts it back on frame f), else one step per second
+    frames: list[float] | None = None
+    seconds = [float(i) for i in range(len(seq.steps))]
+    if timing:
+        frames = step_frames(seq.steps, timing[0])
+        seconds = scene_seconds(frames, timing[1], timing[2])
     files = []
     for i, pos in enumerate(seq.steps):
         f = out / f"step_{i:03d}.{args.format}"
         export_mesh(seq.mesh(i), f)
-        files.append({"file": f.name, "position": pos, "prompt": seq.prompts[i]})
+        files.append({"file": f.name, "position": pos, "prompt": seq.prompts[i], "seconds": seconds[i],
+                      **({"frame": frames[i]} if frames else {})})
     if args.consistent:
-        export_sequence_glb(seq, out / "sequence.glb")
+        export_sequence_glb(seq, out / "sequence.glb", seconds=seconds)
     manifest = {"prompts": req.prompts, "steps_per_segment": req.steps, "consistent": req.consistent,
-                "resolution": req.resolution, "model": engine.pipeline.model_id, "steps": files}
+                "resolution": req.resolution, "model": engine.pipeline.model_id,
+                **({"frames": timing[0], "fps": timing[1], "frame_start": timing[2]} if timing else {}),
+                **({k: seq.meta[k] for k in ("max_states", "inserted_states", "max_move_voxels")} if args.consistent
+                   else {}),
+                "steps": files}
     (out / "sequence.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} meshes to {out}" +
-          (f" (sequence.glb: {len(seq.pieces)} keyframe pieces with morph targets)" if args.consistent else ""))
+          (f" (sequence.glb: {len(seq.pieces)} keyframe pieces with morph targets, "
+           f"{sum(len(p.times) for p in seq.pieces)} states, {seq.meta['inserted_states']} of them in between; "
+           f"largest vertex move between states {seq.meta['max_move_voxels']:.2f} voxels)" if args.consistent else ""))
     return 0
 
 
@@ -234,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt")
     common(g)
     g.add_argument("--out", required=True, help="output file: .glb, .obj or .ply")
-    g.add_argument("--resolution", type=int, default=128, help="marching-cubes lattice size (16–512)")
+    g.add_argument("--resolution", type=int, default=lim.DEFAULT_RESOLUTION,
+                   help=f"marching-cubes lattice size (16–512, default {lim.DEFAULT_RESOLUTION})")
     g.add_argument("--preview", help="also write a turntable preview PNG")
     g.add_argument("--simplify", type=int, help=f"simplify to about this many faces ({lim.MIN_SIMPLIFY}–"
                                                 f"{lim.MAX_SIMPLIFY})")
@@ -259,7 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(i)
     i.add_argument("--steps", type=int, default=8, help="meshes per segment between consecutive prompts")
     i.add_argument("--out", required=True, help="output folder")
-    i.add_argument("--resolution", type=int, default=96)
+    i.add_argument("--resolution", type=int, default=lim.DEFAULT_RESOLUTION,
+                   help=f"marching-cubes lattice size (16–512, default {lim.DEFAULT_RESOLUTION})")
+    i.add_argument("--frames", metavar="F1,F2,…",
+                   help="the scene frame of each prompt, comma-separated and increasing: sequence.glb then plays "
+                        "keyframe f at (f − frame start) / fps seconds, so Blender's importer puts it on frame f "
+                        "(default: one step per second)")
+    i.add_argument("--fps", type=float, help="the scene's frames per second (with --frames)")
+    i.add_argument("--frame-start", type=float, metavar="S",
+                   help="the scene's first frame, played at 0 s (with --frames; default 1)")
+    i.add_argument("--max-states", type=int, metavar="N",
+                   help="with --consistent: chain positions stored per segment at most; states in between go where "
+                        "the surface moves (at least --steps; default twice --steps)")
     i.add_argument("--consistent", action="store_true",
                    help="also write sequence.glb: one topology per keyframe (exact there), morphing to the "
                         "middle of each segment (morph targets, per-step colours, visibility swaps)")
@@ -287,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate a demo asset into a folder (what `make demo` runs)")
     d.add_argument("--out", default="out")
     d.add_argument("--prompt", default="a red cube wearing a blue party hat")
-    d.add_argument("--resolution", type=int, default=128)
+    d.add_argument("--resolution", type=int, default=lim.DEFAULT_RESOLUTION)
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_demo)
 

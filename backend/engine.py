@@ -32,10 +32,12 @@ import numpy as np
 
 from blender_att3d.wire import limits
 from blender_att3d.wire.limits import (
+    DEFAULT_RESOLUTION,
     MAX_CHAIN_MESHES,
     MAX_KEYFRAMES,
     MAX_NEIGHBORS,
     TEXTURE_SIZE,
+    check_max_states,
     check_prompt,
     check_resolution,
     check_texture_size,
@@ -195,7 +197,7 @@ class Generate(_Request):
     ``dense``; ``unwrap``: ``box`` / ``xatlas``; ``smooth``: Taubin iterations (0: off)."""
 
     prompt: str
-    resolution: int = 128
+    resolution: int = DEFAULT_RESOLUTION
     simplify: int | None = None
     texture: bool | int = False
     mc: str = "auto"
@@ -215,7 +217,7 @@ class Blend(_Request):
     prompt_a: str
     prompt_b: str
     alpha: float
-    resolution: int = 96
+    resolution: int = DEFAULT_RESOLUTION
     simplify: int | None = None
     mc: str = "auto"
 
@@ -227,12 +229,15 @@ class Blend(_Request):
 @dataclass(frozen=True)
 class Chain(_Request):
     """Meshes along keyframe prompts: ``keyframes`` (position, prompt) pairs, ``steps`` meshes per
-    segment; ``consistent``: keyframe pieces for shape keys, else one independent mesh per step."""
+    segment; ``consistent``: keyframe pieces for shape keys, else one independent mesh per step;
+    ``max_states``: a consistent chain's stored chain positions per segment at most (states in
+    between go where the surface moves; ``None``: ``2 · steps``; at least ``steps``)."""
 
     keyframes: tuple[tuple[float, str], ...]
     steps: int = 4
-    resolution: int = 96
+    resolution: int = DEFAULT_RESOLUTION
     consistent: bool = True
+    max_states: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -242,7 +247,8 @@ class Chain(_Request):
                 from None
         object.__setattr__(self, "keyframes", keyframes)
         object.__setattr__(self, "steps", steps)
-        self._check(resolution=check_resolution, consistent=lambda v: _bool("consistent", v))
+        self._check(resolution=check_resolution, consistent=lambda v: _bool("consistent", v),
+                    max_states=lambda v: check_max_states(v, steps, len(keyframes)))
 
     @property
     def positions(self) -> list[float]:
@@ -376,19 +382,25 @@ class Engine:
         raise TypeError(f"not a request of the engine: {type(request).__name__}")
 
     # -- keyword forms (the embedded client, scripts, tests): make the request, run it ------------------
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool | int = False,
-                 mc: str = "auto", progress: ProgressFn | None = None, modulation: Modulation | None = None, *,
+    def generate(self, prompt: str, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
+                 texture: bool | int = False, mc: str = "auto", progress: ProgressFn | None = None,
+                 modulation: Modulation | None = None, *,
                  extract: str = "auto", unwrap: str = "box", smooth: int = 0) -> MeshData:
         return self._generate(Generate(prompt, resolution, simplify, texture, mc, extract, unwrap, smooth), progress,
                               modulation)
 
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96, simplify: int | None = None,
-              mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = DEFAULT_RESOLUTION,
+              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
         return self._blend(Blend(prompt_a, prompt_b, alpha, resolution, simplify, mc), progress)
 
-    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
-        return self._chain(Chain(keyframes, steps, resolution, consistent), progress)  # type: ignore[arg-type]
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = DEFAULT_RESOLUTION,
+              consistent: bool = True, progress: ProgressFn | None = None,
+              max_states: int | None = None) -> SequenceData:
+        """``max_states``: see :class:`Chain`. The result's meta says how many states were added in
+        between (``inserted_states``) and the largest vertex move between neighbouring stored states
+        (``max_move_voxels``, in voxels of the resolution)."""
+        return self._chain(Chain(keyframes, steps, resolution, consistent, max_states),  # type: ignore[arg-type]
+                           progress)
 
     def nearest(self, prompt: str, k: int = 5) -> Neighbors:
         return self._nearest(Nearest(prompt, k))
@@ -434,7 +446,7 @@ class Engine:
 
     def _chain(self, r: Chain, progress: ProgressFn | None) -> SequenceData:
         seq = self.pipeline.chain(r.prompts, r.positions, steps=r.steps, resolution=r.resolution,
-                                  consistent=r.consistent, progress=progress)
+                                  consistent=r.consistent, progress=progress, max_states=r.max_states)
         seq.meta = _json_safe({**seq.meta, "keyframes": [{"position": p, "prompt": q} for p, q in r.keyframes],
                                "steps_per_segment": r.steps,
                                "converged": [piece.on_surface for piece in seq.pieces]})

@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blender_att3d.wire.limits import DEFAULT_RESOLUTION, default_max_states
 from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 from .cameras import orbit_cameras
 from .chain import (
     chain_schedule,
+    largest_move,
+    model_field,
     neighbor_mean_operator,
     plan_pieces,
+    refine_pieces,
     settle_on_isosurface,
     step_label,
 )
@@ -87,6 +91,16 @@ def shade_from_depth(out, cams, bg: float, ambient: float = 0.45) -> torch.Tenso
     return obj * lam + (1 - out.opacity) * bg
 
 
+# chains: every k-th vertex predicts whether a settle fails (settle_on_isosurface); the share of a chain's
+# progress bar that planning its pieces takes (the states in between: up to 0.95); a blend misses a
+# state's surface by this quantile of the distances of every k-th of its vertices (a few stray vertices
+# aside; a quarter of the vertices tell it as well, at a quarter of the cost)
+PREDICT_EVERY = 8
+PLAN_SHARE = 0.8
+MISS_QUANTILE = 0.99
+MISS_EVERY = 4
+
+
 class Pipeline:
     """A loaded model with its text encoder. ``Pipeline("demo")`` or a model folder path."""
 
@@ -120,7 +134,7 @@ class Pipeline:
         return self.model.modulate(tokens, e.mask[:1] | e.mask[1:])
 
     # -- single objects -------------------------------------------------------------------------
-    def mesh(self, mod: Modulation, resolution: int = 128, simplify: int | None = None,
+    def mesh(self, mod: Modulation, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
              texture: bool | int = False, extract: str = "auto", mc: str = "auto",
              progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> MeshData:
         """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
@@ -172,13 +186,17 @@ class Pipeline:
             return self.model.modulate(tokens, emb.mask[k:k + 1] | emb.mask[k + 1:k + 2])
 
     def chain(self, prompts: Sequence[str], positions: Sequence[float] | None = None, steps: int = 4,
-              resolution: int = 96, consistent: bool = True,
-              progress: ProgressFn | None = None) -> SequenceData:
+              resolution: int = DEFAULT_RESOLUTION, consistent: bool = True,
+              progress: ProgressFn | None = None, max_states: int | None = None) -> SequenceData:
         """Meshes along a prompt chain (:mod:`backend.chain`).
 
         ``consistent``: keyframe pieces (one topology per keyframe, exact at its keyframe, tracked to
         the middle of the neighbouring segments: ready for shape keys); otherwise one independent
-        mesh per step. ``prompts`` and ``positions`` as :class:`backend.engine.Chain` checked them.
+        mesh per step. ``prompts``, ``positions`` and ``max_states`` as :class:`backend.engine.Chain`
+        checked them. A consistent chain stores states in between where the surface moves
+        (:func:`backend.chain.refine_pieces`), up to ``max_states`` chain positions per segment
+        (default ``2 · steps``; ``steps``: none in between); its ``meta["max_move_voxels"]`` is the
+        largest vertex move between neighbouring stored states, in voxels of ``resolution``.
         """
         positions = list(range(len(prompts))) if positions is None else [float(p) for p in positions]
         schedule = chain_schedule(positions, steps)
@@ -214,11 +232,25 @@ class Pipeline:
                 return extract_surface(self.model, mod_at(i), resolution, cfg.iso_density)
 
             def project(x: float, v: np.ndarray, f: np.ndarray, adj) -> tuple[np.ndarray, np.ndarray]:
-                return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel)
+                return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel, predict=PREDICT_EVERY)
 
             planned = plan_pieces([k * steps for k in range(len(prompts))], extract, project,
                                   lambda v, f: neighbor_mean_operator(f, len(v), self.device),
-                                  tick=lambda frac: tick(frac, 1, "tracking the keyframes' meshes"))
+                                  tick=lambda frac: tick(PLAN_SHARE * frac, 1, "tracking the keyframes' meshes"))
+
+            def miss(x: float, v: np.ndarray) -> float:  # how far a blend is from step x's surface, in voxels
+                d, g = model_field(self.model, mod_at(x))(torch.from_numpy(v[::MISS_EVERY]).to(self.device))
+                dist = (d - cfg.iso_density).abs() / g.norm(dim=-1).clamp_min(1e-8)
+                return float(torch.quantile(dist, MISS_QUANTILE)) / voxel if len(dist) else 0.0
+
+            cap = default_max_states(steps) if max_states is None else max_states
+            inserted = refine_pieces(
+                planned, lambda x: schedule[int(x)][0], cap,
+                lambda x, v, f, adj: settle_on_isosurface(self.model, mod_at(x), v, adj, voxel), miss, voxel,
+                tick=lambda frac: tick(PLAN_SHARE + (0.95 - PLAN_SHARE) * frac, 1, "adding states where it moves"))
+            moves = [largest_move(a, b) for p in planned for a, b in zip(p.vertices, p.vertices[1:])]
+            out.meta.update(max_move_voxels=round(max(moves, default=0.0) / voxel, 3), inserted_states=inserted,
+                            max_states=cap)
             for p in planned:
                 colors = [field_colors(self.model, mod_at(x), v) for x, v in zip(p.xs, p.vertices)]
                 out.pieces.append(SequencePiece(p.faces, [position(x) for x in p.xs], p.vertices, colors, p.key,

@@ -10,7 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from blender_att3d.wire.limits import (
+    DEFAULT_RESOLUTION,
     MAX_CHAIN_MESHES,
+    MAX_CHAIN_STATES,
     MAX_KEYFRAMES,
     MAX_NEIGHBORS,
     MAX_PROMPT_CHARS,
@@ -54,7 +56,8 @@ class Body(BaseModel):
 
 class GenerateRequest(Body):
     prompt: str = Field(description=PROMPT_DOC)
-    resolution: int = Field(128, description=RESOLUTION_DOC, json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
+    resolution: int = Field(DEFAULT_RESOLUTION, description=RESOLUTION_DOC,
+                            json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
     simplify: int | None = Field(None, description="simplify to about this many faces",
                                  json_schema_extra=_range(MIN_SIMPLIFY, MAX_SIMPLIFY))
     texture: bool = Field(False, description=f"bake a {TEXTURE_SIZE}² UV texture")
@@ -69,7 +72,8 @@ class BlendRequest(Body):
     prompt_a: str = Field(description=PROMPT_DOC)
     prompt_b: str = Field(description=PROMPT_DOC)
     alpha: float = Field(allow_inf_nan=False, description="0 = prompt_a, 1 = prompt_b", json_schema_extra=_range(0, 1))
-    resolution: int = Field(96, description=RESOLUTION_DOC, json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
+    resolution: int = Field(DEFAULT_RESOLUTION, description=RESOLUTION_DOC,
+                            json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
     simplify: int | None = Field(None, json_schema_extra=_range(MIN_SIMPLIFY, MAX_SIMPLIFY))
 
     def make(self) -> Blend:
@@ -87,12 +91,16 @@ class ChainRequest(Body):
                                                   "strictly increasing")
     steps: int = Field(4, description="meshes per segment between keyframes; "
                                       f"(keyframes − 1) · steps + 1 ≤ {MAX_CHAIN_MESHES}")
-    resolution: int = Field(96, description=RESOLUTION_DOC, json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
+    resolution: int = Field(DEFAULT_RESOLUTION, description=RESOLUTION_DOC,
+                            json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
     consistent: bool = Field(True, description="one shared set of faces for every step")
+    max_states: int | None = Field(None, description="a consistent chain's stored states per segment at most: "
+                                   "states in between go where the surface moves (default 2 · steps; at least "
+                                   f"steps; (keyframes − 1) · max_states + 1 ≤ {MAX_CHAIN_STATES})")
 
     def make(self) -> Chain:
         return Chain(tuple((k.position, k.prompt) for k in self.keyframes), self.steps, self.resolution,
-                     self.consistent)
+                     self.consistent, self.max_states)
 
 
 class NearestRequest(Body):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from ..wire.limits import Limits
+from ..wire.limits import DEFAULT_RESOLUTION, Limits
 from ..wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 
 
@@ -39,17 +39,21 @@ class Client(abc.ABC):
         """Who answers: model, device, versions, the server's limits (``transport``: how)."""
 
     @abc.abstractmethod
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+    def generate(self, prompt: str, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         """``mc``: the marching cubes, one of ``wire.options.MC_METHODS``."""
 
     @abc.abstractmethod
-    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
-        """``keyframes``: (position, prompt) pairs; ``steps`` meshes between consecutive keyframes."""
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = DEFAULT_RESOLUTION,
+              consistent: bool = True, progress: ProgressFn | None = None,
+              max_states: int | None = None) -> SequenceData:
+        """``keyframes``: (position, prompt) pairs; ``steps`` meshes between consecutive keyframes;
+        ``max_states``: a consistent chain's stored states per segment at most (in between where the
+        surface moves; None: the backend's default, ``2 · steps``). The result's ``meta`` holds
+        ``max_move_voxels``, the largest vertex move between neighbouring stored states (voxels)."""
 
     @abc.abstractmethod
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = DEFAULT_RESOLUTION,
               progress: ProgressFn | None = None) -> MeshData: ...
 
     @abc.abstractmethod

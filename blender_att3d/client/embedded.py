@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..wire.limits import DEFAULT_RESOLUTION
 from ..wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 from .base import BackendError, BackendUnavailable, Cancelled, Client, InvalidRequest
 
@@ -90,17 +91,19 @@ class EmbeddedClient(Client):
     def info(self) -> ServerInfo:
         return dataclasses.replace(self._call(lambda p: self._engine.info(), None, False), transport="embedded")
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+    def generate(self, prompt: str, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         return self._call(lambda p: self._engine.generate(prompt, resolution, simplify, texture, mc=mc, progress=p),
                           progress)
 
-    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = DEFAULT_RESOLUTION,
+              consistent: bool = True, progress: ProgressFn | None = None,
+              max_states: int | None = None) -> SequenceData:
         kf = [tuple(k) for k in keyframes]
-        return self._call(lambda p: self._engine.chain(kf, steps, resolution, consistent, progress=p), progress)
+        return self._call(lambda p: self._engine.chain(kf, steps, resolution, consistent, progress=p,
+                                                       max_states=max_states), progress)
 
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = DEFAULT_RESOLUTION,
               progress: ProgressFn | None = None) -> MeshData:
         return self._call(lambda p: self._engine.blend(prompt_a, prompt_b, alpha, resolution, progress=p), progress)
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..wire import payload, routes
 from ..wire.job_state import JobState
-from ..wire.limits import Limits
+from ..wire.limits import DEFAULT_RESOLUTION, Limits, check_max_states
 from ..wire.options import check_mc
 from ..wire.ready import is_ready_line, parse_ready_line, parse_stage_line
 from ..wire.routes import API_VERSION
@@ -295,7 +295,7 @@ class HTTPClient(Client):
         info = self._adopt(self._run(lambda: self._json("GET", routes.INFO, timeout=30)))
         return ServerInfo.from_dict({**info, "transport": "http", "url": self.url})
 
-    def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None,
+    def generate(self, prompt: str, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
                  texture: bool = False, progress: ProgressFn | None = None, mc: str = "auto") -> MeshData:
         self._check_request([prompt], resolution)
         body = {"prompt": prompt, "resolution": resolution, "simplify": simplify or None, "texture": bool(texture)}
@@ -303,17 +303,23 @@ class HTTPClient(Client):
             body["mc"] = check_mc(mc)
         return self._run(lambda: self._job("generate", body, progress), progress)
 
-    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = 96,
-              consistent: bool = True, progress: ProgressFn | None = None) -> SequenceData:
+    def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = DEFAULT_RESOLUTION,
+              consistent: bool = True, progress: ProgressFn | None = None,
+              max_states: int | None = None) -> SequenceData:
         try:
             kf = [{"position": float(p), "prompt": q} for p, q in keyframes]
         except (TypeError, ValueError):
             raise InvalidRequest("keyframes must be (position, prompt) pairs") from None
         self._check_request([k["prompt"] for k in kf], resolution)
         body = {"keyframes": kf, "steps": steps, "resolution": resolution, "consistent": bool(consistent)}
+        if max_states is not None:  # sent only when chosen: servers before the option refuse unknown fields
+            try:
+                body["max_states"] = check_max_states(max_states, steps, len(kf), self.limits.max_chain_states)
+            except ValueError as e:
+                raise InvalidRequest(str(e)) from None
         return self._run(lambda: self._job("chain", body, progress), progress)
 
-    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = 96,
+    def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = DEFAULT_RESOLUTION,
               progress: ProgressFn | None = None) -> MeshData:
         self._check_request([prompt_a, prompt_b], resolution)
         body = {"prompt_a": prompt_a, "prompt_b": prompt_b, "alpha": alpha, "resolution": resolution}

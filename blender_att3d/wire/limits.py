@@ -14,8 +14,13 @@ import numpy as np
 
 MAX_PROMPT_CHARS = 500
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 512
+#: the marching-cubes lattice every entry point uses unless told otherwise (CLI, service, clients, batch,
+#: the add-on's preferences): one default, so a chain and a mesh of the same prompt match
+DEFAULT_RESOLUTION = 128
 MAX_KEYFRAMES = 64
 MAX_CHAIN_MESHES = 256
+#: a consistent chain's stored states, in between included: (keyframes − 1) · max_states + 1 at most
+MAX_CHAIN_STATES = 1024
 MAX_NEIGHBORS = 50
 MIN_SIMPLIFY, MAX_SIMPLIFY = 4, 10_000_000
 TEXTURE_SIZE = 1024  # what the service bakes
@@ -80,6 +85,29 @@ def check_texture_size(size: Any) -> int:
     return int(size)
 
 
+def default_max_states(steps: int) -> int:
+    """How many chain positions a segment of a consistent chain stores at most, unless told: twice its
+    steps (the states in between go where the surface moves)."""
+    return 2 * int(steps)
+
+
+def check_max_states(max_states: Any, steps: int, n_keyframes: int = 2,
+                     max_total: int = MAX_CHAIN_STATES) -> int:
+    """The cap on stored states per segment of a chain of ``steps`` steps per segment: ``None`` →
+    :func:`default_max_states`; at least ``steps`` (the steps themselves), and the whole chain within
+    ``max_total``."""
+    if max_states is None:
+        max_states = default_max_states(steps)
+    if not _is_int(max_states) or max_states < steps:
+        raise ValueError(f"max_states (states per segment at most) must be a whole number of at least steps "
+                         f"({steps}), got {max_states!r}")
+    total = (n_keyframes - 1) * int(max_states) + 1
+    if total > max_total:
+        raise ValueError(f"max_states {max_states} allows {total} states over {n_keyframes} keyframes; the limit is "
+                         f"{max_total}: use a smaller cap")
+    return int(max_states)
+
+
 def check_resolution(resolution: Any, lo: int = MIN_RESOLUTION, hi: int = MAX_RESOLUTION) -> int:
     """The marching-cubes lattice size as an int; ValueError naming the range when unusable."""
     if not _is_int(resolution) or not lo <= resolution <= hi:
@@ -99,6 +127,7 @@ class Limits:
     max_neighbors: int = MAX_NEIGHBORS
     max_simplify: int = MAX_SIMPLIFY
     texture_size: int = TEXTURE_SIZE
+    max_chain_states: int = MAX_CHAIN_STATES
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -53,7 +53,8 @@ def test_chain_quality_reports_exact_keyframes_and_every_state(pipeline):
     assert q["max_inward_excess_pct"] == 0.0
     assert len(q["states"]) == 4 and q["min_on_surface_pct"] >= 99.0
     assert len(q["swap_gap_voxels"]) == 1 and q["swap_gap_voxels"][0] < 2
-    assert 0 < q["max_jump_per_frame_voxels"] < q["max_jump_voxels"]
+    # states at 0, 0.5, 1 on frames 1, 13, 25: every move spreads over 12 frames
+    assert q["max_jump_per_frame_voxels"] == pytest.approx(q["max_jump_voxels"] / 12, abs=1e-3)
     # a chain whose keyframe mesh is not the direct one is caught
     seq.pieces[1].positions[seq.pieces[1].key] = seq.pieces[1].positions[seq.pieces[1].key] * 1.1
     bad = chain_quality(pipeline, seq, prompts, resolution=32)
@@ -125,3 +126,71 @@ def test_plan_pieces_meets_between_steps_and_keeps_a_failing_middle():
     assert [p.on_surface for p in pieces] == [[1, 0.25], [0.25, 1, 0.25], [0.25, 1, 0.25], [0.25, 1]]
     assert [p.held for p in pieces] == [[False, True], [True, False, True], [True, False, True], [True, False]]
     assert all(np.array_equal(v, p.vertices[p.key]) for p in pieces for v in p.vertices)
+
+
+def _anchor_meshes(i):
+    return np.full((4, 3), float(i), np.float32), np.array([[0, 1, 2]])
+
+
+def _moving_piece(held=False):
+    """One piece over steps 0..1 whose vertex 0 moves along x = 4 x² voxels (the others stay)."""
+    from backend.chain import PlannedPiece
+
+    v0 = np.zeros((4, 3), np.float32)
+    v1 = v0.copy()
+    v1[0, 0] = 4.0
+    return PlannedPiece(0, np.array([[0, 1, 2]]), [0.0, 1.0], [v0, v1], [1.0, 1.0], [False, held])
+
+
+def _path_project(x, v, f, prep):
+    out = v.copy()
+    out[0, 0] = 4 * x * x
+    return out, np.ones(len(v), bool)
+
+
+def _path_miss(x, v):
+    return abs(float(v[0, 0]) - 4 * x * x)
+
+
+@pytest.mark.parametrize("miss_voxels, cap, xs", [
+    (0.5, 10, [0, 0.5, 1]),           # blend 2 vs 1 at 0.5: stored; at 0.75 it misses by 0.25: enough
+    (0.1, 10, [0, 0.5, 0.75, 1]),     # stricter: 0.75 too; then every blend is within 0.0625
+    (0.1, 3, [0, 0.5, 1]),            # three positions per segment at most
+    (2.0, 10, [0, 1]),                # the blend misses the middle by 1: within the tolerance
+])
+def test_refine_inserts_states_where_the_blend_misses_the_surface(miss_voxels, cap, xs):
+    from backend.chain import refine_pieces
+
+    piece = _moving_piece()
+    ticks = []
+    n = refine_pieces([piece], lambda x: 0, cap, _path_project, _path_miss, voxel=1.0, miss_voxels=miss_voxels,
+                      tick=ticks.append)
+    assert piece.xs == xs and n == len(xs) - 2
+    assert [float(v[0, 0]) for v in piece.vertices] == [4 * x * x for x in xs]  # each on its own state
+    assert len(piece.on_surface) == len(piece.held) == len(xs) and not any(piece.held)
+    assert ticks and ticks == sorted(ticks) and ticks[0] == 0 and max(ticks) < 1
+
+
+def test_refine_leaves_held_states_small_moves_and_failed_settles():
+    from backend.chain import refine_pieces
+
+    held = _moving_piece(held=True)
+    assert refine_pieces([held], lambda x: 0, 10, _path_project, _path_miss, voxel=1.0) == 0
+    small = _moving_piece()
+    small.vertices[1][0, 0] = 0.9  # moves less than a voxel: the blend is not even tested
+    tested = []
+    assert refine_pieces([small], lambda x: 0, 10, _path_project, lambda x, v: tested.append(x) or 5.0,
+                         voxel=1.0) == 0 and not tested
+    failing = _moving_piece()
+    assert refine_pieces([failing], lambda x: 0, 10, lambda x, v, f, p: (v, np.zeros(len(v), bool)), _path_miss,
+                         voxel=1.0) == 0 and failing.xs == [0, 1]
+
+
+def test_refine_gives_a_capped_segment_to_the_largest_move_first():
+    from backend.chain import refine_pieces
+
+    slow, fast = _moving_piece(), _moving_piece()
+    slow.vertices[1][0, 0] = 2.0  # moves 2 voxels; the other 4
+    n = refine_pieces([slow, fast], lambda x: 0, 3, lambda x, v, f, p: (v * 0 + 7, np.ones(len(v), bool)),
+                      lambda x, v: 5.0, voxel=1.0)
+    assert n == 1 and slow.xs == [0, 1] and fast.xs == [0, 0.5, 1]

@@ -88,3 +88,49 @@ def test_generate_with_simplify_and_texture(engine, tmp_path):
     cols = np.clip((mesh.uvs[:, 0] * w).astype(int), 0, w - 1)
     sampled = mesh.texture[rows, cols] / 255
     assert np.median(np.abs(sampled - mesh.colors).max(1)) < 0.03
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from backend.inference import Pipeline
+
+    return Pipeline("demo", device="cpu")
+
+
+@pytest.mark.slow  # the demo model: three chains at 48³ (~10 s)
+def test_states_in_between_go_where_the_blend_misses_the_surface_up_to_the_cap(demo):
+    """A sphere → cube chain: its pieces' linear blends miss the surface in between; the states added
+    there lie on their own isosurfaces, leave the steps and keyframes as they were, respect the cap,
+    and leave no blend (of states moving more than a voxel apart) more than half a voxel off."""
+    from backend.chain import segment_alpha
+    from backend.chain_quality import ON_SURFACE_VOXELS, surface_distance
+
+    prompts = ["a red sphere", "a blue cube"]
+    voxel = 2 * demo.model.config.bound / 47
+    plain = demo.chain(prompts, steps=2, resolution=48, max_states=2)
+    assert plain.meta["inserted_states"] == 0 and [p.times for p in plain.pieces] == [[0, 0.5], [0.5, 1]]
+    refined = demo.chain(prompts, steps=2, resolution=48, max_states=8)
+    assert refined.meta["inserted_states"] >= 1 and refined.meta["max_states"] == 8
+    assert refined.steps == plain.steps
+    emb = demo.embed(prompts)
+    for p, q in zip(refined.pieces, plain.pieces):
+        assert set(q.times) <= set(p.times) and p.times[p.key] == q.times[q.key]
+        assert np.array_equal(p.positions[p.key], q.positions[q.key])
+        for j, (t, v) in enumerate(zip(p.times, p.positions)):
+            if j == p.key:
+                continue  # marching cubes' own mesh (the same as plain's)
+            mod = demo.chain_modulation(emb, *segment_alpha(t, [0, 1]))
+            assert (surface_distance(demo.model, mod, v) <= ON_SURFACE_VOXELS * voxel).mean() >= 0.99, t
+        for (t0, v0), (t1, v1) in zip(zip(p.times, p.positions), zip(p.times[1:], p.positions[1:])):
+            if np.linalg.norm(v1 - v0, axis=1).max() > voxel:
+                mod = demo.chain_modulation(emb, *segment_alpha((t0 + t1) / 2, [0, 1]))
+                assert np.quantile(surface_distance(demo.model, mod, (v0 + v1) / 2), 0.99) <= 0.5 * voxel
+    assert len({t for p in refined.pieces for t in p.times if t < 1}) <= 8
+    moves = [np.linalg.norm(b - a, axis=1).max() / voxel for p in refined.pieces
+             for a, b in zip(p.positions, p.positions[1:])]
+    assert refined.meta["max_move_voxels"] == pytest.approx(max(moves), abs=1e-3)
+    assert refined.meta["max_move_voxels"] < plain.meta["max_move_voxels"]
+    from backend.engine import Engine
+
+    with pytest.raises(ValueError, match=r"at least steps \(2\)"):  # the engine's check (the pipeline checks nothing)
+        Engine(demo).chain(list(enumerate(prompts)), steps=2, resolution=48, max_states=1)

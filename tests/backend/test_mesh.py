@@ -123,7 +123,7 @@ class _CountingSphere(_SphereField):
 
 
 @pytest.mark.parametrize("radius, evaluations, on_surface", [
-    (0.5, 2, True),     # already on the surface: one step, then done
+    (0.5, 1, True),     # already on the surface: one evaluation, nothing moves, done
     (0.6, 5, True),     # 0.1 away: four steps of at most 2/64, then done (the field is linear)
     (0.9, 2, False),    # 0.4 away, more than the five steps left can cover: given up after one
 ])

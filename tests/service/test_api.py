@@ -152,6 +152,10 @@ def test_chain_consistent_and_not(api):
     assert isinstance(seq, SequenceData) and seq.consistent and len(seq) == 3
     assert seq.steps == [0.0, 0.5, 1.0] and seq.prompts[0] == "a red cube" and seq.prompts[-1] == "a blue sphere"
     assert [p.times for p in seq.pieces] == [[0.0, 0.5], [0.5, 1.0]]  # keyframe pieces meet at the middle
+    assert seq.meta["max_states"] == 4 and seq.meta["inserted_states"] == 0  # the default cap: 2 · steps
+    assert seq.meta["max_move_voxels"] >= 0
+    capped = payload.decode(api.post("/v1/chain", {**CHAIN, "max_states": 2}).body)
+    assert capped.meta["max_states"] == 2
     assert all(p.shape == piece.positions[0].shape for piece in seq.pieces for p in piece.positions)
     loose = payload.decode(api.post("/v1/chain", {**CHAIN, "consistent": False}).body)
     assert not loose.consistent and len(loose.meshes) == 3
@@ -212,6 +216,10 @@ BAD_BODIES = [
     ("/v1/chain", {**CHAIN, "keyframes": [[0, "a"], [1, "b"]]}, "keyframes"),
     ("/v1/chain", {**CHAIN, "keyframes": [{"position": 0, "prompt": ""}, {"position": 1, "prompt": "b"}]}, "empty"),
     ("/v1/chain", {**CHAIN, "consistent": "no"}, "consistent"),
+    ("/v1/chain", {**CHAIN, "max_states": 1}, "at least steps (2)"),
+    ("/v1/chain", {**CHAIN, "max_states": 0}, "max_states"),
+    ("/v1/chain", {**CHAIN, "max_states": 2.5}, "max_states"),
+    ("/v1/chain", {**CHAIN, "max_states": 2000}, "the limit is 1024"),
     ("/v1/nearest", {"prompt": "a", "k": 0}, "k"),
     ("/v1/nearest", {"prompt": "a", "k": 1000}, "k"),
     ("/v1/jobs/generate", {"prompt": ""}, "empty"),

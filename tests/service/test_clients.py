@@ -99,11 +99,13 @@ def test_blend_identical(embedded, remote):
 @pytest.mark.parametrize("consistent", [True, False])
 def test_chain_identical(embedded, remote, consistent):
     kf = [(0, "a red cube"), (2, "a blue sphere"), (3, "a green cone")]
-    a = embedded.chain(kf, steps=2, resolution=24, consistent=consistent)
-    b = remote.chain(kf, steps=2, resolution=24, consistent=consistent)
+    a = embedded.chain(kf, steps=2, resolution=24, consistent=consistent, max_states=3)
+    b = remote.chain(kf, steps=2, resolution=24, consistent=consistent, max_states=3)
     assert isinstance(a, SequenceData) and a.consistent == consistent
     assert a.steps == b.steps == [0.0, 1.0, 2.0, 2.5, 3.0]
     assert a.prompts == b.prompts and a.meta == b.meta
+    if consistent:  # the cap and the largest move between stored states travel with the result
+        assert a.meta["max_states"] == 3 and a.meta["max_move_voxels"] >= 0
     for i in range(len(a)):
         same(a.mesh(i), b.mesh(i))
 
@@ -126,6 +128,8 @@ def test_errors_are_invalid_request(request, client_name):
         c.generate("a red cube", resolution=8)
     with pytest.raises(InvalidRequest, match="limit is 256"):
         c.chain([(0, "a"), (1, "b")], steps=300)
+    with pytest.raises(InvalidRequest, match=r"at least steps \(4\), got 3"):
+        c.chain([(0, "a"), (1, "b")], steps=4, max_states=3)
     with pytest.raises(InvalidRequest, match="alpha"):
         c.blend("a", "b", 2.0)
 

@@ -37,7 +37,8 @@ def test_job_states_are_their_strings():
 def test_limits_as_the_service_reports_them():
     assert list(limits.as_dict().items()) == [
         ("max_prompt_chars", 500), ("min_resolution", 16), ("max_resolution", 512), ("max_keyframes", 64),
-        ("max_chain_meshes", 256), ("max_neighbors", 50), ("max_simplify", 10_000_000), ("texture_size", 1024)]
+        ("max_chain_meshes", 256), ("max_neighbors", 50), ("max_simplify", 10_000_000), ("texture_size", 1024),
+        ("max_chain_states", 1024)]
 
 
 def test_service_info_limits_are_the_wires(api):
@@ -116,3 +117,32 @@ def test_the_info_and_nearest_answers_are_typed_and_read_any_server():
                                "neighbors": [{"prompt": "a red cube", "score": 1.0}], "known_prompts": 6})
     assert new.words_measured and Neighbors.from_dict(new.as_dict()) == new
     assert new.as_dict()["neighbors"] == [{"prompt": "a red cube", "score": 1.0}]
+
+
+def test_scene_timing_of_a_chain():
+    from blender_att3d.wire.timing import check_scene_timing, position_to_frame, scene_seconds, step_frames
+
+    assert check_scene_timing([1, 48, 96], 3, 24) == ([1.0, 48.0, 96.0], 24.0, 1.0)
+    frames = step_frames([0, 0.5, 1, 1.5, 2], [1, 48, 96])
+    assert frames == [1, 24.5, 48, 72, 96] and position_to_frame(1.25, [1, 48, 96]) == 60
+    # Blender's importer puts glTF time s on frame start + s · fps: the keyframes land on their frames
+    assert [1 + s * 24 for s in scene_seconds(frames, 24, 1)] == pytest.approx(frames)
+    assert scene_seconds([10, 34], 24, 10) == [0, 1]
+    for args, message in [(([1, 48], 3, 24), "2 frames for 3 prompts"), (([1, 1], 2, 24), "frames must increase"),
+                          (([0, 5], 2, 24, 1), "frame 0 is before the start frame 1"),
+                          (([1, 5], 2, -24), "fps must be more than 0"), (([1, 5], 2, True), "fps must be a finite"),
+                          (([1, float("inf")], 2, 24), "frame 2 must be a finite number")]:
+        with pytest.raises(ValueError, match=message):
+            check_scene_timing(*args)
+
+
+def test_max_states_cap():
+    from blender_att3d.wire.limits import check_max_states, default_max_states
+
+    assert check_max_states(None, 5) == default_max_states(5) == 10
+    assert check_max_states(5, 5) == 5 and check_max_states(np.int64(7), 5) == 7
+    for bad, message in [(4, r"at least steps \(5\), got 4"), (True, "at least steps"), (6.0, "at least steps")]:
+        with pytest.raises(ValueError, match=message):
+            check_max_states(bad, 5)
+    with pytest.raises(ValueError, match="1025 states over 3 keyframes; the limit is 1024"):
+        check_max_states(512, 5, n_keyframes=3)
