@@ -209,7 +209,7 @@ def largest_move(a: np.ndarray, b: np.ndarray) -> float:
 def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], cap: int,
                   project: Callable[[float, np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
                   miss: Callable[[float, np.ndarray], float], voxel: float, move_voxels: float = 1.0,
-                  miss_voxels: float = 0.5, threshold: float = 0.99,
+                  miss_voxels: float = 0.5, threshold: float = 0.99, max_total: int | None = None,
                   tick: Callable[[float], None] = lambda frac: None) -> int:
     """States in between, where the surface moves: a shape key blends two stored states linearly, so
     where the surface does not move linearly between them, the in-betweens are visibly off it.
@@ -220,9 +220,10 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
     distances to step ``x``'s isosurface). Where it misses by more than ``miss_voxels``, the middle
     is settled from the blend (``project(x, vertices, faces, prepared)``) and stored when it converges
     (``threshold``), and its two halves are tested in turn; largest moves first, until a segment
-    (``segment(x)``: the keyframe segment of step ``x``) stores ``cap`` chain positions. Held states
-    (a pop, see :func:`plan_pieces`) are left as they are. Returns the number of states inserted;
-    ``tick(fraction)`` before each test (a cancel point).
+    (``segment(x)``: the keyframe segment of step ``x``) stores ``cap`` chain positions, and while the
+    pieces hold fewer than ``max_total`` states in all. Held states (a pop, see :func:`plan_pieces`)
+    are left as they are. Returns the number of states inserted; ``tick(fraction)`` before each test
+    (a cancel point).
     """
     import heapq
 
@@ -242,8 +243,8 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
     for n, p in enumerate(pieces):
         for j in range(len(p.xs) - 1):
             consider(n, j)
-    inserted = tested = 0
-    while queue:
+    inserted, tested, total = 0, 0, sum(len(p.xs) for p in pieces)
+    while queue and (max_total is None or total < max_total):
         tick(tested / (tested + len(queue)))
         _, n, x0 = heapq.heappop(queue)
         p = pieces[n]
@@ -265,6 +266,7 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
         p.held.insert(j + 1, False)
         stored.setdefault(segment(x), set()).add(x)
         inserted += 1
+        total += 1
         consider(n, j)
         consider(n, j + 1)
     return inserted

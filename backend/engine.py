@@ -248,7 +248,7 @@ class Chain(_Request):
         object.__setattr__(self, "keyframes", keyframes)
         object.__setattr__(self, "steps", steps)
         self._check(resolution=check_resolution, consistent=lambda v: _bool("consistent", v),
-                    max_states=lambda v: check_max_states(v, steps, len(keyframes)))
+                    max_states=lambda v: check_max_states(v, steps))
 
     @property
     def positions(self) -> list[float]:

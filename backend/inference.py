@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blender_att3d.wire.limits import DEFAULT_RESOLUTION, default_max_states
+from blender_att3d.wire.limits import DEFAULT_RESOLUTION, MAX_CHAIN_STATES, default_max_states
 from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 from .cameras import orbit_cameras
@@ -247,6 +247,7 @@ class Pipeline:
             inserted = refine_pieces(
                 planned, lambda x: schedule[int(x)][0], cap,
                 lambda x, v, f, adj: settle_on_isosurface(self.model, mod_at(x), v, adj, voxel), miss, voxel,
+                max_total=MAX_CHAIN_STATES,
                 tick=lambda frac: tick(PLAN_SHARE + (0.95 - PLAN_SHARE) * frac, 1, "adding states where it moves"))
             moves = [largest_move(a, b) for p in planned for a, b in zip(p.vertices, p.vertices[1:])]
             out.meta.update(max_move_voxels=round(max(moves, default=0.0) / voxel, 3), inserted_states=inserted,

@@ -95,8 +95,8 @@ class ChainRequest(Body):
                             json_schema_extra=_range(MIN_RESOLUTION, MAX_RESOLUTION))
     consistent: bool = Field(True, description="one shared set of faces for every step")
     max_states: int | None = Field(None, description="a consistent chain's stored states per segment at most: "
-                                   "states in between go where the surface moves (default 2 · steps; at least "
-                                   f"steps; (keyframes − 1) · max_states + 1 ≤ {MAX_CHAIN_STATES})")
+                                   "states in between go where the surface moves (default 2 · steps; "
+                                   f"steps–{MAX_CHAIN_STATES}; a chain stores {MAX_CHAIN_STATES} states at most)")
 
     def make(self) -> Chain:
         return Chain(tuple((k.position, k.prompt) for k in self.keyframes), self.steps, self.resolution,

@@ -314,7 +314,7 @@ class HTTPClient(Client):
         body = {"keyframes": kf, "steps": steps, "resolution": resolution, "consistent": bool(consistent)}
         if max_states is not None:  # sent only when chosen: servers before the option refuse unknown fields
             try:
-                body["max_states"] = check_max_states(max_states, steps, len(kf), self.limits.max_chain_states)
+                body["max_states"] = check_max_states(max_states, steps, self.limits.max_chain_states)
             except ValueError as e:
                 raise InvalidRequest(str(e)) from None
         return self._run(lambda: self._job("chain", body, progress), progress)

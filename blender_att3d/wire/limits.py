@@ -19,7 +19,8 @@ MIN_RESOLUTION, MAX_RESOLUTION = 16, 512
 DEFAULT_RESOLUTION = 128
 MAX_KEYFRAMES = 64
 MAX_CHAIN_MESHES = 256
-#: a consistent chain's stored states, in between included: (keyframes − 1) · max_states + 1 at most
+#: a consistent chain's stored states at most, in between included (no more are added past it), and the
+#: most a request may cap one segment at
 MAX_CHAIN_STATES = 1024
 MAX_NEIGHBORS = 50
 MIN_SIMPLIFY, MAX_SIMPLIFY = 4, 10_000_000
@@ -91,20 +92,14 @@ def default_max_states(steps: int) -> int:
     return 2 * int(steps)
 
 
-def check_max_states(max_states: Any, steps: int, n_keyframes: int = 2,
-                     max_total: int = MAX_CHAIN_STATES) -> int:
+def check_max_states(max_states: Any, steps: int, most: int = MAX_CHAIN_STATES) -> int:
     """The cap on stored states per segment of a chain of ``steps`` steps per segment: ``None`` →
-    :func:`default_max_states`; at least ``steps`` (the steps themselves), and the whole chain within
-    ``max_total``."""
+    :func:`default_max_states`; at least ``steps`` (the steps themselves), at most ``most``."""
     if max_states is None:
         max_states = default_max_states(steps)
-    if not _is_int(max_states) or max_states < steps:
-        raise ValueError(f"max_states (states per segment at most) must be a whole number of at least steps "
-                         f"({steps}), got {max_states!r}")
-    total = (n_keyframes - 1) * int(max_states) + 1
-    if total > max_total:
-        raise ValueError(f"max_states {max_states} allows {total} states over {n_keyframes} keyframes; the limit is "
-                         f"{max_total}: use a smaller cap")
+    if not _is_int(max_states) or not steps <= max_states <= most:
+        raise ValueError(f"max_states (stored states per segment at most) must be a whole number of at least steps "
+                         f"({steps}) and at most {most}, got {max_states!r}")
     return int(max_states)
 
 

@@ -194,3 +194,11 @@ def test_refine_gives_a_capped_segment_to_the_largest_move_first():
     n = refine_pieces([slow, fast], lambda x: 0, 3, lambda x, v, f, p: (v * 0 + 7, np.ones(len(v), bool)),
                       lambda x, v: 5.0, voxel=1.0)
     assert n == 1 and slow.xs == [0, 1] and fast.xs == [0, 0.5, 1]
+
+
+def test_refine_stops_at_the_chain_s_total():
+    from backend.chain import refine_pieces
+
+    pieces = [_moving_piece(), _moving_piece()]  # 4 states in all
+    n = refine_pieces(pieces, lambda x: 0, 10, _path_project, _path_miss, voxel=1.0, miss_voxels=0.1, max_total=5)
+    assert n == 1 and sum(len(p.xs) for p in pieces) == 5

@@ -219,7 +219,7 @@ BAD_BODIES = [
     ("/v1/chain", {**CHAIN, "max_states": 1}, "at least steps (2)"),
     ("/v1/chain", {**CHAIN, "max_states": 0}, "max_states"),
     ("/v1/chain", {**CHAIN, "max_states": 2.5}, "max_states"),
-    ("/v1/chain", {**CHAIN, "max_states": 2000}, "the limit is 1024"),
+    ("/v1/chain", {**CHAIN, "max_states": 2000}, "at most 1024"),
     ("/v1/nearest", {"prompt": "a", "k": 0}, "k"),
     ("/v1/nearest", {"prompt": "a", "k": 1000}, "k"),
     ("/v1/jobs/generate", {"prompt": ""}, "empty"),

@@ -128,7 +128,7 @@ def test_errors_are_invalid_request(request, client_name):
         c.generate("a red cube", resolution=8)
     with pytest.raises(InvalidRequest, match="limit is 256"):
         c.chain([(0, "a"), (1, "b")], steps=300)
-    with pytest.raises(InvalidRequest, match=r"at least steps \(4\), got 3"):
+    with pytest.raises(InvalidRequest, match=r"at least steps \(4\) and at most 1024, got 3"):
         c.chain([(0, "a"), (1, "b")], steps=4, max_states=3)
     with pytest.raises(InvalidRequest, match="alpha"):
         c.blend("a", "b", 2.0)

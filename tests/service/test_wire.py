@@ -141,8 +141,8 @@ def test_max_states_cap():
 
     assert check_max_states(None, 5) == default_max_states(5) == 10
     assert check_max_states(5, 5) == 5 and check_max_states(np.int64(7), 5) == 7
-    for bad, message in [(4, r"at least steps \(5\), got 4"), (True, "at least steps"), (6.0, "at least steps")]:
+    assert check_max_states(1024, 5) == 1024
+    for bad, message in [(4, r"at least steps \(5\) and at most 1024, got 4"), (True, "at least steps"),
+                         (6.0, "at least steps"), (1025, "at most 1024, got 1025")]:
         with pytest.raises(ValueError, match=message):
             check_max_states(bad, 5)
-    with pytest.raises(ValueError, match="1025 states over 3 keyframes; the limit is 1024"):
-        check_max_states(512, 5, n_keyframes=3)
