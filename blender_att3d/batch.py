@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--texture", action="store_true", help="bake textures instead of vertex colours")
     ap.add_argument("--steps", type=int, default=None, help="chain meshes per segment (default 4)")
     ap.add_argument("--chain-mode", choices=("shape_keys", "sequence"), default="shape_keys")
+    ap.add_argument("--max-states", type=int, default=None,
+                    help="shape keys: at most this many stored states per segment (default: the backend's, 2 × steps)")
     ap.add_argument("--interpolation", choices=("linear", "ease", "constant"), default="linear",
                     help="the chain's position curve between keyframes (default linear)")
     ap.add_argument("--origin", choices=("base", "center"), default="base",
@@ -420,7 +422,7 @@ def _run(args: argparse.Namespace, client, prompts: list[Any], chain, log: Calla
     from .placement import build_chain_objects, place_generated
     from .sizing import Fit, fit_mesh, fit_sequence, footprint, grid_positions
 
-    steps = check_batch(prompts, chain, args.steps, args.resolution, getattr(client, "limits", None))
+    steps = check_batch(prompts, chain, args.steps, args.resolution, getattr(client, "limits", None), args.max_states)
     fit = Fit(args.origin.upper(), float(args.height))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -440,7 +442,8 @@ def _run(args: argparse.Namespace, client, prompts: list[Any], chain, log: Calla
         log(f"chain: {len(keys)} keyframes, {steps} steps per segment, as {mode.lower().replace('_', ' ')}")
         t0 = time.perf_counter()
         seq = client.chain([(k, p) for k, (_, p) in enumerate(keys)], steps=steps, resolution=args.resolution,
-                           consistent=(mode == "SHAPE_KEYS"))
+                           consistent=(mode == "SHAPE_KEYS"),
+                           max_states=args.max_states if mode == "SHAPE_KEYS" else None)
         placed_seq = fit_sequence(seq, fit)[0]
         log(f"chain: {len(seq)} steps in {time.perf_counter() - t0:.2f} s")
     # objects the prompts file places itself keep their location; the others (and the chain) share the grid
@@ -508,7 +511,8 @@ def main(argv: Sequence[str] | None = None, client=None) -> int:
         if not args.prompts and not args.chain:
             raise InputFileError("nothing to do: give --prompts FILE and/or --chain FILE")
         prompts = parse_prompts_file(args.prompts) if args.prompts else []
-        check_batch(prompts, parse_chain_file(args.chain) if args.chain else None, args.steps, args.resolution)
+        check_batch(prompts, parse_chain_file(args.chain) if args.chain else None, args.steps, args.resolution,
+                    max_states=args.max_states)
         if not (args.height >= 0 and np.isfinite(args.height)):
             raise InputFileError(f"--height must be 0 (as generated) or a positive number of metres, got {args.height}")
         if not (args.spacing >= 0 and np.isfinite(args.spacing)):

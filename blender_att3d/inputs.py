@@ -19,7 +19,7 @@ from typing import Any
 from .keyframes import sorted_keyframes
 from .naming import MAX_NAME_BYTES
 from .wire import check_prompt
-from .wire.limits import MAX_KEYFRAMES, Limits
+from .wire.limits import MAX_KEYFRAMES, Limits, check_max_states
 
 #: a chain file is at most ``{"keyframes": [{"frame": …}]}`` or ``[[frame, "prompt"]]`` deep
 MAX_JSON_DEPTH = 8
@@ -330,7 +330,7 @@ def json_depth(text: str) -> int:
 
 
 def check_batch(prompts: Sequence[PromptItem | str], chain: dict | None, steps: Any, resolution: Any,
-                limits: Limits | None = None) -> int | None:
+                limits: Limits | None = None, max_states: Any = None) -> int | None:
     """Everything a batch will ask for, checked before it generates anything (so a bad chain is exit 2
     at once, not exit 1 after every prompt was generated): the resolution, the chain's steps and its
     length, against ``limits`` (this version's, or a server's). Returns the chain's steps per segment."""
@@ -362,4 +362,9 @@ def check_batch(prompts: Sequence[PromptItem | str], chain: dict | None, steps: 
             lim.check_prompt(p)
         except ValueError as e:
             raise InputFileError(f"chain prompt {p[:40]!r}: {e}") from None
+    if max_states is not None:
+        try:
+            check_max_states(max_states, n_steps, lim.max_chain_states)
+        except ValueError as e:
+            raise InputFileError(f"--max-states: {e}") from None
     return n_steps

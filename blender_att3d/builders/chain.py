@@ -382,6 +382,11 @@ def build_chain(collection, seq: SequenceData, key_frames: Sequence[float], name
     root.id_properties_ui(POSITION).update(
         min=0.0, max=float(max(1, len(key_frames) - 1)), soft_min=0.0, soft_max=float(max(1, len(key_frames) - 1)),
         description="Where the chain is: keyframe k at k, in-betweens fractional (key it to time the chain)")
+    move = seq.meta.get("max_move_voxels")  # the backend's largest vertex move between stored states
+    if move is not None:
+        root["att3d_max_move_voxels"] = float(move)
+    else:
+        root.pop("att3d_max_move_voxels", None)
     if mode == "SHAPE_KEYS":
         _build_pieces(root, collection, seq, name, chain_id, model, resolution)
     else:

@@ -192,7 +192,7 @@ class ATT3D_OT_build_chain(Operator):
         def work(progress):
             return backend.get(progress).chain(list(enumerate(prompts)), steps=steps, resolution=res,
                                                consistent=(mode == "SHAPE_KEYS"), progress=progress,
-                                               **chain_options(max_states))
+                                               max_states=max_states if mode == "SHAPE_KEYS" else None)
 
         def apply(seq):
             build_chain_objects(seq, key_frames, mode, interp, chain_id, res, loc, scene_name, coll_name,
@@ -200,11 +200,6 @@ class ATT3D_OT_build_chain(Operator):
 
         return run_job(self, jobs.Job(jobs.MAIN, f"Building '{name or 'the chain'}'", work, cancel=backend.cancel),
                        apply, self.synchronous, lambda seq: f"Built a {len(seq)}-step chain")
-
-
-def chain_options(max_states: int) -> dict:
-    """Options of a chain request beyond the steps (the stored states' cap, for backends that take it)."""
-    return {}
 
 
 def _active_chain_root(context):

@@ -111,12 +111,13 @@ class FakeClient(Client):
         return MeshData(pos, faces, colors, uvs=uvs, texture=tex,
                         meta={"prompt": p, "model": self.model, "resolution": resolution})
 
-    def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None) -> SequenceData:
+    def chain(self, keyframes, steps=4, resolution=96, consistent=True, progress=None,
+              max_states=None) -> SequenceData:
         """Like the backend: consistent chains come as keyframe pieces (each keyframe's own mesh,
         morphed to the middle of its segments), others as one mesh per step. Between keyframes the
         shape and colour parameters are blended linearly."""
         keys = [(float(k), self._check(p)) for k, p in keyframes]
-        self.calls.append(("chain", (keys, steps, resolution, consistent)))
+        self.calls.append(("chain", (keys, steps, resolution, consistent, max_states)))
         self._progress(progress)
         params = [_params(p) for _, p in keys]
 
@@ -146,6 +147,9 @@ class FakeClient(Client):
             shapes = [_shape(rings, *at(s, a)) for s, a in states]
             times = [keys[s][0] + a * (keys[s + 1][0] - keys[s][0]) for s, a in states]
             pieces.append(SequencePiece(shapes[0][1], times, [x[0] for x in shapes], [x[2] for x in shapes], key))
+        voxel = 2.0 / (resolution - 1)  # like the backend: the largest vertex move between stored states
+        meta["max_move_voxels"] = max(float(np.linalg.norm(b - a, axis=1).max()) / voxel
+                                      for p in pieces for a, b in zip(p.positions, p.positions[1:]))
         return SequenceData(positions, labels, meta=meta, pieces=pieces)
 
     def blend(self, prompt_a, prompt_b, alpha, resolution=96, progress=None) -> MeshData:

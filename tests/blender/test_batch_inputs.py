@@ -193,3 +193,12 @@ def test_a_wrong_prompts_file_is_exit_2_before_any_generation(bpy_module, addon,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and fake.calls == [] and not out.exists()
     assert len(err) == 1 and err[0].startswith(f"att3d batch: error: prompts file {tmp_path / name}: ")
+
+
+def test_the_state_cap_is_checked_before_anything_is_generated():
+    from blender_att3d import inputs
+
+    chain = {"keyframes": [(1, "a red cube"), (25, "a blue ball")]}
+    assert inputs.check_batch([], chain, 4, 128, max_states=12) == 4
+    with pytest.raises(inputs.InputFileError, match=r"--max-states: .*at least steps \(4\)"):
+        inputs.check_batch([], chain, 4, 128, max_states=2)

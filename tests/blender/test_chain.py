@@ -469,6 +469,9 @@ def test_panel_says_when_a_chain_is_out_of_date_and_offers_its_timing_and_export
     log = _draw(bpy, panels.ATT3D_PT_chain, bpy.context)
     labels = [e[1] for e in log if e[0] == "label"]
     assert any(t.startswith("Built: 'Chain 1', 3 pieces; timing: its Chain Position curve") for t in labels), labels
+    assert any(t.startswith("Largest vertex move between stored states: ") and t.endswith(" voxels")
+               for t in labels), labels
+    assert fake.calls[-1][1][4] == 16  # the panel's State Cap went with the request
     assert {("operator", "att3d.chain_select_timing"), ("operator", "att3d.chain_reset_timing"),
             ("operator", "att3d.export_chain"), ("prop", "max_states")} <= set(log)
     chain.keyframes[2].frame = 90  # timing alone: still up to date
