@@ -3,7 +3,8 @@
 Per prompt, and their means:
 
 * ``iou``: occupancy IoU on a 64³ grid over the model box [−1, 1]³ — model occupancy is
-  ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``.
+  ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``;
+  ``volume_ratio``: the model's occupied grid points over the true ones (of the field, raw).
 * ``color_error``: mean |rgb| difference (per channel, in [0, 1]) between the model's albedo and the
   true colour at the ground-truth surface points (grid points within half a voxel of the surface).
 * ``r_precision`` (ground-truth R-precision): the generated object is rendered from the 4 fixed
@@ -30,7 +31,7 @@ import torch
 
 from .cache import DEFAULT_DATA_DIR, save_npy_atomically
 from .surface import SURFACE_RESOLUTION, summarize
-from .world import EVAL_AZIMUTHS, SHAPES, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
+from .world import ALL_SHAPES, EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
 
 GRID = 64
 DEFAULT_SURFACE_PROMPTS = 16
@@ -130,9 +131,10 @@ def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None
     return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES, device=device)
 
 
-def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float]:
-    """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``) and the
-    mean albedo error at the GT surface points (within half a voxel of the surface)."""
+def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float, float]:
+    """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``), the mean
+    albedo error at the GT surface points (within half a voxel of the surface) and the occupied
+    volume's ratio to the true one (the field's own, not a mesh's)."""
     device = pts.device
     voxel = 2.0 / (grid - 1)
     # occupancy IoU
@@ -143,12 +145,13 @@ def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple
     inter = (occ & gocc).sum().item()
     union = (occ | gocc).sum().item()
     iou = inter / union if union else 1.0
+    volume_ratio = occ.sum().item() / max(gocc.sum().item(), 1)
     # colour error at GT surface points
     surf = sdf.abs() < voxel / 2
     sp = pts[surf.to(device)]
     _, alb = model.field(mod, sp[None])
     color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
-    return iou, color_err
+    return iou, color_err, volume_ratio
 
 
 def _gt_distances(model: Any, mod, gt_flat: torch.Tensor, device: str) -> torch.Tensor:
@@ -211,12 +214,13 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
         p = world.prompts[i]
         emb = encoder([p.text])
         mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
-        iou, color_err = _shape_scores(model, mod, world.scene(i), pts, grid)
+        iou, color_err, volume_ratio = _shape_scores(model, mod, world.scene(i), pts, grid)
         d = _gt_distances(model, mod, gt_flat, device)  # GT R-precision over the query set
         nn_i = qidx[int(d.argmin())]
         q = world.prompts[nn_i]
         rank = int((d < d[qpos[i]]).sum())
-        rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "color_error": color_err,
+        rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "volume_ratio": volume_ratio,
+                     "color_error": color_err,
                      "retrieved": nn_i == i, "nearest": q.text, "rank": rank,
                      "shape_ok": q.shape == p.shape, "color_ok": q.color == p.color,
                      "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
@@ -230,11 +234,12 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
 
     out = {"world": "shapes", "split": split_label, "split_fraction": frac, "n_prompts": len(rows),
            "n_queries": len(qidx), "views": list(EVAL_AZIMUTHS), "grid": grid,
-           "iou": mean("iou"), "color_error": mean("color_error"), "r_precision": mean("retrieved"),
+           "iou": mean("iou"), "volume_ratio": mean("volume_ratio"), "color_error": mean("color_error"),
+           "r_precision": mean("retrieved"),
            "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
            "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
            "seconds": time.perf_counter() - t0}
-    shapes = sorted({r["shape"] for r in rows}, key=lambda s: SHAPES.index(s))
+    shapes = sorted({r["shape"] for r in rows}, key=lambda s: ALL_SHAPES.index(s))
     out["by_shape"] = {s: {"n": len(rs), "r_precision": float(np.mean([r["retrieved"] for r in rs])),
                            "iou": float(np.mean([r["iou"] for r in rs]))}
                        for s in shapes for rs in [[r for r in rows if r["shape"] == s]]}
