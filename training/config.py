@@ -61,6 +61,10 @@ class PromptsConfig:
     split: Split = "all"  # the part trained on
     seen_fraction: float = 0.5
     split_seed: int = 0
+    #: continuing on a grown prompt set: ``focus_share`` of every batch is drawn from the prompts that
+    #: contain one of the ``focus`` phrases (e.g. "tree"), the rest from all prompts as usual
+    focus: tuple[str, ...] = ()
+    focus_share: float = 0.0
 
 
 @dataclass
@@ -158,6 +162,10 @@ class TrainConfig:
         for k in ("distortion", "grid_tv", "opacity"):
             if getattr(self.regularizers, k) < 0:
                 raise ValueError(f"regularizers.{k} must be ≥ 0 (a weight), got {getattr(self.regularizers, k)}")
+        if not 0 <= self.prompts.focus_share <= 1:
+            raise ValueError(f"prompts.focus_share must be in [0, 1], got {self.prompts.focus_share}")
+        if self.prompts.focus_share > 0 and not self.prompts.focus:
+            raise ValueError("prompts.focus_share needs prompts.focus (the phrases of the prompts to draw it from)")
         ic = self.interpolation
         if not 0 <= ic.endpoint_share <= 1:
             raise ValueError(f"interpolation.endpoint_share must be in [0, 1], got {ic.endpoint_share}")

@@ -28,7 +28,7 @@ from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, ProgressFn, SequenceData
 
 from ..inference import CancelledError, Pipeline
-from ..mesh import Mesh, check_resolution
+from ..mesh import DEFAULT_SMOOTH, Mesh, check_resolution
 
 if TYPE_CHECKING:
     from ..nearest import PromptIndex
@@ -212,7 +212,9 @@ class Engine:
 
     # -- operations ---------------------------------------------------------------------------
     def generate(self, prompt: str, resolution: int = 128, simplify: int | None = None, texture: bool = False,
-                 mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
+                 mc: str = "auto", progress: ProgressFn | None = None, smooth: int = DEFAULT_SMOOTH) -> MeshData:
+        """One object, as the add-on and the batch get it: Taubin-smoothed ``smooth`` times
+        (:data:`backend.mesh.DEFAULT_SMOOTH` by default: the raw lattice's lumps, gone, volume kept)."""
         prompt = check_prompt(prompt)
         check_resolution(resolution)
         simplify = check_simplify(simplify)
@@ -224,7 +226,7 @@ class Engine:
         mod = self.pipeline.modulate(emb)
         _check(progress, 0.3, STAGE_MESH)
         mesh = self.pipeline.mesh(mod, resolution, simplify, TEXTURE_SIZE if texture else False, mc=mc,
-                                  progress=_from(progress, 0.3))
+                                  progress=_from(progress, 0.3), smooth=smooth)
         mesh.meta.update(prompt=prompt, model=self.pipeline.model_id)
         _check(progress, 1.0, "done")
         return mesh_data(mesh)

@@ -148,6 +148,9 @@ class Interpolation(Amortized):
         """Pairs of a fixed list; prompts when pairs are drawn at random."""
         return len(self.prompts) if self.random_pairs else len(self.pairs)
 
+    def item_text(self, item: int) -> str:
+        return self.prompts[item] if self.random_pairs else " → ".join(self.pairs[item])
+
     def draw_pairs(self, pick: torch.Tensor, generator: torch.Generator) -> list[tuple[str, str]]:
         """The step's pairs: the picked ones of the list, or (random pairs) each picked prompt of the
         shard with a different prompt of the whole set."""

@@ -80,7 +80,7 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
 
     rep = teacher_report(args.teacher, args.out, n_prompts=args.prompts, samples_per_prompt=args.samples,
                          guidance=args.guidance, steps=args.steps, eta=args.eta, data_dir=args.data_dir,
-                         progress=not args.quiet)
+                         progress=not args.quiet, focus=tuple(args.focus or ()))
     rep = {k: v for k, v in rep.items() if k != "per_sample"}
     print(json.dumps(rep, indent=2))
     return 0
@@ -227,6 +227,8 @@ def register(sub) -> None:
                    help="classifier-free guidance scale (default 1: the conditional model alone)")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps")
     r.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default)")
+    r.add_argument("--focus", action="append", metavar="PHRASE",
+                   help="ask only prompts containing PHRASE (repeatable, e.g. 'tree'); matched against all prompts")
     r.add_argument("--data-dir")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_teacher_report)

@@ -31,7 +31,16 @@ import torch
 
 from .cache import DEFAULT_DATA_DIR, save_npy_atomically
 from .surface import SURFACE_RESOLUTION, summarize
-from .world import ALL_SHAPES, EVAL_AZIMUTHS, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
+from .world import (
+    ALL_SHAPES,
+    EVAL_AZIMUTHS,
+    SEASONS,
+    ShapesWorld,
+    eval_cameras,
+    get_world,
+    parse_fraction,
+    render_eval_views,
+)
 
 GRID = 64
 DEFAULT_SURFACE_PROMPTS = 16
@@ -171,7 +180,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
              prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
              per_prompt: bool = True, queries: Sequence[int] | None = None, surface: int = DEFAULT_SURFACE_PROMPTS,
-             surface_resolution: int = SURFACE_RESOLUTION, smooth: int = 0) -> dict[str, Any]:
+             surface_resolution: int = SURFACE_RESOLUTION, smooth: int = 0, seasons: bool = False) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
@@ -186,7 +195,9 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     measures of marching cubes on the true SDF. ``smooth``: Taubin iterations applied to the model's
     mesh before those measures (``att3d generate --smooth``; 0: off; the floor is never smoothed, and
     IoU, colour error and R-precision read the field, not the mesh). ``by_shape`` breaks the scores
-    down per shape.
+    down per shape; ``without_trees`` gives the means over the first 1984 prompts alone (comparable
+    with models measured before the trees came). ``seasons``: also score the four season trees ("a
+    tree in the spring" … "winter", seen in every split) apart, as ``seasons``.
     """
     from tqdm import tqdm
 
@@ -209,8 +220,12 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     qpos = {q: k for k, q in enumerate(qidx)}
     pts = grid_points(grid).to(device)
     surface_idx = set(pick_prompts(idx, surface)) if surface else set()
+    season_idx = [world.index(f"a tree in the {s}") for s in SEASONS] if seasons else []
+    if season_idx and queries is not None and not set(season_idx) <= set(qidx):
+        raise ValueError("the query set must contain the season trees to score them")
     rows = []
-    for i in tqdm(idx, desc="GT eval", disable=not progress, file=sys.stderr, leave=False):
+    for i in tqdm(list(idx) + [k for k in season_idx if k not in idx], desc="GT eval", disable=not progress,
+                  file=sys.stderr, leave=False):
         p = world.prompts[i]
         emb = encoder([p.text])
         mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
@@ -227,9 +242,11 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
         if i in surface_idx:
             rows[-1]["surface"], rows[-1]["surface_floor"] = _surface_scores(model, mod, world.scene(i),
                                                                              surface_resolution, smooth)
+    season_rows = [r for r in rows if r["index"] in season_idx]
+    rows = [r for r in rows if r["index"] in set(idx)]
 
-    def mean(k):
-        vals = [float(r[k]) for r in rows if r[k] == r[k]]
+    def mean(k, rs=None):
+        vals = [float(r[k]) for r in (rows if rs is None else rs) if r[k] == r[k]]
         return float(np.mean(vals)) if vals else float("nan")
 
     out = {"world": "shapes", "split": split_label, "split_fraction": frac, "n_prompts": len(rows),
@@ -239,6 +256,14 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
            "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
            "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
            "seconds": time.perf_counter() - t0}
+    base = [r for r in rows if r["index"] < world.n_base]
+    if len(base) < len(rows):
+        out["without_trees"] = {"n": len(base), **{k: mean(k, base) for k in ("iou", "volume_ratio", "color_error")},
+                                "r_precision": mean("retrieved", base)}
+    if season_rows:
+        out["seasons"] = {"retrieved": mean("retrieved", season_rows), "iou": mean("iou", season_rows),
+                          "per_season": {r["prompt"]: {"retrieved": r["retrieved"], "nearest": r["nearest"],
+                                                       "rank": r["rank"], "iou": r["iou"]} for r in season_rows}}
     shapes = sorted({r["shape"] for r in rows}, key=lambda s: ALL_SHAPES.index(s))
     out["by_shape"] = {s: {"n": len(rs), "r_precision": float(np.mean([r["retrieved"] for r in rs])),
                            "iou": float(np.mean([r["iou"] for r in rs]))}
@@ -306,6 +331,18 @@ def format_report(result: dict[str, Any]) -> str:
              f"{result['color_acc']:.2f}/{result['accessory_acc']:.2f}",
              "  by shape: " + ", ".join(f"{s} {v['r_precision']:.2f}/{v['iou']:.2f}"
                                         for s, v in result.get("by_shape", {}).items()) + "  (R-precision/IoU)"]
+    if "volume_ratio" in result:
+        lines[1] += f"   volume ratio {result['volume_ratio']:.3f}"
+    if "without_trees" in result:
+        b = result["without_trees"]
+        lines.append(f"  without the trees ({b['n']} prompts): GT R-precision {b['r_precision']:.3f}   IoU "
+                     f"{b['iou']:.3f}   volume ratio {b['volume_ratio']:.3f}")
+    if "seasons" in result:
+        sea = result["seasons"]
+        lines.append(f"  four seasons: {sea['retrieved'] * 4:.0f}/4 retrieved, IoU {sea['iou']:.3f} ("
+                     + "; ".join(f"{p.removeprefix('a tree in the ')}: "
+                                 + ("ok" if v["retrieved"] else f"nearest {v['nearest']!r}")
+                                 for p, v in sea["per_season"].items()) + ")")
     if "surface" in result:
         smooth = result.get("surface_smooth", 0)
         lines.append(f"  surface on {result['n_surface']} prompts at {result['surface_resolution']}³"
