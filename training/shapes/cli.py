@@ -238,8 +238,9 @@ def register(sub) -> None:
     d.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
     d.add_argument("--steps", type=int, default=3000)
     d.add_argument("--batch-size", type=int, help="prompts per step (default: the recipe's: 8 for v1, 32 for v2)")
-    d.add_argument("--recipe", default="v1", choices=["v1", "v2"],
-                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU)")
+    d.add_argument("--recipe", default="v1", choices=["v1", "v2", "v3"],
+                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU); "
+                        "v3: v2 continued on the trees with interpolants that keep their endpoints (CPU)")
     d.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override the recipe's training config, e.g. --set regularizers.distortion=0 (repeatable)")
     d.add_argument("--time-limit", type=float, metavar="SECONDS",

@@ -30,9 +30,11 @@ from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
 
 SPLIT = 0.125
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
-#: the demo's training recipes: v1 (the first shipped model) and v2 (surface priors, annealed t,
-#: interpolants; see the presets' comments)
-RECIPES = {"v1": PRESET_DIR / "demo.toml", "v2": PRESET_DIR / "demo_v2.toml"}
+#: the demo's training recipes: v1 (the first shipped model), v2 (the GPU campaign's: surface priors,
+#: annealed t, interpolants over random pairs; v2 itself shipped from v1's recipe + grid TV) and v3
+#: (v2's own recipe with the trees in focus and interpolants that keep their endpoints); see the
+#: presets' comments
+RECIPES = {"v1": PRESET_DIR / "demo.toml", "v2": PRESET_DIR / "demo_v2.toml", "v3": PRESET_DIR / "demo_v3.toml"}
 PRESET = RECIPES["v1"]
 _PRESET = read_config_file(PRESET)
 MODEL: dict[str, Any] = _PRESET["model"]

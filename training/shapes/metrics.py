@@ -4,7 +4,10 @@ Per prompt, and their means:
 
 * ``iou``: occupancy IoU on a 64³ grid over the model box [−1, 1]³ — model occupancy is
   ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``;
-  ``volume_ratio``: the model's occupied grid points over the true ones (of the field, raw).
+  ``volume_ratio``: the model's occupied grid points over the true ones (of the field, raw);
+  ``ghost_accessory`` (prompts without an accessory): the share of the zone where a ball, a hat or
+  ears would sit, outside the object, that the model fills (accessories leaking into plain prompts:
+  the nub on top of spheres, ghost ears; 0 is right).
 * ``color_error``: mean |rgb| difference (per channel, in [0, 1]) between the model's albedo and the
   true colour at the ground-truth surface points (grid points within half a voxel of the surface).
 * ``r_precision`` (ground-truth R-precision): the generated object is rendered from the 4 fixed
@@ -140,10 +143,13 @@ def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None
     return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES, device=device)
 
 
-def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float, float]:
+def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int,
+                  ghost_zone=None) -> tuple[float, float, float, float]:
     """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``), the mean
-    albedo error at the GT surface points (within half a voxel of the surface) and the occupied
-    volume's ratio to the true one (the field's own, not a mesh's)."""
+    albedo error at the GT surface points (within half a voxel of the surface), the occupied
+    volume's ratio to the true one (the field's own, not a mesh's), and (a plain prompt's
+    ``ghost_zone``, else nan) the share of the zone where accessories would sit, outside the object,
+    that the model fills."""
     device = pts.device
     voxel = 2.0 / (grid - 1)
     # occupancy IoU
@@ -155,12 +161,16 @@ def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple
     union = (occ | gocc).sum().item()
     iou = inter / union if union else 1.0
     volume_ratio = occ.sum().item() / max(gocc.sum().item(), 1)
+    ghost = float("nan")
+    if ghost_zone is not None:
+        zone = ((ghost_zone.sdf(pts.cpu()) < 0) & (sdf >= 0)).to(device)
+        ghost = (occ & zone).sum().item() / max(zone.sum().item(), 1)
     # colour error at GT surface points
     surf = sdf.abs() < voxel / 2
     sp = pts[surf.to(device)]
     _, alb = model.field(mod, sp[None])
     color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
-    return iou, color_err, volume_ratio
+    return iou, color_err, volume_ratio, ghost
 
 
 def _gt_distances(model: Any, mod, gt_flat: torch.Tensor, device: str) -> torch.Tensor:
@@ -229,13 +239,13 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
         p = world.prompts[i]
         emb = encoder([p.text])
         mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
-        iou, color_err, volume_ratio = _shape_scores(model, mod, world.scene(i), pts, grid)
+        iou, color_err, volume_ratio, ghost = _shape_scores(model, mod, world.scene(i), pts, grid, world.ghost_zone(i))
         d = _gt_distances(model, mod, gt_flat, device)  # GT R-precision over the query set
         nn_i = qidx[int(d.argmin())]
         q = world.prompts[nn_i]
         rank = int((d < d[qpos[i]]).sum())
         rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "volume_ratio": volume_ratio,
-                     "color_error": color_err,
+                     "ghost_accessory": ghost, "color_error": color_err,
                      "retrieved": nn_i == i, "nearest": q.text, "rank": rank,
                      "shape_ok": q.shape == p.shape, "color_ok": q.color == p.color,
                      "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
@@ -252,6 +262,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     out = {"world": "shapes", "split": split_label, "split_fraction": frac, "n_prompts": len(rows),
            "n_queries": len(qidx), "views": list(EVAL_AZIMUTHS), "grid": grid,
            "iou": mean("iou"), "volume_ratio": mean("volume_ratio"), "color_error": mean("color_error"),
+           "ghost_accessory": mean("ghost_accessory"),
            "r_precision": mean("retrieved"),
            "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
            "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
@@ -333,6 +344,8 @@ def format_report(result: dict[str, Any]) -> str:
                                         for s, v in result.get("by_shape", {}).items()) + "  (R-precision/IoU)"]
     if "volume_ratio" in result:
         lines[1] += f"   volume ratio {result['volume_ratio']:.3f}"
+    if result.get("ghost_accessory") == result.get("ghost_accessory"):  # not nan: plain prompts were scored
+        lines[1] += f"   ghost accessory {result['ghost_accessory']:.3f}"
     if "without_trees" in result:
         b = result["without_trees"]
         lines.append(f"  without the trees ({b['n']} prompts): GT R-precision {b['r_precision']:.3f}   IoU "

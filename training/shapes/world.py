@@ -390,6 +390,17 @@ class ShapesWorld:
             parts += _accessory_parts(p.accessory, p.shape, COLORS[p.accessory_color], _top(p.shape, p.color))
         return Scene(parts)
 
+    def ghost_zone(self, prompt: int | str) -> Scene | None:
+        """Where a ball, a party hat or ears would sit on a prompt *without* an accessory (None for
+        one with): a model that leaks its accessories into plain prompts (the "nub on top of spheres",
+        ghost ears) fills part of it. Its SDF < 0 marks the zone."""
+        p = self.prompts[prompt if isinstance(prompt, int) else self.index(prompt)]
+        if p.accessory != NONE:
+            return None
+        top = _top(p.shape, p.color)
+        return Scene([part for acc in ("ball", "party hat", "ears")
+                      for part in _accessory_parts(acc, p.shape, (0.0, 0.0, 0.0), top)])
+
     def scenes(self, indices: Sequence[int]) -> list[Scene]:
         return [self.scene(int(i)) for i in indices]
 
