@@ -24,7 +24,8 @@ four-season chain, and on single unseen prompts. ``OUT/<run>/result.json`` holds
 ``OUT/bench.json`` and ``OUT/bench.png`` the comparison (runs of one variant with other seeds,
 ``--seed N`` → ``OUT/<variant>_s<N>``, are averaged), and the command prints per variant whether the
 paper's claim holds on this world: cleaner (less mottled), more evenly spread in-betweens than
-``none``, with the endpoints kept (R-precision and IoU within 0.02 of ``none``'s, volume within 5 %).
+``none``, with the endpoints kept (R-precision and IoU no more than 0.02 below ``none``'s, the volume
+no more than 5 % further from the true one; :data:`ENDPOINT_TOLERANCE`).
 
 Sizes (``--size``; presets ``training/configs/shapes/interp_bench_{tiny,small,gpu}.toml``): ``tiny``
 trains a tiny fresh model for a few steps (tests), ``small`` a few hundred CPU steps from the pinned
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -68,7 +70,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 DEFAULT_VARIANTS = ("none", "latent_random", "latent_ends", "latent_nearest", "latent_ends_nearest",
                     "latent_ends_nearest_anchor")
 _INTERP_KEYS = ("endpoint_share", "partners", "neighbours", "anchor")
-#: the endpoints are kept when, against `none`: |ΔR-precision| and |ΔIoU| ≤ 0.02, volume within 5 %
+#: the endpoints are kept when, against `none`, R-precision and IoU are no more than 0.02 lower and
+#: the volume is no more than 5 % further from the true one (``endpoints_within_tolerance``: every
+#: change within these bounds either way, the issue's literal reading)
 ENDPOINT_TOLERANCE = {"r_precision": 0.02, "iou": 0.02, "volume_ratio": 0.05}
 SEASON_CHAIN = tuple(f"a tree in the {s}" for s in ("spring", "summer", "fall", "winter"))
 
@@ -352,9 +356,15 @@ def _claim(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         d = {"r_precision": r["endpoint_r_precision"] - base["endpoint_r_precision"],
              "iou": r["endpoint_iou"] - base["endpoint_iou"],
              "volume_ratio": r["endpoint_volume"] / base["endpoint_volume"] - 1}
-        ends_ok = all(abs(d[k]) <= tol[k] or (k != "volume_ratio" and d[k] > 0) for k in d)
+        # worse is what counts: lower R-precision or IoU, a volume further from the true one (a fat
+        # model that slims towards it keeps its endpoints; one that shrinks past it does not)
+        vol_err, base_err = abs(math.log(r["endpoint_volume"])), abs(math.log(base["endpoint_volume"]))
+        ends_ok = (d["r_precision"] >= -tol["r_precision"] and d["iou"] >= -tol["iou"]
+                   and vol_err <= base_err + math.log(1 + tol["volume_ratio"]))
+        within = all(abs(d[k]) <= tol[k] for k in d)
         out[name] = {"cleaner_midpoints": cleaner, "smoother_morphs": smoother, "endpoints_kept": ends_ok,
-                     "endpoint_change": d, "holds": cleaner and smoother and ends_ok}
+                     "endpoints_within_tolerance": within, "endpoint_change": d,
+                     "holds": cleaner and smoother and ends_ok}
     return out
 
 
@@ -373,7 +383,8 @@ def claim_lines(summary: dict[str, Any]) -> list[str]:
     for name, c in claim.items():
         d = c["endpoint_change"]
         lines.append(f"{name}: cleaner midpoints {yes(c['cleaner_midpoints'])}, smoother morphs "
-                     f"{yes(c['smoother_morphs'])}, endpoints kept {yes(c['endpoints_kept'])} "
+                     f"{yes(c['smoother_morphs'])}, endpoints kept {yes(c['endpoints_kept'])}"
+                     f"{'' if c.get('endpoints_within_tolerance', True) else ' (not all within ±tolerance)'} "
                      f"(R-prec {d['r_precision']:+.3f}, IoU {d['iou']:+.3f}, volume {d['volume_ratio']:+.1%})"
                      f" -> the paper's claim {'holds' if c['holds'] else 'does not hold'} here")
     return lines
