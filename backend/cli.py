@@ -12,9 +12,12 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS
+import numpy as np
+
+from blender_att3d.wire.options import DEFAULT_SMOOTH, EXTRACT_METHODS, MC_METHODS
 
 # Modules that add subcommands: each has ``register(subparsers) -> None``.
 PLUGINS = ("backend.service.cli", "backend.studio.cli", "training.cli", "training.shapes.cli")
@@ -261,8 +264,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_init_model(argparse.Namespace(dir=model, preset="paper", config=None, set=None, seed=0))
     ns = argparse.Namespace(prompt=args.prompt, model=model, out=str(out / "demo.glb"), resolution=args.resolution,
                             preview=str(out / "demo.png"), simplify=None, texture=None, device=args.device,
-                            quiet=args.quiet, extract="auto", mc="auto", unwrap="box", smooth=0)
-    return cmd_generate(ns)
+                            quiet=args.quiet, extract="auto", mc="auto", unwrap="box", smooth=DEFAULT_SMOOTH)
+    rc = cmd_generate(ns)
+    if rc == 0 and args.chain:
+        _demo_chain(model, args.chain, out / "seasons.glb", args.device, args.quiet, args.resolution)
+    return rc
+
+
+#: the chain `make demo` writes (`out/seasons.glb`): the paper's Fig. 3 tree through the seasons
+DEMO_CHAIN = ("a tree in the spring", "a tree in the summer", "a tree in the fall", "a tree in the winter")
+#: its timing: in-betweens per season change, seconds per change
+DEMO_CHAIN_STEPS, DEMO_CHAIN_SECONDS = 6, 2.0
+
+
+def _demo_chain(model: str, prompts: Sequence[str], path: Path, device: str, quiet: bool,
+                resolution: int) -> Path:
+    """A timed, vertex-coloured chain GLB of ``prompts`` (consistent topology: one keyframe piece per
+    prompt, morph targets between), :data:`DEMO_CHAIN_SECONDS` per change of prompt."""
+    from .engine import Engine
+    from .export import export_sequence_glb
+
+    seq = Engine.load(model, device=device).chain(list(enumerate(prompts)), steps=DEMO_CHAIN_STEPS,
+                                             resolution=resolution)
+    seconds = np.asarray(seq.steps, np.float64) * DEMO_CHAIN_SECONDS  # chain position k = prompt k
+    export_sequence_glb(seq, path, seconds=seconds.tolist(), name="seasons")
+    if not quiet:
+        print(f"wrote {path}: {' → '.join(prompts)}, {len(seq.steps)} stored states over {seconds[-1]:.0f} s")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (default): torch on a GPU, skimage on the CPU")
     g.add_argument("--unwrap", choices=["box", "xatlas"], default="box",
                    help="UV charts for --texture: box (default, 0.1 s) or xatlas (rounder charts, seconds)")
-    g.add_argument("--smooth", type=int, default=0, metavar="N",
+    g.add_argument("--smooth", type=int, default=DEFAULT_SMOOTH, metavar="N",
                    help="Taubin smoothing of the extracted surface, N iterations (0–100; volume-preserving; "
-                        "default 0: off)")
+                        f"default {DEFAULT_SMOOTH}; 0: the raw marching-cubes surface)")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("interpolate", help="a chain of prompts → a sequence of meshes")
@@ -349,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt", default="a red cube wearing a blue party hat")
     d.add_argument("--resolution", type=int, default=lim.DEFAULT_RESOLUTION)
     d.add_argument("--device", default="auto")
+    d.add_argument("--chain", nargs="*", default=list(DEMO_CHAIN), metavar="PROMPT",
+                   help="also write OUT/seasons.glb, a timed chain through these prompts (default: a tree through "
+                        "the four seasons; none: skip it)")
     d.set_defaults(func=cmd_demo)
 
     for name in PLUGINS:

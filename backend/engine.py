@@ -43,7 +43,7 @@ from blender_att3d.wire.limits import (
     check_texture_size,
 )
 from blender_att3d.wire.limits import check_simplify as check_simplify_range
-from blender_att3d.wire.options import check_extract, check_mc
+from blender_att3d.wire.options import DEFAULT_SMOOTH, check_extract, check_mc
 from blender_att3d.wire.routes import API_VERSION
 from blender_att3d.wire.types import MeshData, Neighbors, ProgressFn, SequenceData, ServerInfo
 
@@ -194,7 +194,8 @@ class _Request:
 class Generate(_Request):
     """A mesh from a prompt. ``texture``: a baked texture's size in pixels (``True``: the service's
     1024; ``False``: vertex colours only); ``mc``: the marching cubes; ``extract``: ``auto`` / ``sparse`` /
-    ``dense``; ``unwrap``: ``box`` / ``xatlas``; ``smooth``: Taubin iterations (0: off)."""
+    ``dense``; ``unwrap``: ``box`` / ``xatlas``; ``smooth``: Taubin iterations (0: off; by default
+    :data:`~blender_att3d.wire.options.DEFAULT_SMOOTH`, what the add-on, the batch and the service give artists)."""
 
     prompt: str
     resolution: int = DEFAULT_RESOLUTION
@@ -203,7 +204,7 @@ class Generate(_Request):
     mc: str = "auto"
     extract: str = "auto"
     unwrap: str = "box"
-    smooth: int = 0
+    smooth: int = DEFAULT_SMOOTH
 
     def __post_init__(self) -> None:
         self._check(prompt=check_prompt, resolution=check_resolution, simplify=check_simplify, texture=check_texture,
@@ -385,7 +386,7 @@ class Engine:
     def generate(self, prompt: str, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
                  texture: bool | int = False, mc: str = "auto", progress: ProgressFn | None = None,
                  modulation: Modulation | None = None, *,
-                 extract: str = "auto", unwrap: str = "box", smooth: int = 0) -> MeshData:
+                 extract: str = "auto", unwrap: str = "box", smooth: int = DEFAULT_SMOOTH) -> MeshData:
         return self._generate(Generate(prompt, resolution, simplify, texture, mc, extract, unwrap, smooth), progress,
                               modulation)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from blender_att3d.wire.options import EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
+from blender_att3d.wire.options import DEFAULT_SMOOTH, EXTRACT_METHODS, MC_METHODS, check_extract, check_mc
 from blender_att3d.wire.types import MeshData
 
 from . import sparse_lattice
@@ -34,7 +34,7 @@ from .texture import bake_texture
 
 __all__ = ["EXTRACT_METHODS", "MC_METHODS", "density_lattice", "extract_mesh",
            "extract_surface", "field_colors", "marching_cubes", "resolve_mc", "simplify", "check_smooth",
-           "taubin_smooth", "MAX_SMOOTH"]
+           "taubin_smooth", "MAX_SMOOTH", "DEFAULT_SMOOTH"]
 
 Check = Callable[[float], None]
 
@@ -192,6 +192,7 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
 
 #: the most Taubin iterations ``smooth`` may ask for (the CLI's ``--smooth``)
 MAX_SMOOTH = 100
+
 #: Taubin's λ/μ pair: a shrinking step then a slightly larger inflating one (pass band k < 1/λ + 1/μ
 #: ≈ 0.05). Chosen on a noisy sphere and a tube two voxels thick at 64³: both keep their volume within
 #: 0.6 % up to 100 iterations (0.5/−0.53 fattens the tube 17 % at 100, 0.5/−0.5 thins it 13 %)

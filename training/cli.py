@@ -102,7 +102,7 @@ def _eval_world(args: argparse.Namespace) -> int:
     from backend.model import resolve_model_path
 
     resolve_model_path(args.model)
-    kwargs = {"split": args.split or "unseen", "progress": not args.json}
+    kwargs = {"split": args.split or "unseen", "progress": not args.json, "seasons": True}
     if args.max_prompts is not None:
         kwargs["max_prompts"] = args.max_prompts
     if args.seen_fraction is not None:

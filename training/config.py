@@ -61,6 +61,10 @@ class PromptsConfig:
     split: Split = "all"  # the part trained on
     seen_fraction: float = 0.5
     split_seed: int = 0
+    #: continuing on a grown prompt set: ``focus_share`` of every batch is drawn from the prompts that
+    #: contain one of the ``focus`` phrases (e.g. "tree"), the rest from all prompts as usual
+    focus: tuple[str, ...] = ()
+    focus_share: float = 0.0
 
 
 @dataclass
@@ -84,6 +88,18 @@ class InterpolationConfig:
     #: draw each step's pairs at random from the whole prompt set (two different prompts) instead of
     #: a fixed list: chains between any keyframes of the set (what the add-on's users make)
     random_pairs: bool = False
+    #: with random_pairs, who a prompt is paired with: "random" (any other prompt of the set) or
+    #: "nearest" (one of its ``neighbours`` nearest prompts by text embedding: related prompts, as the
+    #: paper's chains are; a blend of unrelated objects pulls both endpoints apart through the shared
+    #: weights)
+    partners: Literal["random", "nearest"] = "random"
+    neighbours: int = 16
+    #: this share of every batch is trained at α ∈ {0, 1} (a plain prompt of the pair): Beta(κ, κ)
+    #: never draws an endpoint, and endpoints nobody trains drift
+    endpoint_share: float = 0.0
+    #: λ of an anchor term that keeps the pairs' prompts' modulations m(c) near the start's (the warm
+    #: start of ``run.init``; no teacher calls): mean squared change over the start's mean square
+    anchor: float = 0.0
     scale1: float = 100.0  # ω1 of Eq. 11
     scale2: float = 100.0  # ω2 of Eq. 11
 
@@ -146,6 +162,15 @@ class TrainConfig:
         for k in ("distortion", "grid_tv", "opacity"):
             if getattr(self.regularizers, k) < 0:
                 raise ValueError(f"regularizers.{k} must be ≥ 0 (a weight), got {getattr(self.regularizers, k)}")
+        if not 0 <= self.prompts.focus_share <= 1:
+            raise ValueError(f"prompts.focus_share must be in [0, 1], got {self.prompts.focus_share}")
+        if self.prompts.focus_share > 0 and not self.prompts.focus:
+            raise ValueError("prompts.focus_share needs prompts.focus (the phrases of the prompts to draw it from)")
+        ic = self.interpolation
+        if not 0 <= ic.endpoint_share <= 1:
+            raise ValueError(f"interpolation.endpoint_share must be in [0, 1], got {ic.endpoint_share}")
+        if ic.neighbours < 1 or ic.anchor < 0:
+            raise ValueError("interpolation.neighbours must be ≥ 1 and interpolation.anchor ≥ 0")
         if self.run.init and self.run.mode == "finetune":
             raise ValueError("run.init starts an amortized or interpolation run; a finetune starts from finetune.init")
         return self

@@ -246,7 +246,9 @@ class Trainer:
         batch = self.batch()
         self.guidance.step = self.step
         module = self.ddp or self.step_module
-        rgb, _, terms = module(batch.tokens, batch.mask, batch.cams, self.device_rng)
+        anchor = getattr(self.mode, "anchor_terms", None)
+        extra = (lambda mod_fn: anchor(batch, mod_fn)) if anchor is not None else None
+        rgb, _, terms = module(batch.tokens, batch.mask, batch.cams, self.device_rng, extra=extra)
         out = self.guidance(rgb, batch.conds, batch.weights, prompts=batch.shown, cams=batch.cams,
                             generator=self.rng)
         loss = out.loss + sum(terms.values()) if terms else out.loss

@@ -2,6 +2,8 @@
 tokens → ``m(c)`` → rendered images (and the surface priors of ``[regularizers]``)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -29,13 +31,18 @@ class RenderStep(nn.Module):
         return self.model.modulate(tokens, mask)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, cams: Cameras,
-                generator: torch.Generator | None = None
+                generator: torch.Generator | None = None,
+                extra: Callable[[Callable[..., Modulation]], dict[str, torch.Tensor]] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """→ (images ``[B, 3, H, W]``, opacity ``[B, 1, H, W]``, the weighted regulariser terms by name)."""
+        """→ (images ``[B, 3, H, W]``, opacity ``[B, 1, H, W]``, the weighted regulariser terms by name).
+        ``extra(modulation)``: more weighted terms of the mode that read the mapping network (the
+        interpolation anchor), computed here so that DDP sees every parameter used in its forward."""
         mod = self.modulation(tokens, mask)
         reg = self.regularizers
         out = self.model.render(mod, cams, self.size[0], self.size[1], n_samples=self.n_samples, stratified=True,
                                 use_env=self.use_env, normals=self.normals, generator=generator,
                                 with_distortion=bool(reg.distortion))
         terms = regularizer_terms(reg, self.model.point_encoder, mod, out.opacity, out.distortion) if reg.active else {}
+        if extra is not None:
+            terms = {**terms, **extra(self.modulation)}
         return out.rgb, out.opacity, terms

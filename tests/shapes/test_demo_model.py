@@ -90,3 +90,26 @@ def test_att3d_demo_writes_the_default_prompt_as_glb_and_preview(tmp_path):
     y = prim["POSITION"][:, 1]
     assert np.median(y[blue]) > np.median(y[red])
     assert Image.open(tmp_path / "demo.png").size[0] >= 256
+    _check_seasons_glb(tmp_path / "seasons.glb")
+
+
+def _check_seasons_glb(path):
+    """`make demo`'s second file: the tree through the four seasons, one keyframe piece per season with
+    morph targets between them, timed (2 s per change), each piece the colours of its season."""
+    from gltf_check import assert_valid, glb_json, read_accessor
+
+    from blender_att3d.colors import linear_to_srgb
+
+    assert_valid(path)
+    gltf = glb_json(path)
+    assert len(gltf["meshes"]) == 4 and all(m["primitives"][0].get("targets") for m in gltf["meshes"])
+    times = [read_accessor(path, gltf, s["input"]).max() for s in gltf["animations"][0]["samplers"]]
+    assert max(times) == pytest.approx(6.0)  # three changes of season, 2 s each
+    med = [np.median(linear_to_srgb(read_accessor(path, gltf, m["primitives"][0]["attributes"]["COLOR_0"])[:, :3]),
+                     axis=0) for m in gltf["meshes"]]
+    spring, summer, fall, winter = med
+    assert summer[1] > summer[0] and summer[1] > summer[2]  # green leaves
+    assert fall[0] > fall[1] + 0.2 and fall[0] > fall[2] + 0.3  # orange-red
+    chroma = [float(c.max() - c.min()) for c in med]
+    assert chroma[3] < min(chroma[:3])  # winter: bare grey-brown under white snow, the least colourful
+    assert spring[1] > spring[2]  # pale green (with pink blossom)

@@ -104,15 +104,16 @@ def test_bench_interpolation_runs_end_to_end_at_the_tiny_size(tmp_path, capsys):
 
     out = tmp_path / "bi"
     assert main(["bench-interpolation", "--size", "tiny", "--out", str(out), "--variant", "none",
-                 "--variant", "guidance", "--quiet"]) == 0
+                 "--variant", "guidance_ends_nearest", "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "guidance: cleaner midpoints" in text and "the paper's claim" in text
+    assert "guidance_ends_nearest: cleaner midpoints" in text and "the paper's claim" in text
     summary = json.loads((out / "bench.json").read_text())
-    assert set(summary["variants"]) == {"none", "guidance"} and set(summary["claim"]) == {"guidance"}
-    res = json.loads((out / "guidance" / "result.json").read_text())
-    assert res["mode"] == "interpolation" and res["target"] == "guidance" and res["steps"] == 3
+    assert set(summary["variants"]) == {"none", "guidance_ends_nearest"}
+    assert set(summary["claim"]) == {"guidance_ends_nearest"}
+    res = json.loads((out / "guidance_ends_nearest" / "result.json").read_text())
+    assert res["mode"] == "interpolation" and res["target"] == "guidance" and res["steps"] == 4
     assert res["interpolation"]["n_pairs"] == 3 and (out / "bench.png").stat().st_size > 10_000
-    cfg = (out / "guidance" / "train_config.toml").read_text()
+    cfg = (out / "guidance_ends_nearest" / "train_config.toml").read_text()
     assert 'target = "guidance"' in cfg and "random_pairs = true" in cfg
     # measured variants are kept on --resume; --summarize only compares
     assert main(["bench-interpolation", "--size", "tiny", "--out", str(out), "--summarize"]) == 0

@@ -69,3 +69,18 @@ def test_bench_sizes_are_the_documented_ones():
     }
     for S in SIZES.values():  # each size's model and render keys make a valid training config
         config_from_dict({"model": S["model"], "render": S["render"]})
+
+
+def test_demo_v3_recipe_is_v2s_own_with_endpoint_keeping_interpolants_and_the_trees_in_focus():
+    from training.shapes.demo import demo_config
+
+    v1 = config_from_dict(demo_config("t"))
+    v3 = config_from_dict(demo_config("t", recipe="v3"))
+    assert v3.model == v1.model and v3.render == v1.render and v3.guidance.scale == v1.guidance.scale
+    assert v3.regularizers.grid_tv == 1.0 and v3.regularizers.distortion == 0  # what v2 shipped with
+    assert v3.guidance.t_anneal_steps == 0 and v3.run.batch_size == 8
+    ic = v3.interpolation
+    assert v3.run.mode == "interpolation" and ic.random_pairs and ic.partners == "nearest"
+    assert ic.endpoint_share == 0.5
+    assert ic.kappa[0] == [v3.run.steps // 2, 2.0] and ic.kappa[-1][1] <= 0.5  # the paper's proportions
+    assert v3.prompts.focus == ("tree",) and 0 < v3.prompts.focus_share < 0.5

@@ -58,7 +58,7 @@ def test_teacher_report_on_a_subset_of_the_world(tmp_path):
     world = get_world()
     texts = ["a red sphere", "a blue cube wearing a yellow party hat", "a green cone on a black plate",
              "a yellow torus with pink ears", "a purple cylinder with a red ring around it", "a pink capsule",
-             "a orange pyramid with a green ball on top", "a black diamond"]
+             "an orange pyramid with a green ball on top", "a black diamond"]
     idx = [world.index(t) for t in texts]
     rep = T.teacher_report("shipped", tmp_path / "r", n_prompts=8, samples_per_prompt=1, grid_prompts=4, steps=20,
                            data_dir=tmp_path / "data", progress=False, prompts=idx)

@@ -14,13 +14,47 @@ def world():
 
 def test_sizes_and_prompts(world):
     assert len(W.SHAPES) >= 8 and len(W.COLORS) >= 8 and len(W.ACCESSORIES) >= 5
-    assert len(world) == len(W.SHAPES) * len(W.COLORS) * (len(W.ACCESSORIES) * len(W.ACCESSORY_COLORS) + 1) == 1984
+    per_main = len(W.ACCESSORIES) * len(W.ACCESSORY_COLORS) + 1
+    assert world.n_base == len(W.SHAPES) * len(W.COLORS) * per_main == 1984
+    assert len(world) == 1984 + len(W.SEASONS) * per_main == 2108  # + the seasonal trees
     assert len(set(world.texts)) == len(world)  # all distinct
     assert "a red cube wearing a blue party hat" in world.texts
     assert "a green torus on a black plate" in world.texts
     assert world.texts[world.index("a red cube")] == "a red cube"
     with pytest.raises(ValueError):
         world.index("a red dragon")
+
+
+def test_the_article_an_artist_writes(world):
+    assert "an orange sphere" in world.texts and "an orange cube with blue ears" in world.texts
+    assert not any(t.startswith("a orange") for t in world.texts)
+    assert "a red sphere wearing a yellow party hat" in world.texts  # "a" before consonants stays
+
+
+def test_the_seasonal_tree(world):
+    """The paper's Fig. 3 prompts: a trunk and a canopy whose season changes them."""
+    for season in W.SEASONS:
+        p = world.prompts[world.index(f"a tree in the {season}")]
+        assert (p.shape, p.color, p.accessory) == ("tree", season, W.NONE)
+    assert "a tree in the fall with a blue ball on top" in world.texts
+    probe = torch.tensor([[0.0, 0.0, -0.30 * W.SCALE],  # the trunk
+                          [0.0, -0.2 * W.SCALE, W.CANOPY_Z * W.SCALE],  # the canopy's front
+                          [0.0, 0.0, (W.CANOPY_Z + 0.2) * W.SCALE]])  # the canopy's top
+    colours = {}
+    for season in W.SEASONS:
+        sdf, col = world.scene(f"a tree in the {season}").sdf_and_color(probe)
+        assert (sdf < 0).all(), season  # all three points are inside the tree
+        assert torch.allclose(col[0], torch.tensor(W.TRUNK_COLOR))
+        colours[season] = col
+    assert torch.allclose(colours["summer"][1], torch.tensor(W.TREE_SEASONS["summer"][1]))  # full green
+    assert colours["fall"][1, 0] > 0.8 and colours["fall"][1, 2] < 0.1  # orange-red
+    assert torch.allclose(colours["winter"][2], torch.tensor(W.SNOW_COLOR))  # snow on top
+    assert not torch.allclose(colours["winter"][1], torch.tensor(W.TREE_SEASONS["summer"][1]))  # bare below it
+    spring = world.scene("a tree in the spring")
+    assert sum(part.color == W.BLOSSOM_COLOR for part in spring.parts) >= 8  # pink blossom
+    # the crown shrinks in winter: a point inside the summer crown lies outside the winter one
+    edge = torch.tensor([[0.29 * W.SCALE, 0.0, W.CANOPY_Z * W.SCALE]])
+    assert world.scene("a tree in the summer").sdf(edge) < 0 < world.scene("a tree in the winter").sdf(edge)
 
 
 def test_deterministic_for_a_seed(world):
@@ -36,13 +70,17 @@ def test_deterministic_for_a_seed(world):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("fraction, n_seen", [(0.125, 248), (0.5, 992), ("12.5%", 248), ("50", 992)])
-def test_split_sizes_disjoint_stratified(world, fraction, n_seen):
+@pytest.mark.parametrize("fraction, n_seen, n_trees", [(0.125, 248, 19), (0.5, 992, 64), ("12.5%", 248, 19),
+                                                       ("50", 992, 64)])
+def test_split_sizes_disjoint_stratified(world, fraction, n_seen, n_trees):
     sp = world.split(fraction)
     seen, unseen = set(sp["seen"]), set(sp["unseen"])
-    assert len(seen) == n_seen and len(seen) + len(unseen) == len(world)
+    assert len(seen) == n_seen + n_trees and len(seen) + len(unseen) == len(world)
     assert not seen & unseen
-    ps = [world.prompts[i] for i in seen]
+    trees = [world.prompts[i] for i in seen if i >= world.n_base]
+    assert len(trees) == n_trees and {p.color for p in trees} == set(W.SEASONS)
+    assert {f"a tree in the {s}" for s in W.SEASONS} <= {p.text for p in trees}  # the season chain is seen
+    ps = [world.prompts[i] for i in seen if i < world.n_base]
     assert {p.shape for p in ps} == set(W.SHAPES)
     assert {p.color for p in ps} == set(W.COLORS)
     assert {p.accessory for p in ps} == set(W.ACCESSORIES) | {W.NONE}
@@ -56,6 +94,12 @@ def test_split_sizes_disjoint_stratified(world, fraction, n_seen):
 
 def test_small_split_nested_in_large(world):
     assert set(world.split(0.125)["seen"]) <= set(world.split(0.5)["seen"])
+
+
+def test_the_first_1984_prompts_split_as_before_the_trees(world):
+    """Models trained before the trees keep their seen/unseen prompts (a few of the old split's indices)."""
+    assert world.split(0.5)["seen"][:3] == [1, 3, 4] and world.split(0.125)["seen"][:3] == [4, 28, 30]
+    assert len([i for i in world.split(0.5)["seen"] if i < world.n_base]) == 992
 
 
 def test_bad_split(world):

@@ -113,6 +113,7 @@ def test_eval_unseen_split_of_pig(tiny_model_dir, tiny_clip, capsys):
 
 def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     calls = {}
+    base = {"model": str(tiny_model_dir), "seasons": True}  # the season trees are always scored apart
 
     def evaluate(model, split="unseen", **kw):
         calls.update(model=model, split=split, **kw)
@@ -129,20 +130,20 @@ def test_eval_world_shapes_dispatches(tiny_model_dir, monkeypatch, capsys):
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip()) == {"split": "seen", "score": 0.5}
     # --json keeps stdout machine-readable: no progress bars
-    assert calls == {"model": str(tiny_model_dir), "split": "seen", "progress": False}
+    assert calls == {**base, "split": "seen", "progress": False}
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "3"]) == 0
-    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 3, "progress": True}
+    assert calls == {**base, "split": "unseen", "max_prompts": 3, "progress": True}
     assert capsys.readouterr().out.strip() == "report of the unseen split"  # without --json: the readable report
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--surface-prompts", "0"]) == 0
-    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "surface": 0, "progress": True}
+    assert calls == {**base, "split": "unseen", "surface": 0, "progress": True}
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--seen-fraction", "0.5"]) == 0
-    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "fraction": 0.5, "progress": True}
+    assert calls == {**base, "split": "unseen", "fraction": 0.5, "progress": True}
     calls.clear()
     assert main(["eval", "--world", "shapes", "--model", str(tiny_model_dir), "--max-prompts", "0"]) == 0
-    assert calls == {"model": str(tiny_model_dir), "split": "unseen", "max_prompts": 0, "progress": True}  # all
+    assert calls == {**base, "split": "unseen", "max_prompts": 0, "progress": True}  # all
 
 
 def test_eval_errors(tiny_model_dir, capsys):

@@ -134,3 +134,81 @@ def test_amortized_batch_view_prompts_reach_the_guidance_only(tmp_path):
 def test_kappa_schedule():
     sched = [[5000, 2.0], [1e12, 0.5]]
     assert kappa_at(sched, 0) == 2.0 and kappa_at(sched, 5000) == 2.0 and kappa_at(sched, 5001) == 0.5
+
+
+WORLDISH = ["a red cube", "a blue cube", "a red cube with blue ears", "a green cone", "a tree in the winter",
+            "a tree in the summer"]
+
+
+def make_random_pair_trainer(tmp_path, batch=40, **interpolation):
+    cfg = tiny_config(run={"mode": "interpolation", "batch_size": batch}, prompts={"list": WORLDISH},
+                      model={"text_encoder": "guidance"},
+                      interpolation={"target": "latent", "random_pairs": True, "kappa": [[1e9, 2.0]], **interpolation})
+    return Trainer(cfg, tmp_path, guidance=FakeGuidance(), progress=False)
+
+
+def test_endpoint_share_trains_plain_prompts(tmp_path):
+    """Beta(κ, κ) never draws an endpoint; endpoint_share puts that share of the batch at α ∈ {0, 1}."""
+    plain = make_random_pair_trainer(tmp_path / "a").batch().alpha
+    assert ((plain > 0) & (plain < 1)).all()
+    b = make_random_pair_trainer(tmp_path / "b", endpoint_share=0.5).batch()
+    ends, rest = b.alpha[:20], b.alpha[20:]
+    assert set(ends.tolist()) == {0.0, 1.0} and ((rest > 0) & (rest < 1)).all()
+    t = make_random_pair_trainer(tmp_path / "c", endpoint_share=0.5)
+    b = t.batch()
+    i1 = [t.mode.index[p.split(" → ")[0]] for p in b.prompts]
+    i2 = [t.mode.index[p.split(" → ")[1]] for p in b.prompts]
+    for k in range(20):  # an endpoint row is exactly its prompt's mapping input
+        want = t.mode.tokens[i2[k] if b.alpha[k] == 1 else i1[k]]
+        assert torch.equal(b.tokens[k], want)
+
+
+def test_nearest_partners_are_the_nearest_by_embedding(tmp_path):
+    from training.modes.interpolation import nearest_partners
+
+    t = make_random_pair_trainer(tmp_path, partners="nearest", neighbours=1)
+    table = nearest_partners(t.mode.tokens, t.mode.mask, 1)[:, 0]
+    for label in t.batch().prompts:
+        a, b = label.split(" → ")
+        assert t.mode.prompts[int(table[t.mode.index[a]])] == b
+    # the table: each prompt's most similar other prompt by mask-averaged embedding
+    m = t.mode.mask.float().unsqueeze(-1)
+    pooled = torch.nn.functional.normalize((t.mode.tokens * m).sum(1) / m.sum(1), dim=-1)
+    sim = pooled @ pooled.T
+    sim.fill_diagonal_(-2)
+    assert torch.equal(table, sim.argmax(1))
+
+
+def test_focus_share_draws_from_the_focus_prompts(tmp_path):
+    cfg = tiny_config(run={"batch_size": 40}, prompts={"list": WORLDISH, "focus": ["tree"], "focus_share": 0.25},
+                      model={"text_encoder": "guidance"})
+    b = Trainer(cfg, tmp_path, guidance=FakeGuidance(), progress=False).batch()
+    rows = torch.linspace(0, 39, 10).round().long().tolist()  # spread over the batch: first and last among them
+    assert rows[0] == 0 and rows[-1] == 39
+    assert all("tree" in b.prompts[k] for k in rows)
+    others = [p for k, p in enumerate(b.prompts) if k not in rows]
+    assert sum("tree" in p for p in others) < 22  # the rest: all prompts, about a third trees
+    with pytest.raises(ValueError, match="focus_share"):
+        tiny_config(prompts={"focus_share": 0.5}).validate()
+
+
+def test_anchor_term_holds_the_modulations(tmp_path):
+    """λ · mean((m(c) − m₀(c))²) / mean(m₀(c)²) over the pair prompts: 0 at the start, growing as the
+    mapping network moves, and it pulls back (its gradient points to the start)."""
+    t = make_random_pair_trainer(tmp_path, anchor=2.0)
+    b = t.batch()
+    terms = t.mode.anchor_terms(b, t.model.modulate)
+    # (not exactly 0: spectral norm's power iteration moves on in training mode, not in the frozen copy)
+    assert float(terms["anchor"].detach()) < 1e-5
+    with torch.no_grad():
+        for p in t.model.mapping.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    moved = t.mode.anchor_terms(b, t.model.modulate)["anchor"]
+    assert float(moved.detach()) > 1e-3
+    # the loop adds it to the loss (a guidance that can take a step: reconstruction)
+    cfg = tiny_config(run={"mode": "interpolation", "batch_size": 4}, interpolation={"random_pairs": True,
+                                                                                      "anchor": 2.0})
+    r = Trainer(cfg, tmp_path / "r", progress=False)
+    r.train_step()
+    r.train_step()
+    assert "anchor" in r.last_terms and r.last_terms["anchor"] > 0

@@ -103,11 +103,16 @@ class Amortized:
         self.queries = list(queries)
         self.init_record: dict[str, Any] | None = None  # provenance of run.init
         self.shard = shard(self.n_items, rank, world)
+        self._focus: torch.Tensor | None = None  # positions in the shard of prompts.focus's items
 
     @property
     def n_items(self) -> int:
         """What a step samples from (prompts here); rendered frames per prompt count these."""
         return len(self.prompts)
+
+    def item_text(self, item: int) -> str:
+        """The text of item ``item`` (what ``prompts.focus`` phrases are looked for in)."""
+        return self.prompts[item]
 
     def encode(self, encoder: TextEncoder, device: torch.device) -> None:
         self.encoder = encoder
@@ -142,6 +147,18 @@ class Amortized:
         """→ (indices into the shard, cameras, view labels) of one step; draws from ``generator``."""
         b = self.config.run.batch_size
         pick = torch.randint(0, len(self.shard), (b,), generator=generator)
+        pc = self.config.prompts
+        if pc.focus_share > 0:  # rows spread over the batch from the focus prompts (drawn only then: older runs
+            # unchanged); spread, not the first rows, so that an interpolation batch's endpoint rows (its first)
+            # and its in-between rows both get some
+            if self._focus is None:
+                self._focus = torch.tensor([k for k, i in enumerate(self.shard)
+                                            if any(f in self.item_text(i) for f in pc.focus)], dtype=torch.long)
+                if not len(self._focus):
+                    raise ValueError(f"prompts.focus: no prompt of this run contains any of {pc.focus}")
+            n = int(round(pc.focus_share * b))
+            rows = torch.linspace(0, b - 1, n).round().long() if n > 1 else torch.zeros(n, dtype=torch.long)
+            pick[rows] = self._focus[torch.randint(0, len(self._focus), (n,), generator=generator)]
         cams = self.config.camera.sample(b, generator, device=self.device)
         views = cams.view_labels if self.config.guidance.view_prompts else [None] * b
         return pick, cams, views

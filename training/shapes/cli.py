@@ -51,6 +51,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise _error("--steps must be at least 1")
+    if args.focus_share is not None and not 0 <= args.focus_share <= 1:
+        raise _error("--focus-share must be between 0 and 1")
+    if args.focus_share and not args.focus:
+        raise _error("--focus-share needs --focus PHRASE (the prompts to draw that share from)")
     cfg = None
     if args.tiny:
         cfg = TeacherConfig(block_out_channels=(16, 32), norm_num_groups=8, batch_size=8, views_per_prompt=2)
@@ -60,7 +64,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = train_teacher(args.out, steps=args.steps, resume=args.resume, cfg=cfg, data_dir=args.data_dir,
                         save_every=args.save_every, log_file=args.log, progress=not args.quiet, init=args.init,
-                        recipe={"prediction_type": args.prediction_type, "snr_gamma": args.snr_gamma})
+                        recipe={"prediction_type": args.prediction_type, "snr_gamma": args.snr_gamma, "lr": args.lr,
+                                "focus": tuple(args.focus) if args.focus else None,
+                                "focus_share": args.focus_share})
     print(f"teacher in {out} (unet/, scheduler/, att3d_teacher.json); use it as guidance.model = \"{out}\"")
     if args.ship:
         from .teacher import ship_teacher
@@ -74,7 +80,7 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
 
     rep = teacher_report(args.teacher, args.out, n_prompts=args.prompts, samples_per_prompt=args.samples,
                          guidance=args.guidance, steps=args.steps, eta=args.eta, data_dir=args.data_dir,
-                         progress=not args.quiet)
+                         progress=not args.quiet, focus=tuple(args.focus or ()))
     rep = {k: v for k, v in rep.items() if k != "per_sample"}
     print(json.dumps(rep, indent=2))
     return 0
@@ -156,15 +162,16 @@ def cmd_eval_interpolation(args: argparse.Namespace) -> int:
 def cmd_bench_interpolation(args: argparse.Namespace) -> int:
     from . import interpolation_bench as ib
 
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise _error("--time-limit must be a positive number of seconds")
     try:
         if args.summarize:
             res = ib.summarize(args.out)
-        elif args.variant:
-            for name in args.variant:
-                ib.run_variant(args.out, name, args.size, args.teacher, args.device, args.resume, not args.quiet)
-            res = ib.summarize(args.out)
         else:
-            res = ib.run_bench(args.out, args.size, None, args.teacher, args.device, args.resume, not args.quiet)
+            for name in args.variant or ib.DEFAULT_VARIANTS:
+                ib.run_variant(args.out, name, args.size, args.teacher, args.device, args.resume, not args.quiet,
+                               args.seed, args.init, args.time_limit)
+            res = ib.summarize(args.out)
     except ValueError as e:
         raise _error(str(e)) from None
     for line in ib.claim_lines(res):
@@ -218,6 +225,11 @@ def register(sub) -> None:
     t.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                    help="what the UNet predicts (new runs: v_prediction; with --init, fine-tunes into it)")
     t.add_argument("--snr-gamma", type=float, help="min-SNR-γ loss weighting (new runs: 5; 0 = off)")
+    t.add_argument("--lr", type=float, help="learning rate (new runs: 5e-4; set it lower to fine-tune)")
+    t.add_argument("--focus", action="append", metavar="PHRASE",
+                   help="fine-tuning a grown world: prompts containing PHRASE (repeatable, e.g. 'tree', "
+                        "'an orange') get --focus-share of every batch")
+    t.add_argument("--focus-share", type=float, help="the share of every batch drawn from the --focus prompts")
     t.add_argument("--data-dir", help="where GT renders and caption embeddings are cached "
                                       "(default $ATT3D_SHAPES_DATA or ~/.cache/att3d/shapes)")
     t.add_argument("--save-every", type=int, default=100)
@@ -238,6 +250,8 @@ def register(sub) -> None:
                    help="classifier-free guidance scale (default 1: the conditional model alone)")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps")
     r.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default)")
+    r.add_argument("--focus", action="append", metavar="PHRASE",
+                   help="ask only prompts containing PHRASE (repeatable, e.g. 'tree'); matched against all prompts")
     r.add_argument("--data-dir")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_teacher_report)
@@ -247,8 +261,9 @@ def register(sub) -> None:
     d.add_argument("--out", default="runs/demo", help="the run folder (default runs/demo)")
     d.add_argument("--steps", type=int, default=3000)
     d.add_argument("--batch-size", type=int, help="prompts per step (default: the recipe's: 8 for v1, 32 for v2)")
-    d.add_argument("--recipe", default="v1", choices=["v1", "v2"],
-                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU)")
+    d.add_argument("--recipe", default="v1", choices=["v1", "v2", "v3"],
+                   help="v1: the first demo's recipe; v2: + surface priors, annealed t, interpolants (for a GPU); "
+                        "v3: v2 continued on the trees with interpolants that keep their endpoints (CPU)")
     d.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override the recipe's training config, e.g. --set regularizers.distortion=0 (repeatable)")
     d.add_argument("--time-limit", type=float, metavar="SECONDS",
@@ -285,10 +300,18 @@ def register(sub) -> None:
     bi.add_argument("--world", default="shapes", choices=["shapes"])
     bi.add_argument("--size", default="small", choices=["tiny", "small", "gpu"])
     bi.add_argument("--out", required=True)
-    bi.add_argument("--variant", action="append", help="train and measure only this variant (repeatable): "
-                                                       "none, latent, loss, guidance, latent_small_first")
+    bi.add_argument("--variant", action="append",
+                    help="train and measure only this variant (repeatable; default: none, latent_random, "
+                         "latent_ends, latent_nearest, latent_ends_nearest, latent_ends_nearest_anchor; also "
+                         "loss_ends_nearest, guidance_ends_nearest, latent_ends_nearest_small_first)")
+    bi.add_argument("--seed", type=int, default=0, help="training seed (runs of seed N > 0 go to OUT/VARIANT_sN)")
+    bi.add_argument("--init", help="the start's model folder (default: the preset's, checked against its pinned "
+                                   "SHA-256)")
+    bi.add_argument("--time-limit", type=float, metavar="SECONDS",
+                    help="train each variant for at most this long (default: the preset's)")
     bi.add_argument("--summarize", action="store_true", help="only compare the variants measured in OUT")
-    bi.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher)")
+    bi.add_argument("--teacher", default="shipped", help="teacher folder (default: the shipped teacher; checked "
+                                                         "against the preset's pinned SHA-256)")
     bi.add_argument("--device", default="cpu")
     bi.add_argument("--resume", action="store_true", help="continue unfinished variants, keep measured ones")
     bi.add_argument("--quiet", action="store_true")

@@ -18,6 +18,7 @@ Run (resumable; ``python -m training.shapes.demo`` takes the same arguments)::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ from .world import SPLIT_FRACTIONS, camera_sampler, get_world, split_name
 
 SPLIT = 0.125
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
-#: the demo's training recipes: v1 (the first shipped model) and v2 (surface priors, annealed t,
-#: interpolants; see the presets' comments)
-RECIPES = {"v1": PRESET_DIR / "demo.toml", "v2": PRESET_DIR / "demo_v2.toml"}
+#: the demo's training recipes: v1 (the first shipped model), v2 (the GPU campaign's: surface priors,
+#: annealed t, interpolants over random pairs; v2 itself shipped from v1's recipe + grid TV) and v3
+#: (v2's own recipe with the trees in focus and interpolants that keep their endpoints); see the
+#: presets' comments
+RECIPES = {"v1": PRESET_DIR / "demo.toml", "v2": PRESET_DIR / "demo_v2.toml", "v3": PRESET_DIR / "demo_v3.toml"}
 PRESET = RECIPES["v1"]
 _PRESET = read_config_file(PRESET)
 MODEL: dict[str, Any] = _PRESET["model"]
@@ -76,17 +79,18 @@ def seen_prompts(fraction: float = SPLIT, seed: int = 0) -> list[str]:
 
 def train_demo(teacher: str, out: str | Path, steps: int | None = None, resume: bool = False,
                fraction: float = SPLIT, progress: bool = True, scale: float | None = None,
-               overrides: list[str] | tuple[str, ...] = (), **kw):
+               overrides: list[str] | tuple[str, ...] = (), hook: Callable | None = None, **kw):
     """Train (or ``resume``) the demo run in ``out`` on the seen split of ``fraction``; ``kw`` goes to
     :func:`demo_config` (``recipe``; ``init``: start from a model trained before, e.g. on the smaller
     split); ``None`` (``steps``, ``scale``) keeps the preset's value; ``overrides`` are
-    ``section.key=value`` strings applied last (``regularizers.distortion=0``)."""
+    ``section.key=value`` strings applied last (``regularizers.distortion=0``); ``hook(trainer, step,
+    loss)`` runs after every step (the interpolation bench measures the endpoints there)."""
     from training.config import TrainConfig, apply_dict, apply_overrides
     from training.train import train
 
     cfg = apply_overrides(apply_dict(TrainConfig(), demo_config(teacher, steps, scale=scale, **kw)),
                           list(overrides)).validate()
-    return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress)
+    return train(cfg, out, prompts=seen_prompts(fraction), resume=resume, progress=progress, hook=hook)
 
 
 def _split_of(prompt_set: dict | None) -> float | None:

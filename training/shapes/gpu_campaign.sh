@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo-v2 campaign on one GPU (README, "Demo model v2: what was measured"): the interpolant
+# The demo-v2 campaign on one GPU (README, "Demo model v2: what was measured"; the interpolant
+# variants as the v3 bench names them): the interpolant
 # variants of `att3d bench-interpolation --size gpu` and the surface-prior ablations of
 # `att3d train-demo`, nine runs side by side (CUDA MPS when available), each time-limited, then
 # measured; the results and the best two models (fp16, split in 15 MB parts) land in $OUT.
@@ -9,6 +10,8 @@
 # only the Shapes world's vocabulary, 23 MB); carry it with the repository. On a machine where
 # `pip install -e ".[train,mesh]"` works, those steps are skipped.
 # Usage (repo root): OUT=results bash training/shapes/gpu_campaign.sh [TRAIN_SECONDS]
+# It edits no tracked file (the time limit goes on the command line) and stops only the processes it
+# started, by pid.
 set -u
 TRAIN_S=${1:-280}
 DEADLINE=${DEADLINE:-545}      # seconds after start: stragglers are killed and everything is packed
@@ -59,10 +62,11 @@ log "caches warm"
 export RUNS=${RUNS:-/tmp/runs}
 mkdir -p "$RUNS"
 CLI="python3 -m backend.cli"
-sed -i "s/^time_limit_s = .*/time_limit_s = $TRAIN_S/" training/configs/shapes/interp_bench_gpu.toml
-for v in none latent loss guidance latent_small_first; do
-  ( $CLI bench-interpolation --size gpu --device cuda --out $RUNS/bi --variant $v --quiet \
+PIDS=()  # every job this script starts; only these are ever stopped
+for v in none latent_random latent_ends_nearest loss_ends_nearest guidance_ends_nearest; do
+  ( $CLI bench-interpolation --size gpu --device cuda --out $RUNS/bi --variant $v --time-limit "$TRAIN_S" --quiet \
       > "$RUNS/bi_$v.log" 2>&1; echo "rc=$?" >> "$RUNS/bi_$v.log" ) &
+  PIDS+=($!)
 done
 # surface priors, each alone (amortized, from the shipped demo, batch 32, same time)
 ablate() {  # name, then --set overrides over the v2 recipe
@@ -74,6 +78,7 @@ ablate() {  # name, then --set overrides over the v2 recipe
     && $CLI eval --world shapes --model "$RUNS/ab_$name/model" --split unseen --seen-fraction 0.5 \
       --max-prompts 96 --surface-prompts 16 --device cuda --json > "$RUNS/ab_$name/eval.json"
     echo "rc=$?" ) > "$RUNS/ab_$name.log" 2>&1 &
+  PIDS+=($!)
 }
 ablate v1cont --set regularizers.distortion=0 --set regularizers.grid_tv=0 --set guidance.t_max_end=0
 ablate dist --set regularizers.grid_tv=0 --set guidance.t_max_end=0
@@ -93,7 +98,16 @@ while [ "$(jobs -rp | wc -l)" -gt 0 ] && [ "$(elapsed)" -lt "$DEADLINE" ]; do
 done
 if [ "$(jobs -rp | wc -l)" -gt 0 ]; then
   log "deadline: stopping $(jobs -rp | wc -l) unfinished jobs"
-  pkill -TERM -f "backend.cli" ; sleep 5; pkill -KILL -f "backend.cli"
+  # each job is a subshell around one att3d process: stop the process (its child) and the subshell,
+  # by pid, never by name (other people's processes may match any name)
+  for pid in "${PIDS[@]}"; do
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -TERM "$child" 2>/dev/null; done
+  done
+  sleep 5
+  for pid in "${PIDS[@]}"; do
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$child" 2>/dev/null; done
+    kill -KILL "$pid" 2>/dev/null
+  done
 fi
 $CLI bench-interpolation --out $RUNS/bi --summarize > "$RUNS/bi_summary.txt" 2>&1
 log "summary: $(head -c 2000 $RUNS/bi_summary.txt)"

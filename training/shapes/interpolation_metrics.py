@@ -20,6 +20,10 @@ the mapping input ``(1 − α) c₁ + α c₂`` (what ``att3d interpolate`` and 
 * ``endpoint_iou`` / ``endpoint_retrieved``: the endpoints' GT occupancy IoU and whether their
   nearest GT render is their own prompt (α = 0 and 1 are single prompts: interpolant training must
   not make them worse).
+
+Besides the pairs, the four-season chain of the paper's Fig. 3 ("a tree in the spring" → summer →
+fall → winter, three consecutive pairs measured like colour pairs) is reported apart
+(``season_chain``).
 """
 from __future__ import annotations
 
@@ -87,6 +91,15 @@ def pick_pairs(world: ShapesWorld, indices: Sequence[int], per_kind: int = DEFAU
     return out
 
 
+def season_pairs(world: ShapesWorld) -> list[tuple[str, int, int]]:
+    """The four-season chain of the paper's Fig. 3 as consecutive pairs: spring → summer → fall → winter
+    (kind ``season``; measured as colour pairs are: the tree's season is its colour)."""
+    from .world import SEASONS
+
+    idx = [world.index(f"a tree in the {s}") for s in SEASONS]
+    return [("season", a, b) for a, b in zip(idx, idx[1:])]
+
+
 def _ratio_max_mean(changes: Sequence[float]) -> float:
     c = np.asarray(changes, dtype=np.float64)
     return float(c.max() / c.mean()) if len(c) and c.mean() > 1e-12 else float("nan")
@@ -98,10 +111,14 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
                            resolution: int = RESOLUTION, device: str = "cpu", encoder=None,
                            world_seed: int = 0, seed: int = 0, progress: bool = True,
                            pairs: Sequence[tuple[str, int, int]] | None = None,
-                           queries: Sequence[int] | None = None, grid: int = 64) -> dict[str, Any]:
+                           queries: Sequence[int] | None = None, grid: int = 64,
+                           seasons: bool = True) -> dict[str, Any]:
     """The interpolation measures of the module docstring for ``model`` (folder, name or ``ATT3D``).
 
-    ``pairs``: explicit ``(kind, i, j)`` pairs instead of :func:`pick_pairs`; ``queries``: the world
+    ``pairs``: explicit ``(kind, i, j)`` pairs instead of :func:`pick_pairs` (which come with the
+    four-season chain, :func:`season_pairs`, when ``seasons``: reported apart, as ``by_kind["season"]``
+    and ``season_chain``, and left out of the overall means so they stay comparable with models
+    measured before the trees); ``queries``: the world
     prompts whose GT renders the realism and retrieval compare with (default: all; a subset must hold
     every pair's prompts — quick checks); ``grid``: the occupancy grid of the endpoints' IoU."""
     from tqdm import tqdm
@@ -119,7 +136,9 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
     prov = cfg.get("provenance", {}) if isinstance(cfg, dict) else {}
     frac = parse_fraction(fraction if fraction is not None else _trained_split(prov))
     pool = list(range(len(world))) if split == "all" else world.split(frac)[split]
-    pairs = list(pairs) if pairs is not None else pick_pairs(world, pool, pairs_per_kind, seed)
+    pool = [i for i in pool if i < world.n_base]  # the trees are measured by their season chain
+    pairs = list(pairs) if pairs is not None else (pick_pairs(world, pool, pairs_per_kind, seed)
+                                                   + (season_pairs(world) if seasons else []))
     arch = model.config
     encoder = encoder or TextEncoder(arch.text_encoder, arch.max_length)
     ends = sorted({i for _, i, _ in pairs} | {j for _, _, j in pairs})
@@ -145,7 +164,7 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
                                use_env=False).albedo.clamp(0, 1).cpu().reshape(-1)
             imgs.append(img)
             nearest.append(((gt - img[None]) ** 2).mean(-1))
-        if kind == "color":
+        if kind in ("color", "season"):
             changes = [float((imgs[k + 1] - imgs[k]).abs().mean()) for k in range(steps)]
         else:
             changes = []
@@ -177,11 +196,19 @@ def evaluate_interpolation(model: Any, *, split: str = "unseen", fraction: float
         vals = [r[k] for r in rs if r[k] == r[k]]
         return float(np.mean(vals)) if vals else float("nan")
 
-    by_kind = {kind: {k: mean([r for r in rows if r["kind"] == kind], k) for k in keys} for kind in PAIR_KINDS}
-    return {"world": "shapes", "split": split, "split_fraction": frac, "steps": steps, "resolution": resolution,
-            "n_pairs": len(rows), **{k: mean(rows, k) for k in keys}, "by_kind": by_kind,
-            "shape_smoothness": mean([r for r in rows if r["kind"] != "color"], "smoothness"),
-            "pairs": rows, "model": prov.get("name", ""), "seconds": time.perf_counter() - t0}
+    kinds = [k for k in (*PAIR_KINDS, "season") if any(r["kind"] == k for r in rows)]
+    by_kind = {kind: {k: mean([r for r in rows if r["kind"] == kind], k) for k in keys} for kind in kinds}
+    main = [r for r in rows if r["kind"] != "season"] or rows  # a season-only run reports the seasons
+    out = {"world": "shapes", "split": split, "split_fraction": frac, "steps": steps, "resolution": resolution,
+           "n_pairs": len(main), **{k: mean(main, k) for k in keys}, "by_kind": by_kind,
+           "shape_smoothness": mean([r for r in main if r["kind"] in ("shape", "accessory")], "smoothness"),
+           "pairs": rows, "model": prov.get("name", ""), "seconds": time.perf_counter() - t0}
+    season = [r for r in rows if r["kind"] == "season"]
+    if season:
+        out["season_chain"] = {"prompts": [season[0]["prompt_a"]] + [r["prompt_b"] for r in season],
+                               **{k: mean(season, k) for k in keys},
+                               "mottling_per_step": [r["midpoint_mottling"] for r in season]}
+    return out
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -195,4 +222,10 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"  {'all':<10}" + "".join(f"{result[k]:20.3f}" for k in keys))
     lines.append(f"  shape morphs (shape and accessory pairs): smoothness {result['shape_smoothness']:.3f} "
                  "(largest step / mean step; 1 = even)")
+    if "season_chain" in result:
+        sc = result["season_chain"]
+        lines.append(f"  four seasons ({' → '.join(p.removeprefix('a tree in the ') for p in sc['prompts'])}): "
+                     f"midpoint mottling {sc['midpoint_mottling']:.3f} (per step "
+                     + ", ".join(f"{m:.2f}" for m in sc["mottling_per_step"])
+                     + f"), smoothness {sc['smoothness']:.3f}, seasons retrieved {sc['endpoint_retrieved']:.2f}")
     return "\n".join(lines)

@@ -3,7 +3,11 @@
 Per prompt, and their means:
 
 * ``iou``: occupancy IoU on a 64³ grid over the model box [−1, 1]³ — model occupancy is
-  ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``.
+  ``density > iso_density`` (the model's own extraction threshold), ground truth ``sdf < 0``;
+  ``volume_ratio``: the model's occupied grid points over the true ones (of the field, raw);
+  ``ghost_accessory`` (prompts without an accessory): the share of the zone where a ball, a hat or
+  ears would sit, outside the object, that the model fills (accessories leaking into plain prompts:
+  the nub on top of spheres, ghost ears; 0 is right).
 * ``color_error``: mean |rgb| difference (per channel, in [0, 1]) between the model's albedo and the
   true colour at the ground-truth surface points (grid points within half a voxel of the surface).
 * ``r_precision`` (ground-truth R-precision): the generated object is rendered from the 4 fixed
@@ -30,7 +34,16 @@ import torch
 
 from .cache import DEFAULT_DATA_DIR, save_npy_atomically
 from .surface import SURFACE_RESOLUTION, summarize
-from .world import EVAL_AZIMUTHS, SHAPES, ShapesWorld, eval_cameras, get_world, parse_fraction, render_eval_views
+from .world import (
+    ALL_SHAPES,
+    EVAL_AZIMUTHS,
+    SEASONS,
+    ShapesWorld,
+    eval_cameras,
+    get_world,
+    parse_fraction,
+    render_eval_views,
+)
 
 GRID = 64
 DEFAULT_SURFACE_PROMPTS = 16
@@ -130,9 +143,13 @@ def _query_set(world: ShapesWorld, idx: list[int], queries: Sequence[int] | None
     return qidx, render_eval_views(world, qidx, EVAL_SIZE, EVAL_SAMPLES, device=device)
 
 
-def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple[float, float]:
-    """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``) and the
-    mean albedo error at the GT surface points (within half a voxel of the surface)."""
+def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int,
+                  ghost_zone=None) -> tuple[float, float, float, float]:
+    """Occupancy IoU on the grid points (model ``density > iso_density`` vs GT ``sdf < 0``), the mean
+    albedo error at the GT surface points (within half a voxel of the surface), the occupied
+    volume's ratio to the true one (the field's own, not a mesh's), and (a plain prompt's
+    ``ghost_zone``, else nan) the share of the zone where accessories would sit, outside the object,
+    that the model fills."""
     device = pts.device
     voxel = 2.0 / (grid - 1)
     # occupancy IoU
@@ -143,12 +160,17 @@ def _shape_scores(model: Any, mod, scene, pts: torch.Tensor, grid: int) -> tuple
     inter = (occ & gocc).sum().item()
     union = (occ | gocc).sum().item()
     iou = inter / union if union else 1.0
+    volume_ratio = occ.sum().item() / max(gocc.sum().item(), 1)
+    ghost = float("nan")
+    if ghost_zone is not None:
+        zone = ((ghost_zone.sdf(pts.cpu()) < 0) & (sdf >= 0)).to(device)
+        ghost = (occ & zone).sum().item() / max(zone.sum().item(), 1)
     # colour error at GT surface points
     surf = sdf.abs() < voxel / 2
     sp = pts[surf.to(device)]
     _, alb = model.field(mod, sp[None])
     color_err = (alb[0].cpu() - col[surf]).abs().mean().item() if len(sp) else float("nan")
-    return iou, color_err
+    return iou, color_err, volume_ratio, ghost
 
 
 def _gt_distances(model: Any, mod, gt_flat: torch.Tensor, device: str) -> torch.Tensor:
@@ -168,7 +190,7 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
              prompts: Sequence[int | str] | None = None, max_prompts: int = DEFAULT_MAX_PROMPTS,
              device: str = "cpu", encoder=None, grid: int = GRID, progress: bool = True,
              per_prompt: bool = True, queries: Sequence[int] | None = None, surface: int = DEFAULT_SURFACE_PROMPTS,
-             surface_resolution: int = SURFACE_RESOLUTION, smooth: int = 0) -> dict[str, Any]:
+             surface_resolution: int = SURFACE_RESOLUTION, smooth: int = 0, seasons: bool = False) -> dict[str, Any]:
     """GT metrics of ``model`` (a folder, shipped name or an ``ATT3D``) on a split of the Shapes world.
 
     ``split``: ``seen`` | ``unseen`` | ``all`` of the split ``fraction`` (default: the one the model
@@ -183,7 +205,9 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     measures of marching cubes on the true SDF. ``smooth``: Taubin iterations applied to the model's
     mesh before those measures (``att3d generate --smooth``; 0: off; the floor is never smoothed, and
     IoU, colour error and R-precision read the field, not the mesh). ``by_shape`` breaks the scores
-    down per shape.
+    down per shape; ``without_trees`` gives the means over the first 1984 prompts alone (comparable
+    with models measured before the trees came). ``seasons``: also score the four season trees ("a
+    tree in the spring" … "winter", seen in every split) apart, as ``seasons``.
     """
     from tqdm import tqdm
 
@@ -206,35 +230,52 @@ def evaluate(model: Any, split: str = "unseen", *, fraction: float | str | None 
     qpos = {q: k for k, q in enumerate(qidx)}
     pts = grid_points(grid).to(device)
     surface_idx = set(pick_prompts(idx, surface)) if surface else set()
+    season_idx = [world.index(f"a tree in the {s}") for s in SEASONS] if seasons else []
+    if season_idx and queries is not None and not set(season_idx) <= set(qidx):
+        raise ValueError("the query set must contain the season trees to score them")
     rows = []
-    for i in tqdm(idx, desc="GT eval", disable=not progress, file=sys.stderr, leave=False):
+    for i in tqdm(list(idx) + [k for k in season_idx if k not in idx], desc="GT eval", disable=not progress,
+                  file=sys.stderr, leave=False):
         p = world.prompts[i]
         emb = encoder([p.text])
         mod = model.modulate(emb.tokens.to(device), emb.mask.to(device))
-        iou, color_err = _shape_scores(model, mod, world.scene(i), pts, grid)
+        iou, color_err, volume_ratio, ghost = _shape_scores(model, mod, world.scene(i), pts, grid, world.ghost_zone(i))
         d = _gt_distances(model, mod, gt_flat, device)  # GT R-precision over the query set
         nn_i = qidx[int(d.argmin())]
         q = world.prompts[nn_i]
         rank = int((d < d[qpos[i]]).sum())
-        rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "color_error": color_err,
+        rows.append({"index": i, "prompt": p.text, "shape": p.shape, "iou": iou, "volume_ratio": volume_ratio,
+                     "ghost_accessory": ghost, "color_error": color_err,
                      "retrieved": nn_i == i, "nearest": q.text, "rank": rank,
                      "shape_ok": q.shape == p.shape, "color_ok": q.color == p.color,
                      "accessory_ok": (q.accessory, q.accessory_color) == (p.accessory, p.accessory_color)})
         if i in surface_idx:
             rows[-1]["surface"], rows[-1]["surface_floor"] = _surface_scores(model, mod, world.scene(i),
                                                                              surface_resolution, smooth)
+    season_rows = [r for r in rows if r["index"] in season_idx]
+    rows = [r for r in rows if r["index"] in set(idx)]
 
-    def mean(k):
-        vals = [float(r[k]) for r in rows if r[k] == r[k]]
+    def mean(k, rs=None):
+        vals = [float(r[k]) for r in (rows if rs is None else rs) if r[k] == r[k]]
         return float(np.mean(vals)) if vals else float("nan")
 
     out = {"world": "shapes", "split": split_label, "split_fraction": frac, "n_prompts": len(rows),
            "n_queries": len(qidx), "views": list(EVAL_AZIMUTHS), "grid": grid,
-           "iou": mean("iou"), "color_error": mean("color_error"), "r_precision": mean("retrieved"),
+           "iou": mean("iou"), "volume_ratio": mean("volume_ratio"), "color_error": mean("color_error"),
+           "ghost_accessory": mean("ghost_accessory"),
+           "r_precision": mean("retrieved"),
            "shape_acc": mean("shape_ok"), "color_acc": mean("color_ok"), "accessory_acc": mean("accessory_ok"),
            "median_rank": float(np.median([r["rank"] for r in rows])) if rows else float("nan"),
            "seconds": time.perf_counter() - t0}
-    shapes = sorted({r["shape"] for r in rows}, key=lambda s: SHAPES.index(s))
+    base = [r for r in rows if r["index"] < world.n_base]
+    if len(base) < len(rows):
+        out["without_trees"] = {"n": len(base), **{k: mean(k, base) for k in ("iou", "volume_ratio", "color_error")},
+                                "r_precision": mean("retrieved", base)}
+    if season_rows:
+        out["seasons"] = {"retrieved": mean("retrieved", season_rows), "iou": mean("iou", season_rows),
+                          "per_season": {r["prompt"]: {"retrieved": r["retrieved"], "nearest": r["nearest"],
+                                                       "rank": r["rank"], "iou": r["iou"]} for r in season_rows}}
+    shapes = sorted({r["shape"] for r in rows}, key=lambda s: ALL_SHAPES.index(s))
     out["by_shape"] = {s: {"n": len(rs), "r_precision": float(np.mean([r["retrieved"] for r in rs])),
                            "iou": float(np.mean([r["iou"] for r in rs]))}
                        for s in shapes for rs in [[r for r in rows if r["shape"] == s]]}
@@ -301,6 +342,20 @@ def format_report(result: dict[str, Any]) -> str:
              f"{result['color_acc']:.2f}/{result['accessory_acc']:.2f}",
              "  by shape: " + ", ".join(f"{s} {v['r_precision']:.2f}/{v['iou']:.2f}"
                                         for s, v in result.get("by_shape", {}).items()) + "  (R-precision/IoU)"]
+    if "volume_ratio" in result:
+        lines[1] += f"   volume ratio {result['volume_ratio']:.3f}"
+    if result.get("ghost_accessory") == result.get("ghost_accessory"):  # not nan: plain prompts were scored
+        lines[1] += f"   ghost accessory {result['ghost_accessory']:.3f}"
+    if "without_trees" in result:
+        b = result["without_trees"]
+        lines.append(f"  without the trees ({b['n']} prompts): GT R-precision {b['r_precision']:.3f}   IoU "
+                     f"{b['iou']:.3f}   volume ratio {b['volume_ratio']:.3f}")
+    if "seasons" in result:
+        sea = result["seasons"]
+        lines.append(f"  four seasons: {sea['retrieved'] * 4:.0f}/4 retrieved, IoU {sea['iou']:.3f} ("
+                     + "; ".join(f"{p.removeprefix('a tree in the ')}: "
+                                 + ("ok" if v["retrieved"] else f"nearest {v['nearest']!r}")
+                                 for p, v in sea["per_season"].items()) + ")")
     if "surface" in result:
         smooth = result.get("surface_smooth", 0)
         lines.append(f"  surface on {result['n_surface']} prompts at {result['surface_resolution']}³"

@@ -8,8 +8,17 @@ on, around, under or beside the main shape::
     a red cube with a blue ring around it
     a red cube with a blue ball on top
     a red cube on a blue plate        a red cube with blue ears
+    an orange sphere                  (the article an artist writes)
 
-8 shapes × 8 colours × (5 accessories × 6 accessory colours + none) = 1984 prompts. Each prompt maps
+8 shapes × 8 colours × (5 accessories × 6 accessory colours + none) = 1984 prompts, then the paper's
+seasonal tree (Fig. 3, "… in the spring / summer / fall / winter"): a trunk and a canopy whose season
+changes them — spring pale green with pink blossom, summer full green, fall orange-red, winter a
+smaller bare grey-brown crown under snow — with the same accessories::
+
+    a tree in the winter              a tree in the fall with a red ball on top
+
+4 seasons × 31 = 124 more, 2108 in all. For a tree the season plays the colour's part
+(``Prompt.color`` is the season), so "pairs that differ in colour" include the season pairs. Each prompt maps
 to a :class:`Scene`, a union of coloured signed-distance primitives with a torch field
 ``scene.field(points [B, N, 3]) -> (density [B, N], albedo [B, N, 3])`` (density
 ``max_density · sigmoid(−sdf / eps)``) that renders with the same volume renderer as the ATT3D
@@ -17,7 +26,9 @@ models. Frame: Z up, the object's front faces −Y, everything inside |x| < 0.8 
 models' density bias favours radius ≈ 0.5).
 
 Nothing here is random except the seen/unseen splits, which are fixed by a seed and stratified so
-that every shape, colour, accessory and accessory colour appears in the seen set.
+that every shape, colour, accessory and accessory colour appears in the seen set. The trees came
+later and are split on their own, so the first 1984 prompts' splits are exactly what they were
+(models trained before stay comparable); the four plain season trees are in every seen split.
 """
 from __future__ import annotations
 
@@ -54,6 +65,10 @@ ACCESSORIES = {
     "ears": "with {c} ears",
 }
 NONE = "none"
+#: the seasonal tree: its "colour" is the season
+TREE = "tree"
+SEASONS = ("spring", "summer", "fall", "winter")
+ALL_SHAPES = (*SHAPES, TREE)
 SPLIT_FRACTIONS = (0.125, 0.5)
 DEFAULT_SEED = 0
 #: scene density: ``MAX_DENSITY · sigmoid(−sdf / EPS)``
@@ -165,6 +180,8 @@ def part_sdf(part: Part, points: torch.Tensor) -> torch.Tensor:
         return _sd_capsule(p, a["a"], a["r"])
     if k == "octahedron":
         return _sd_octahedron(p, a["sx"], a["sz"])
+    if k == "cap":  # a sphere's part above height z (of its own frame): snow on a crown
+        return torch.maximum(_sd_sphere(p, a["r"]), a["z"] - p[..., 2])
     raise ValueError(f"unknown primitive {k!r}")
 
 
@@ -180,11 +197,11 @@ _MAIN = {
     "diamond": (("octahedron", {"sx": 0.34, "sz": 0.44}), 0.40),
 }
 _BOTTOM = {"sphere": -0.40, "cube": -0.32, "cylinder": -0.36, "cone": -0.36, "torus": -0.38,
-           "capsule": -0.39, "pyramid": -0.34, "diamond": -0.44}
+           "capsule": -0.39, "pyramid": -0.34, "diamond": -0.44, TREE: BOTTOM}
 
 
-def _accessory_parts(accessory: str, shape: str, color: tuple[float, float, float]) -> list[Part]:
-    top, bottom = _MAIN[shape][1], _BOTTOM[shape]
+def _accessory_parts(accessory: str, shape: str, color: tuple[float, float, float], top: float) -> list[Part]:
+    bottom = _BOTTOM[shape]
     if accessory == "party hat":
         return [Part("cone", {"r": 0.15, "z0": 0.0, "z1": 0.34}, (0.0, 0.0, top - 0.03), color, "party hat")]
     if accessory == "ring":
@@ -197,6 +214,44 @@ def _accessory_parts(accessory: str, shape: str, color: tuple[float, float, floa
         x = 0.26 if shape != "torus" else 0.30
         return [Part("sphere", {"r": 0.13}, (s * x, 0.0, top - 0.04), color, "ears") for s in (-1.0, 1.0)]
     raise ValueError(f"unknown accessory {accessory!r}")
+
+
+# the tree: a brown trunk under a round canopy (centre CANOPY_Z) whose size and colours are the season's
+TRUNK_COLOR = (0.36, 0.22, 0.10)
+CANOPY_Z = 0.10
+#: season → (canopy radius, canopy colour); spring adds blossom, winter a snow cap
+TREE_SEASONS = {
+    "spring": (0.28, (0.62, 0.86, 0.45)),   # pale new leaves
+    "summer": (0.31, (0.14, 0.50, 0.12)),   # full, dark leaf green
+    "fall": (0.28, (0.90, 0.32, 0.06)),     # orange-red
+    "winter": (0.24, (0.45, 0.37, 0.31)),   # a bare crown of grey-brown twigs
+}
+BLOSSOM_COLOR = (1.00, 0.60, 0.80)
+SNOW_COLOR = (0.96, 0.96, 0.98)
+# blossom clusters on the spring canopy: unit directions (x, y, z), spread so every view sees some
+_BLOSSOM_DIRS = ((0.0, -1.0, 0.25), (0.8, -0.55, 0.2), (-0.8, -0.55, 0.2), (0.55, -0.4, 0.75), (-0.55, -0.4, 0.75),
+                 (0.9, 0.3, -0.25), (-0.9, 0.3, -0.25), (0.0, 0.75, 0.65), (0.35, 0.9, -0.1), (-0.35, 0.9, -0.1),
+                 (0.0, -0.75, -0.6), (0.0, 0.1, 1.0))
+
+
+def tree_parts(season: str) -> list[Part]:
+    """The tree of a season: trunk, canopy, and the season's extras (blossom, snow)."""
+    r, color = TREE_SEASONS[season]
+    parts = [Part("cylinder", {"r": 0.075, "h": 0.14}, (0.0, 0.0, BOTTOM + 0.14), TRUNK_COLOR, "trunk"),
+             Part("sphere", {"r": r}, (0.0, 0.0, CANOPY_Z), color, "canopy")]
+    if season == "spring":
+        for k, d in enumerate(_BLOSSOM_DIRS):
+            n = math.sqrt(sum(x * x for x in d))
+            c = tuple(CANOPY_Z * (i == 2) + (r - 0.015) * x / n for i, x in enumerate(d))
+            parts.append(Part("sphere", {"r": 0.06}, c, BLOSSOM_COLOR, f"blossom {k}"))
+    if season == "winter":  # snow on the crown's upper part: a slightly larger cap, nearest up there
+        parts.append(Part("cap", {"r": r + 0.02, "z": 0.07}, (0.0, 0.0, CANOPY_Z), SNOW_COLOR, "snow"))
+    return parts
+
+
+def _top(shape: str, color: str) -> float:
+    """Where a hat or ball sits on the main shape."""
+    return CANOPY_Z + TREE_SEASONS[color][0] if shape == TREE else _MAIN[shape][1]
 
 
 class Scene:
@@ -277,8 +332,13 @@ def batch_field(scenes: Sequence[Scene]):
 
 # -- the world ---------------------------------------------------------------------------------------
 
+def article(word: str) -> str:
+    """The indefinite article an artist writes before ``word`` ("an orange", "a red")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def prompt_text(shape: str, color: str, accessory: str, accessory_color: str | None) -> str:
-    base = f"a {color} {shape}"
+    base = f"a tree in the {color}" if shape == TREE else f"{article(color)} {color} {shape}"
     if accessory == NONE:
         return base
     return f"{base} {ACCESSORIES[accessory].format(c=accessory_color)}"
@@ -296,10 +356,16 @@ class ShapesWorld:
                 for acc, acc_color in combos:
                     prompts.append(Prompt(len(prompts), prompt_text(shape, color, acc, acc_color), shape, color,
                                           acc, acc_color))
+        self.n_base = len(prompts)  # the first 1984: everything but the trees
+        for season in SEASONS:
+            for acc, acc_color in [(NONE, None)] + [(a, c) for a in ACCESSORIES for c in ACCESSORY_COLORS]:
+                prompts.append(Prompt(len(prompts), prompt_text(TREE, season, acc, acc_color), TREE, season,
+                                      acc, acc_color))
         self.prompts: list[Prompt] = prompts
         self.texts: list[str] = [p.text for p in prompts]
         self._index = {t: i for i, t in enumerate(self.texts)}
         self._order = self._stratified_order()
+        self._tree_order = self._tree_split_order()
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -315,11 +381,25 @@ class ShapesWorld:
             p = prompt
         else:
             p = self.prompts[prompt if isinstance(prompt, int) else self.index(prompt)]
-        (kind, params), _ = _MAIN[p.shape]
-        parts = [Part(kind, dict(params), (0.0, 0.0, 0.0), COLORS[p.color], p.shape)]
+        if p.shape == TREE:
+            parts = tree_parts(p.color)
+        else:
+            (kind, params), _ = _MAIN[p.shape]
+            parts = [Part(kind, dict(params), (0.0, 0.0, 0.0), COLORS[p.color], p.shape)]
         if p.accessory != NONE:
-            parts += _accessory_parts(p.accessory, p.shape, COLORS[p.accessory_color])
+            parts += _accessory_parts(p.accessory, p.shape, COLORS[p.accessory_color], _top(p.shape, p.color))
         return Scene(parts)
+
+    def ghost_zone(self, prompt: int | str) -> Scene | None:
+        """Where a ball, a party hat or ears would sit on a prompt *without* an accessory (None for
+        one with): a model that leaks its accessories into plain prompts (the "nub on top of spheres",
+        ghost ears) fills part of it. Its SDF < 0 marks the zone."""
+        p = self.prompts[prompt if isinstance(prompt, int) else self.index(prompt)]
+        if p.accessory != NONE:
+            return None
+        top = _top(p.shape, p.color)
+        return Scene([part for acc in ("ball", "party hat", "ears")
+                      for part in _accessory_parts(acc, p.shape, (0.0, 0.0, 0.0), top)])
 
     def scenes(self, indices: Sequence[int]) -> list[Scene]:
         return [self.scene(int(i)) for i in indices]
@@ -341,7 +421,7 @@ class ShapesWorld:
         for attempt in range(1000):
             rng = random.Random(f"shapes-world/{self.seed}/{attempt}")
             cells: dict[tuple[str, str], list[int]] = {}
-            for p in self.prompts:
+            for p in self.prompts[:self.n_base]:
                 cells.setdefault((p.shape, p.color), []).append(p.index)
             keys = list(cells)
             rng.shuffle(keys)
@@ -356,8 +436,22 @@ class ShapesWorld:
                 return order
         raise RuntimeError("could not build a stratified split")  # pragma: no cover
 
+    def _tree_split_order(self) -> list[int]:
+        """The trees' own seeded order: the four plain season trees first (seen in every split: the
+        season chain is made of them), then the rest round robin over the seasons."""
+        rng = random.Random(f"shapes-world/{self.seed}/trees")
+        trees = self.prompts[self.n_base:]
+        plain = [p.index for p in trees if p.accessory == NONE]
+        cells = [[p.index for p in trees if p.color == s and p.accessory != NONE] for s in SEASONS]
+        for c in cells:
+            rng.shuffle(c)
+        return plain + [c[r] for r in range(max(map(len, cells))) for c in cells if r < len(c)]
+
     def _n_seen(self, fraction: float) -> int:
-        return int(round(fraction * len(self.prompts)))
+        return int(round(fraction * self.n_base))
+
+    def _n_seen_trees(self, fraction: float) -> int:
+        return len(SEASONS) + int(round(fraction * (len(self.prompts) - self.n_base - len(SEASONS))))
 
     def _covers(self, indices: Sequence[int]) -> bool:
         ps = [self.prompts[i] for i in indices]
@@ -367,9 +461,9 @@ class ShapesWorld:
 
     def split(self, fraction: float | str = 0.125) -> dict[str, list[int]]:
         """``{"seen": [...], "unseen": [...]}`` prompt indices (sorted); the 12.5% seen set is a subset
-        of the 50% one."""
+        of the 50% one. The first 1984 prompts split as they did before the trees came."""
         fraction = parse_fraction(fraction)
-        seen = sorted(self._order[:self._n_seen(fraction)])
+        seen = sorted(self._order[:self._n_seen(fraction)] + self._tree_order[:self._n_seen_trees(fraction)])
         s = set(seen)
         return {"seen": seen, "unseen": [i for i in range(len(self.prompts)) if i not in s]}
 

@@ -39,6 +39,11 @@ class TeacherConfig:
     cond_dropout: float = 0.1
     ema_decay: float = 0.995
     seed: int = 0
+    # fine-tuning on a world that grew: this share of every batch is drawn from the images of the
+    # prompts whose text contains one of the ``focus`` phrases (e.g. "tree", "an orange"), the rest
+    # from all images as usual, so the new prompts are learnt without forgetting the old ones
+    focus: tuple = ()
+    focus_share: float = 0.0
     # data
     views_per_prompt: int = 8
     n_samples: int = 48
@@ -54,6 +59,7 @@ def config_dict(cfg: TeacherConfig) -> dict[str, Any]:
     """The config as JSON-ready values (as written into ``att3d_teacher.json`` and checkpoints)."""
     d = asdict(cfg)
     d["block_out_channels"] = list(cfg.block_out_channels)
+    d["focus"] = list(cfg.focus)
     return d
 
 
@@ -61,7 +67,8 @@ def config_from_dict(d: dict[str, Any]) -> TeacherConfig:
     """The inverse of :func:`config_dict` (JSON turns the channel tuple into a list). Configs written
     before the recipe options existed were ε-prediction without loss weighting."""
     legacy = {"prediction_type": "epsilon", "snr_gamma": 0.0}
-    return TeacherConfig(**{**legacy, **d, "block_out_channels": tuple(d["block_out_channels"])})
+    return TeacherConfig(**{**legacy, **d, "block_out_channels": tuple(d["block_out_channels"]),
+                            "focus": tuple(d.get("focus", ()))})
 
 
 def build_unet(cfg: TeacherConfig) -> UNet2DConditionModel:

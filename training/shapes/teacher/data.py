@@ -19,11 +19,14 @@ from ..world import VIEW_LABELS, ShapesWorld, camera_sampler, get_world, render_
 from .config import TeacherConfig
 
 
-def data_paths(data_dir: Path, cfg: TeacherConfig) -> dict[str, Path]:
-    tag = f"{cfg.image_size}px_{cfg.views_per_prompt}v"
+def data_paths(data_dir: Path, cfg: TeacherConfig, world: ShapesWorld | None = None) -> dict[str, Path]:
+    """The cached files, keyed by the world's prompt hash (a world that grew, or whose texts changed,
+    renders and embeds afresh instead of reading rows that no longer match its prompts)."""
+    world = world or get_world()
+    tag = f"{cfg.image_size}px_{cfg.views_per_prompt}v_{world.prompt_hash[:12]}"
     return {"images": data_dir / f"renders_{tag}.npy", "labels": data_dir / f"renders_{tag}.json",
             "chunks": data_dir / f"chunks_{tag}",
-            "captions": data_dir / f"captions_{cfg.text_encoder}_{cfg.max_length}.safetensors"}
+            "captions": data_dir / f"captions_{cfg.text_encoder}_{cfg.max_length}_{world.prompt_hash[:12]}.safetensors"}
 
 
 def _render_chunk(world: ShapesWorld, part: list[tuple[int, int]], cfg: TeacherConfig, chunk_index: int) -> np.ndarray:
@@ -56,7 +59,7 @@ def prepare_data(data_dir: str | Path = DEFAULT_DATA_DIR, cfg: TeacherConfig | N
     world = world or get_world()
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    paths = data_paths(data_dir, cfg)
+    paths = data_paths(data_dir, cfg, world)
     idx = list(range(len(world))) if prompts is None else list(prompts)
     if prompts is not None:  # a subset (tests): its own files
         tag = f"_{len(idx)}p_{abs(hash(tuple(idx))) % 10 ** 8}"

@@ -123,10 +123,12 @@ def _write_sample_sheet(png: Path, rows: list[list[torch.Tensor]], cols: int, zo
 def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, samples_per_prompt: int = 2,
                    grid_prompts: int = 16, guidance: float = 1.0, steps: int = 50, seed: int = 0, eta: float = 1.0,
                    data_dir: str | Path | None = None, progress: bool = True, batch: int = 64,
-                   prompts: Sequence[int] | None = None) -> dict:
+                   prompts: Sequence[int] | None = None, focus: Sequence[str] = ()) -> dict:
     """Samples of the teacher for an evenly spread set of prompts ("…, front view", DDIM with CFG);
     accuracy = the fraction whose nearest GT render (fixed front-ish view set, all prompts) belongs
-    to the asked prompt; also per attribute. Writes ``samples.png`` and ``report.json`` into ``out``."""
+    to the asked prompt; also per attribute. Writes ``samples.png`` and ``report.json`` into ``out``.
+    ``focus``: ask only prompts containing one of these phrases (e.g. "tree": what a fine-tune on a
+    grown world added), still matched against every prompt's GT renders."""
     from tqdm import tqdm
 
     from backend.text_encoder import TextEncoder
@@ -141,7 +143,11 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
     enc = TextEncoder(meta.get("text_encoder", "minilm"), meta.get("max_length", 32))
     # ``prompts``: a subset of the world (quick checks, tests) that is both asked and matched against
     pool = list(range(len(world))) if prompts is None else list(prompts)
-    pos = [pool[i] for i in np.linspace(0, len(pool) - 1, min(n_prompts, len(pool))).round().astype(int)]
+    asked_pool = [i for i in pool if any(f in world.texts[i] for f in focus)] if focus else pool
+    if not asked_pool:
+        raise ValueError(f"no prompt contains any of {list(focus)}")
+    pos = [asked_pool[i] for i in np.linspace(0, len(asked_pool) - 1, min(n_prompts, len(asked_pool))).round()
+           .astype(int)]
     caps = [view_caption(world.texts[i], "front") for i in pos]
     null = enc._encode([""]).tokens
     tokens = enc._encode(caps).tokens.repeat_interleave(samples_per_prompt, 0)
@@ -169,6 +175,7 @@ def teacher_report(teacher: str | Path, out: str | Path, n_prompts: int = 64, sa
            "prediction_type": cfg.prediction_type, "caption": "{prompt}, front view",
            "gallery": f"GT renders of {'all ' if prompts is None else ''}{len(pool)} prompts from {REPORT_VIEWS} "
                       "fixed front-ish views",
+           "asked": f"prompts containing {list(focus)}" if focus else "evenly spread over the world",
            "accuracy": float(ok.float().mean()), "attribute_accuracy": attr, "gt_ceiling": ceiling,
            "sample_seconds": sample_seconds, "grid_png": str(png), "grid_layout": f"rows: prompts in grid_prompts.txt; "
            f"columns: {samples_per_prompt} samples, then a GT render",

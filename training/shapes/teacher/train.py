@@ -56,9 +56,9 @@ def _run_config(out: Path, resume: bool, cfg: TeacherConfig | None, init: str | 
 
 
 def _load_data(data_dir: Path, cfg: TeacherConfig, world: ShapesWorld, prompts: Sequence[int] | None,
-               progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images ``[N, S, S, 3]`` uint8, caption row of each image ``[N]``, caption table ``[C, L, D]`` fp16),
-    prepared on first use."""
+               progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images ``[N, S, S, 3]`` uint8, caption row of each image ``[N]``, caption table ``[C, L, D]`` fp16,
+    the rows of the images of ``cfg.focus`` prompts), prepared on first use."""
     from safetensors.torch import load_file
 
     threads = torch.get_num_threads()
@@ -71,7 +71,11 @@ def _load_data(data_dir: Path, cfg: TeacherConfig, world: ShapesWorld, prompts: 
     labels = json.loads(paths["labels"].read_text())
     ids = caption_ids(world, None if prompts is None else list(prompts))
     cap_ids = torch.tensor([ids[(p, v)] for p, v in zip(labels["prompts"], labels["views"])])
-    return images, cap_ids, load_file(str(paths["captions"]))["tokens"]
+    focus = torch.tensor([k for k, p in enumerate(labels["prompts"])
+                          if any(f in world.texts[p] for f in cfg.focus)], dtype=torch.long)
+    if cfg.focus and cfg.focus_share > 0 and not len(focus):
+        raise ValueError(f"no prompt of the world contains any of the focus phrases {list(cfg.focus)}")
+    return images, cap_ids, load_file(str(paths["captions"]))["tokens"], focus
 
 
 def _warm_start(init: Path, init_meta: dict, unet, ema, log: dict[str, Any]) -> int:
@@ -88,11 +92,14 @@ def _warm_start(init: Path, init_meta: dict, unet, ema, log: dict[str, Any]) -> 
 
 
 def _train_step(unet, opt: torch.optim.Optimizer, images: torch.Tensor, cap_ids: torch.Tensor, tokens: torch.Tensor,
-                acp: torch.Tensor, cfg: TeacherConfig, step: int) -> float:
+                acp: torch.Tensor, cfg: TeacherConfig, step: int, focus: torch.Tensor | None = None) -> float:
     """One optimizer step on a batch drawn from a generator seeded by the step (a resumed run sees the
-    same batches); → the loss."""
+    same batches; ``cfg.focus_share`` of it from the ``focus`` rows); → the loss."""
     g = torch.Generator().manual_seed(cfg.seed * 7919 + step)  # resumable data order
     idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
+    if focus is not None and len(focus) and cfg.focus_share > 0:
+        n = int(round(cfg.focus_share * cfg.batch_size))
+        idx[:n] = focus[torch.randint(0, len(focus), (n,), generator=g)]
     x = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
     flip = torch.rand(cfg.batch_size, generator=g) < 0.5  # the world is mirror symmetric in x
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -138,7 +145,7 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
     out = Path(out)
     world = world or get_world()
     cfg, state, init, init_meta, data_dir = _run_config(out, resume, cfg, init, recipe, data_dir)
-    images, cap_ids, tokens = _load_data(data_dir, cfg, world, prompts, progress)
+    images, cap_ids, tokens, focus = _load_data(data_dir, cfg, world, prompts, progress)
 
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg)
@@ -157,14 +164,14 @@ def train_teacher(out: str | Path, steps: int = 4000, resume: bool = False, cfg:
     n_params = sum(p.numel() for p in unet.parameters())
     logf = open(log_file, "a") if log_file else None
     if logf:
-        print(f"# teacher: {n_params / 1e6:.2f}M params, {len(images)} images, {tokens.shape[0]} captions, "
-              f"resume at step {step}", file=logf, flush=True)
+        print(f"# teacher: {n_params / 1e6:.2f}M params, {len(images)} images ({len(focus)} in focus), "
+              f"{tokens.shape[0]} captions, resume at step {step}", file=logf, flush=True)
     unet.train()
     bar = tqdm(total=steps, initial=min(step, steps), desc="teacher", disable=not progress, file=sys.stderr)
     t_last = time.perf_counter()
     run_loss = []
     while step < steps:
-        run_loss.append(_train_step(unet, opt, images, cap_ids, tokens, acp, cfg, step))
+        run_loss.append(_train_step(unet, opt, images, cap_ids, tokens, acp, cfg, step, focus))
         step += 1
         _update_ema(ema, unet, cfg.ema_decay, step)
         bar.update()
