@@ -59,8 +59,8 @@ def test_a_new_user_gets_a_first_object_without_a_terminal(extension_zip, tmp_pa
     # encoding a cached prompt, may pass unseen: its time counts in the next one)
     stages = [s for s, _ in res["timings"]]
     order = ["starting the backend", "loading the model", "loading the text encoder", "indexing the training prompts",
-             "encoding the prompt", "building the grid", "extracting the mesh", "colouring", "receiving the result",
-             "building the Blender object", "total from the click"]
+             "encoding the prompt", "building the grid", "extracting the mesh", "smoothing", "colouring",
+             "receiving the result", "building the Blender object", "total from the click"]
     assert stages == [s for s in order if s in stages], stages
     assert {"starting the backend", "loading the model", "extracting the mesh", "building the Blender object"} \
         <= set(stages)
