@@ -254,7 +254,7 @@ def test_a_real_install_then_att3d_generate(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert Path(result["python"]) == dest / "bin" / "python" and Path(result["att3d"]) == dest / "bin" / "att3d"
     assert result["torch"].startswith("2.13.0") and result["torch_variant"] == "cpu" and result["device"] == "cpu"
-    assert result["model"] == "demo" and result["training_prompts"] == 992
+    assert result["model"] == "demo" and result["training_prompts"] == 1056
     assert json.loads((dest / setup_backend.STAMP).read_text())["python"] == result["python"]
     assert not setup_backend.partial_dir(dest).exists()
     script = (dest / "bin" / "att3d").read_text()  # renamed into place: it names the final interpreter

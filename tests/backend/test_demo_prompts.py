@@ -1,5 +1,5 @@
 """The shipped demo lists what it was trained on, so "far from the training prompts" is computed
-for it (issue 14): its 992 prompts are the Shapes world's 50 % seen split, the very list its
+for it (issue 14): its 1056 prompts are the Shapes world's 50 % seen split, the very list its
 provenance hashes; ``ship()`` keeps a run's prompts."""
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from backend.nearest import training_prompts
 from training.prompts import prompt_hash
 
 
-def test_the_demo_lists_its_992_training_prompts():
+def test_the_demo_lists_its_1056_training_prompts():
     config = json.loads((resolve_model_path("demo") / "config.json").read_text())
     prov = config["provenance"]
     prompts = training_prompts(config)
-    assert prompts is not None and len(prompts) == 992 == prov["prompt_set"]["count"]
+    assert prompts is not None and len(prompts) == 1056 == prov["prompt_set"]["count"]
     assert prompt_hash(prompts) == prov["prompt_set"]["sha256"]  # exactly what it trained on
-    assert "a red sphere wearing a red party hat" in prompts and "a medieval castle" not in prompts
+    assert "a red sphere wearing a red party hat" in prompts and "a tree in the winter" in prompts
+    assert "a medieval castle" not in prompts
 
 
 def test_ship_keeps_the_prompts(tmp_path, monkeypatch):

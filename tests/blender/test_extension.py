@@ -47,7 +47,7 @@ def test_the_wheel_carries_the_backend_and_its_data(built_zip, tmp_path):
         names = set(z.namelist())
         demo = json.loads(z.read("backend/models/demo/config.json"))
     assert set(build.WHEEL_DATA) <= names and "backend/cli.py" in names
-    assert len(demo["provenance"]["prompts"]) == 992
+    assert len(demo["provenance"]["prompts"]) == 1056
     stripped = tmp_path / wheel.name
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(stripped, "w") as dst:
         for n in src.namelist():

@@ -45,11 +45,11 @@ def test_a_new_user_gets_a_first_object_without_a_terminal(extension_zip, tmp_pa
     # the set-up: done, in the extension's own folder, with a clear end state
     assert res["setup_error"] is None, res["setup_error"]
     status_icon, status = res["setup_status"]
-    assert status_icon == "CHECKMARK" and status.startswith("Backend ready: torch 2.13.0 CPU, model demo (992 "
+    assert status_icon == "CHECKMARK" and status.startswith("Backend ready: torch 2.13.0 CPU, model demo (1056 "
                                                             "training prompts), in "), status
     assert res["backend_dir_inside_user_dir"] and res["log_exists"] and res["no_partial_left"]
     stamp = res["stamp"]
-    assert stamp["torch_variant"] == "cpu" and stamp["training_prompts"] == 992 and stamp["test_vertices"] > 0
+    assert stamp["torch_variant"] == "cpu" and stamp["training_prompts"] == 1056 and stamp["test_vertices"] > 0
     assert res["found"][0] == "set up by the add-on" and res["found"][1] == stamp["python"]
     # the first object, through the local server the set-up made
     assert res["generate_error"] is None, res["generate_error"]
@@ -74,7 +74,7 @@ def test_a_new_user_gets_a_first_object_without_a_terminal(extension_zip, tmp_pa
     assert res["closeness"]["a medieval castle"][1].startswith("Far from what the model was trained on")
     assert res["closeness"]["a purple cube wearing a red party hat"][0] == "CHECKMARK"
     # Check Backend: model, device, prompt count, examples
-    assert res["check_status"] == ["CHECKMARK", "Backend OK: model demo on cpu, trained on 992 prompts, att3d 0.1.0"]
+    assert res["check_status"] == ["CHECKMARK", "Backend OK: model demo on cpu, trained on 1056 prompts, att3d 0.1.0"]
     assert any(ln.startswith("Trained on, e.g.: 'a ") for ln in res["check_lines"])
     assert res["restart_error"] is None and res["restarted"]
     assert res["removed"] and res["server_stopped"]
