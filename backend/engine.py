@@ -213,7 +213,8 @@ class Generate(_Request):
 
 @dataclass(frozen=True)
 class Blend(_Request):
-    """A mesh between two prompts: ``m((1 − α) c_a + α c_b)``."""
+    """A mesh between two prompts: ``m((1 − α) c_a + α c_b)``, smoothed like :class:`Generate` (so its ends
+    are the generated objects)."""
 
     prompt_a: str
     prompt_b: str
@@ -221,10 +222,11 @@ class Blend(_Request):
     resolution: int = DEFAULT_RESOLUTION
     simplify: int | None = None
     mc: str = "auto"
+    smooth: int = DEFAULT_SMOOTH
 
     def __post_init__(self) -> None:
         self._check(prompt_a=check_prompt, prompt_b=check_prompt, alpha=check_alpha, resolution=check_resolution,
-                    simplify=check_simplify, mc=check_mc_available)
+                    simplify=check_simplify, mc=check_mc_available, smooth=check_smooth)
 
 
 @dataclass(frozen=True)
@@ -391,8 +393,9 @@ class Engine:
                               modulation)
 
     def blend(self, prompt_a: str, prompt_b: str, alpha: float, resolution: int = DEFAULT_RESOLUTION,
-              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None) -> MeshData:
-        return self._blend(Blend(prompt_a, prompt_b, alpha, resolution, simplify, mc), progress)
+              simplify: int | None = None, mc: str = "auto", progress: ProgressFn | None = None, *,
+              smooth: int = DEFAULT_SMOOTH) -> MeshData:
+        return self._blend(Blend(prompt_a, prompt_b, alpha, resolution, simplify, mc, smooth), progress)
 
     def chain(self, keyframes: Sequence[tuple[float, str]], steps: int = 4, resolution: int = DEFAULT_RESOLUTION,
               consistent: bool = True, progress: ProgressFn | None = None,
@@ -439,7 +442,8 @@ class Engine:
         _report(progress, grid_at, grid)  # 1. both prompts' tokens, mixed, through the mapping network
         mod = self.pipeline.blend_modulation(r.prompt_a, r.prompt_b, r.alpha)
         _report(progress, mesh_at, mesh_msg)  # 2. the mesh
-        mesh = self.pipeline.mesh(mod, r.resolution, r.simplify, mc=r.mc, progress=_rest(progress, mesh_at))
+        mesh = self.pipeline.mesh(mod, r.resolution, r.simplify, mc=r.mc, progress=_rest(progress, mesh_at),
+                                  smooth=r.smooth)
         mesh.meta = _json_safe({**mesh.meta, "prompt": f"{r.prompt_a} → {r.prompt_b} @ {r.alpha:.2f}",
                                 "model": self.pipeline.model_id, "alpha": r.alpha, "prompts": [r.prompt_a, r.prompt_b]})
         _report(progress, 1.0, "done")

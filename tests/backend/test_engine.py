@@ -11,6 +11,7 @@ import pytest
 from backend import engine as engine_mod
 from backend.engine import GENERATE_STEPS, Blend, Chain, Generate, InvalidInput, Nearest
 from backend.progress import CancelledError
+from blender_att3d.wire.options import DEFAULT_SMOOTH
 from blender_att3d.wire.types import MeshData, Neighbors, SequenceData, ServerInfo
 
 
@@ -57,7 +58,7 @@ def test_generate_runs_its_numbered_steps_with_one_progress_callback(engine, pip
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     # the steps are the pipeline's, in this order: the same mesh
-    direct = pipeline.mesh(pipeline.modulate(pipeline.embed("a red cube")), 32)
+    direct = pipeline.mesh(pipeline.modulate(pipeline.embed("a red cube")), 32, smooth=DEFAULT_SMOOTH)
     assert isinstance(mesh, MeshData) and np.array_equal(mesh.positions, direct.positions)
     assert np.array_equal(mesh.faces, direct.faces) and mesh.meta["prompt"] == "a red cube"
     assert mesh.meta["model"] == "tiny" and mesh.meta["resolution"] == 32

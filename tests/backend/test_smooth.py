@@ -113,13 +113,13 @@ def test_the_artist_facing_paths_smooth_by_default(pipeline, tiny_model_dir, tmp
     apply DEFAULT_SMOOTH Taubin iterations; --smooth 0 is the raw surface."""
     from gltf_check import first_primitive
 
-    from backend.service.engine import Engine
+    from backend.engine import Engine
     from blender_att3d.wire.options import DEFAULT_SMOOTH
 
     assert DEFAULT_SMOOTH > 0
     mod = pipeline.modulate(pipeline.embed("a red cube"))
     raw = extract_mesh(pipeline.model, mod, 48)
-    want = taubin_smooth(raw.vertices, raw.faces, DEFAULT_SMOOTH)
+    want = taubin_smooth(raw.positions, raw.faces, DEFAULT_SMOOTH)
     got = Engine(pipeline).generate("a red cube", resolution=48)
     np.testing.assert_allclose(got.positions, want, atol=1e-5)
     assert main(["--quiet", "generate", "a red cube", "--out", str(tmp_path / "d.glb"), "--model", str(tiny_model_dir),
@@ -127,5 +127,5 @@ def test_the_artist_facing_paths_smooth_by_default(pipeline, tiny_model_dir, tmp
     assert main(["--quiet", "generate", "a red cube", "--out", str(tmp_path / "r.glb"), "--model", str(tiny_model_dir),
                  "--resolution", "48", "--device", "cpu", "--smooth", "0"]) == 0
     smoothed, plain = (first_primitive(tmp_path / f)["POSITION"] for f in ("d.glb", "r.glb"))
-    assert len(smoothed) == len(raw.vertices) == len(plain)
+    assert len(smoothed) == len(raw.positions) == len(plain)
     assert np.abs(smoothed - plain).max() > 1e-4  # the default moved the vertices; 0 did not

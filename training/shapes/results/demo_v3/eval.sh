@@ -3,7 +3,7 @@
 # a model on one core). NAME_unseen.json: all unseen prompts of the 50 % split, surfaces on 48 (raw);
 # NAME_smooth20.json: 48 prompts, surfaces smoothed ×20 (the artist paths' default); NAME_interp.json:
 # eval-interpolation with the four-season chain. (The JSON here keep per-prompt rows trimmed to
-# prompt/retrieved/nearest/rank/IoU.) Cycles renders: blender_att3d on bpy, render_v3.py OUT MODEL_DIR.
+# prompt/retrieved/nearest/rank/IoU.) Cycles renders: docs/results/render_demo_v3.py.
 set -euo pipefail
 M=$1; E=$2; N=$3; mkdir -p "$E"
 export OMP_NUM_THREADS=1

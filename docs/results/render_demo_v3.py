@@ -1,8 +1,8 @@
 """Cycles renders with a demo model: a few objects, then the four-season chain (keyframes and midpoints).
 
 With bpy (the project's .venv), from the repository root:
-``python training/shapes/results/demo_v3/render_v3.py OUT_DIR [MODEL_DIR]`` → ``OUT_DIR/obj_*.png``,
-``OUT_DIR/season_*.png`` (``cycles_objects.png`` and ``cycles_seasons.png`` here are them side by side).
+``python docs/results/render_demo_v3.py OUT_DIR [MODEL_DIR]`` → ``OUT_DIR/obj_*.png``,
+``OUT_DIR/season_*.png`` (``training/shapes/results/demo_v3/cycles_*.png`` are them side by side).
 """
 import sys
 import time
