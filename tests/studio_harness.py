@@ -4,7 +4,6 @@ the session, and the application deployed again whenever a test asks for other s
 test dependency (``att3d[test]``): without it these tests fail, saying how to install it."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -133,17 +132,9 @@ class Http:
         self.host, self.port, self.token = u.hostname, u.port, token
 
     def request(self, method: str, path: str, body=None, timeout: float = 120) -> tuple[int, bytes]:
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            h = {"Authorization": f"Bearer {self.token}"}
-            data = None if body is None else json.dumps(body).encode()
-            if data:
-                h["Content-Type"] = "application/json"
-            c.request(method, path, data, h)
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
+        from backend.studio.bench import _request
+
+        return _request(f"http://{self.host}:{self.port}", self.token, method, path, body, timeout)
 
     def json(self, method: str, path: str, body=None, expect: int = 200) -> dict:
         status, data = self.request(method, path, body)

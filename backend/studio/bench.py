@@ -37,9 +37,10 @@ def _log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def _request(url: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+def _request(url: str, token: str, method: str, path: str, body: Any = None,
+             timeout: float = 600) -> tuple[int, bytes]:
     u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=600)
+    c = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=timeout)
     try:
         h = {"Authorization": f"Bearer {token}"}
         data = None if body is None else json.dumps(body).encode()

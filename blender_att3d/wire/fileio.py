@@ -145,15 +145,21 @@ def atomic_files(folder: str | os.PathLike) -> Iterator[Path]:
         for p in sorted(tmp.iterdir()):
             target = folder / p.name
             if p.is_dir() and target.is_dir():
-                old = target.with_name(f".{target.name}.old.{os.getpid()}")
-                os.replace(target, old)
-                os.replace(p, target)
-                shutil.rmtree(old, ignore_errors=True)
+                _swap_dir_in(p, target)
             else:
                 os.replace(p, target)
         _fsync_dir(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_dir_in(new: Path, target: Path) -> None:
+    """Put folder ``new`` where folder ``target`` is: the old one moves aside first (a folder cannot be
+    renamed over a non-empty one), then goes."""
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -166,10 +172,7 @@ def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], N
         write(tmp)
         fsync_tree(tmp)
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_dir_in(tmp, folder)
         else:
             os.replace(tmp, folder)
         _fsync_dir(folder.parent)
