@@ -317,11 +317,26 @@ def model_field(model: Any, mod: Any) -> FieldFn:
     return density_grad
 
 
+def state_field(model: Any, mod: Any, resolution: int, coarse: Any = None) -> FieldFn:
+    """The field a chain's states lie on at this lattice: up to
+    :data:`~backend.mesh.LOWPASS_MAX_RESOLUTION`, the low-passed density that Generate's default
+    smoothing extracts (a small lattice, :func:`~backend.mesh.lowpass_coarse`; ``coarse``: it, if
+    known), read by trilinear interpolation — cheap to settle on, and the same surface as the
+    artist's Generate before Taubin; above it, the model's own density."""
+    from .mesh import lattice_field, lowpass_coarse, uses_lowpass
+
+    if not uses_lowpass(1, resolution):
+        return model_field(model, mod)
+    return lattice_field(lowpass_coarse(model, mod) if coarse is None else coarse, model.config.bound)
+
+
 def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_mean: Any, voxel: float,
                          iterations: int = 6, relax: float = 0.5, relax_passes: int = 10,
                          settled: float = 0.1, hopeless: float = 0.03, relax_from: float = 0.5, rings: int = 3,
-                         predict: int = 0, predict_below: float = 0.97) -> tuple[np.ndarray, np.ndarray]:
-    """Move a tracked mesh onto this state's isosurface, keeping its triangles even.
+                         predict: int = 0, predict_below: float = 0.97,
+                         field: FieldFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Move a tracked mesh onto this state's isosurface, keeping its triangles even: the isosurface of
+    ``field`` (default: the model's own density, :func:`model_field`; chains pass the low-passed one).
 
     Damped Newton steps along the density gradient (each at most half a voxel... of the coarse
     lattice, ``2 · bound / 64``), with tangential Laplacian relaxation where the mesh moves: each
@@ -389,7 +404,7 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
                 d[idx], g[idx] = field(x[idx])
         return x, dist
 
-    field = model_field(model, mod)
+    field = field or model_field(model, mod)
     if predict > 1 and len(x) >= 8 * predict:
         xs, sample_dist = descend(x[::predict].clone(), field, iterations, 0.0)
         sample_ok = sample_dist <= 0.25 * voxel

@@ -23,28 +23,31 @@ from .model import ATT3D
 ON_SURFACE_VOXELS = 0.25
 
 
-def field_gradient(model: ATT3D, mod: Modulation, points: np.ndarray,
-                   chunk: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
-    """Density ``[N]`` and its gradient ``[N, 3]`` at ``points`` (one prompt)."""
-    one = mod.select([0]).detach()
+def field_gradient(model: ATT3D, mod: Modulation, points: np.ndarray, chunk: int = 1 << 17,
+                   resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Density ``[N]`` and its gradient ``[N, 3]`` at ``points`` (one prompt): of the model's own
+    density, or with ``resolution`` of the field a chain at that lattice lies on
+    (:func:`backend.chain.state_field`)."""
+    from .chain import model_field, state_field
+
+    field = model_field(model, mod) if resolution is None else state_field(model, mod, resolution)
     dens, grads = [], []
     for s in range(0, len(points), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(points[s:s + chunk], np.float32)).to(mod.v.device)[None]
-        with torch.enable_grad():
-            x.requires_grad_(True)
-            d = model.density(one, x)
-            (g,) = torch.autograd.grad(d.sum(), x)
-        dens.append(d.detach()[0].cpu().numpy())
-        grads.append(g[0].cpu().numpy())
+        x = torch.from_numpy(np.ascontiguousarray(points[s:s + chunk], np.float32)).to(mod.v.device)
+        d, g = field(x)
+        dens.append(d.detach().cpu().numpy())
+        grads.append(g.detach().cpu().numpy())
     if not dens:
         return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
     return np.concatenate(dens), np.concatenate(grads)
 
 
-def surface_distance(model: ATT3D, mod: Modulation, points: np.ndarray, level: float | None = None) -> np.ndarray:
-    """First-order distance of each point to the isosurface: ``|σ − ℓ| / |∇σ|``."""
+def surface_distance(model: ATT3D, mod: Modulation, points: np.ndarray, level: float | None = None,
+                     resolution: int | None = None) -> np.ndarray:
+    """First-order distance of each point to the isosurface: ``|σ − ℓ| / |∇σ|`` (``resolution``: of
+    the field a chain at that lattice lies on, as :func:`field_gradient`)."""
     level = model.config.iso_density if level is None else level
-    d, g = field_gradient(model, mod, points)
+    d, g = field_gradient(model, mod, points, resolution=resolution)
     return np.abs(d - level) / np.maximum(np.linalg.norm(g, axis=1), 1e-8)
 
 
@@ -53,8 +56,10 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
 
 
-def inward_face_fraction(model: ATT3D, mod: Modulation, vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Share of (non-degenerate) faces whose normal points into the object."""
+def inward_face_fraction(model: ATT3D, mod: Modulation, vertices: np.ndarray, faces: np.ndarray,
+                         resolution: int | None = None) -> float:
+    """Share of (non-degenerate) faces whose normal points into the object (``resolution``: as
+    :func:`field_gradient`)."""
     if len(faces) == 0:
         return 0.0
     n = face_normals(vertices, faces)
@@ -63,7 +68,7 @@ def inward_face_fraction(model: ATT3D, mod: Modulation, vertices: np.ndarray, fa
     if not keep.any():
         return 0.0
     centroids = vertices[faces[keep].astype(np.int64)].mean(1)
-    _, g = field_gradient(model, mod, centroids)
+    _, g = field_gradient(model, mod, centroids, resolution=resolution)
     return float(((n[keep] * -g).sum(1) < 0).mean())
 
 
@@ -182,6 +187,7 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
     each keyframe) ``max_jump_per_frame_voxels`` is the largest move between consecutive frames.
     """
     from .chain import segment_alpha
+    from .mesh import uses_lowpass
 
     model = pipe.model
     cfg = model.config
@@ -195,7 +201,7 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
     steps = np.asarray(chain.steps)
     for n, piece in enumerate(chain.pieces):
         mods = [pipe.chain_modulation(emb, *segment_alpha(t, positions)) for t in piece.times]
-        direct = [pipe.mesh(m, resolution) for m in mods]
+        direct = [pipe.mesh(m, resolution, lowpass=uses_lowpass(1, resolution)) for m in mods]
         f = piece.faces
         t_key = piece.times[piece.key]
         for k in np.flatnonzero(np.isclose(positions, t_key)):  # the keyframe this piece was extracted at
@@ -204,16 +210,16 @@ def chain_quality(pipe: Any, chain: Any, prompts: list[str], positions: list[flo
             keyframes.append({
                 "prompt": prompts[k], "position": positions[k],
                 "chamfer_pct_diag": round(100 * ch / max(bbox_diagonal(d.positions), 1e-9), 4),
-                "inward_pct": round(100 * inward_face_fraction(model, mods[piece.key], v, f), 3),
-                "inward_direct_pct": round(100 * inward_face_fraction(model, mods[piece.key], d.positions, d.faces),
-                                           3)})
+                "inward_pct": round(100 * inward_face_fraction(model, mods[piece.key], v, f, resolution), 3),
+                "inward_direct_pct": round(100 * inward_face_fraction(model, mods[piece.key], d.positions, d.faces,
+                                                                      resolution), 3)})
         for j, (t, verts) in enumerate(zip(piece.times, piece.positions)):
-            dist = surface_distance(model, mods[j], verts)
+            dist = surface_distance(model, mods[j], verts, resolution=resolution)
             states.append({"piece": n, "position": round(t, 4), "step": bool(np.isclose(steps, t).any()),
                            "held": bool(piece.held[j]) if piece.held else False,
                            "on_surface_pct": round(100 * float((dist <= ON_SURFACE_VOXELS * voxel).mean()), 3),
                            "on_surface_half_voxel_pct": round(100 * float((dist <= 0.5 * voxel).mean()), 3),
-                           "inward_pct": round(100 * inward_face_fraction(model, mods[j], verts, f), 3)})
+                           "inward_pct": round(100 * inward_face_fraction(model, mods[j], verts, f, resolution), 3)})
             if j:
                 jump = float(np.linalg.norm(verts - piece.positions[j - 1], axis=1).max()) / voxel
                 max_jump = max(max_jump, jump)

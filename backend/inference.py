@@ -23,20 +23,23 @@ from .cameras import orbit_cameras
 from .chain import (
     chain_schedule,
     largest_move,
-    model_field,
     neighbor_mean_operator,
     plan_pieces,
     refine_pieces,
     settle_on_isosurface,
+    state_field,
     step_label,
 )
 from .device import pick_device
 from .mapping_network import Modulation
 from .mesh import (
+    LOWPASS_MAX_RESOLUTION,
     density_lattice,
     extract_mesh,
     extract_surface,
     field_colors,
+    lowpass_coarse,
+    lowpass_surface,
 )
 from .model import ATT3D, freeze_spectral_norm, load_model, resolve_model_path
 from .progress import CancelledError, ProgressFn  # noqa: F401 (re-exported: the service and clients use them)
@@ -99,6 +102,7 @@ PREDICT_EVERY = 8
 PLAN_SHARE = 0.8
 MISS_QUANTILE = 0.99
 MISS_EVERY = 4
+FIELD_CACHE = 64
 
 
 class Pipeline:
@@ -136,19 +140,20 @@ class Pipeline:
     # -- single objects -------------------------------------------------------------------------
     def mesh(self, mod: Modulation, resolution: int = DEFAULT_RESOLUTION, simplify: int | None = None,
              texture: bool | int = False, extract: str = "auto", mc: str = "auto",
-             progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0) -> MeshData:
+             progress: ProgressFn | None = None, unwrap: str = "box", smooth: int = 0,
+             lowpass: bool | None = None) -> MeshData:
         """``extract``: ``auto`` (sparse from 96³, dense below), ``sparse`` or ``dense`` (the reference,
-        the same mesh); ``mc``: ``auto``
-        (default: ``torch`` on a GPU, ``skimage`` elsewhere), ``skimage``, ``pymcubes`` or
-        ``torch``; ``unwrap`` (with a texture): ``box`` (fast) or ``xatlas``;
-        ``smooth``: Taubin iterations on the extracted surface, volume-preserving (0–100; 0, the
-        default: off); ``progress(fraction, message)`` returning True stops it (:class:`CancelledError`)
-        within one step of the extraction."""
+        the same mesh); ``mc``: ``auto`` (default: ``torch`` on a GPU, ``skimage`` elsewhere),
+        ``skimage``, ``pymcubes`` or ``torch``; ``unwrap`` (with a texture): ``box`` (fast) or
+        ``xatlas``; ``smooth``: the low-passed density's surface, then Taubin iterations,
+        volume-preserving (0–100; 0, the default: off); ``lowpass`` True/False: the low-passed density
+        or not, whatever ``smooth``; ``progress(fraction, message)`` returning True stops it
+        (:class:`CancelledError`) within one step of the extraction."""
         tex = (1024 if texture is True else int(texture)) if texture else None
         if tex and not simplify:
             simplify = 20000  # the texture carries the detail; xatlas is slow on dense meshes
         return extract_mesh(self.model, mod, resolution, simplify, tex, extract=extract, mc=mc, progress=progress,
-                            unwrap=unwrap, smooth=smooth)
+                            unwrap=unwrap, smooth=smooth, lowpass=lowpass)
 
     @torch.no_grad()
     def preview(self, mod: Modulation, views: int = 8, size: int = 128, elevation: float = 20.0,
@@ -208,10 +213,13 @@ class Pipeline:
             if progress is not None and progress(i / n, what):
                 raise CancelledError("cancelled")
 
+        # the low-passed density (what Generate's default smoothing extracts) up to its limit: every
+        # state's field is then a small lattice, cheap to settle on and shared by the pieces meeting there
+        lowpass = resolution <= LOWPASS_MAX_RESOLUTION
         if not consistent:
             for i, (k, a, pos) in enumerate(schedule):
                 tick(i, len(schedule), f"step {i + 1}/{len(schedule)}")
-                m = self.mesh(self.chain_modulation(emb, k, a), resolution)
+                m = self.mesh(self.chain_modulation(emb, k, a), resolution, lowpass=lowpass)
                 m.meta.update(prompt=out.prompts[i], model=self.model_id, chain_position=pos)
                 out.meshes.append(m)
         else:
@@ -228,25 +236,36 @@ class Pipeline:
                 a += (x - int(x)) / steps
                 return positions[k] + a * (positions[k + 1] - positions[k])
 
+            @functools.lru_cache(maxsize=FIELD_CACHE)  # a 48³ lattice each (0.4 MB)
+            def coarse_at(x: float) -> torch.Tensor:
+                return lowpass_coarse(self.model, mod_at(x))
+
+            def field_at(x: float):
+                return state_field(self.model, mod_at(x), resolution, coarse_at(x) if lowpass else None)
+
             def extract(i: int) -> tuple[np.ndarray, np.ndarray]:  # an anchor: what generate would make
+                if lowpass:
+                    return lowpass_surface(self.model, mod_at(i), resolution, coarse=coarse_at(i))
                 return extract_surface(self.model, mod_at(i), resolution, cfg.iso_density)
 
             def project(x: float, v: np.ndarray, f: np.ndarray, adj) -> tuple[np.ndarray, np.ndarray]:
-                return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel, predict=PREDICT_EVERY)
+                return settle_on_isosurface(self.model, mod_at(x), v, adj, voxel, predict=PREDICT_EVERY,
+                                            field=field_at(x))
 
             planned = plan_pieces([k * steps for k in range(len(prompts))], extract, project,
                                   lambda v, f: neighbor_mean_operator(f, len(v), self.device),
                                   tick=lambda frac: tick(PLAN_SHARE * frac, 1, "tracking the keyframes' meshes"))
 
             def miss(x: float, v: np.ndarray) -> float:  # how far a blend is from step x's surface, in voxels
-                d, g = model_field(self.model, mod_at(x))(torch.from_numpy(v[::MISS_EVERY]).to(self.device))
+                d, g = field_at(x)(torch.from_numpy(v[::MISS_EVERY]).to(self.device))
                 dist = (d - cfg.iso_density).abs() / g.norm(dim=-1).clamp_min(1e-8)
                 return float(torch.quantile(dist, MISS_QUANTILE)) / voxel if len(dist) else 0.0
 
             cap = default_max_states(steps) if max_states is None else max_states
             inserted = refine_pieces(
                 planned, lambda x: schedule[int(x)][0], cap,
-                lambda x, v, f, adj: settle_on_isosurface(self.model, mod_at(x), v, adj, voxel), miss, voxel,
+                lambda x, v, f, adj: settle_on_isosurface(self.model, mod_at(x), v, adj, voxel, field=field_at(x)),
+                miss, voxel,
                 max_total=MAX_CHAIN_STATES,
                 tick=lambda frac: tick(PLAN_SHARE + (0.95 - PLAN_SHARE) * frac, 1, "adding states where it moves"))
             moves = [largest_move(a, b) for p in planned for a, b in zip(p.vertices, p.vertices[1:])]

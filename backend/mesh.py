@@ -34,7 +34,8 @@ from .texture import bake_texture
 
 __all__ = ["EXTRACT_METHODS", "MC_METHODS", "density_lattice", "extract_mesh",
            "extract_surface", "field_colors", "marching_cubes", "resolve_mc", "simplify", "check_smooth",
-           "taubin_smooth", "MAX_SMOOTH", "DEFAULT_SMOOTH"]
+           "taubin_smooth", "lowpass_lattice", "lowpass_coarse", "lowpass_surface", "lattice_field",
+           "upsample_lattice", "uses_lowpass", "MAX_SMOOTH", "DEFAULT_SMOOTH"]
 
 Check = Callable[[float], None]
 
@@ -237,6 +238,99 @@ def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int,
     return v.astype(vertices.dtype, copy=False)
 
 
+#: Smoothing low-passes the density before marching cubes (:func:`lowpass_lattice`): it is sampled on
+#: a coarse lattice of this many nodes per unit of the box (48 across a unit-bound model), blurred by a
+#: Gaussian of σ :data:`LOWPASS_SIGMA` (box units) and interpolated back onto the requested lattice.
+#: The finest feature grid of a model (36³ for the demo) leaves lumps a few voxels wide in the
+#: density's inner level sets, which Taubin's one-ring filter hardly reaches (demo v3, 16 unseen
+#: prompts at 128³, calibrated level: normal error 22.8° → 18.7°, roughness 3.99° → 2.70°; Taubin 60
+#: alone: 22.4°, 3.68°). 64 nodes with the same σ measure the same (18.7°, 2.73°) at 2.4× the cost.
+LOWPASS_NODES_PER_UNIT = 24
+LOWPASS_SIGMA = 0.032
+#: above this lattice the low-passed lattice would be dense and large (256³ floats: 64 MB): smoothing
+#: is Taubin's alone on the sparse path's mesh
+LOWPASS_MAX_RESOLUTION = 256
+
+
+def uses_lowpass(smooth: int, resolution: int) -> bool:
+    """Whether smoothing at this lattice starts from :func:`lowpass_lattice` (the rest: Taubin's alone)."""
+    return bool(smooth) and int(resolution) <= LOWPASS_MAX_RESOLUTION
+
+
+def lowpass_coarse(model: ATT3D, mod: Modulation, check: Check = _no_check) -> torch.Tensor:
+    """The low-passed density on its coarse lattice (:data:`LOWPASS_NODES_PER_UNIT`): the density there,
+    blurred by a Gaussian of :data:`LOWPASS_SIGMA`. ``[m, m, m]`` float32 on the modulation's device."""
+    from scipy.ndimage import gaussian_filter
+
+    bound = model.config.bound
+    m = max(16, int(round(LOWPASS_NODES_PER_UNIT * bound)) * 2)
+    coarse = density_lattice(model, mod, m, check=check)
+    sigma = LOWPASS_SIGMA / (2 * bound / (m - 1))  # in coarse steps
+    return torch.from_numpy(gaussian_filter(coarse, sigma, truncate=3.0, mode="nearest")).to(mod.v.device)
+
+
+def upsample_lattice(coarse: torch.Tensor, resolution: int) -> np.ndarray:
+    """A lattice over the same box with ``resolution`` nodes per axis, trilinear between the coarse nodes."""
+    n = int(resolution)
+    if n == coarse.shape[0]:
+        return coarse.cpu().numpy()
+    return F.interpolate(coarse[None, None], size=(n, n, n), mode="trilinear", align_corners=True)[0, 0].cpu().numpy()
+
+
+def lowpass_lattice(model: ATT3D, mod: Modulation, resolution: int = 128,
+                    check: Check = _no_check) -> np.ndarray:
+    """The density on an ``N³`` lattice over [-bound, bound]³ (like :func:`density_lattice`), low-passed:
+    :func:`lowpass_coarse` interpolated trilinearly onto it — cheaper than the full-resolution lattice
+    (demo, CPU: about 0.04 s at 128³ against 0.25 s dense and 0.1 s sparse), because a blurred field holds
+    nothing finer to sample."""
+    coarse = lowpass_coarse(model, mod, check=lambda f: check(0.9 * f))
+    return upsample_lattice(coarse, resolution)
+
+
+def lowpass_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
+                    mc: str = "auto", check: Check = _no_check,
+                    coarse: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The isosurface of the low-passed density (``coarse``: its :func:`lowpass_coarse`, if known)."""
+    cfg = model.config
+    if coarse is None:
+        coarse = lowpass_coarse(model, mod, check=lambda f: check(0.7 * f))
+    level = cfg.iso_density if level is None else float(level)
+    return marching_cubes(upsample_lattice(coarse, resolution), level, cfg.bound, resolve_mc(mc, mod.v.device),
+                          check=lambda f: check(0.8 + 0.2 * f))
+
+
+def lattice_field(lattice: torch.Tensor, bound: float) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Density ``[N]`` and its gradient ``[N, 3]`` at points ``[N, 3]`` by trilinear interpolation of an
+    ``[x, y, z]`` lattice over [-bound, bound]³ (points outside read its faces): the low-passed field
+    of :func:`lowpass_coarse` that chains settle their states on, at the cost of eight lookups a point."""
+    n = lattice.shape[0]
+    h = 2 * bound / (n - 1)
+    flat = lattice.reshape(-1)
+
+    def density_grad(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = ((p.to(lattice.dtype) + bound) / h).clamp(0, n - 1 - 1e-4)
+        i = u.floor().long()
+        fx, fy, fz = (u - i).unbind(-1)
+        base = (i[:, 0] * n + i[:, 1]) * n + i[:, 2]
+
+        def c(dx: int, dy: int, dz: int) -> torch.Tensor:
+            return flat[base + (dx * n + dy) * n + dz]
+
+        c000, c001, c010, c011, c100, c101, c110, c111 = (c(a, b, d) for a in (0, 1) for b in (0, 1) for d in (0, 1))
+        x00, x01 = c000 + fx * (c100 - c000), c001 + fx * (c101 - c001)  # along x, then y, then z
+        x10, x11 = c010 + fx * (c110 - c010), c011 + fx * (c111 - c011)
+        y0, y1 = x00 + fy * (x10 - x00), x01 + fy * (x11 - x01)
+        d = y0 + fz * (y1 - y0)
+        gz = y1 - y0
+        gy = (x10 - x00) + fz * ((x11 - x01) - (x10 - x00))
+        dx0 = (c100 - c000) + fy * ((c110 - c010) - (c100 - c000))
+        dx1 = (c101 - c001) + fy * ((c111 - c011) - (c101 - c001))
+        gx = dx0 + fz * (dx1 - dx0)
+        return d, torch.stack([gx, gy, gz], -1) / h
+
+    return density_grad
+
+
 def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level: float | None = None,
                     extract: str = "auto", mc: str = "auto",
                     check: Check = _no_check) -> tuple[np.ndarray, np.ndarray]:
@@ -272,15 +366,20 @@ def extract_surface(model: ATT3D, mod: Modulation, resolution: int = 128, level:
 def extract_mesh(model: ATT3D, mod: Modulation, resolution: int = 128, simplify_to: int | None = None,
                  texture_size: int | None = None, level: float | None = None, extract: str = "auto",
                  mc: str = "auto", progress: ProgressFn | None = None, unwrap: str = "box",
-                 smooth: int = 0) -> MeshData:
-    """The whole path: surface → (Taubin smoothing, ``smooth`` iterations; 0: off) → (simplify) →
-    colours, sampled at the smoothed positions (→ texture, ``unwrap``: ``box`` or ``xatlas``).
+                 smooth: int = 0, lowpass: bool | None = None) -> MeshData:
+    """The whole path: surface → (smoothing: ``smooth`` Taubin iterations, 0: off, after the low-passed
+    density of :func:`lowpass_lattice` up to :data:`LOWPASS_MAX_RESOLUTION`; ``lowpass`` True/False
+    decides that alone) → (simplify) → colours, sampled at the smoothed positions (→ texture,
+    ``unwrap``: ``box`` or ``xatlas``).
     ``progress(fraction, message)`` is told how far it got, and may stop it (returning True raises
     :class:`CancelledError`)."""
     smooth = check_smooth(smooth)
     check = Checkpoint(progress, 0.0, 1.0, "extracting the mesh")
     share = (0.0, 0.8, 0.9) if texture_size else (0.0, 0.9, 1.0)
-    verts, faces = extract_surface(model, mod, resolution, level, extract, mc, check=check.part(0, share[1]))
+    if (uses_lowpass(smooth, resolution) if lowpass is None else lowpass):
+        verts, faces = lowpass_surface(model, mod, resolution, level, mc, check=check.part(0, share[1]))
+    else:
+        verts, faces = extract_surface(model, mod, resolution, level, extract, mc, check=check.part(0, share[1]))
     if smooth:
         check(share[1], "smoothing", force=True)
         verts = taubin_smooth(verts, faces, smooth)

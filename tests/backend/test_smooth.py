@@ -4,8 +4,25 @@ import pytest
 import trimesh
 
 from backend.cli import main
-from backend.mesh import MAX_SMOOTH, check_smooth, extract_mesh, field_colors, marching_cubes, taubin_smooth
+from backend.mesh import (
+    LOWPASS_MAX_RESOLUTION,
+    MAX_SMOOTH,
+    check_smooth,
+    density_lattice,
+    extract_mesh,
+    field_colors,
+    lowpass_lattice,
+    marching_cubes,
+    taubin_smooth,
+)
 from training.shapes.surface import dihedral_angles_deg, mesh_volume
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline():
+    from backend.inference import Pipeline
+
+    return Pipeline("demo", device="cpu")
 
 
 def _lattice(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,11 +101,46 @@ def test_extract_mesh_smooth_zero_is_bit_for_bit_and_colours_follow_the_smoothed
     assert len(plain.faces) > 0
     for a, b in ((plain.positions, off.positions), (plain.faces, off.faces), (plain.colors, off.colors)):
         np.testing.assert_array_equal(a, b)
+    # smoothing: marching cubes of the low-passed density, then Taubin; colours at the final positions
     on = pipeline.mesh(mod, 32, smooth=5)
-    np.testing.assert_array_equal(on.faces, plain.faces)
-    assert np.isfinite(on.positions).all() and not np.array_equal(on.positions, plain.positions)
-    np.testing.assert_allclose(on.positions, taubin_smooth(plain.positions, plain.faces, 5))
+    cfg = pipeline.model.config
+    lv, lf = marching_cubes(lowpass_lattice(pipeline.model, mod, 32), cfg.iso_density, cfg.bound)
+    np.testing.assert_array_equal(on.faces, lf)
+    assert np.isfinite(on.positions).all() and not np.array_equal(on.positions, lv)
+    np.testing.assert_allclose(on.positions, taubin_smooth(lv, lf, 5))
     np.testing.assert_allclose(on.colors, field_colors(pipeline.model, mod, on.positions), atol=1e-6)
+
+
+def test_the_lowpassed_lattice_is_the_blurred_coarse_lattice_and_smooths_the_demo(demo_pipeline):
+    """48 nodes across the demo's box, blurred by σ LOWPASS_SIGMA; on the lattice asked for by trilinear
+    interpolation. At 128³ it takes the lumps out of a real prompt's surface without moving it."""
+    from scipy.ndimage import gaussian_filter
+
+    from backend.mesh import LOWPASS_SIGMA, lowpass_coarse
+
+    model = demo_pipeline.model
+    mod = demo_pipeline.modulate(demo_pipeline.embed("a red cube wearing a blue party hat"))
+    coarse = lowpass_coarse(model, mod).numpy()
+    assert coarse.shape == (48, 48, 48)
+    np.testing.assert_allclose(coarse, gaussian_filter(density_lattice(model, mod, 48), LOWPASS_SIGMA / (2 / 47),
+                                                       truncate=3.0, mode="nearest"), atol=1e-4)
+    np.testing.assert_allclose(lowpass_lattice(model, mod, 48), coarse, atol=1e-6)
+    fine = lowpass_lattice(model, mod, 95)  # node 2k of 95 is node k of 48
+    np.testing.assert_allclose(fine[::2, ::2, ::2], coarse, atol=1e-4)
+    level = model.config.iso_density
+    raw = marching_cubes(density_lattice(model, mod, 128), level, 1.0)
+    low = marching_cubes(lowpass_lattice(model, mod, 128), level, 1.0)
+    assert dihedral_angles_deg(*low).mean() < 0.8 * dihedral_angles_deg(*raw).mean()
+    assert mesh_volume(*low) == pytest.approx(mesh_volume(*raw), rel=0.1)
+
+
+def test_above_the_lowpass_limit_smoothing_is_taubin_on_the_sparse_mesh(pipeline):
+    mod = pipeline.modulate(pipeline.embed("a red cube"))
+    n = LOWPASS_MAX_RESOLUTION + 1
+    raw = extract_mesh(pipeline.model, mod, n)
+    on = extract_mesh(pipeline.model, mod, n, smooth=3)
+    np.testing.assert_array_equal(on.faces, raw.faces)
+    np.testing.assert_allclose(on.positions, taubin_smooth(raw.positions, raw.faces, 3))
 
 
 @pytest.mark.parametrize("value", ["-1", "101", "1.5", "many"])
@@ -110,7 +162,8 @@ def test_bad_smooth_is_exit_2_and_one_line(capsys, tiny_model_dir, tmp_path, com
 
 def test_the_artist_facing_paths_smooth_by_default(pipeline, tiny_model_dir, tmp_path):
     """`att3d generate` without --smooth and the service's generate (what the add-on and the batch get)
-    apply DEFAULT_SMOOTH Taubin iterations; --smooth 0 is the raw surface."""
+    apply the default smoothing (the low-passed density, DEFAULT_SMOOTH Taubin iterations); --smooth 0
+    is the raw surface."""
     from gltf_check import first_primitive
 
     from backend.engine import Engine
@@ -119,13 +172,16 @@ def test_the_artist_facing_paths_smooth_by_default(pipeline, tiny_model_dir, tmp
     assert DEFAULT_SMOOTH > 0
     mod = pipeline.modulate(pipeline.embed("a red cube"))
     raw = extract_mesh(pipeline.model, mod, 48)
-    want = taubin_smooth(raw.positions, raw.faces, DEFAULT_SMOOTH)
+    want = extract_mesh(pipeline.model, mod, 48, smooth=DEFAULT_SMOOTH)
     got = Engine(pipeline).generate("a red cube", resolution=48)
-    np.testing.assert_allclose(got.positions, want, atol=1e-5)
+    np.testing.assert_allclose(got.positions, want.positions, atol=1e-5)
     assert main(["--quiet", "generate", "a red cube", "--out", str(tmp_path / "d.glb"), "--model", str(tiny_model_dir),
                  "--resolution", "48", "--device", "cpu"]) == 0
     assert main(["--quiet", "generate", "a red cube", "--out", str(tmp_path / "r.glb"), "--model", str(tiny_model_dir),
                  "--resolution", "48", "--device", "cpu", "--smooth", "0"]) == 0
     smoothed, plain = (first_primitive(tmp_path / f)["POSITION"] for f in ("d.glb", "r.glb"))
-    assert len(smoothed) == len(raw.positions) == len(plain)
-    assert np.abs(smoothed - plain).max() > 1e-4  # the default moved the vertices; 0 did not
+    assert len(smoothed) == len(want.positions) and len(plain) == len(raw.positions)
+    from backend.export import Z_UP_TO_Y_UP
+
+    for glb, mesh in ((plain, raw), (smoothed, want)):  # --smooth 0 wrote the raw mesh, the default the smoothed
+        np.testing.assert_allclose(np.sort(glb, axis=0), np.sort(mesh.positions @ Z_UP_TO_Y_UP.T, axis=0), atol=1e-5)

@@ -309,15 +309,16 @@ def _surface_scores(model: Any, mod, scene, resolution: int,
 def lattice_and_mesh(model: Any, mod, resolution: int,
                      smooth: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The density lattice ``[x, y, z]`` of one prompt and its extracted mesh (vertices, faces,
-    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification; ``smooth``
-    Taubin iterations before the colours, as ``--smooth``), the plain lattice for anything else with
-    ``density`` and ``field`` (the tests' oracles)."""
-    from backend.mesh import density_lattice, field_colors, marching_cubes, taubin_smooth
+    colours): the path ``att3d generate`` takes for an ATT3D model (without simplification; with
+    ``smooth``, the low-passed lattice and that many Taubin iterations before the colours, as
+    ``--smooth``), the plain lattice for anything else with ``density`` and ``field`` (the tests'
+    oracles)."""
+    from backend.mesh import density_lattice, field_colors, lowpass_lattice, marching_cubes, taubin_smooth, uses_lowpass
     from backend.model import ATT3D
 
     cfg = model.config
     if isinstance(model, ATT3D):
-        vol = density_lattice(model, mod, resolution)
+        vol = (lowpass_lattice if uses_lowpass(smooth, resolution) else density_lattice)(model, mod, resolution)
     else:
         pts = grid_points(resolution).to(mod.v.device)
         vol = torch.cat([model.density(mod, chunk[None])[0] for chunk in pts.split(1 << 16)]).cpu()
