@@ -1,5 +1,5 @@
 """``att3d world``, ``att3d train-teacher``, ``att3d teacher-report``, ``att3d train-demo``,
-``att3d bench-amortization``, ``att3d bench-closeness``.
+``att3d bench-amortization``, ``att3d bench-closeness``, ``att3d calibrate-iso``.
 
 Registered by ``backend.cli`` through ``register(subparsers)`` (module ``training.shapes.cli`` in
 its PLUGINS); everything heavy is imported inside the commands.
@@ -159,6 +159,31 @@ def cmd_eval_interpolation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_iso(args: argparse.Namespace) -> int:
+    from backend.model import resolve_model_path
+
+    from .iso_level import calibrate_model_folder
+
+    if args.prompts < 1:
+        raise _error("--prompts must be at least 1")
+    folder = resolve_model_path(args.model)
+    try:
+        res = calibrate_model_folder(folder, args.prompts, write=args.write, progress=not args.json)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    b, a = res["before"], res["after"]
+    print(f"{folder}: {res['n_prompts']} seen prompts of the {res['split_fraction']:.1%} split, {res['grid']}³ lattice")
+    for name, r in (("now", b), ("calibrated", a)):
+        print(f"  {name:>10}: iso_density {r['iso_density']:7.3f}   volume ratio {r['volume_ratio']:.3f}   "
+              f"IoU {r['iou']:.3f}")
+    print(f"wrote iso_density = {a['iso_density']} to {folder / 'config.json'}" if args.write
+          else "(nothing written: add --write to set it in the model's config.json)")
+    return 0
+
+
 def cmd_bench_interpolation(args: argparse.Namespace) -> int:
     from . import interpolation_bench as ib
 
@@ -294,6 +319,14 @@ def register(sub) -> None:
     ei.add_argument("--device", default="cpu")
     ei.add_argument("--json", action="store_true", help="one JSON object on stdout (no progress bars)")
     ei.set_defaults(func=cmd_eval_interpolation)
+
+    ci = sub.add_parser("calibrate-iso", help="set a Shapes model's extraction level where its volume matches "
+                                              "the truth on its seen prompts")
+    ci.add_argument("--model", default="demo", help="model folder or shipped name (default demo)")
+    ci.add_argument("--prompts", type=int, default=64, help="seen prompts measured, evenly spread (default 64)")
+    ci.add_argument("--write", action="store_true", help="write the level into the model's config.json")
+    ci.add_argument("--json", action="store_true", help="one JSON object on stdout (no progress bar)")
+    ci.set_defaults(func=cmd_calibrate_iso)
 
     bi = sub.add_parser("bench-interpolation", help="no/latent/loss/guidance interpolants on the Shapes world "
                                                     "(paper Fig. 18/19 with numbers)")
