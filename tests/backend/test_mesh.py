@@ -233,3 +233,20 @@ def test_sequence_glb_has_morph_targets_that_decode_to_each_step(tmp_path):
     np.testing.assert_array_equal(read_accessor(path, gltf, prim["indices"]).reshape(-1, 3), faces)
     # trimesh (an independent reader) still loads the base mesh
     assert len(trimesh.load(path, force="mesh").faces) == len(faces)
+
+
+def test_neighbor_mean_is_the_one_ring_mean_and_its_rows_agree():
+    verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
+    op = neighbor_mean_operator(faces, len(verts))
+    x = torch.from_numpy(verts)
+    # the one-ring by hand: each vertex's distinct edge neighbours
+    ring = [set() for _ in verts]
+    for a, b, c in faces:
+        ring[a] |= {b, c}
+        ring[b] |= {a, c}
+        ring[c] |= {a, b}
+    expected = np.stack([verts[sorted(r)].mean(0) for r in ring])
+    np.testing.assert_allclose(op(x).numpy(), expected, atol=1e-6)
+    rows = torch.tensor([5, 0, len(verts) - 1, 17])
+    np.testing.assert_allclose(op.rows(rows)(x).numpy(), expected[rows.numpy()], atol=1e-6)
+    assert op.rows(torch.tensor([], dtype=torch.long))(x).shape == (0, 3)
