@@ -210,6 +210,7 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
                   project: Callable[[float, np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
                   miss: Callable[[float, np.ndarray], float], voxel: float, move_voxels: float = 1.0,
                   miss_voxels: float = 0.5, threshold: float = 0.99, max_total: int | None = None,
+                  estimate: Callable[[float, float, np.ndarray], float] | None = None,
                   tick: Callable[[float], None] = lambda frac: None) -> int:
     """States in between, where the surface moves: a shape key blends two stored states linearly, so
     where the surface does not move linearly between them, the in-betweens are visibly off it.
@@ -223,7 +224,9 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
     (``segment(x)``: the keyframe segment of step ``x``) stores ``cap`` chain positions, and while the
     pieces hold fewer than ``max_total`` states in all. Held states (a pop, see :func:`plan_pieces`)
     are left as they are. Returns the number of states inserted; ``tick(fraction)`` before each test
-    (a cancel point).
+    (a cancel point). ``estimate(x0, x1, vertices)``, if given, is a cheap estimate of the miss (from
+    what the neighbouring states already have): a blend it puts within half of ``miss_voxels`` is not
+    tested (``miss`` builds the middle state's field, the cost of a test).
     """
     import heapq
 
@@ -254,6 +257,8 @@ def refine_pieces(pieces: list[PlannedPiece], segment: Callable[[float], int], c
         if len(stored.get(segment(x), ())) >= cap:
             continue
         blend = (p.vertices[j] + p.vertices[j + 1]) / 2
+        if estimate is not None and estimate(p.xs[j], p.xs[j + 1], blend) <= miss_voxels / 2:
+            continue
         if miss(x, blend) <= miss_voxels:
             continue
         v, ok = project(x, blend, p.faces, p.prepared)
@@ -295,6 +300,7 @@ class NeighborMean:
         self.deg = torch.from_numpy(deg).to(device)
         self.val = torch.from_numpy(np.repeat(1.0 / np.maximum(deg, 1), deg).astype(np.float32)).to(device)
         self.matrix = self._csr(self.crow, self.col, self.val, n_vertices)
+        self.faces = torch.from_numpy(f).to(device)
 
     def _csr(self, crow: Any, col: Any, val: Any, rows: int) -> Any:
         import warnings
@@ -374,7 +380,9 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
     wide) relaxes, and only vertices that moved, or are still more than ``settled`` voxels from the
     surface, are evaluated again: the rest of the mesh stays put.
     Vertices that end more than a quarter voxel from the surface (``|σ − ℓ| / |∇σ|``) fall back to
-    their neighbours' mean. Returns the vertices and the mask of those on the surface.
+    their neighbours' mean. Returns the vertices and the mask of those on the surface, where the
+    corners of a face that ends facing into the object (a fold) do not count: without that the bench
+    chain's cone → torus middle was used with 6 % of its faces inward, all of its vertices converged.
 
     Early ends: after the first step, every vertex within ``settled`` voxels of the surface (the
     mesh is done), or more than ``hopeless`` of them farther away than the steps left can carry them
@@ -400,7 +408,8 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
         return step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step)), gg
 
     def descend(x, field, iterations, relax):
-        """Newton steps onto ``field``'s isosurface, relaxing where the mesh moves: (x, distances)."""
+        """Newton steps onto ``field``'s isosurface, relaxing where the mesh moves: (x, distances,
+        the field's gradient there)."""
         d, g = field(x)
         for it in range(iterations + 1):
             dist = distance(d, g)
@@ -431,16 +440,27 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
             idx = moving.nonzero()[:, 0]
             if len(idx):
                 d[idx], g[idx] = field(x[idx])
-        return x, dist
+        return x, dist, g
 
     field = field or model_field(model, mod)
     if predict > 1 and len(x) >= 8 * predict:
-        xs, sample_dist = descend(x[::predict].clone(), field, iterations, 0.0)
+        _, sample_dist, _ = descend(x[::predict].clone(), field, iterations, 0.0)
         sample_ok = sample_dist <= 0.25 * voxel
         if float(sample_ok.float().mean()) < predict_below:
             return vertices.copy(), sample_ok.repeat_interleave(predict)[:len(x)].cpu().numpy()
-    x, dist = descend(x, field, iterations, relax)
+    x, dist, g = descend(x, field, iterations, relax)
     ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
+    # a fold is on the surface too: a face whose normal points into the object (along the density's
+    # gradient at its corners) takes its corners off the surface. Only faces with a corner that
+    # moved can have folded here (a walk's previous state, or an anchor's mesh, had none)
+    f = neighbor_mean.faces
+    moved = (x != torch.from_numpy(vertices).to(x.device)).any(-1)
+    f = f[moved[f].any(1)]
+    if len(f):
+        tri = x[f]
+        normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        inward = (normal * g[f].sum(1)).sum(-1) > 0
+        ok[f[inward].reshape(-1)] = False
     if not bool(ok.all()):
         x = torch.where(torch.isfinite(x), x, torch.from_numpy(vertices).to(x.device))
         for _ in range(3):

@@ -202,3 +202,19 @@ def test_refine_stops_at_the_chain_s_total():
     pieces = [_moving_piece(), _moving_piece()]  # 4 states in all
     n = refine_pieces(pieces, lambda x: 0, 10, _path_project, _path_miss, voxel=1.0, miss_voxels=0.1, max_total=5)
     assert n == 1 and sum(len(p.xs) for p in pieces) == 5
+
+
+def test_refine_skips_the_test_where_the_estimate_is_well_within_the_tolerance():
+    from backend.chain import refine_pieces
+
+    for estimate, tested_expected, xs in ((0.2, [], [0, 1]),         # within half of 0.5: no test
+                                          (0.3, [0.5], [0, 0.5, 1])):  # not: tested, and stored
+        piece, tested, asked = _moving_piece(), [], []
+
+        def miss(x, v, tested=tested):
+            tested.append(x)
+            return _path_miss(x, v)
+
+        refine_pieces([piece], lambda x: 0, 3, _path_project, miss, voxel=1.0,
+                      estimate=lambda x0, x1, v, asked=asked, e=estimate: asked.append((x0, x1)) or e)
+        assert asked[0] == (0, 1) and tested == tested_expected and piece.xs == xs

@@ -250,3 +250,20 @@ def test_neighbor_mean_is_the_one_ring_mean_and_its_rows_agree():
     rows = torch.tensor([5, 0, len(verts) - 1, 17])
     np.testing.assert_allclose(op.rows(rows)(x).numpy(), expected[rows.numpy()], atol=1e-6)
     assert op.rows(torch.tensor([], dtype=torch.long))(x).shape == (0, 3)
+
+
+def test_a_settled_fold_is_not_on_the_surface():
+    """Faces that end facing into the object take their corners off the surface, even on it."""
+    from backend.mapping_network import Modulation
+
+    verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
+    op = neighbor_mean_operator(faces, len(verts))
+    flipped = faces.copy()
+    top = np.nonzero(verts[faces].mean(1)[:, 2] > 0.45)[0]  # a cap of faces wound the wrong way
+    flipped[top] = flipped[top][:, ::-1]
+    mod = Modulation(None, torch.zeros(1, 2))
+    _, ok = settle_on_isosurface(_SphereField(0.55), mod, verts, neighbor_mean_operator(flipped, len(verts)), 2 / 47)
+    assert not ok[np.unique(faces[top])].any()
+    assert ok.mean() > 0.9  # the rest are fine
+    _, ok = settle_on_isosurface(_SphereField(0.55), mod, verts, op, 2 / 47)
+    assert ok.all()
