@@ -291,8 +291,7 @@ class NeighborMean:
         a, b = f.ravel(), f[:, [1, 2, 0]].ravel()  # each face's three directed edges
         # both directions of every edge, once: coo → csr sums the duplicates (linear, no global sort)
         adj = sp.coo_matrix((np.ones(2 * len(a), np.float32), (np.concatenate([a, b]), np.concatenate([b, a]))),
-                            shape=(n_vertices, n_vertices)).tocsr()
-        adj.sum_duplicates()
+                            shape=(n_vertices, n_vertices)).tocsr()  # (canonical: sorted, summed)
         deg = np.diff(adj.indptr)
         self.n = n_vertices
         self.crow = torch.from_numpy(adj.indptr.astype(np.int64)).to(device)
@@ -324,11 +323,6 @@ class NeighborMean:
         take = torch.repeat_interleave(self.crow[idx] - crow[:-1], deg) + torch.arange(int(crow[-1]), device=deg.device)
         sub = self._csr(crow, self.col[take], self.val[take], len(idx))
         return lambda x: sub @ x
-
-
-def neighbor_mean_operator(faces: np.ndarray, n_vertices: int, device: Any = "cpu") -> NeighborMean:
-    """The one-ring mean of a mesh's vertices (:class:`NeighborMean`): what settles relax with."""
-    return NeighborMean(faces, n_vertices, device)
 
 
 FieldFn = Callable[[Any], tuple[Any, Any]]  # points [N, 3] (torch) → density [N], gradient [N, 3]
@@ -451,16 +445,11 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
     x, dist, g = descend(x, field, iterations, relax)
     ok = (dist <= 0.25 * voxel) & torch.isfinite(x).all(-1)
     # a fold is on the surface too: a face whose normal points into the object (along the density's
-    # gradient at its corners) takes its corners off the surface. Only faces with a corner that
-    # moved can have folded here (a walk's previous state, or an anchor's mesh, had none)
+    # gradient at its corners) takes its corners off the surface
     f = neighbor_mean.faces
-    moved = (x != torch.from_numpy(vertices).to(x.device)).any(-1)
-    f = f[moved[f].any(1)]
-    if len(f):
-        tri = x[f]
-        normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        inward = (normal * g[f].sum(1)).sum(-1) > 0
-        ok[f[inward].reshape(-1)] = False
+    tri = x[f]
+    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    ok[f[(normal * g[f].sum(1)).sum(-1) > 0].reshape(-1)] = False
     if not bool(ok.all()):
         x = torch.where(torch.isfinite(x), x, torch.from_numpy(vertices).to(x.device))
         for _ in range(3):

@@ -21,9 +21,9 @@ from blender_att3d.wire.types import MeshData, SequenceData, SequencePiece
 
 from .cameras import orbit_cameras
 from .chain import (
+    NeighborMean,
     chain_schedule,
     largest_move,
-    neighbor_mean_operator,
     plan_pieces,
     refine_pieces,
     settle_on_isosurface,
@@ -260,7 +260,7 @@ class Pipeline:
                                             field=field_at(x))
 
             planned = plan_pieces([k * steps for k in range(len(prompts))], extract, project,
-                                  lambda v, f: neighbor_mean_operator(f, len(v), self.device),
+                                  lambda v, f: NeighborMean(f, len(v), self.device),
                                   tick=lambda frac: tick(PLAN_SHARE * frac, 1, "tracking the keyframes' meshes"))
 
             def distance(d: torch.Tensor, g: torch.Tensor) -> float:  # the blend's miss, in voxels

@@ -5,7 +5,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.chain import neighbor_mean_operator, settle_on_isosurface
+from backend.chain import NeighborMean, settle_on_isosurface
 from backend.export import export_mesh
 from backend.mesh import marching_cubes
 from blender_att3d.wire.types import MeshData
@@ -94,7 +94,7 @@ def test_settle_on_isosurface_moves_vertices_onto_the_new_surface():
 
     verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
     mod = Modulation(None, torch.zeros(1, 2))
-    new, ok = settle_on_isosurface(_SphereField(0.62), mod, verts, neighbor_mean_operator(faces, len(verts)), 2 / 47)
+    new, ok = settle_on_isosurface(_SphereField(0.62), mod, verts, NeighborMean(faces, len(verts)), 2 / 47)
     assert ok.all()
     np.testing.assert_allclose(np.linalg.norm(new, axis=1), 0.62, atol=2e-3)
     assert trimesh.Trimesh(new, faces, process=False).is_watertight
@@ -109,7 +109,7 @@ def test_projection_fallback_keeps_the_mesh_valid():
 
     verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
     new, ok = settle_on_isosurface(Flat(0.5), Modulation(None, torch.zeros(1, 2)), verts,
-                                   neighbor_mean_operator(faces, len(verts)), 2 / 23)
+                                   NeighborMean(faces, len(verts)), 2 / 23)
     assert not ok.any()
     assert np.isfinite(new).all() and new.shape == verts.shape
 
@@ -135,7 +135,7 @@ def test_settling_ends_early_when_done_or_hopeless(radius, evaluations, on_surfa
     field = _CountingSphere(radius)
     _CountingSphere.calls = 0
     new, ok = settle_on_isosurface(field, Modulation(None, torch.zeros(1, 2)), verts,
-                                   neighbor_mean_operator(faces, len(verts)), 2 / 47)
+                                   NeighborMean(faces, len(verts)), 2 / 47)
     assert _CountingSphere.calls == evaluations
     assert bool(ok.all()) is on_surface
     if on_surface:
@@ -162,7 +162,7 @@ def test_settled_vertices_stay_put_and_are_not_evaluated_again():
     before = verts.copy()
     field = _CapSphere()
     new, ok = settle_on_isosurface(field, Modulation(None, torch.zeros(1, 2)), verts,
-                                   neighbor_mean_operator(faces, len(verts)), 2 / 47, relax=0)
+                                   NeighborMean(faces, len(verts)), 2 / 47, relax=0)
     np.testing.assert_array_equal(verts, before)  # the input is not written to
     assert ok.all()
     unit = new / np.linalg.norm(new, axis=1, keepdims=True)
@@ -237,7 +237,7 @@ def test_sequence_glb_has_morph_targets_that_decode_to_each_step(tmp_path):
 
 def test_neighbor_mean_is_the_one_ring_mean_and_its_rows_agree():
     verts, faces = marching_cubes(sphere_volume(24, 0.5), 0.0, 1.0)
-    op = neighbor_mean_operator(faces, len(verts))
+    op = NeighborMean(faces, len(verts))
     x = torch.from_numpy(verts)
     # the one-ring by hand: each vertex's distinct edge neighbours
     ring = [set() for _ in verts]
@@ -257,12 +257,12 @@ def test_a_settled_fold_is_not_on_the_surface():
     from backend.mapping_network import Modulation
 
     verts, faces = marching_cubes(sphere_volume(48, 0.5), 0.0, 1.0)
-    op = neighbor_mean_operator(faces, len(verts))
+    op = NeighborMean(faces, len(verts))
     flipped = faces.copy()
     top = np.nonzero(verts[faces].mean(1)[:, 2] > 0.45)[0]  # a cap of faces wound the wrong way
     flipped[top] = flipped[top][:, ::-1]
     mod = Modulation(None, torch.zeros(1, 2))
-    _, ok = settle_on_isosurface(_SphereField(0.55), mod, verts, neighbor_mean_operator(flipped, len(verts)), 2 / 47)
+    _, ok = settle_on_isosurface(_SphereField(0.55), mod, verts, NeighborMean(flipped, len(verts)), 2 / 47)
     assert not ok[np.unique(faces[top])].any()
     assert ok.mean() > 0.9  # the rest are fine
     _, ok = settle_on_isosurface(_SphereField(0.55), mod, verts, op, 2 / 47)
