@@ -664,7 +664,7 @@ class _Runner:
                     frac = 1.0 - (0.85 if on_line is None else 0.6) ** steps
                     if line.startswith("Installing collected packages"):
                         frac = max(frac, 0.9)
-                    self._say(bar.advance(frac, detail), stage, bar.text())
+                    self._advance(bar, stage, lines_frac=frac, detail=detail)
             rc = self.proc.wait()
         finally:
             done.set()
@@ -683,11 +683,17 @@ class _Runner:
         with self._lock:  # the output reader and the byte counter both report
             self.progress(percent, stage, detail)
 
+    def _advance(self, bar: _Bar, stage: str, **kw: Any) -> None:
+        """Move ``bar`` (:meth:`_Bar.advance`'s arguments) and report it, as one step under the lock: the
+        reader and the byte counter computing apart could report 50 % and then 47 %."""
+        with self._lock:
+            self.progress(bar.advance(**kw), stage, bar.text())
+
     def _follow_bytes(self, written: _Written, bar: _Bar, stage: str, expect: float, done: threading.Event) -> None:
         base = written.total()
         while not done.wait(MONITOR_S):
             n = max(0, written.total() - base)
-            self._say(bar.advance(written=n, bytes_frac=_bytes_fraction(n, bar.expect(expect))), stage, bar.text())
+            self._advance(bar, stage, written=n, bytes_frac=_bytes_fraction(n, bar.expect(expect)))
 
     def stop(self) -> None:
         self.cancel.set()
