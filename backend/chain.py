@@ -401,7 +401,7 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
     def newton(d, g):
         gg = g.pow(2).sum(-1, keepdim=True) + 1e-8
         step = -(d - level)[:, None] * g / gg
-        return step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step)), gg
+        return step * (max_step / step.norm(dim=-1, keepdim=True).clamp_min(max_step))
 
     def descend(x, field, iterations, relax):
         """Newton steps onto ``field``'s isosurface, relaxing where the mesh moves: (x, distances,
@@ -415,7 +415,7 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
                 break
             moving = dist > settled * voxel  # the settled vertices stay put
             act = moving.nonzero()[:, 0]
-            step, _ = newton(d[act], g[act])
+            step = newton(d[act], g[act])
             large = step.norm(dim=-1) > relax_from * voxel
             # the last Newton steps land the relaxed vertices
             if relax and relax_passes and it < iterations - 2 and bool(large.any()):
@@ -441,8 +441,8 @@ def settle_on_isosurface(model: Any, mod: Any, vertices: np.ndarray, neighbor_me
             else:
                 x[act] = (x[act] + step).clamp(-cfg.bound, cfg.bound)
             if len(act):
-                d[act], g[act] = field(x[act])
-                dist[act] = distance(d[act], g[act])
+                d_act, g_act = field(x[act])
+                d[act], g[act], dist[act] = d_act, g_act, distance(d_act, g_act)
         return x, dist, g
 
     field = field or model_field(model, mod)
