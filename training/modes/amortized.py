@@ -61,11 +61,7 @@ def load_init(model: ATT3D, path: str, device: torch.device, auto_gain: bool = T
     into ``model``, with their grid gain when ``auto_gain`` (else it must match); returns what the
     provenance records of it: its name and the SHA-256 of its weights (never the path on this
     machine), and what it had trained on."""
-    import hashlib
-
-    inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
-    folder = resolve_model_path(inner if (inner / "config.json").is_file() else path)
-    init, cfg = load_model(folder, device)
+    init, _, record = load_recorded(path, device)
     theirs, ours = asdict(init.config), asdict(model.config)
     # the backend runs the same weights; an auto gain (model.grid_scale = 0) is the one they trained with
     skip = {"backend"} | ({"grid_scale"} if auto_gain else set())
@@ -75,15 +71,27 @@ def load_init(model: ATT3D, path: str, device: torch.device, auto_gain: bool = T
     model.mapping.grid_scale = init.mapping.grid_scale
     model.config = replace(model.config, grid_scale=init.config.grid_scale)
     model.load_state_dict(init.state_dict())
+    return record
+
+
+def load_recorded(path: str | Path, device: torch.device | str = "cpu") -> tuple[ATT3D, dict[str, Any], dict[str, Any]]:
+    """A model, run or checkpoint folder's model, its config, and what a provenance records of it:
+    its name and the SHA-256 of its weights (never the path on this machine), and what it had
+    trained on."""
+    import hashlib
+
+    inner = Path(path) / "model"  # a run or checkpoint folder holds its model there
+    folder = resolve_model_path(inner if (inner / "config.json").is_file() else path)
+    model, cfg = load_model(folder, device)
     prov = cfg.get("provenance", {})
     digest = hashlib.sha256()
     with open(folder / "model.safetensors", "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"name": prov.get("name") if prov.get("name") == "demo" else run_name(path),
-            "sha256": digest.hexdigest(), "step": prov.get("step"),
-            "frames_per_prompt": prov.get("frames_per_prompt"), "prompt_set": prov.get("prompt_set"),
-            "guidance": prov.get("guidance"), "init": prov.get("init")}
+    return model, cfg, {"name": prov.get("name") if prov.get("name") == "demo" else run_name(path),
+                        "sha256": digest.hexdigest(), "step": prov.get("step"),
+                        "frames_per_prompt": prov.get("frames_per_prompt"), "prompt_set": prov.get("prompt_set"),
+                        "guidance": prov.get("guidance"), "init": prov.get("init")}
 
 
 class Amortized:

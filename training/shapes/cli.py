@@ -89,6 +89,18 @@ def cmd_teacher_report(args: argparse.Namespace) -> int:
 def cmd_train_demo(args: argparse.Namespace) -> int:
     from . import demo
 
+    if args.soup and args.ship:
+        raise _error("--soup and --ship: one at a time (make the soup, measure it, then ship its folder)")
+    if args.soup:
+        from training.soup import make_soup, parse_ingredient
+
+        try:
+            folder = make_soup([parse_ingredient(t) for t in args.soup], args.out)
+        except ValueError as e:
+            raise _error(str(e)) from None
+        print(f"soup of {len(args.soup)} models written to {folder}; calibrate its level before use: "
+              f"att3d calibrate-iso --model {folder} --write")
+        return 0
     if args.ship:
         metrics = None
         if args.metrics:
@@ -303,6 +315,9 @@ def register(sub) -> None:
     d.add_argument("--ship", metavar="RUN_DIR", help="instead of training: write RUN_DIR/model in fp16 to "
                                                      "backend/models/demo (the default model)")
     d.add_argument("--metrics", help="with --ship: a JSON file of `att3d eval --world shapes --json` to record")
+    d.add_argument("--soup", nargs="+", metavar="MODEL[:WEIGHT]",
+                   help="instead of training: write --out/model as the weighted mean of these runs' weights "
+                        "(runs continued from one model; training/soup.py)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_train_demo)
 

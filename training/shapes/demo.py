@@ -127,7 +127,11 @@ def shapes_provenance(run_dir: Path, teacher: str | None = None) -> dict:
                          "scale": conf.get("guidance", {}).get("scale"), "loss": "SDS only"},
             "render": conf.get("render"), "batch_size": conf.get("run", {}).get("batch_size"),
             # a run started from an earlier model: what that one had trained on, and how long
-            "init": _init_chain(prov.get("init"))}
+            "init": _init_chain(prov.get("init")),
+            # a soup (training/soup.py): the runs averaged, by name, weights hash and weight
+            **({"soup": [{"name": s.get("name"), "sha256": s.get("sha256"), "weight": s.get("weight"),
+                          "steps": s.get("step"), "init": _init_chain(s.get("init"))} for s in prov["soup"]]}
+               if prov.get("soup") else {})}
 
 
 def _init_chain(init: dict | None) -> dict | None:
@@ -195,6 +199,8 @@ def portable_provenance(prov: dict) -> dict:
 
     prov = json.loads(json.dumps(prov))  # a deep copy
     prov["init"] = chain(prov.get("init"))
+    if prov.get("soup"):  # a soup's ingredients (training/soup.py), each recorded like an init
+        prov["soup"] = [chain(s) for s in prov["soup"]]
     for g, key in ((prov.get("guidance"), "model"), (prov.get("config", {}).get("guidance"), "model"),
                    (prov.get("shapes", {}).get("guidance"), "teacher")):
         if g and g.get(key):
