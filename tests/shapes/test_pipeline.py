@@ -117,7 +117,15 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     assert main(args + ["--steps", "3", "--resume"]) == 0
     assert "stopped at step 3 (done)" in capsys.readouterr().out
     (tmp_path / "eval.json").write_text(json.dumps({"iou": 0.5, "per_prompt": [{"x": 1}]}))
+    # the run's calibrated level (att3d calibrate-iso --write) ships with its record
+    trained = (run / "model" / "config.json").read_text()
+    run_cfg = json.loads(trained)
+    calibration = {"n_prompts": 2, "before": {"iso_density": 5.0}, "after": {"iso_density": 6.5}}
+    run_cfg["architecture"]["iso_density"] = 6.5
+    run_cfg["provenance"].setdefault("shapes", {})["iso_calibration"] = calibration
+    (run / "model" / "config.json").write_text(json.dumps(run_cfg))
     assert main(["train-demo", "--ship", str(run), "--metrics", str(tmp_path / "eval.json")]) == 0
+    (run / "model" / "config.json").write_text(trained)  # (the level the runs below go on from)
     model, cfg = load_model(tmp_path / "models" / "demo")
     from safetensors import safe_open
 
@@ -126,6 +134,7 @@ def test_train_demo_cli_trains_resumes_and_ships(tiny_teacher, tmp_path, monkeyp
     assert next(model.parameters()).dtype == torch.float32  # and loaded in fp32 for use
     shapes = cfg["provenance"]["shapes"]
     assert shapes["split"] == "12.5%" and shapes["steps"] == 3 and shapes["metrics"] == {"iou": 0.5}
+    assert shapes["iso_calibration"] == calibration and model.config.iso_density == 6.5
     assert shapes["guidance"]["loss"] == "SDS only" and shapes["guidance"]["scale"] == demo.GUIDANCE_SCALE
     assert shapes["guidance"]["teacher"] == out.name  # a teacher outside the repository: by its name
     assert not _machine_paths(cfg), _machine_paths(cfg)  # no path of the machine that trained it

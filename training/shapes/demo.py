@@ -167,7 +167,10 @@ def ship(run_dir: str | Path, dest: str | Path | None = None, metrics: dict | No
     # the seen prompts stay (992 for the 50 % split, ~40 KB): the service's "far from the training
     # prompts" warning needs them, and without them it can only say "unknown"
     prov["name"] = "demo"
+    calibration = (prov.get("shapes") or {}).get("iso_calibration")  # att3d calibrate-iso --write on the run
     prov["shapes"] = shapes_provenance(run_dir)
+    if calibration:
+        prov["shapes"]["iso_calibration"] = calibration
     if metrics:
         prov["shapes"]["metrics"] = metrics
     dest = Path(dest or SHIP_DIR)
