@@ -2,8 +2,8 @@
 
 Runs fine-tuned from one warm start stay in one basin of the loss, so the mean of their weights is a
 model of its own, often better than each (Wortsman et al., 2022, "Model soups"). Demo v3.2 is such a
-soup: v3.1 and two runs continued from it, each of which traded one shape for another; their mean
-kept the gains without the trades (the model card has the figures).
+soup: v3.1 and a run continued from it that drew pyramids better and cones worse; their mean drew
+pyramids better than either and kept nearly all of v3.1's cones (the model card has the figures).
 
     att3d train-demo --soup runs/v31 runs/v32 runs/v33 --out runs/v34     # equal weights
     att3d train-demo --soup runs/v31:2 runs/v32 runs/v33 --out runs/v34   # v31 counts twice

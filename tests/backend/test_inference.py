@@ -116,7 +116,7 @@ def test_states_in_between_go_where_the_blend_misses_the_surface_up_to_the_cap(d
     # the steps (0, 0.5, 1) and the middles where neighbouring pieces meet; none in between
     assert plain.meta["inserted_states"] == 0
     assert {t for p in plain.pieces for t in p.times} <= {0, 0.25, 0.5, 0.75, 1}
-    # (a cap the refinement does not reach: demo v3.1 stores 9 positions here)
+    # (a cap the refinement does not reach: demo v3.2 stores 11 positions here)
     refined = demo.chain(prompts, steps=2, resolution=48, max_states=12)
     assert refined.meta["inserted_states"] >= 1 and refined.meta["max_states"] == 12
     assert refined.steps == plain.steps
@@ -125,8 +125,10 @@ def test_states_in_between_go_where_the_blend_misses_the_surface_up_to_the_cap(d
         assert set(q.times) <= set(p.times) and p.times[p.key] == q.times[q.key]
         assert np.array_equal(p.positions[p.key], q.positions[q.key])
         for j, (t, v) in enumerate(zip(p.times, p.positions)):
-            if j == p.key:
-                continue  # marching cubes' own mesh (the same as plain's)
+            if j == p.key or p.held[j]:
+                # marching cubes' own mesh (the same as plain's), or a held state: its anchor's surface
+                # where tracking failed (a pop between true surfaces at the swap; backend.chain)
+                continue
             mod = demo.chain_modulation(emb, *segment_alpha(t, [0, 1]))
             assert (surface_distance(demo.model, mod, v, resolution=48) <= ON_SURFACE_VOXELS * voxel).mean() >= 0.99, t
         for (t0, v0), (t1, v1) in zip(zip(p.times, p.positions), zip(p.times[1:], p.positions[1:])):

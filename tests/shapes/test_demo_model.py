@@ -30,7 +30,13 @@ def test_size_and_provenance(config):
     sh = config["provenance"]["shapes"]
     world = get_world()
     assert sh["world_prompt_hash"] == world.prompt_hash
-    assert sh["split"] in ("12.5%", "50%") and sh["steps"] > 0 and sh["frames_per_prompt"] > 0
+    assert sh["split"] in ("12.5%", "50%")
+    if sh.get("soup"):  # a mean of runs (training/soup.py): each recorded by name, weights hash and training
+        assert len(sh["soup"]) >= 2 and sh["steps"] is None
+        for run in sh["soup"]:
+            assert run["name"] and len(run["sha256"]) == 64 and run["weight"] > 0 and run["steps"] > 0
+    else:
+        assert sh["steps"] > 0 and sh["frames_per_prompt"] > 0
     assert sh["guidance"]["loss"] == "SDS only" and sh["guidance"]["scale"] > 0
 
 
