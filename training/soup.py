@@ -14,16 +14,15 @@ calibrate-iso --model runs/v34/model --write``) before measuring or shipping it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from backend.model import save_model
 
 #: what differs between runs of one architecture without making their weights incompatible
-_FREE = ("backend", "iso_density")
+_FREE = {"backend", "iso_density"}
 
 
 def parse_ingredient(text: str) -> tuple[str, float]:
@@ -44,25 +43,24 @@ def make_soup(ingredients: Sequence[tuple[str, float]], out: str | Path) -> Path
     """Write ``out/model``: the weighted mean of the ingredients' weights (model, run or checkpoint
     folders of one architecture). The provenance is the first ingredient's (the trainer, prompts and
     guidance they share) with ``soup`` listing every ingredient by name, weights hash and weight."""
-    from training.modes.amortized import load_recorded, run_name
+    from training.modes.amortized import architecture_differences, load_recorded, run_name
 
     if len(ingredients) < 2:
         raise ValueError("a soup needs at least two models")
     if (Path(out) / "model").exists():  # never over a run's own model
         raise ValueError(f"--out {out}: it already holds a model; choose a new folder")
-    models, configs, records = [], [], []
+    models, records = [], []
+    prov: dict = {}
     for path, weight in ingredients:
         if not Path(path).exists():
             raise ValueError(f"--soup {path}: no such model, run or checkpoint folder")
         m, cfg, rec = load_recorded(path)
+        if models and (diff := architecture_differences(m.config, models[0].config, _FREE)):
+            raise ValueError(f"--soup {path}: another architecture than {ingredients[0][0]} ({'; '.join(diff)})")
+        if not models:  # the first run's provenance: the trainer, prompts and guidance they share
+            prov = dict(cfg.get("provenance", {}))
         models.append(m)
-        configs.append(cfg)
         records.append({**rec, "weight": weight})
-    first = asdict(models[0].config)
-    for (path, _), m in zip(ingredients[1:], models[1:]):
-        diff = [k for k, v in asdict(m.config).items() if first.get(k) != v and k not in _FREE]
-        if diff:
-            raise ValueError(f"--soup {path}: another architecture than {ingredients[0][0]} ({', '.join(diff)})")
     total = sum(w for _, w in ingredients)
     shares = [w / total for _, w in ingredients]
     states = [m.state_dict() for m in models]
@@ -81,6 +79,5 @@ def make_soup(ingredients: Sequence[tuple[str, float]], out: str | Path) -> Path
     soup.load_state_dict(mean)
     level = sum(s * m.config.iso_density for s, m in zip(shares, models))
     soup.config = replace(soup.config, iso_density=round(float(level), 3))
-    prov: dict[str, Any] = dict(configs[0].get("provenance", {}))
     prov.update(name=run_name(out), step=None, frames_per_prompt=None, init=None, soup=records)
     return save_model(soup, Path(out) / "model", prov)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from backend.cameras import Cameras
-from backend.model import ATT3D, build_model, load_model, resolve_model_path
+from backend.model import ATT3D, ModelConfig, build_model, load_model, resolve_model_path
 from backend.text_encoder import TextEncoder
 
 from ..config import TrainConfig
@@ -62,16 +62,21 @@ def load_init(model: ATT3D, path: str, device: torch.device, auto_gain: bool = T
     provenance records of it: its name and the SHA-256 of its weights (never the path on this
     machine), and what it had trained on."""
     init, _, record = load_recorded(path, device)
-    theirs, ours = asdict(init.config), asdict(model.config)
     # the backend runs the same weights; an auto gain (model.grid_scale = 0) is the one they trained with
-    skip = {"backend"} | ({"grid_scale"} if auto_gain else set())
-    diff = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k] and k not in skip]
+    diff = architecture_differences(init.config, model.config, {"backend"} | ({"grid_scale"} if auto_gain else set()))
     if diff:
         raise ValueError(f"run.init {path}: another architecture ({'; '.join(diff)})")
     model.mapping.grid_scale = init.mapping.grid_scale
     model.config = replace(model.config, grid_scale=init.config.grid_scale)
     model.load_state_dict(init.state_dict())
     return record
+
+
+def architecture_differences(theirs: ModelConfig, ours: ModelConfig, free: set[str]) -> list[str]:
+    """What keeps weights of ``theirs`` from loading into ``ours`` (``free``: fields that may differ),
+    one ``"field: theirs there, ours here"`` each."""
+    a, b = asdict(theirs), asdict(ours)
+    return [f"{k}: {a.get(k)!r} there, {b[k]!r} here" for k in b if a.get(k) != b[k] and k not in free]
 
 
 def load_recorded(path: str | Path, device: torch.device | str = "cpu") -> tuple[ATT3D, dict[str, Any], dict[str, Any]]:
