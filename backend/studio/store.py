@@ -79,9 +79,11 @@ class JobStore:
         return job if job is not None and job.user == user else None  # another user's job: "no such job"
 
     def _position(self, job: StudioJob) -> int | None:
-        if job.status != JobState.QUEUED or job.assigned:
+        """How many jobs run before a queued one: 0 once a replica has it (its first progress report,
+        which makes it running, may still be on its way)."""
+        if job.status != JobState.QUEUED:
             return None
-        return self.queue.position(job.user, job, job.express)
+        return 0 if job.assigned else self.queue.position(job.user, job, job.express)
 
     def _snapshot(self, job: StudioJob) -> JobSnapshot:
         return job.snapshot(self._position(job))

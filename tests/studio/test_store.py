@@ -185,3 +185,37 @@ def test_shutdown_answers_every_waiting_client():
             await store.submit("generate", {}, 1, "alice")
         assert e.value.status == 503 and "shutting down" in e.value.message
     run(scenario)
+
+
+def test_a_job_a_replica_has_taken_but_not_yet_started_is_next_in_line():
+    """Between dispatch and the replica's first progress report a job is still queued, out of the
+    queue: it reports position 0 (no job runs before it), in its status and in /v1/info alike."""
+    class Silent(FakeReplicas):
+        async def dispatch(self, spec: dict) -> Outcome:  # a replica slow to send its first report
+            self.started.append(spec["id"])
+            fut = self.gates[spec["id"]] = asyncio.get_running_loop().create_future()
+            return await fut
+
+    async def main():
+        fake = Silent(1)
+        store = JobStore(fake.dispatch, fake.replicas)
+        fake.store = store
+        await store.start()
+        try:
+            job = await store.submit("generate", {"n": 0}, 1, "bob")
+            later = await store.submit("generate", {"n": 1}, 1, "bob")
+            await settle()
+            assert fake.started == [job.id]
+            st = await store.status(job.id, "bob")
+            assert st.status == JobState.QUEUED and st.queue_position == 0
+            assert (await store.status(later.id, "bob")).queue_position == 0  # next in the queue itself
+            yours = (await store.info("bob"))["queue"]["yours"]
+            assert [(j["id"], j["status"], j["queue_position"]) for j in yours] == [
+                (job.id, "queued", 0), (later.id, "queued", 0)]
+            fake.release(job.id)
+            await settle()
+            assert (await store.status(job.id, "bob")).status == JobState.DONE
+        finally:
+            await store.shutdown()
+
+    asyncio.run(main())
